@@ -1,0 +1,255 @@
+//! Command-line flags: parsed raw by clap ([`LowArgs`]), then validated into
+//! what the program runs on ([`RunConfig`], [`GenConfig`]), reporting every
+//! bad token at once.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use traffic::{
+    engine::ModeChoice,
+    generator::{GenOptions, Proto, parse_mac},
+    report::Format,
+    rules::{Action, Origin, RuleSet},
+};
+
+/// Filter and count packets by source address with XDP, at line rate.
+///
+/// traffic attaches an XDP program to an interface. The program looks up
+/// every packet's source address in longest-prefix rule tables (IPv4 and
+/// IPv6), applies the rule's action (pass, drop or capture) or the default,
+/// and counts it in per-CPU counters that traffic reports every --interval.
+/// The program is attached through a bpf_link: it goes away with the process,
+/// however the process ends.
+#[derive(Debug, Parser)]
+#[command(name = "traffic", version, args_conflicts_with_subcommands = true)]
+pub struct LowArgs {
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// Send an exact number of UDP or TCP SYN frames from given source
+    /// prefixes (AF_PACKET, sendmmsg, qdisc bypass; retries on backpressure).
+    Gen(GenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The interface to attach to.
+    #[arg(short, long, value_name = "IFACE")]
+    pub iface: Option<String>,
+    /// Run on a built-in lab instead of a real interface: two network
+    /// namespaces joined by a veth pair, with a generator sending a mix of
+    /// IPv4 and IPv6 traffic from documentation prefixes. Everything it
+    /// creates is removed at exit.
+    #[arg(long, conflicts_with = "iface")]
+    pub lab: bool,
+    /// XDP mode: native (in the driver), skb (generic, works everywhere), or
+    /// auto (native, falling back to skb).
+    #[arg(long, value_enum, default_value_t = ModeChoice::Auto)]
+    pub mode: ModeChoice,
+    /// Replace an XDP program already attached to the interface (one
+    /// attached through netlink; a program held by a bpf_link cannot be).
+    #[arg(long)]
+    pub force: bool,
+    /// Drop packets from CIDR (IPv4 or IPv6; a bare address is a /32 or /128).
+    /// Repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub drop: Vec<String>,
+    /// Pass packets from CIDR. Repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub pass: Vec<String>,
+    /// Pass packets from CIDR and mark them for capture. Repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub capture: Vec<String>,
+    /// Read rules from FILE: one `ACTION CIDR` per line, `#` starts a
+    /// comment. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+    /// The action for IP packets whose source matches no rule. Non-IP and
+    /// unparseable frames are always passed.
+    #[arg(long = "default", value_enum, default_value_t = Action::Pass)]
+    pub default_action: Action,
+    /// Seconds between reports.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after SECS seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// The interface to send from.
+    #[arg(short, long, value_name = "IFACE")]
+    pub iface: String,
+    /// How many frames to send.
+    #[arg(long, value_name = "N")]
+    pub count: u64,
+    /// A source prefix; frames cycle through the prefixes given, and through
+    /// the addresses of each. Repeatable.
+    #[arg(long = "src", value_name = "CIDR", required = true)]
+    pub sources: Vec<String>,
+    /// IPv4 destination.
+    #[arg(long, value_name = "ADDR", default_value = "198.51.100.1")]
+    pub dst4: std::net::Ipv4Addr,
+    /// IPv6 destination.
+    #[arg(long, value_name = "ADDR", default_value = "2001:db8::1")]
+    pub dst6: std::net::Ipv6Addr,
+    /// Destination MAC address.
+    #[arg(long, value_name = "MAC", default_value = "ff:ff:ff:ff:ff:ff")]
+    pub dst_mac: String,
+    /// Frames per second (default: as fast as the device takes them).
+    #[arg(long, value_name = "PPS")]
+    pub rate: Option<u64>,
+    /// Transport protocol.
+    #[arg(long, value_enum, default_value_t = Proto::Udp)]
+    pub proto: Proto,
+    /// Payload bytes after the transport header.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub payload: usize,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where to attach.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A real interface.
+    Iface(String),
+    /// The built-in lab.
+    Lab,
+}
+
+/// A validated capture/filter run.
+#[derive(Debug)]
+pub struct RunConfig {
+    pub target: Target,
+    pub mode: ModeChoice,
+    pub force: bool,
+    pub rules: RuleSet,
+    /// Whether any rule was given (the lab adds demo rules when not).
+    pub rules_given: bool,
+    pub interval: Duration,
+    pub format: Format,
+    pub duration: Option<Duration>,
+}
+
+/// A validated generator run.
+#[derive(Debug)]
+pub struct GenConfig {
+    pub options: GenOptions,
+    pub json: bool,
+}
+
+fn seconds(flag: &str, value: f64, errors: &mut Vec<String>) -> Duration {
+    if value.is_finite() && value > 0.0 && value < 1e9 {
+        Duration::from_secs_f64(value)
+    } else {
+        errors.push(format!(
+            "{flag} must be a positive number of seconds, not {value}"
+        ));
+        Duration::from_secs(1)
+    }
+}
+
+impl RunConfig {
+    /// Validates the flags, collecting every problem.
+    pub fn from_args(args: RunArgs) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let target = match (args.iface, args.lab) {
+            (Some(iface), _) => Target::Iface(iface),
+            (None, true) => Target::Lab,
+            (None, false) => {
+                errors.push("say where to attach: --iface IFACE (see `ip link`), or --lab for the built-in lab".to_owned());
+                Target::Lab
+            }
+        };
+        let mut rules = RuleSet::new(args.default_action);
+        for (flag, action, cidrs) in [
+            ("--drop", Action::Drop, &args.drop),
+            ("--pass", Action::Pass, &args.pass),
+            ("--capture", Action::Capture, &args.capture),
+        ] {
+            for cidr in cidrs {
+                if let Err(err) = rules.add_str(action, cidr, Origin::Flag(flag)) {
+                    errors.push(err.to_string());
+                }
+            }
+        }
+        for path in &args.rules {
+            errors.extend(rules.add_file(path).into_iter().map(|e| e.to_string()));
+        }
+        let rules_given = !rules.rules().is_empty();
+        let interval = seconds("--interval", args.interval, &mut errors);
+        let duration = args.duration.map(|d| seconds("--duration", d, &mut errors));
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            target,
+            mode: args.mode,
+            force: args.force,
+            rules,
+            rules_given,
+            interval,
+            format: if args.json {
+                Format::Json
+            } else {
+                Format::Table
+            },
+            duration,
+        })
+    }
+}
+
+impl GenConfig {
+    /// Validates the flags, collecting every problem.
+    pub fn from_args(args: GenArgs) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut sources = Vec::new();
+        for s in &args.sources {
+            match s.parse() {
+                Ok(c) => sources.push(c),
+                Err(e) => errors.push(format!("--src: bad prefix `{s}`: {e}")),
+            }
+        }
+        let dst_mac = parse_mac(&args.dst_mac).unwrap_or_else(|| {
+            errors.push(format!(
+                "--dst-mac: `{}` is not a MAC address like 02:00:00:00:00:01",
+                args.dst_mac
+            ));
+            [0xff; 6]
+        });
+        if args.payload > 9000 {
+            errors.push(format!(
+                "--payload {} is larger than any MTU; use at most 9000",
+                args.payload
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            options: GenOptions {
+                iface: args.iface,
+                count: args.count,
+                sources,
+                dst4: args.dst4,
+                dst6: args.dst6,
+                dst_mac,
+                rate: args.rate,
+                proto: args.proto,
+                payload_len: args.payload,
+            },
+            json: args.json,
+        })
+    }
+}

@@ -1,0 +1,331 @@
+//! `traffic gen`: sends an exact number of frames from a set of source
+//! prefixes.
+//!
+//! Frames leave through an `AF_PACKET` socket with `PACKET_QDISC_BYPASS`, in
+//! batches of up to [`BATCH`] per `sendmmsg` call. When the device pushes back
+//! (`EAGAIN`/`ENOBUFS`, as veth does when its peer falls behind) the sender
+//! waits and retries the frames not yet sent, so the count is exact; retries
+//! are counted in [`GenReport::backpressure_waits`].
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    frame::{FrameSpec, L4},
+    netlink,
+    rules::Cidr,
+};
+
+/// Frames per `sendmmsg` call.
+pub const BATCH: usize = 64;
+
+/// The transport protocol of generated frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Proto {
+    /// UDP datagrams.
+    Udp,
+    /// TCP SYN segments.
+    TcpSyn,
+}
+
+/// What to send.
+#[derive(Clone, Debug)]
+pub struct GenOptions {
+    /// The interface to send from.
+    pub iface: String,
+    /// How many frames in all.
+    pub count: u64,
+    /// Source prefixes, used in turn; frame `i` comes from prefix `i % n`,
+    /// address `i / n` within it.
+    pub sources: Vec<Cidr>,
+    /// IPv4 destination.
+    pub dst4: Ipv4Addr,
+    /// IPv6 destination.
+    pub dst6: Ipv6Addr,
+    /// Destination MAC.
+    pub dst_mac: [u8; 6],
+    /// Frames per second, or as fast as possible.
+    pub rate: Option<u64>,
+    /// UDP or TCP SYN.
+    pub proto: Proto,
+    /// Payload bytes after the transport header.
+    pub payload_len: usize,
+}
+
+/// What was sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GenReport {
+    /// Frames the kernel accepted.
+    pub sent: u64,
+    /// Bytes of those frames.
+    pub bytes: u64,
+    /// How often the device pushed back and the sender waited.
+    pub backpressure_waits: u64,
+    /// Wall time, in nanoseconds.
+    pub elapsed_ns: u64,
+}
+
+/// Sends `opts.count` frames.
+///
+/// # Errors
+///
+/// When the interface does not exist, the socket cannot be opened (needs
+/// CAP_NET_RAW) or a send fails with anything but backpressure.
+pub fn run(opts: &GenOptions) -> io::Result<GenReport> {
+    if opts.sources.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no source prefixes given",
+        ));
+    }
+    let ifindex = netlink::ifindex(&opts.iface).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no interface named `{}` in this network namespace",
+                opts.iface
+            ),
+        )
+    })?;
+    let sock = PacketSocket::open(ifindex)?;
+    let src_mac = sock.mac().unwrap_or([0x02, 0, 0, 0, 0, 0x01]);
+
+    let started = Instant::now();
+    let mut report = GenReport::default();
+    let mut frames: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+    let mut next = 0u64;
+    while next < opts.count {
+        frames.clear();
+        let n = (opts.count - next).min(BATCH as u64);
+        for i in next..next + n {
+            frames.push(frame(opts, src_mac, i));
+        }
+        if let Some(rate) = opts.rate.filter(|&r| r > 0) {
+            // Pace by batch: the batch starting at frame `next` is due at
+            // next / rate seconds after the start.
+            let due = Duration::from_secs_f64(next as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut done = 0;
+        while done < frames.len() {
+            match sock.send_batch(&frames[done..]) {
+                Ok(sent) => {
+                    report.bytes += frames[done..done + sent]
+                        .iter()
+                        .map(|f| f.len() as u64)
+                        .sum::<u64>();
+                    done += sent;
+                }
+                Err(err) if is_backpressure(&err) => {
+                    report.backpressure_waits += 1;
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        report.sent += n;
+        next += n;
+    }
+    report.elapsed_ns = started.elapsed().as_nanos() as u64;
+    Ok(report)
+}
+
+fn is_backpressure(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS))
+}
+
+/// Frame number `i` of the stream described by `opts`.
+pub fn frame(opts: &GenOptions, src_mac: [u8; 6], i: u64) -> Vec<u8> {
+    let k = opts.sources.len() as u64;
+    let prefix = opts.sources[(i % k) as usize];
+    let src = prefix.nth(u128::from(i / k));
+    let dst = match src {
+        IpAddr::V4(_) => IpAddr::V4(opts.dst4),
+        IpAddr::V6(_) => IpAddr::V6(opts.dst6),
+    };
+    // Vary the source port so RSS spreads the stream over receive queues.
+    let sport = 1024 + (i % 60000) as u16;
+    let l4 = match opts.proto {
+        Proto::Udp => L4::Udp { sport, dport: 9 },
+        Proto::TcpSyn => L4::TcpSyn { sport, dport: 80 },
+    };
+    let mut spec = FrameSpec::udp(src, dst);
+    spec.l4 = l4;
+    spec.src_mac = src_mac;
+    spec.dst_mac = opts.dst_mac;
+    spec.payload_len = opts.payload_len;
+    spec.build()
+}
+
+/// An `AF_PACKET` socket bound to one interface, for sending only.
+struct PacketSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl PacketSocket {
+    fn open(ifindex: u32) -> io::Result<Self> {
+        // Protocol 0: the socket receives nothing, so it costs nothing on the
+        // receive path of the interface it sends on.
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is new and owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sock = Self { fd, ifindex };
+        // Skip the qdisc layer: the device's own queue is the only one.
+        let one: libc::c_int = 1;
+        // SAFETY: valid socket and option buffer.
+        unsafe {
+            libc::setsockopt(
+                sock.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                (&raw const one).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let addr = sock.addr();
+        // SAFETY: `addr` is a valid sockaddr_ll.
+        let rc = unsafe {
+            libc::bind(
+                sock.fd.as_raw_fd(),
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sock)
+    }
+
+    fn addr(&self) -> libc::sockaddr_ll {
+        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = self.ifindex as i32;
+        addr.sll_halen = 6;
+        addr
+    }
+
+    /// The interface's MAC address.
+    fn mac(&self) -> Option<[u8; 6]> {
+        // SAFETY: ifreq is plain data.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        // SAFETY: `req` has room for the name; if_indextoname writes at most IFNAMSIZ bytes.
+        let name = unsafe { libc::if_indextoname(self.ifindex, req.ifr_name.as_mut_ptr()) };
+        if name.is_null() {
+            return None;
+        }
+        // SAFETY: valid socket and ifreq.
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
+            return None;
+        }
+        // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+        let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+        Some(std::array::from_fn(|i| data[i] as u8))
+    }
+
+    /// Sends as many of `frames` as the device takes; at least one, or an error.
+    fn send_batch(&self, frames: &[Vec<u8>]) -> io::Result<usize> {
+        let mut iovs: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr().cast_mut().cast(),
+                iov_len: f.len(),
+            })
+            .collect();
+        let mut addr = self.addr();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: msghdr is plain data; all-zero is valid.
+                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+                hdr.msg_name = (&raw mut addr).cast();
+                hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                hdr.msg_iov = iov;
+                hdr.msg_iovlen = 1;
+                libc::mmsghdr {
+                    msg_hdr: hdr,
+                    msg_len: 0,
+                }
+            })
+            .collect();
+        // SAFETY: every message points at a live frame buffer and at `addr`,
+        // all of which outlive the call.
+        let n = unsafe {
+            libc::sendmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        if p.is_empty() || p.len() > 2 {
+            return None;
+        }
+        *m = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_used_in_turn() {
+        let opts = GenOptions {
+            iface: "x".into(),
+            count: 4,
+            sources: vec![
+                "192.0.2.0/30".parse().unwrap(),
+                "2001:db8::/64".parse().unwrap(),
+            ],
+            dst4: "198.51.100.1".parse().unwrap(),
+            dst6: "2001:db8::ffff".parse().unwrap(),
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            rate: None,
+            proto: Proto::Udp,
+            payload_len: 0,
+        };
+        let f0 = frame(&opts, [2, 0, 0, 0, 0, 1], 0);
+        let f1 = frame(&opts, [2, 0, 0, 0, 0, 1], 1);
+        let f2 = frame(&opts, [2, 0, 0, 0, 0, 1], 2);
+        assert_eq!(&f0[26..30], &[192, 0, 2, 0]);
+        assert_eq!(&f1[12..14], &[0x86, 0xdd]);
+        assert_eq!(&f2[26..30], &[192, 0, 2, 1]);
+    }
+
+    #[test]
+    fn macs_parse() {
+        assert_eq!(parse_mac("02:00:0a:ff:00:01"), Some([2, 0, 10, 255, 0, 1]));
+        assert_eq!(parse_mac("02:00:0a:ff:00"), None);
+        assert_eq!(parse_mac("02:00:0a:ff:00:100"), None);
+    }
+}

@@ -1,0 +1,20 @@
+//! `traffic`: a packet filter and capture engine on XDP.
+//!
+//! The crate is split along the data flow, like a search tool's searcher,
+//! matcher and sink:
+//!
+//! - [`rules`] decides: source prefixes and their actions, longest prefix wins.
+//! - [`engine`] is the kernel side: it loads the XDP program with the rules,
+//!   attaches it and reads its per-CPU counters.
+//! - [`report`] is the sink: interval and summary reports, as a table or JSON.
+//! - [`frame`], [`generator`] and [`lab`] make test traffic: frames, a sender, and
+//!   veth pairs in network namespaces.
+
+pub mod caps;
+pub mod engine;
+pub mod frame;
+pub mod generator;
+pub mod lab;
+pub mod netlink;
+pub mod report;
+pub mod rules;

@@ -1,0 +1,258 @@
+//! The little rtnetlink we need: which XDP program an interface has, and
+//! removing one attached through netlink (for `--force`).
+//!
+//! aya attaches through bpf_link and keeps its own netlink code private, so
+//! we speak rtnetlink directly. All socket calls go through [`Socket`].
+
+use std::{
+    io,
+    mem::size_of,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const RTM_SETLINK: u16 = 19;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLA_F_NESTED: u16 = 1 << 15;
+const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | (1 << 14));
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_FD: u16 = 1;
+const IFLA_XDP_ATTACHED: u16 = 2;
+const IFLA_XDP_FLAGS: u16 = 3;
+const IFLA_XDP_PROG_ID: u16 = 4;
+const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+const IFLA_XDP_HW_PROG_ID: u16 = 7;
+
+/// `XDP_FLAGS_SKB_MODE` from `linux/if_link.h`.
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+/// `XDP_FLAGS_DRV_MODE`.
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+/// `XDP_FLAGS_HW_MODE`.
+pub const XDP_FLAGS_HW_MODE: u32 = 1 << 3;
+
+/// An XDP program found on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachedProgram {
+    /// The kernel's program id.
+    pub id: u32,
+    /// The `XDP_FLAGS_*_MODE` it runs in.
+    pub mode_flag: u32,
+}
+
+impl AttachedProgram {
+    /// The mode as a word: `native`, `skb` or `offload`.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode_flag {
+            XDP_FLAGS_SKB_MODE => "skb",
+            XDP_FLAGS_HW_MODE => "offload",
+            _ => "native",
+        }
+    }
+}
+
+/// A netlink route socket.
+struct Socket(OwnedFd);
+
+impl Socket {
+    fn open() -> io::Result<Self> {
+        // SAFETY: plain syscall with constant arguments; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Sends one request and collects the messages of the reply until an ack,
+    /// an error or `NLMSG_DONE`.
+    fn request(&self, msg: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
+        // SAFETY: `msg` is a valid buffer of `msg.len()` bytes.
+        let sent = unsafe { libc::send(self.0.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut replies = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes.
+            let n =
+                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            let mut rest = &buf[..n as usize];
+            while rest.len() >= 16 {
+                let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
+                let kind = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
+                if len < 16 || len > rest.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink message",
+                    ));
+                }
+                let payload = &rest[16..len];
+                match kind {
+                    NLMSG_ERROR => {
+                        let code = i32::from_ne_bytes(payload[0..4].try_into().unwrap());
+                        if code != 0 {
+                            return Err(io::Error::from_raw_os_error(-code));
+                        }
+                        return Ok(replies);
+                    }
+                    NLMSG_DONE => return Ok(replies),
+                    _ => replies.push((kind, payload.to_vec())),
+                }
+                rest = &rest[align4(len).min(rest.len())..];
+            }
+        }
+    }
+}
+
+const fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Builds a netlink message: header, `ifinfomsg`, then attributes.
+fn link_message(kind: u16, flags: u16, ifindex: u32, attrs: &[u8]) -> Vec<u8> {
+    let len = 16 + 16 + attrs.len();
+    let mut msg = Vec::with_capacity(len);
+    msg.extend_from_slice(&(len as u32).to_ne_bytes());
+    msg.extend_from_slice(&kind.to_ne_bytes());
+    msg.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
+    // struct ifinfomsg { family, pad, type, index, flags, change }
+    msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
+    msg.extend_from_slice(&0u16.to_ne_bytes());
+    msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(attrs);
+    msg
+}
+
+fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+    let len = 4 + value.len();
+    let mut out = Vec::with_capacity(align4(len));
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(align4(len), 0);
+    out
+}
+
+/// Iterates `(type, value)` over a run of netlink attributes.
+fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if data.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let kind = u16::from_ne_bytes([data[2], data[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > data.len() {
+            return None;
+        }
+        let value = &data[4..len];
+        data = &data[align4(len).min(data.len())..];
+        Some((kind, value))
+    })
+}
+
+fn u32_of(value: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(value.get(..4)?.try_into().ok()?))
+}
+
+/// The XDP programs attached to interface `ifindex`, one per mode.
+///
+/// # Errors
+///
+/// When the netlink socket cannot be used or the interface does not exist
+/// (`ENODEV`).
+pub fn attached_programs(ifindex: u32) -> io::Result<Vec<AttachedProgram>> {
+    let sock = Socket::open()?;
+    let replies = sock.request(&link_message(RTM_GETLINK, NLM_F_ACK, ifindex, &[]))?;
+    let mut found = Vec::new();
+    for (kind, payload) in replies {
+        if kind != RTM_NEWLINK || payload.len() < 16 {
+            continue;
+        }
+        for (kind, value) in attrs(&payload[16..]) {
+            if kind != IFLA_XDP {
+                continue;
+            }
+            let mut single = None;
+            let mut attached_mode = 0u8;
+            for (kind, value) in attrs(value) {
+                match kind {
+                    IFLA_XDP_ATTACHED => attached_mode = value.first().copied().unwrap_or(0),
+                    IFLA_XDP_PROG_ID => single = u32_of(value),
+                    IFLA_XDP_DRV_PROG_ID | IFLA_XDP_SKB_PROG_ID | IFLA_XDP_HW_PROG_ID => {
+                        let mode_flag = match kind {
+                            IFLA_XDP_DRV_PROG_ID => XDP_FLAGS_DRV_MODE,
+                            IFLA_XDP_SKB_PROG_ID => XDP_FLAGS_SKB_MODE,
+                            _ => XDP_FLAGS_HW_MODE,
+                        };
+                        if let Some(id) = u32_of(value).filter(|&id| id != 0) {
+                            found.push(AttachedProgram { id, mode_flag });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // With one program attached the kernel reports IFLA_XDP_PROG_ID
+            // and the mode in IFLA_XDP_ATTACHED (1 driver, 2 skb, 3 hw).
+            if found.is_empty()
+                && let Some(id) = single.filter(|&id| id != 0)
+            {
+                let mode_flag = match attached_mode {
+                    2 => XDP_FLAGS_SKB_MODE,
+                    3 => XDP_FLAGS_HW_MODE,
+                    _ => XDP_FLAGS_DRV_MODE,
+                };
+                found.push(AttachedProgram { id, mode_flag });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Removes the XDP program attached through netlink in `mode_flag`'s mode.
+///
+/// # Errors
+///
+/// `EBUSY` when the program is held by a bpf_link (only its owner can remove
+/// it), or any other netlink error.
+pub fn detach(ifindex: u32, mode_flag: u32) -> io::Result<()> {
+    let mut nested = attr(IFLA_XDP_FD, &(-1i32).to_ne_bytes());
+    nested.extend(attr(IFLA_XDP_FLAGS, &mode_flag.to_ne_bytes()));
+    let xdp = attr(IFLA_XDP | NLA_F_NESTED, &nested);
+    let sock = Socket::open()?;
+    sock.request(&link_message(RTM_SETLINK, NLM_F_ACK, ifindex, &xdp))
+        .map(|_| ())
+}
+
+/// `if_nametoindex`, or `None` when there is no such interface.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+const _: () = assert!(size_of::<libc::nlmsghdr>() == 16);

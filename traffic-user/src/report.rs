@@ -1,0 +1,389 @@
+//! Reports: one row per interval and a summary at the end, as a table for
+//! people or as JSON lines for programs.
+//!
+//! # JSON schema
+//!
+//! Every line is one object with a `type`:
+//!
+//! - `start`: `iface`, `ifindex`, `mode` (`native`/`skb`), `refused` (modes
+//!   tried first, each `{mode, error}`), `replaced` (the program `--force`
+//!   removed, or null), `rules_v4`, `rules_v6`, `default`.
+//! - `interval`: `ts` (Unix seconds), `interval_s`, and the counts of the
+//!   interval (see [`Counts`]) with `pps` and `bps`.
+//! - `summary`: `iface`, `mode`, `duration_s`, the counts since the start and
+//!   the average `pps` and `bps`.
+//!
+//! The intervals add up to the summary: the last, partial interval is
+//! reported when the run stops.
+
+use std::{
+    io::{self, Write},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use traffic_common::Stats;
+
+use crate::engine::AttachMode;
+
+/// The counters of a report, named as in the JSON output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Packets seen.
+    pub packets: u64,
+    /// Bytes seen.
+    pub bytes: u64,
+    /// Packets passed.
+    pub pass: u64,
+    /// Packets dropped.
+    pub drop: u64,
+    /// Packets passed and marked for capture.
+    pub capture: u64,
+    /// Bytes passed.
+    pub pass_bytes: u64,
+    /// Bytes dropped.
+    pub drop_bytes: u64,
+    /// Bytes marked for capture.
+    pub capture_bytes: u64,
+    /// Non-IP frames.
+    pub non_ip: u64,
+    /// Malformed or truncated frames.
+    pub malformed: u64,
+    /// Well-formed IPv4 packets.
+    pub ipv4: u64,
+    /// Well-formed IPv6 packets.
+    pub ipv6: u64,
+}
+
+impl From<Stats> for Counts {
+    fn from(s: Stats) -> Self {
+        Counts {
+            packets: s.packets,
+            bytes: s.bytes,
+            pass: s.pass,
+            drop: s.drop,
+            capture: s.capture,
+            pass_bytes: s.pass_bytes,
+            drop_bytes: s.drop_bytes,
+            capture_bytes: s.capture_bytes,
+            non_ip: s.non_ip,
+            malformed: s.malformed,
+            ipv4: s.ipv4,
+            ipv6: s.ipv6,
+        }
+    }
+}
+
+/// What was attached where, reported once at the start.
+#[derive(Clone, Debug, Serialize)]
+pub struct Start {
+    /// The interface.
+    pub iface: String,
+    /// Its index.
+    pub ifindex: u32,
+    /// The mode attached in.
+    pub mode: AttachMode,
+    /// Modes refused before, with the reason.
+    pub refused: Vec<Refused>,
+    /// The program `--force` removed.
+    pub replaced: Option<String>,
+    /// Number of IPv4 rules.
+    pub rules_v4: usize,
+    /// Number of IPv6 rules.
+    pub rules_v6: usize,
+    /// The default action.
+    pub default: crate::rules::Action,
+}
+
+/// A mode the kernel refused.
+#[derive(Clone, Debug, Serialize)]
+pub struct Refused {
+    /// The mode.
+    pub mode: AttachMode,
+    /// The kernel's reason.
+    pub error: String,
+}
+
+#[derive(Serialize)]
+struct IntervalLine<'a> {
+    r#type: &'static str,
+    ts: f64,
+    interval_s: f64,
+    #[serde(flatten)]
+    counts: &'a Counts,
+    pps: f64,
+    bps: f64,
+}
+
+#[derive(Serialize)]
+struct SummaryLine<'a> {
+    r#type: &'static str,
+    iface: &'a str,
+    mode: AttachMode,
+    duration_s: f64,
+    #[serde(flatten)]
+    counts: &'a Counts,
+    pps: f64,
+    bps: f64,
+}
+
+#[derive(Serialize)]
+struct StartLine<'a> {
+    r#type: &'static str,
+    #[serde(flatten)]
+    start: &'a Start,
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A table for people.
+    Table,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Writes reports to `out`.
+pub struct Reporter<W> {
+    out: W,
+    format: Format,
+    rows: usize,
+}
+
+/// Rows between repeated table headers.
+const HEADER_EVERY: usize = 20;
+
+fn rate(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+/// `1234567` as `1.23M`: three significant digits and an SI suffix.
+pub fn si(value: f64) -> String {
+    const UNITS: [&str; 5] = ["", "k", "M", "G", "T"];
+    let mut v = value;
+    let mut unit = 0;
+    while v.abs() >= 999.5 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0}")
+    } else if v < 9.995 {
+        format!("{v:.2}{}", UNITS[unit])
+    } else if v < 99.95 {
+        format!("{v:.1}{}", UNITS[unit])
+    } else {
+        format!("{v:.0}{}", UNITS[unit])
+    }
+}
+
+impl<W: Write> Reporter<W> {
+    /// A reporter writing `format` to `out`.
+    pub fn new(out: W, format: Format) -> Self {
+        Self {
+            out,
+            format,
+            rows: 0,
+        }
+    }
+
+    /// Reports where the engine is attached. The table format writes this to
+    /// `note` (stderr), leaving `out` for the table.
+    ///
+    /// # Errors
+    ///
+    /// When writing fails.
+    pub fn start(&mut self, start: &Start, note: &mut dyn Write) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.json(&StartLine {
+                r#type: "start",
+                start,
+            }),
+            Format::Table => {
+                for r in &start.refused {
+                    writeln!(note, "traffic: {} mode refused: {}", r.mode, r.error)?;
+                }
+                if let Some(p) = &start.replaced {
+                    writeln!(
+                        note,
+                        "traffic: removed the XDP program already on {} ({p})",
+                        start.iface
+                    )?;
+                }
+                writeln!(
+                    note,
+                    "traffic: attached to {} in {} mode; {} IPv4 and {} IPv6 rules, default {}; Ctrl-C to stop",
+                    start.iface, start.mode, start.rules_v4, start.rules_v6, start.default
+                )
+            }
+        }
+    }
+
+    /// Reports one interval.
+    ///
+    /// # Errors
+    ///
+    /// When writing fails.
+    pub fn interval(&mut self, counts: &Counts, length: Duration) -> io::Result<()> {
+        let secs = length.as_secs_f64();
+        let pps = rate(counts.packets, secs);
+        let bps = rate(counts.bytes * 8, secs);
+        match self.format {
+            Format::Json => self.json(&IntervalLine {
+                r#type: "interval",
+                ts: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+                interval_s: secs,
+                counts,
+                pps,
+                bps,
+            }),
+            Format::Table => {
+                if self.rows.is_multiple_of(HEADER_EVERY) {
+                    writeln!(
+                        self.out,
+                        "{:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                        "pkts/s",
+                        "bits/s",
+                        "pass/s",
+                        "drop/s",
+                        "capt/s",
+                        "ipv6/s",
+                        "non-ip",
+                        "malformed"
+                    )?;
+                }
+                self.rows += 1;
+                writeln!(
+                    self.out,
+                    "{:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                    si(pps),
+                    si(bps),
+                    si(rate(counts.pass, secs)),
+                    si(rate(counts.drop, secs)),
+                    si(rate(counts.capture, secs)),
+                    si(rate(counts.ipv6, secs)),
+                    counts.non_ip,
+                    counts.malformed,
+                )?;
+                self.out.flush()
+            }
+        }
+    }
+
+    /// Reports the totals of the run.
+    ///
+    /// # Errors
+    ///
+    /// When writing fails.
+    pub fn summary(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        counts: &Counts,
+        duration: Duration,
+    ) -> io::Result<()> {
+        let secs = duration.as_secs_f64();
+        let pps = rate(counts.packets, secs);
+        let bps = rate(counts.bytes * 8, secs);
+        match self.format {
+            Format::Json => self.json(&SummaryLine {
+                r#type: "summary",
+                iface,
+                mode,
+                duration_s: secs,
+                counts,
+                pps,
+                bps,
+            }),
+            Format::Table => {
+                let c = counts;
+                writeln!(self.out, "--- {iface} ({mode} mode), {secs:.1} s ---")?;
+                writeln!(
+                    self.out,
+                    "{} packets, {} bytes ({} pkts/s, {} bits/s on average)",
+                    c.packets,
+                    c.bytes,
+                    si(pps),
+                    si(bps)
+                )?;
+                writeln!(
+                    self.out,
+                    "pass {} ({} bytes), drop {} ({} bytes), capture {} ({} bytes)",
+                    c.pass, c.pass_bytes, c.drop, c.drop_bytes, c.capture, c.capture_bytes
+                )?;
+                writeln!(
+                    self.out,
+                    "ipv4 {}, ipv6 {}, non-ip {}, malformed {}",
+                    c.ipv4, c.ipv6, c.non_ip, c.malformed
+                )?;
+                self.out.flush()
+            }
+        }
+    }
+
+    fn json<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn si_keeps_three_significant_digits() {
+        assert_eq!(si(0.0), "0");
+        assert_eq!(si(999.0), "999");
+        assert_eq!(si(1234.0), "1.23k");
+        assert_eq!(si(45_600.0), "45.6k");
+        assert_eq!(si(999_999.0), "1.00M");
+        assert_eq!(si(12_300_000_000.0), "12.3G");
+    }
+
+    #[test]
+    fn json_lines_carry_the_documented_keys() {
+        let mut out = Vec::new();
+        let mut r = Reporter::new(&mut out, Format::Json);
+        let counts = Counts {
+            packets: 10,
+            bytes: 1000,
+            pass: 6,
+            drop: 3,
+            capture: 1,
+            ..Counts::default()
+        };
+        r.interval(&counts, Duration::from_secs(2)).unwrap();
+        r.summary("veth0", AttachMode::Native, &counts, Duration::from_secs(4))
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["type"], "interval");
+        assert_eq!(lines[0]["pps"], 5.0);
+        assert_eq!(lines[0]["bps"], 4000.0);
+        for key in [
+            "packets",
+            "bytes",
+            "pass",
+            "drop",
+            "capture",
+            "non_ip",
+            "malformed",
+            "interval_s",
+            "ts",
+        ] {
+            assert!(lines[0].get(key).is_some(), "interval lacks {key}");
+        }
+        assert_eq!(lines[1]["type"], "summary");
+        assert_eq!(lines[1]["iface"], "veth0");
+        assert_eq!(lines[1]["mode"], "native");
+        assert_eq!(lines[1]["duration_s"], 4.0);
+        assert_eq!(lines[1]["drop"], 3);
+    }
+}

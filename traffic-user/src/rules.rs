@@ -1,0 +1,638 @@
+//! Source-prefix rules: parsing, validation and longest-prefix semantics.
+//!
+//! A rule set maps IPv4 and IPv6 prefixes to an [`Action`]. The kernel keeps
+//! them in two LPM tries; this module is the userspace model of the same
+//! semantics, so that they can be unit-tested and so that reports can name
+//! the rule a packet matched. A packet from an address no rule covers gets the
+//! default action.
+//!
+//! # Examples
+//!
+//! ```
+//! use traffic::rules::{Action, RuleSet, Origin};
+//!
+//! let mut rules = RuleSet::new(Action::Pass);
+//! rules.add_str(Action::Drop, "192.0.2.0/24", Origin::Flag("--drop")).unwrap();
+//! rules.add_str(Action::Pass, "192.0.2.7", Origin::Flag("--pass")).unwrap();
+//! assert_eq!(rules.action_for("192.0.2.7".parse().unwrap()), Action::Pass);
+//! assert_eq!(rules.action_for("192.0.2.8".parse().unwrap()), Action::Drop);
+//! ```
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use traffic_common::action;
+
+/// What happens to a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Hand it to the network stack.
+    Pass,
+    /// Drop it in the driver.
+    Drop,
+    /// Hand it to the network stack and to the capture path.
+    Capture,
+}
+
+impl Action {
+    /// The value the XDP program uses for this action.
+    pub const fn to_kernel(self) -> u32 {
+        match self {
+            Action::Pass => action::PASS,
+            Action::Drop => action::DROP,
+            Action::Capture => action::CAPTURE,
+        }
+    }
+
+    /// The action for a value the XDP program uses, if it is one.
+    pub const fn from_kernel(value: u32) -> Option<Self> {
+        match value {
+            action::PASS => Some(Action::Pass),
+            action::DROP => Some(Action::Drop),
+            action::CAPTURE => Some(Action::Capture),
+            _ => None,
+        }
+    }
+
+    /// The word used in rule files and on the command line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+            Action::Capture => "capture",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "pass" => Ok(Action::Pass),
+            "drop" => Ok(Action::Drop),
+            "capture" => Ok(Action::Capture),
+            _ => Err(()),
+        }
+    }
+}
+
+/// An IPv4 or IPv6 prefix with its host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    /// The prefix of `len` bits starting at `addr`.
+    ///
+    /// # Errors
+    ///
+    /// When `len` is longer than the address or `addr` has bits set past it
+    /// (as in `192.0.2.1/24`, which is ambiguous: a host or a network?).
+    pub fn new(addr: IpAddr, len: u8) -> Result<Self, CidrError> {
+        let max = max_len(addr);
+        if len > max {
+            return Err(CidrError::PrefixTooLong { len, max });
+        }
+        let cidr = Cidr { addr, len };
+        if cidr.network() != addr {
+            return Err(CidrError::HostBitsSet {
+                network: Cidr {
+                    addr: cidr.network(),
+                    len,
+                },
+            });
+        }
+        Ok(cidr)
+    }
+
+    /// The first address of the prefix.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits.
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+
+    /// Whether this is IPv4's or IPv6's default route (`/0`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn network(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() & mask32(self.len))),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & mask128(self.len))),
+        }
+    }
+
+    /// Whether `ip` lies inside this prefix.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => ip.to_bits() & mask32(self.len) == net.to_bits(),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => ip.to_bits() & mask128(self.len) == net.to_bits(),
+            _ => false,
+        }
+    }
+
+    /// The `index`-th address of the prefix, wrapping around its size.
+    pub fn nth(&self, index: u128) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(net) => {
+                let host = !mask32(self.len);
+                IpAddr::V4(Ipv4Addr::from_bits(net.to_bits() | (index as u32 & host)))
+            }
+            IpAddr::V6(net) => {
+                let host = !mask128(self.len);
+                IpAddr::V6(Ipv6Addr::from_bits(net.to_bits() | (index & host)))
+            }
+        }
+    }
+}
+
+const fn max_len(addr: IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+fn mask32(len: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
+}
+
+fn mask128(len: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// Why a prefix did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    /// The address part is neither an IPv4 nor an IPv6 address.
+    #[error("`{text}` is not an IPv4 or IPv6 address")]
+    BadAddress {
+        /// The address text.
+        text: String,
+    },
+    /// The length after `/` is not a number.
+    #[error("prefix length `{text}` is not a number")]
+    BadLength {
+        /// The length text.
+        text: String,
+    },
+    /// The length is longer than the address.
+    #[error("prefix length /{len} is longer than the address (at most /{max})")]
+    PrefixTooLong {
+        /// The length given.
+        len: u8,
+        /// 32 or 128.
+        max: u8,
+    },
+    /// The address has bits set after the prefix length.
+    #[error("host bits are set; did you mean {network}?")]
+    HostBitsSet {
+        /// The prefix with its host bits cleared.
+        network: Cidr,
+    },
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    /// Parses `ADDR/LEN` or a bare `ADDR` (a /32 or /128).
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        let (addr_text, len_text) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr_text.parse().map_err(|_| CidrError::BadAddress {
+            text: addr_text.to_owned(),
+        })?;
+        let len = match len_text {
+            None => max_len(addr),
+            Some(l) => {
+                let n: u16 = l
+                    .parse()
+                    .map_err(|_| CidrError::BadLength { text: l.to_owned() })?;
+                u8::try_from(n).map_err(|_| CidrError::PrefixTooLong {
+                    len: u8::MAX,
+                    max: max_len(addr),
+                })?
+            }
+        };
+        Cidr::new(addr, len)
+    }
+}
+
+/// Where a rule came from, for error messages and reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag such as `--drop`.
+    Flag(&'static str),
+    /// A line of a rules file (1-based).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The line number, from 1.
+        line: usize,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "{flag}"),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+        }
+    }
+}
+
+/// One prefix and what to do with packets from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The source prefix.
+    pub cidr: Cidr,
+    /// The action for packets from it.
+    pub action: Action,
+    /// Where the rule was given.
+    pub origin: Origin,
+}
+
+/// A problem with one rule; the set collects them all before failing.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// The prefix did not parse.
+    #[error("{origin}: bad prefix `{text}`: {source}")]
+    Cidr {
+        /// Where it was given.
+        origin: Origin,
+        /// The text given.
+        text: String,
+        /// Why it did not parse.
+        #[source]
+        source: CidrError,
+    },
+    /// A rules-file line whose first word is not an action.
+    #[error("{origin}: unknown action `{word}`; expected pass, drop or capture")]
+    BadAction {
+        /// Where it was given.
+        origin: Origin,
+        /// The word found.
+        word: String,
+    },
+    /// A rules-file line that is not `ACTION CIDR`.
+    #[error("{origin}: expected `ACTION CIDR` (e.g. `drop 192.0.2.0/24`), found `{line}`")]
+    BadLine {
+        /// Where it was given.
+        origin: Origin,
+        /// The line, trimmed.
+        line: String,
+    },
+    /// The same prefix was given twice with different actions.
+    #[error(
+        "{origin}: {cidr} is already a `{earlier_action}` rule (from {earlier}); a prefix can have only one action"
+    )]
+    Conflict {
+        /// Where the second rule was given.
+        origin: Origin,
+        /// The prefix.
+        cidr: Cidr,
+        /// The action it already has.
+        earlier_action: Action,
+        /// Where it was first given.
+        earlier: Origin,
+    },
+    /// A rules file could not be read.
+    #[error("cannot read rules file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// All rules, with the default action for packets that match none.
+#[derive(Clone, Debug)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    /// Position in `rules` of each prefix, so that adding a million rules
+    /// stays linear.
+    index: HashMap<Cidr, usize>,
+    default: Action,
+}
+
+impl RuleSet {
+    /// An empty set with the given default action.
+    pub fn new(default: Action) -> Self {
+        Self {
+            rules: Vec::new(),
+            index: HashMap::new(),
+            default,
+        }
+    }
+
+    /// The default action.
+    pub fn default_action(&self) -> Action {
+        self.default
+    }
+
+    /// The rules, in the order given (duplicates removed).
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Adds one rule.
+    ///
+    /// # Errors
+    ///
+    /// [`RuleError::Conflict`] when the prefix already has another action. The
+    /// same prefix with the same action again is accepted and kept once.
+    pub fn add(&mut self, rule: Rule) -> Result<(), RuleError> {
+        if let Some(&i) = self.index.get(&rule.cidr) {
+            let earlier = &self.rules[i];
+            if earlier.action == rule.action {
+                return Ok(());
+            }
+            return Err(RuleError::Conflict {
+                origin: rule.origin,
+                cidr: rule.cidr,
+                earlier_action: earlier.action,
+                earlier: earlier.origin.clone(),
+            });
+        }
+        self.index.insert(rule.cidr, self.rules.len());
+        self.rules.push(rule);
+        Ok(())
+    }
+
+    /// Parses `text` as a prefix and adds it.
+    ///
+    /// # Errors
+    ///
+    /// A bad prefix or a conflict, as [`RuleError`].
+    pub fn add_str(&mut self, action: Action, text: &str, origin: Origin) -> Result<(), RuleError> {
+        let cidr = text.parse().map_err(|source| RuleError::Cidr {
+            origin: origin.clone(),
+            text: text.to_owned(),
+            source,
+        })?;
+        self.add(Rule {
+            cidr,
+            action,
+            origin,
+        })
+    }
+
+    /// Adds the rules of a rules file's text: one `ACTION CIDR` per line,
+    /// blank lines and `#` comments ignored. Every bad line is reported, not
+    /// only the first.
+    pub fn add_file_text(&mut self, path: &Path, text: &str) -> Vec<RuleError> {
+        let mut errors = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let origin = Origin::File {
+                path: path.to_owned(),
+                line: i + 1,
+            };
+            let content = line.split('#').next().unwrap_or("").trim();
+            if content.is_empty() {
+                continue;
+            }
+            let words: Vec<&str> = content.split_whitespace().collect();
+            let [word, cidr] = words[..] else {
+                errors.push(RuleError::BadLine {
+                    origin,
+                    line: content.to_owned(),
+                });
+                continue;
+            };
+            let Ok(action) = word.parse::<Action>() else {
+                errors.push(RuleError::BadAction {
+                    origin,
+                    word: word.to_owned(),
+                });
+                continue;
+            };
+            if let Err(err) = self.add_str(action, cidr, origin) {
+                errors.push(err);
+            }
+        }
+        errors
+    }
+
+    /// Reads and adds a rules file. See [`RuleSet::add_file_text`].
+    pub fn add_file(&mut self, path: &Path) -> Vec<RuleError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.add_file_text(path, &text),
+            Err(source) => vec![RuleError::Read {
+                path: path.to_owned(),
+                source,
+            }],
+        }
+    }
+
+    /// The rule with the longest prefix containing `ip`, if any.
+    pub fn lookup(&self, ip: IpAddr) -> Option<(usize, &Rule)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.cidr.contains(ip))
+            .max_by_key(|(_, r)| r.cidr.len())
+    }
+
+    /// The action for a packet from `ip`: its longest matching rule's, or the
+    /// default.
+    pub fn action_for(&self, ip: IpAddr) -> Action {
+        self.lookup(ip).map_or(self.default, |(_, r)| r.action)
+    }
+
+    /// How many IPv4 and IPv6 rules there are.
+    pub fn counts(&self) -> (usize, usize) {
+        let v4 = self
+            .rules
+            .iter()
+            .filter(|r| r.cidr.addr().is_ipv4())
+            .count();
+        (v4, self.rules.len() - v4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn bare_addresses_are_host_prefixes() {
+        assert_eq!("192.0.2.1".parse::<Cidr>().unwrap().len(), 32);
+        assert_eq!("2001:db8::1".parse::<Cidr>().unwrap().len(), 128);
+    }
+
+    #[test]
+    fn bad_prefixes_say_why() {
+        assert!(matches!(
+            "192.0.2.1/24".parse::<Cidr>(),
+            Err(CidrError::HostBitsSet { network }) if network.to_string() == "192.0.2.0/24"
+        ));
+        assert!(matches!(
+            "192.0.2.0/33".parse::<Cidr>(),
+            Err(CidrError::PrefixTooLong { len: 33, max: 32 })
+        ));
+        assert!(matches!(
+            "2001:db8::/129".parse::<Cidr>(),
+            Err(CidrError::PrefixTooLong { len: 129, max: 128 })
+        ));
+        assert!(matches!(
+            "192.0.2.0/999".parse::<Cidr>(),
+            Err(CidrError::PrefixTooLong { .. })
+        ));
+        assert!(matches!(
+            "192.0.2/24".parse::<Cidr>(),
+            Err(CidrError::BadAddress { .. })
+        ));
+        assert!(matches!(
+            "192.0.2.0/x".parse::<Cidr>(),
+            Err(CidrError::BadLength { .. })
+        ));
+        assert!(matches!(
+            "".parse::<Cidr>(),
+            Err(CidrError::BadAddress { .. })
+        ));
+    }
+
+    #[test]
+    fn zero_length_prefixes_match_everything_of_their_family() {
+        let all4: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all4.contains(ip("203.0.113.9")));
+        assert!(!all4.contains(ip("2001:db8::1")));
+        let all6: Cidr = "::/0".parse().unwrap();
+        assert!(all6.contains(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn longest_prefix_wins_whatever_the_order() {
+        let mut rules = RuleSet::new(Action::Capture);
+        let flag = || Origin::Flag("--test");
+        rules
+            .add_str(Action::Pass, "192.0.2.128/25", flag())
+            .unwrap();
+        rules.add_str(Action::Drop, "192.0.2.0/24", flag()).unwrap();
+        rules
+            .add_str(Action::Capture, "192.0.2.200", flag())
+            .unwrap();
+        rules
+            .add_str(Action::Drop, "2001:db8::/32", flag())
+            .unwrap();
+        rules
+            .add_str(Action::Pass, "2001:db8:1::/48", flag())
+            .unwrap();
+        assert_eq!(rules.action_for(ip("192.0.2.1")), Action::Drop);
+        assert_eq!(rules.action_for(ip("192.0.2.129")), Action::Pass);
+        assert_eq!(rules.action_for(ip("192.0.2.200")), Action::Capture);
+        assert_eq!(rules.action_for(ip("198.51.100.1")), Action::Capture);
+        assert_eq!(rules.action_for(ip("2001:db8:2::1")), Action::Drop);
+        assert_eq!(rules.action_for(ip("2001:db8:1::1")), Action::Pass);
+        assert_eq!(rules.action_for(ip("2001:db9::1")), Action::Capture);
+        // An IPv4 rule never matches an IPv4-mapped IPv6 address.
+        assert_eq!(rules.action_for(ip("::ffff:192.0.2.1")), Action::Capture);
+        assert_eq!(rules.counts(), (3, 2));
+    }
+
+    #[test]
+    fn conflicting_duplicates_are_refused_and_equal_ones_kept_once() {
+        let mut rules = RuleSet::new(Action::Pass);
+        rules
+            .add_str(Action::Drop, "192.0.2.0/24", Origin::Flag("--drop"))
+            .unwrap();
+        rules
+            .add_str(Action::Drop, "192.0.2.0/24", Origin::Flag("--drop"))
+            .unwrap();
+        assert_eq!(rules.rules().len(), 1);
+        let err = rules
+            .add_str(Action::Pass, "192.0.2.0/24", Origin::Flag("--pass"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--pass: 192.0.2.0/24 is already a `drop` rule (from --drop); a prefix can have only one action"
+        );
+    }
+
+    #[test]
+    fn rules_files_report_every_bad_line_with_its_number() {
+        let text = "\
+# comment line
+drop 192.0.2.0/24   # trailing comment
+
+pass 2001:db8::/32
+block 198.51.100.0/24
+capture 198.51.100.300
+drop
+capture 203.0.113.0/24 extra
+capture 203.0.113.0/24
+";
+        let mut rules = RuleSet::new(Action::Pass);
+        let errors = rules.add_file_text(Path::new("r.txt"), text);
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "r.txt:5: unknown action `block`; expected pass, drop or capture",
+                "r.txt:6: bad prefix `198.51.100.300`: `198.51.100.300` is not an IPv4 or IPv6 address",
+                "r.txt:7: expected `ACTION CIDR` (e.g. `drop 192.0.2.0/24`), found `drop`",
+                "r.txt:8: expected `ACTION CIDR` (e.g. `drop 192.0.2.0/24`), found `capture 203.0.113.0/24 extra`",
+            ]
+        );
+        assert_eq!(rules.rules().len(), 3);
+        assert_eq!(
+            rules.lookup(ip("203.0.113.5")).unwrap().1.origin,
+            Origin::File {
+                path: "r.txt".into(),
+                line: 9
+            }
+        );
+    }
+
+    #[test]
+    fn nth_walks_the_prefix() {
+        let c: Cidr = "192.0.2.0/30".parse().unwrap();
+        let got: Vec<String> = (0..5).map(|i| c.nth(i).to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "192.0.2.0",
+                "192.0.2.1",
+                "192.0.2.2",
+                "192.0.2.3",
+                "192.0.2.0"
+            ]
+        );
+        let c6: Cidr = "2001:db8::/126".parse().unwrap();
+        assert_eq!(c6.nth(6).to_string(), "2001:db8::2");
+    }
+}
