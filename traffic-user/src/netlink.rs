@@ -232,19 +232,33 @@ pub fn attached_programs(ifindex: u32) -> io::Result<Vec<AttachedProgram>> {
     Ok(found)
 }
 
-/// Removes the XDP program attached through netlink in `mode_flag`'s mode.
+/// Attaches the program `prog_fd` to `ifindex` through netlink (the legacy
+/// way, which outlives the process), in `mode_flag`'s mode; `-1` detaches.
+///
+/// traffic itself attaches through bpf_link; this exists to remove
+/// netlink-attached programs for `--force`, and for tests that need one.
 ///
 /// # Errors
 ///
-/// `EBUSY` when the program is held by a bpf_link (only its owner can remove
-/// it), or any other netlink error.
-pub fn detach(ifindex: u32, mode_flag: u32) -> io::Result<()> {
-    let mut nested = attr(IFLA_XDP_FD, &(-1i32).to_ne_bytes());
+/// `EBUSY` when a bpf_link holds the interface's XDP slot (only its owner
+/// can remove it), `EEXIST` when a program runs in another mode, or any other
+/// netlink error.
+pub fn set_xdp_fd(ifindex: u32, prog_fd: i32, mode_flag: u32) -> io::Result<()> {
+    let mut nested = attr(IFLA_XDP_FD, &prog_fd.to_ne_bytes());
     nested.extend(attr(IFLA_XDP_FLAGS, &mode_flag.to_ne_bytes()));
     let xdp = attr(IFLA_XDP | NLA_F_NESTED, &nested);
     let sock = Socket::open()?;
     sock.request(&link_message(RTM_SETLINK, NLM_F_ACK, ifindex, &xdp))
         .map(|_| ())
+}
+
+/// Removes the XDP program attached through netlink in `mode_flag`'s mode.
+///
+/// # Errors
+///
+/// As [`set_xdp_fd`].
+pub fn detach(ifindex: u32, mode_flag: u32) -> io::Result<()> {
+    set_xdp_fd(ifindex, -1, mode_flag)
 }
 
 /// `if_nametoindex`, or `None` when there is no such interface.

@@ -1,0 +1,441 @@
+//! The XDP program on crafted frames, through BPF_PROG_TEST_RUN: each case
+//! checks the verdict and the exact change of every counter.
+
+use std::net::IpAddr;
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use traffic::{
+    engine::Engine,
+    frame::{ETH_P_8021AD, ETH_P_8021Q, Fragment, FrameSpec, L4, arp_request},
+    rules::{Action, Origin, RuleSet},
+};
+use traffic_common::Stats;
+
+const XDP_ABORTED: u32 = 0;
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+/// test_run refuses frames shorter than an Ethernet header (EINVAL).
+const MIN_TEST_RUN_LEN: usize = 14;
+
+fn engine(default: Action, rules: &[(Action, &str)]) -> Engine {
+    let mut set = RuleSet::new(default);
+    for &(action, cidr) in rules {
+        set.add_str(action, cidr, Origin::Flag("test")).unwrap();
+    }
+    Engine::load(&set).expect("load the XDP program (needs root: run `cargo xtask test`)")
+}
+
+/// The rules most cases use.
+fn standard() -> Engine {
+    engine(
+        Action::Pass,
+        &[
+            (Action::Drop, "192.0.2.0/24"),
+            (Action::Pass, "192.0.2.128/25"),
+            (Action::Capture, "203.0.113.0/24"),
+            (Action::Drop, "2001:db8:bad::/48"),
+            (Action::Capture, "2001:db8:c::/48"),
+        ],
+    )
+}
+
+/// Runs one frame and returns the verdict and the counter deltas.
+fn run(engine: &Engine, frame: &[u8]) -> (u32, Stats) {
+    let before = engine.stats().unwrap();
+    let result = engine
+        .program()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("test_run of a {}-byte frame: {e}", frame.len()));
+    let after = engine.stats().unwrap();
+    (result.return_value, after.since(&before))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    NonIp,
+    Malformed,
+    V4,
+    V6,
+}
+
+/// The deltas one frame of `len` bytes must cause.
+fn expect(action: Action, outcome: Outcome, len: usize) -> Stats {
+    let len = len as u64;
+    let mut s = Stats {
+        packets: 1,
+        bytes: len,
+        ..Stats::default()
+    };
+    match action {
+        Action::Pass => (s.pass, s.pass_bytes) = (1, len),
+        Action::Drop => (s.drop, s.drop_bytes) = (1, len),
+        Action::Capture => (s.capture, s.capture_bytes) = (1, len),
+    }
+    match outcome {
+        Outcome::NonIp => s.non_ip = 1,
+        Outcome::Malformed => s.malformed = 1,
+        Outcome::V4 => s.ipv4 = 1,
+        Outcome::V6 => s.ipv6 = 1,
+    }
+    s
+}
+
+fn verdict(action: Action) -> u32 {
+    match action {
+        Action::Drop => XDP_DROP,
+        Action::Pass | Action::Capture => XDP_PASS,
+    }
+}
+
+#[track_caller]
+fn check(engine: &Engine, frame: &[u8], action: Action, outcome: Outcome) {
+    let (ret, delta) = run(engine, frame);
+    assert_ne!(ret, XDP_ABORTED, "the program aborted on {frame:02x?}");
+    assert_eq!(
+        (ret, delta),
+        (verdict(action), expect(action, outcome, frame.len())),
+        "{action:?}/{outcome:?} for a {}-byte frame",
+        frame.len()
+    );
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn udp(src: &str, dst: &str) -> FrameSpec {
+    FrameSpec::udp(ip(src), ip(dst))
+}
+
+#[test]
+fn ipv4_follows_the_longest_prefix() {
+    let e = standard();
+    check(
+        &e,
+        &udp("192.0.2.1", "198.51.100.1").build(),
+        Action::Drop,
+        Outcome::V4,
+    );
+    check(
+        &e,
+        &udp("192.0.2.200", "198.51.100.1").build(),
+        Action::Pass,
+        Outcome::V4,
+    );
+    check(
+        &e,
+        &udp("203.0.113.9", "198.51.100.1").build(),
+        Action::Capture,
+        Outcome::V4,
+    );
+    check(
+        &e,
+        &udp("198.51.100.7", "192.0.2.1").build(),
+        Action::Pass,
+        Outcome::V4,
+    );
+}
+
+#[test]
+fn ipv4_options_are_skipped_by_ihl() {
+    let e = standard();
+    for options in [4, 8, 40] {
+        for (src, action) in [
+            ("192.0.2.1", Action::Drop),
+            ("203.0.113.1", Action::Capture),
+        ] {
+            let mut spec = udp(src, "198.51.100.1");
+            spec.ipv4_options = vec![1; options]; // NOPs
+            spec.payload_len = 3;
+            check(&e, &spec.build(), action, Outcome::V4);
+        }
+    }
+    // TCP behind 40 bytes of options, too.
+    let mut spec = udp("192.0.2.1", "198.51.100.1");
+    spec.ipv4_options = vec![1; 40];
+    spec.l4 = L4::TcpSyn { sport: 1, dport: 2 };
+    check(&e, &spec.build(), Action::Drop, Outcome::V4);
+}
+
+#[test]
+fn ipv6_follows_the_longest_prefix() {
+    let e = standard();
+    check(
+        &e,
+        &udp("2001:db8:bad::1", "2001:db8::1").build(),
+        Action::Drop,
+        Outcome::V6,
+    );
+    check(
+        &e,
+        &udp("2001:db8:c::1", "2001:db8::1").build(),
+        Action::Capture,
+        Outcome::V6,
+    );
+    check(
+        &e,
+        &udp("2001:db8:1::1", "2001:db8::1").build(),
+        Action::Pass,
+        Outcome::V6,
+    );
+    let mut tcp = udp("2001:db8:bad::2", "2001:db8::1");
+    tcp.l4 = L4::TcpSyn { sport: 1, dport: 2 };
+    check(&e, &tcp.build(), Action::Drop, Outcome::V6);
+    let mut echo = udp("2001:db8:c::2", "2001:db8::1");
+    echo.l4 = L4::Echo;
+    check(&e, &echo.build(), Action::Capture, Outcome::V6);
+}
+
+#[test]
+fn vlan_tags_are_looked_through() {
+    let e = standard();
+    for vlans in [
+        vec![(ETH_P_8021Q, 100)],
+        vec![(ETH_P_8021AD, 10), (ETH_P_8021Q, 20)],
+        vec![(ETH_P_8021Q, 10), (ETH_P_8021Q, 20)],
+    ] {
+        let mut v4 = udp("192.0.2.3", "198.51.100.1");
+        v4.vlans = vlans.clone();
+        check(&e, &v4.build(), Action::Drop, Outcome::V4);
+        let mut v6 = udp("2001:db8:c::3", "2001:db8::1");
+        v6.vlans = vlans;
+        check(&e, &v6.build(), Action::Capture, Outcome::V6);
+    }
+    // A third tag is past what we parse: the frame is not classified.
+    let mut three = udp("192.0.2.3", "198.51.100.1");
+    three.vlans = vec![(ETH_P_8021AD, 1), (ETH_P_8021Q, 2), (ETH_P_8021Q, 3)];
+    check(&e, &three.build(), Action::Pass, Outcome::NonIp);
+}
+
+#[test]
+fn fragments_are_classified_by_source_and_later_ones_have_no_ports() {
+    let e = standard();
+    let mut first = udp("192.0.2.9", "198.51.100.1");
+    first.payload_len = 32;
+    first.fragment = Some(Fragment {
+        offset: 0,
+        more: true,
+    });
+    check(&e, &first.build(), Action::Drop, Outcome::V4);
+
+    // A later fragment carries no UDP header: 3 bytes of data are fine.
+    let mut later = udp("203.0.113.9", "198.51.100.1");
+    later.l4 = L4::Raw(17);
+    later.payload_len = 3;
+    later.fragment = Some(Fragment {
+        offset: 5,
+        more: false,
+    });
+    check(&e, &later.build(), Action::Capture, Outcome::V4);
+
+    // The same 3 bytes as a first fragment are a truncated UDP header.
+    let mut tiny_first = later.clone();
+    tiny_first.fragment = Some(Fragment {
+        offset: 0,
+        more: true,
+    });
+    check(&e, &tiny_first.build(), Action::Capture, Outcome::Malformed);
+
+    let mut v6_later = udp("2001:db8:bad::9", "2001:db8::1");
+    v6_later.l4 = L4::Raw(17);
+    v6_later.payload_len = 3;
+    v6_later.fragment = Some(Fragment {
+        offset: 100,
+        more: true,
+    });
+    check(&e, &v6_later.build(), Action::Drop, Outcome::V6);
+
+    let mut v6_first = udp("2001:db8:bad::9", "2001:db8::1");
+    v6_first.fragment = Some(Fragment {
+        offset: 0,
+        more: true,
+    });
+    check(&e, &v6_first.build(), Action::Drop, Outcome::V6);
+}
+
+#[test]
+fn non_ip_frames_pass_even_with_a_drop_default() {
+    let e = engine(Action::Drop, &[(Action::Pass, "192.0.2.0/24")]);
+    let arp = arp_request([2, 0, 0, 0, 0, 1], [192, 0, 2, 1], [192, 0, 2, 2]);
+    check(&e, &arp, Action::Pass, Outcome::NonIp);
+    // ...while IP from elsewhere gets the default.
+    check(
+        &e,
+        &udp("198.51.100.1", "192.0.2.1").build(),
+        Action::Drop,
+        Outcome::V4,
+    );
+    check(
+        &e,
+        &udp("2001:db8::5", "2001:db8::1").build(),
+        Action::Drop,
+        Outcome::V6,
+    );
+    check(
+        &e,
+        &udp("192.0.2.77", "198.51.100.1").build(),
+        Action::Pass,
+        Outcome::V4,
+    );
+}
+
+#[test]
+fn bad_headers_are_malformed_and_never_abort() {
+    let e = standard();
+    let good = udp("192.0.2.1", "198.51.100.1").build();
+
+    // IHL below 5: no trustworthy source address, so the frame is passed.
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x44;
+    check(&e, &bad_ihl, Action::Pass, Outcome::Malformed);
+
+    // Version 6 in an IPv4 EtherType.
+    let mut bad_version = good.clone();
+    bad_version[14] = 0x65;
+    check(&e, &bad_version, Action::Pass, Outcome::Malformed);
+
+    // A total length longer than the frame: the source is readable, so the
+    // rule applies, and the frame counts as malformed.
+    let mut long_total = good.clone();
+    long_total[16..18].copy_from_slice(&500u16.to_be_bytes());
+    check(&e, &long_total, Action::Drop, Outcome::Malformed);
+
+    // A total length shorter than the header.
+    let mut short_total = good.clone();
+    short_total[16..18].copy_from_slice(&10u16.to_be_bytes());
+    check(&e, &short_total, Action::Drop, Outcome::Malformed);
+
+    // Ethernet padding after the datagram is normal.
+    let mut padded = good.clone();
+    padded.extend_from_slice(&[0; 18]);
+    check(&e, &padded, Action::Drop, Outcome::V4);
+
+    // TCP with a data offset below its fixed header.
+    let mut tcp = udp("203.0.113.1", "198.51.100.1");
+    tcp.l4 = L4::TcpSyn { sport: 1, dport: 2 };
+    let mut bad_doff = tcp.build();
+    bad_doff[14 + 20 + 12] = 0x40;
+    check(&e, &bad_doff, Action::Capture, Outcome::Malformed);
+
+    // IPv6 with a version nibble of 4.
+    let mut v6 = udp("2001:db8:bad::1", "2001:db8::1").build();
+    v6[14] = 0x40;
+    check(&e, &v6, Action::Pass, Outcome::Malformed);
+}
+
+/// What the program must make of `frame[..len]`, when the full frame is
+/// `full` bytes, its IP header starts at `l3` and the fixed part of that
+/// header (which holds the source address) is `fixed` bytes long.
+fn truncated_outcome(
+    len: usize,
+    full: usize,
+    l3: usize,
+    fixed: usize,
+    rule: Action,
+    family: Outcome,
+) -> (Action, Outcome) {
+    if len < l3 + fixed {
+        // No complete source address: not classified, passed.
+        (Action::Pass, Outcome::Malformed)
+    } else if len < full {
+        // The source is there, so its rule applies; the rest is missing.
+        (rule, Outcome::Malformed)
+    } else {
+        (rule, family)
+    }
+}
+
+#[test]
+fn frames_truncated_at_every_byte_are_counted_and_passed_unless_a_rule_drops_them() {
+    let e = standard();
+    let mut cases = Vec::new();
+
+    let mut v4 = udp("192.0.2.1", "198.51.100.1");
+    v4.payload_len = 6;
+    cases.push((v4.build(), 14, 20, Action::Drop, Outcome::V4));
+
+    let mut v4_vlan = udp("203.0.113.1", "198.51.100.1");
+    v4_vlan.vlans = vec![(ETH_P_8021AD, 1), (ETH_P_8021Q, 2)];
+    v4_vlan.ipv4_options = vec![1; 8];
+    v4_vlan.l4 = L4::TcpSyn { sport: 1, dport: 2 };
+    cases.push((v4_vlan.build(), 22, 20, Action::Capture, Outcome::V4));
+
+    let mut v6 = udp("2001:db8:bad::1", "2001:db8::1");
+    v6.l4 = L4::TcpSyn { sport: 1, dport: 2 };
+    cases.push((v6.build(), 14, 40, Action::Drop, Outcome::V6));
+
+    let mut v6_frag = udp("2001:db8:c::1", "2001:db8::1");
+    v6_frag.vlans = vec![(ETH_P_8021Q, 7)];
+    v6_frag.fragment = Some(Fragment {
+        offset: 0,
+        more: true,
+    });
+    cases.push((v6_frag.build(), 18, 40, Action::Capture, Outcome::V6));
+
+    for (frame, l3, hdr, rule, family) in cases {
+        let full = frame.len();
+        for len in MIN_TEST_RUN_LEN..=full {
+            let (action, outcome) = truncated_outcome(len, full, l3, hdr, rule, family);
+            let (ret, delta) = run(&e, &frame[..len]);
+            assert_eq!(
+                (ret, delta),
+                (verdict(action), expect(action, outcome, len)),
+                "{family:?} frame of {full} bytes cut to {len}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_kernel_agrees_with_the_userspace_model_of_longest_prefix_match() {
+    let rules = [
+        (Action::Drop, "192.0.2.0/24"),
+        (Action::Pass, "192.0.2.64/26"),
+        (Action::Capture, "192.0.2.64/28"),
+        (Action::Drop, "192.0.2.70"),
+        (Action::Capture, "198.51.100.0/23"),
+        (Action::Drop, "0.0.0.0/1"),
+        (Action::Drop, "2001:db8::/32"),
+        (Action::Pass, "2001:db8:0:1::/64"),
+        (Action::Capture, "2001:db8:0:1::/120"),
+    ];
+    let mut set = RuleSet::new(Action::Pass);
+    for (action, cidr) in rules {
+        set.add_str(action, cidr, Origin::Flag("test")).unwrap();
+    }
+    let e = Engine::load(&set).unwrap();
+    let mut addrs: Vec<IpAddr> = (0..=255u8).map(|i| IpAddr::from([192, 0, 2, i])).collect();
+    addrs.extend((0..=255u8).map(|i| IpAddr::from([198, 51, 100 + (i % 3), i])));
+    addrs.extend(["10.0.0.1", "127.0.0.1", "128.0.0.1", "255.255.255.255"].map(ip));
+    for i in 0..=255u16 {
+        addrs.push(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, i]));
+        addrs.push(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 1, i]));
+        addrs.push(IpAddr::from([0x2001, 0xdb8, i, 0, 0, 0, 0, 1]));
+    }
+    addrs.push(ip("2001:db9::1"));
+    for src in addrs {
+        let dst = if src.is_ipv4() {
+            "203.0.113.1"
+        } else {
+            "2001:db8::1"
+        };
+        let frame = FrameSpec::udp(src, ip(dst)).build();
+        let want = set.action_for(src);
+        let family = if src.is_ipv4() {
+            Outcome::V4
+        } else {
+            Outcome::V6
+        };
+        let (ret, delta) = run(&e, &frame);
+        assert_eq!(
+            (ret, delta),
+            (verdict(want), expect(want, family, frame.len())),
+            "source {src}"
+        );
+    }
+}
