@@ -148,6 +148,20 @@ impl Running {
         seen
     }
 
+    /// Waits until the engine has reported `total` packets, for at most 20 s.
+    ///
+    /// # Panics
+    ///
+    /// When it has not seen them all by then.
+    pub fn expect_packets(mut self, total: u64) -> Self {
+        let seen = self.wait_for_packets(total, Duration::from_secs(20));
+        assert!(
+            seen >= total,
+            "the engine saw only {seen} of {total} packets within 20 s"
+        );
+        self
+    }
+
     /// Sends SIGINT, waits for exit, and returns the summary line, the exit
     /// status and stderr. Interval lines still unread are summed into the
     /// returned summary's `intervals_packets` field for checking.

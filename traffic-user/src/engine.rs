@@ -103,7 +103,7 @@ pub enum EngineError {
     Load {
         /// aya's error.
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     /// The kernel refused the program; the verifier log is in the source.
     #[error("the kernel refused to load the XDP program `{program}`")]
@@ -112,7 +112,7 @@ pub enum EngineError {
         program: &'static str,
         /// aya's error, with the verifier log.
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// A map the program should have is missing or of the wrong type.
     #[error("the XDP object has no usable map `{name}`; rebuild with `cargo xtask build`")]
@@ -177,10 +177,10 @@ pub enum EngineError {
         /// The mode asked for.
         mode: AttachMode,
         /// What to try instead.
-        hint: &'static str,
+        hint: String,
         /// aya's error.
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// Reading the counters failed.
     #[error("reading the packet counters failed")]
@@ -198,7 +198,9 @@ impl EngineError {
                 action: "creating BPF maps",
             };
         }
-        EngineError::Load { source }
+        EngineError::Load {
+            source: Box::new(source),
+        }
     }
 }
 
@@ -384,19 +386,25 @@ impl Engine {
                         });
                     }
                     if i + 1 == candidates.len() {
-                        let hint = match candidate {
-                            AttachMode::Native => {
-                                ": the driver may not support native XDP (or the MTU is too large for it); try --mode skb"
+                        let hint = match (candidate, os_error(&source)) {
+                            (AttachMode::Native, Some(libc::ERANGE)) => format!(
+                                ": the MTU is too large for native XDP on this driver; lower it (`ip link set dev {iface} mtu 1500`) or use --mode skb"
+                            ),
+                            (AttachMode::Native, Some(libc::EOPNOTSUPP)) => {
+                                ": the driver does not support native XDP; use --mode skb (or auto)".to_owned()
                             }
-                            AttachMode::Skb => {
-                                ": the kernel refused even generic XDP; check `dmesg` and the interface's MTU"
+                            (AttachMode::Native, _) => {
+                                ": the driver may not support native XDP; try --mode skb".to_owned()
+                            }
+                            (AttachMode::Skb, _) => {
+                                ": the kernel refused even generic XDP; check `dmesg` and the interface's MTU".to_owned()
                             }
                         };
                         return Err(EngineError::ModeRefused {
                             iface: iface.to_owned(),
                             mode: candidate,
                             hint,
-                            source,
+                            source: Box::new(source),
                         });
                     }
                     refused.push((candidate, error_chain(&source)));
@@ -527,7 +535,7 @@ fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), EngineError> 
         .and_then(|p| {
             p.try_into().map_err(|source| EngineError::Program {
                 program: name,
-                source,
+                source: Box::new(source),
             })
         })?;
     if program.fd().is_ok() {
@@ -541,7 +549,7 @@ fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), EngineError> 
         } else {
             EngineError::Program {
                 program: name,
-                source,
+                source: Box::new(source),
             }
         }
     })

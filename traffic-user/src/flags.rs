@@ -34,6 +34,23 @@ pub enum Sub {
     /// Send an exact number of UDP or TCP SYN frames from given source
     /// prefixes (AF_PACKET, sendmmsg, qdisc bypass; retries on backpressure).
     Gen(GenArgs),
+    /// Measure the in-kernel cost per packet of the XDP program with
+    /// BPF_PROG_TEST_RUN: the do-nothing floor, and traffic's drop and
+    /// capture paths with growing rule tables, for IPv4 and IPv6.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Runs per measurement (the kernel reports the mean).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub repeat: u32,
+    /// Rule-table sizes to measure, comma-separated.
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_values_t = [1usize, 1_000])]
+    pub rules: Vec<usize>,
+    /// Print one JSON object per figure instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

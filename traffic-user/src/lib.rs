@@ -10,6 +10,7 @@
 //! - [`frame`], [`generator`] and [`lab`] make test traffic: frames, a sender, and
 //!   veth pairs in network namespaces.
 
+pub mod bench;
 pub mod caps;
 pub mod engine;
 pub mod frame;

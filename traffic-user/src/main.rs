@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use clap::Parser as _;
-use flags::{GenConfig, LowArgs, RunConfig, Sub, Target};
+use flags::{BenchArgs, GenConfig, LowArgs, RunConfig, Sub, Target};
 use tokio::signal::unix::{SignalKind, signal};
 use traffic::{
     caps,
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = LowArgs::parse();
     let result = match args.command {
+        Some(Sub::Bench(bench_args)) => run_bench(&bench_args),
         Some(Sub::Gen(gen_args)) => GenConfig::from_args(gen_args)
             .map_err(usage_error)
             .and_then(|cfg| run_gen(&cfg)),
@@ -82,6 +83,52 @@ fn run_gen(cfg: &GenConfig) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn run_bench(args: &BenchArgs) -> Result<()> {
+    caps::check()?;
+    if args.repeat == 0 || args.rules.contains(&0) {
+        return Err(anyhow!(
+            "--repeat and every --rules size must be at least 1"
+        ));
+    }
+    let mut out = io::stdout().lock();
+    let mut floor = std::collections::HashMap::new();
+    if !args.json {
+        writeln!(
+            out,
+            "{:<8} {:<8} {:<5} {:>9} {:>10} {:>9}",
+            "program", "path", "family", "rules", "ns/packet", "x floor"
+        )?;
+    }
+    let mut write_err = None;
+    traffic::bench::kernel_costs(&args.rules, args.repeat, |cost| {
+        if cost.program == "floor" {
+            floor.insert(cost.family.clone(), cost.ns_per_packet);
+        }
+        let ratio = floor
+            .get(&cost.family)
+            .map_or(f64::NAN, |f| cost.ns_per_packet / f);
+        let result = if args.json {
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({"cost": cost, "ratio_to_floor": ratio}),
+            )
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out))
+        } else {
+            writeln!(
+                out,
+                "{:<8} {:<8} {:<5} {:>9} {:>10.1} {:>9.2}",
+                cost.program, cost.path, cost.family, cost.rules, cost.ns_per_packet, ratio
+            )
+        };
+        if let Err(e) = result {
+            write_err.get_or_insert(e);
+        }
+    })
+    .context("measuring with BPF_PROG_TEST_RUN")?;
+    write_err.map_or(Ok(()), |e| Err(e.into()))
 }
 
 fn run(cfg: RunConfig) -> Result<()> {

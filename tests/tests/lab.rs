@@ -1,0 +1,441 @@
+//! traffic on a veth pair between two network namespaces, driven by its own
+//! generator: exact accounting, clean exits, refusals.
+
+use std::{process::Command, time::Duration};
+
+use serde_json::Value;
+use traffic::{
+    engine::Engine,
+    lab::in_netns,
+    netlink,
+    rules::{Action, RuleSet},
+};
+use traffic_tests::{Lab, Running, eventually, has_xdp, send, traffic_in};
+
+fn count(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{key}` missing or not a count in {v}"))
+}
+
+#[test]
+fn every_packet_is_counted_exactly_once() {
+    let lab = Lab::create("exact", 1).expect("create the lab (needs root)");
+    let (running, start) = Running::start(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--interval",
+            "0.2",
+            "--drop",
+            "192.0.2.0/25",
+            "--pass",
+            "198.51.100.0/25",
+            "--capture",
+            "203.0.113.0/24",
+            "--drop",
+            "2001:db8:bad::/48",
+            "--capture",
+            "2001:db8:c::/48",
+        ],
+    );
+    assert_eq!(start["iface"], lab.rx_if.as_str());
+    assert_eq!(start["rules_v4"], 3);
+    assert_eq!(start["rules_v6"], 2);
+
+    // (sources, count, extra flags) and what each batch must count as.
+    let batches: [(&[&str], u64, &[&str], Action); 7] = [
+        (&["192.0.2.0/25"], 1000, &[], Action::Drop),
+        (&["192.0.2.128/25"], 900, &[], Action::Pass),
+        (
+            &["198.51.100.0/25"],
+            300,
+            &["--proto", "tcp-syn"],
+            Action::Pass,
+        ),
+        (
+            &["203.0.113.0/24"],
+            500,
+            &["--payload", "1000"],
+            Action::Capture,
+        ),
+        (&["2001:db8:bad::/64"], 700, &[], Action::Drop),
+        (
+            &["2001:db8:1::/64"],
+            800,
+            &["--proto", "tcp-syn"],
+            Action::Pass,
+        ),
+        (
+            &["2001:db8:c::/64", "2001:db8:c:1::/64"],
+            600,
+            &[],
+            Action::Capture,
+        ),
+    ];
+    let mut want = [0u64; 3];
+    let mut want_bytes = 0;
+    let (mut v4, mut v6) = (0, 0);
+    for (sources, n, extra, action) in batches {
+        let count_arg = n.to_string();
+        let mut args = vec!["--count", &count_arg];
+        for s in sources {
+            args.extend(["--src", s]);
+        }
+        args.extend_from_slice(extra);
+        let report = send(&lab, &args);
+        assert_eq!(count(&report, "sent"), n);
+        want_bytes += count(&report, "bytes");
+        want[action as usize] += n;
+        if sources[0].contains(':') {
+            v6 += n
+        } else {
+            v4 += n
+        }
+    }
+    let total: u64 = want.iter().sum();
+
+    let (summary, status, stderr) = running.expect_packets(total).stop();
+    assert!(
+        status.success(),
+        "traffic exited with {status}; stderr:\n{stderr}"
+    );
+    let got = |k| count(&summary, k);
+    assert_eq!(
+        [got("packets"), got("pass"), got("drop"), got("capture")],
+        [
+            total,
+            want[Action::Pass as usize],
+            want[Action::Drop as usize],
+            want[Action::Capture as usize]
+        ],
+        "summary: {summary}"
+    );
+    assert_eq!(got("pass") + got("drop") + got("capture"), got("packets"));
+    assert_eq!(
+        [got("ipv4"), got("ipv6"), got("non_ip"), got("malformed")],
+        [v4, v6, 0, 0]
+    );
+    assert_eq!(got("bytes"), want_bytes);
+    assert_eq!(
+        got("pass_bytes") + got("drop_bytes") + got("capture_bytes"),
+        want_bytes
+    );
+    assert_eq!(summary["iface"], lab.rx_if.as_str());
+    assert!(summary["duration_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        !has_xdp(&lab.rx_ns, &lab.rx_if),
+        "the program is still attached after exit"
+    );
+}
+
+#[test]
+fn sigkill_leaves_no_program_behind() {
+    let lab = Lab::create("kill", 1).expect("create the lab");
+    let (running, _) = Running::start(&lab.rx_ns, &["--iface", &lab.rx_if]);
+    assert!(
+        has_xdp(&lab.rx_ns, &lab.rx_if),
+        "no XDP program while traffic runs"
+    );
+    running.kill9();
+    assert!(
+        eventually(Duration::from_secs(5), || !has_xdp(&lab.rx_ns, &lab.rx_if)),
+        "an XDP program is still attached 5 s after SIGKILL"
+    );
+}
+
+#[test]
+fn sigterm_and_duration_end_with_a_summary() {
+    let lab = Lab::create("stop", 1).expect("create the lab");
+    let (running, _) = Running::start(&lab.rx_ns, &["--iface", &lab.rx_if]);
+    traffic_tests::signal(running.pid(), libc::SIGTERM);
+    // The SIGINT that `stop` sends finds traffic already stopping (or a
+    // zombie): either way the exit must be clean and carry a summary.
+    let (summary, status, _) = running.stop();
+    assert!(status.success());
+    assert_eq!(summary["type"], "summary");
+
+    let out = traffic_in(
+        &lab.rx_ns,
+        &["--iface", &lab.rx_if, "--duration", "0.5", "--json"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "summary");
+    let d = last["duration_s"].as_f64().unwrap();
+    assert!((0.5..5.0).contains(&d), "ran {d} s for --duration 0.5");
+    assert!(!has_xdp(&lab.rx_ns, &lab.rx_if));
+}
+
+#[test]
+fn auto_mode_falls_back_to_skb_and_says_why() {
+    let lab = Lab::create("mtu", 1).expect("create the lab");
+    // veth cannot run native XDP with a jumbo MTU: the kernel answers ERANGE.
+    for (ns, ifname) in [(&lab.tx_ns, &lab.tx_if), (&lab.rx_ns, &lab.rx_if)] {
+        traffic::lab::ip(&["-n", ns, "link", "set", "dev", ifname, "mtu", "9000"]).unwrap();
+    }
+    let native = traffic_in(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--mode",
+            "native",
+            "--duration",
+            "0.2",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(native.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&native.stderr);
+    assert!(
+        err.contains("refused XDP in native mode") && err.contains("--mode skb"),
+        "{err}"
+    );
+
+    let (running, start) = Running::start(&lab.rx_ns, &["--iface", &lab.rx_if]);
+    assert_eq!(start["mode"], "skb", "{start}");
+    assert_eq!(start["refused"][0]["mode"], "native", "{start}");
+    send(&lab, &["--count", "100", "--src", "192.0.2.0/24"]);
+    let (summary, status, _) = running.expect_packets(100).stop();
+    assert!(status.success());
+    assert_eq!(
+        (summary["mode"].as_str(), count(&summary, "packets")),
+        (Some("skb"), 100)
+    );
+}
+
+#[test]
+fn another_program_is_refused_unless_forced() {
+    let lab = Lab::create("force", 1).expect("create the lab");
+    // A program attached the legacy way (netlink), as older tools do.
+    let ns = lab.rx_ns.clone();
+    let ifname = lab.rx_if.clone();
+    let mut other = in_netns(&lab.rx_ns, move || {
+        let mut engine = Engine::load(&RuleSet::new(Action::Pass)).expect("load");
+        let ifindex = netlink::ifindex(&ifname).expect("lab interface");
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let fd = engine
+            .floor_program()
+            .unwrap()
+            .fd()
+            .unwrap()
+            .as_fd()
+            .as_raw_fd();
+        netlink::set_xdp_fd(ifindex, fd, netlink::XDP_FLAGS_SKB_MODE).expect("netlink attach");
+        engine
+    })
+    .unwrap();
+    assert!(has_xdp(&ns, &lab.rx_if));
+
+    let refused = traffic_in(&lab.rx_ns, &["--iface", &lab.rx_if, "--duration", "0.2"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("already has an XDP program attached") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(
+        err.contains("traffic_floor"),
+        "the message names the program: {err}"
+    );
+
+    let forced = traffic_in(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--duration",
+            "0.2",
+            "--force",
+            "--json",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    let start: Value = serde_json::from_str(
+        String::from_utf8_lossy(&forced.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        start["replaced"]
+            .as_str()
+            .unwrap()
+            .contains("traffic_floor"),
+        "{start}"
+    );
+    assert!(
+        !has_xdp(&ns, &lab.rx_if),
+        "after --force and exit, nothing is left attached"
+    );
+    other.detach();
+
+    // A program held by another traffic's bpf_link cannot be forced out.
+    let (holder, _) = Running::start(&lab.rx_ns, &["--iface", &lab.rx_if]);
+    let second = traffic_in(
+        &lab.rx_ns,
+        &["--iface", &lab.rx_if, "--force", "--duration", "0.2"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("bpf_link") && err.contains("stop that process"),
+        "{err}"
+    );
+    let (_, status, _) = holder.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn bad_rules_are_all_reported_and_nothing_is_attached() {
+    let lab = Lab::create("rules", 1).expect("create the lab");
+    let dir = std::env::temp_dir().join(format!("traffic-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rules.txt");
+    std::fs::write(
+        &file,
+        "drop 192.0.2.0/24\nblock 198.51.100.0/24\npass 2001:db8::/129\n",
+    )
+    .unwrap();
+    let out = traffic_in(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--drop",
+            "192.0.2.1/24",
+            "--capture",
+            "nonsense",
+            "--rules",
+            file.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "nothing was attached",
+        "--drop: bad prefix `192.0.2.1/24`: host bits are set; did you mean 192.0.2.0/24?",
+        "--capture: bad prefix `nonsense`",
+        "rules.txt:2: unknown action `block`",
+        "rules.txt:3: bad prefix `2001:db8::/129`",
+    ] {
+        assert!(err.contains(needle), "stderr lacks `{needle}`:\n{err}");
+    }
+    assert!(!has_xdp(&lab.rx_ns, &lab.rx_if));
+}
+
+#[test]
+fn users_get_one_clear_sentence_for_common_mistakes() {
+    let lab = Lab::create("errors", 1).expect("create the lab");
+    let out = traffic_in(&lab.rx_ns, &["--iface", "no-such-if0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("there is no network interface named `no-such-if0`"),
+        "{err}"
+    );
+
+    let out = traffic_in(&lab.rx_ns, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--iface IFACE"));
+
+    // Without privileges: as nobody, with every capability dropped.
+    let bin = traffic_tests::traffic_bin();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.rx_ns,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(&bin)
+        .args(["--iface", &lab.rx_if])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs root") && err.contains("CAP_BPF"),
+        "{err}"
+    );
+    assert!(!has_xdp(&lab.rx_ns, &lab.rx_if));
+}
+
+#[test]
+fn the_built_in_lab_runs_and_removes_what_it_made() {
+    // A namespace left by a lab whose process is gone (no pid is this large).
+    let stale = "trf-99999999-0-stale-tx";
+    traffic::lab::ip(&["netns", "add", stale]).unwrap();
+
+    let out = Command::new(traffic_tests::traffic_bin())
+        .args(["--lab", "--duration", "1.5", "--interval", "0.5", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "traffic --lab failed: {stderr}");
+    assert!(
+        stderr.contains(&format!("removed namespace {stale}")),
+        "{stderr}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["type"], "summary");
+    for key in ["pass", "drop", "capture", "ipv4", "ipv6"] {
+        assert!(
+            count(&summary, key) > 0,
+            "the demo traffic has some {key}: {summary}"
+        );
+    }
+    assert_eq!(
+        count(&summary, "pass") + count(&summary, "drop") + count(&summary, "capture"),
+        count(&summary, "packets")
+    );
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let namespaces = String::from_utf8_lossy(&namespaces.stdout);
+    let mine = format!("trf-{}-", out_pid_marker(&stderr));
+    assert!(
+        !namespaces.contains(&mine),
+        "the lab left {mine}*: {namespaces}"
+    );
+    assert!(!namespaces.contains(stale));
+}
+
+/// The pid in the lab's namespace names, from its first stderr line.
+fn out_pid_marker(stderr: &str) -> String {
+    let at = stderr
+        .find("(namespace trf-")
+        .expect("the lab names its namespaces")
+        + "(namespace trf-".len();
+    stderr[at..].split('-').next().unwrap().to_owned()
+}
