@@ -74,7 +74,8 @@ fn expect(action: Action, outcome: Outcome, len: usize) -> Stats {
     match action {
         Action::Pass => (s.pass, s.pass_bytes) = (1, len),
         Action::Drop => (s.drop, s.drop_bytes) = (1, len),
-        Action::Capture => (s.capture, s.capture_bytes) = (1, len),
+        // A captured frame also writes one event (the ring never fills here).
+        Action::Capture => (s.capture, s.capture_bytes, s.events) = (1, len, 1),
     }
     match outcome {
         Outcome::NonIp => s.non_ip = 1,

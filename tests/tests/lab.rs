@@ -118,6 +118,12 @@ fn every_packet_is_counted_exactly_once() {
         [v4, v6, 0, 0]
     );
     assert_eq!(got("bytes"), want_bytes);
+    // Every captured packet became an event, delivered and timed.
+    assert_eq!(
+        [got("events"), got("events_lost"), got("sampled")],
+        [got("capture"), 0, 0]
+    );
+    assert_eq!(summary["latency_ns"]["count"], got("events"));
     assert_eq!(
         got("pass_bytes") + got("drop_bytes") + got("capture_bytes"),
         want_bytes

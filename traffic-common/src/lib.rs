@@ -18,8 +18,11 @@ pub mod names {
     pub const RULES_V4: &str = "RULES_V4";
     /// IPv6 source-prefix rules: `LpmTrie<[u8; 16], Rule>`.
     pub const RULES_V6: &str = "RULES_V6";
-    /// Per-CPU counters: `PerCpuArray<Stats>` with one entry.
+    /// Per-CPU counters and state: `PerCpuArray<CpuState>` with one entry.
     pub const STATS: &str = "STATS";
+    /// Capture events: a `RingBuf` of [`EventHeader`](super::EventHeader)
+    /// records, each followed by the captured bytes.
+    pub const EVENTS: &str = "EVENTS";
     /// The read-only global holding [`Config`](super::Config).
     pub const CONFIG: &str = "CONFIG";
 }
@@ -50,22 +53,103 @@ pub struct Rule {
 pub const NO_RULE: u32 = u32::MAX;
 
 /// Settings fixed at load time, written into the object before it is loaded.
+///
+/// The object lives in a frozen read-only map, so the verifier treats its
+/// fields as constants and prunes the branches they rule out.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Config {
     /// The [`action`] for IP packets whose source matches no rule.
     pub default_action: u32,
-    /// Reserved; keeps the struct a multiple of 8 bytes. Must be zero.
-    pub _reserved: u32,
+    /// Bytes of each captured frame to copy into its event, at most
+    /// [`MAX_SNAPLEN`].
+    pub snaplen: u32,
+    /// Send 1 in this many packets (of any action) to the capture path as a
+    /// sample; 0 for none.
+    pub sample_every: u32,
+    /// Wake the reader when at least this many bytes wait in the ring.
+    pub wakeup_bytes: u32,
+    /// Wake the reader when this long has passed since this CPU last woke
+    /// it; 0 wakes it for every event.
+    pub wakeup_interval_ns: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             default_action: action::PASS,
-            _reserved: 0,
+            snaplen: DEFAULT_SNAPLEN,
+            sample_every: 0,
+            wakeup_bytes: 0,
+            wakeup_interval_ns: 0,
         }
     }
+}
+
+/// The default `snaplen`.
+pub const DEFAULT_SNAPLEN: u32 = 128;
+/// The largest `snaplen`.
+pub const MAX_SNAPLEN: u32 = 4096;
+/// Event records come in these sizes of captured data (the verifier needs a
+/// constant size for each ring-buffer reservation); a snaplen uses the
+/// smallest class that holds it.
+pub const SNAP_CLASSES: [u32; 7] = [64, 128, 256, 512, 1024, 2048, 4096];
+
+/// The head of every capture event in the ring buffer; `cap_len` bytes of the
+/// frame follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct EventHeader {
+    /// `CLOCK_MONOTONIC` nanoseconds at the XDP hook.
+    pub ts_ns: u64,
+    /// The interface the frame arrived on.
+    pub ifindex: u32,
+    /// Its receive queue.
+    pub rx_queue: u32,
+    /// The frame's length on the wire (without FCS), all buffers included.
+    pub wire_len: u32,
+    /// Bytes of the frame that follow this header.
+    pub cap_len: u32,
+    /// [`Rule::id`] of the rule that matched, or [`NO_RULE`].
+    pub rule_id: u32,
+    /// The [`action`] applied to the frame.
+    pub action: u32,
+    /// [`event_flags`].
+    pub flags: u32,
+    /// 4, 6, or 0 when the frame had no classifiable IP header.
+    pub ip_version: u8,
+    /// The IP protocol (of the transport header for IPv6).
+    pub protocol: u8,
+    /// TCP flags, when [`event_flags::TCP_FLAGS`] is set.
+    pub tcp_flags: u8,
+    /// How many VLAN tags preceded the IP header.
+    pub vlan_depth: u8,
+    /// Source port, when [`event_flags::PORTS`] is set.
+    pub sport: u16,
+    /// Destination port, when [`event_flags::PORTS`] is set.
+    pub dport: u16,
+    /// The outer VLAN id, when `vlan_depth > 0`.
+    pub vlan_id: u16,
+    /// Zero; keeps the addresses 8-byte aligned.
+    pub _pad: u16,
+    /// Source address: 4 bytes for IPv4, then zeros.
+    pub src: [u8; 16],
+    /// Destination address, likewise.
+    pub dst: [u8; 16],
+}
+
+/// Bits of [`EventHeader::flags`].
+pub mod event_flags {
+    /// The frame was chosen by `--sample`, not by a capture rule.
+    pub const SAMPLED: u32 = 1 << 0;
+    /// `sport` and `dport` are valid.
+    pub const PORTS: u32 = 1 << 1;
+    /// `tcp_flags` is valid.
+    pub const TCP_FLAGS: u32 = 1 << 2;
+    /// The frame was counted as malformed.
+    pub const MALFORMED: u32 = 1 << 3;
+    /// An IP fragment other than the first.
+    pub const LATER_FRAGMENT: u32 = 1 << 4;
 }
 
 /// Per-CPU packet counters, one entry per CPU.
@@ -100,6 +184,24 @@ pub struct Stats {
     pub ipv4: u64,
     /// Well-formed IPv6 packets.
     pub ipv6: u64,
+    /// Packets chosen by `--sample` that no capture rule had chosen already.
+    pub sampled: u64,
+    /// Capture events written to the ring buffer.
+    pub events: u64,
+    /// Capture events lost because the ring buffer was full.
+    pub events_lost: u64,
+}
+
+/// The per-CPU map entry: counters, plus state the program keeps per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CpuState {
+    /// The counters userspace reports.
+    pub stats: Stats,
+    /// Packets to skip before the next sample.
+    pub sample_left: u64,
+    /// When this CPU last woke the ring-buffer reader.
+    pub last_wakeup_ns: u64,
 }
 
 impl Stats {
@@ -118,6 +220,9 @@ impl Stats {
             malformed,
             ipv4,
             ipv6,
+            sampled,
+            events,
+            events_lost,
         } = other;
         self.packets += packets;
         self.bytes += bytes;
@@ -131,6 +236,9 @@ impl Stats {
         self.malformed += malformed;
         self.ipv4 += ipv4;
         self.ipv6 += ipv6;
+        self.sampled += sampled;
+        self.events += events;
+        self.events_lost += events_lost;
     }
 
     /// The counts accrued since `earlier`, a previous reading of the same
@@ -151,13 +259,16 @@ impl Stats {
             malformed: d(self.malformed, earlier.malformed),
             ipv4: d(self.ipv4, earlier.ipv4),
             ipv6: d(self.ipv6, earlier.ipv6),
+            sampled: d(self.sampled, earlier.sampled),
+            events: d(self.events, earlier.events),
+            events_lost: d(self.events_lost, earlier.events_lost),
         }
     }
 }
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Config, Rule, Stats};
+    use super::{Config, CpuState, EventHeader, Rule, Stats};
 
     // SAFETY: each type is `#[repr(C)]`, made only of integers, and has no
     // padding (bytemuck's `Pod` derive checks this at compile time).
@@ -166,4 +277,8 @@ mod user {
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Stats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for CpuState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for EventHeader {}
 }

@@ -12,12 +12,16 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    },
     macros::{map, xdp},
-    maps::{LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
-use traffic_common::{Config, Rule, Stats, action};
+use traffic_common::{Config, CpuState, EventHeader, NO_RULE, Rule, action, event_flags};
 
 #[map(name = "RULES_V4")]
 static RULES_V4: LpmTrie<[u8; 4], Rule> = LpmTrie::with_max_entries(1, 0);
@@ -26,14 +30,21 @@ static RULES_V4: LpmTrie<[u8; 4], Rule> = LpmTrie::with_max_entries(1, 0);
 static RULES_V6: LpmTrie<[u8; 16], Rule> = LpmTrie::with_max_entries(1, 0);
 
 #[map(name = "STATS")]
-static STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1, 0);
+static STATS: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Capture events. The loader sets the size (`--ring-size`).
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
 /// Written by the loader before the program is loaded; read with a volatile
 /// load so the compiler cannot fold the initial value into the code.
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config {
     default_action: action::PASS,
-    _reserved: 0,
+    snaplen: traffic_common::DEFAULT_SNAPLEN,
+    sample_every: 0,
+    wakeup_bytes: 0,
+    wakeup_interval_ns: 0,
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -69,11 +80,23 @@ enum Outcome {
     Ipv6,
 }
 
-/// The whole pass over the frame: what it was and what to do with it.
+/// The whole pass over the frame: what it was, what to do with it, and
+/// where its headers are (for the capture event).
 #[derive(Clone, Copy)]
 struct Verdict {
     outcome: Outcome,
     action: u32,
+    rule_id: u32,
+    /// 4, 6, or 0 when no IP header was classified.
+    version: u8,
+    proto: u8,
+    vlan_depth: u8,
+    vlan_id: u16,
+    /// Offset of the IP header.
+    l3: u16,
+    /// Offset of the transport header, or 0 when there is none to read.
+    l4: u16,
+    later_fragment: bool,
 }
 
 impl Verdict {
@@ -82,7 +105,20 @@ impl Verdict {
         Self {
             outcome,
             action: action::PASS,
+            rule_id: NO_RULE,
+            version: 0,
+            proto: 0,
+            vlan_depth: 0,
+            vlan_id: 0,
+            l3: 0,
+            l4: 0,
+            later_fragment: false,
         }
+    }
+
+    const fn with_outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
     }
 }
 
@@ -192,20 +228,36 @@ pub fn traffic_floor(_ctx: XdpContext) -> u32 {
 fn try_traffic(ctx: &XdpContext) -> Result<u32, ()> {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let verdict = classify(ctx);
-    record(verdict, len)
+    let state = STATS.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: the pointer is this CPU's entry of a per-CPU array; XDP programs
+    // run with migration disabled, so no other program writes it concurrently.
+    let state = unsafe { &mut *state };
+    let ret = record(state, &verdict, len);
+    let cfg = config();
+    let mut flags = 0;
+    let mut deliver = verdict.action == action::CAPTURE;
+    if cfg.sample_every != 0 {
+        if state.sample_left == 0 {
+            state.sample_left = u64::from(cfg.sample_every - 1);
+            if !deliver {
+                deliver = true;
+                flags |= event_flags::SAMPLED;
+                state.stats.sampled += 1;
+            }
+        } else {
+            state.sample_left -= 1;
+        }
+    }
+    if deliver {
+        emit_event(ctx, state, &verdict, flags, &cfg);
+    }
+    Ok(ret)
 }
 
 /// Counts the frame exactly once and turns its action into an XDP verdict.
-///
-/// Only failure: the per-CPU counter entry cannot be found, which cannot
-/// happen for index 0 of a one-entry array; the frame is then aborted so that
-/// the loss is visible in the kernel's `xdp_exception` tracepoint.
 #[inline(always)]
-fn record(verdict: Verdict, len: u64) -> Result<u32, ()> {
-    let stats = STATS.get_ptr_mut(0).ok_or(())?;
-    // SAFETY: the pointer is this CPU's entry of a per-CPU array; XDP programs
-    // run with migration disabled, so no other program writes it concurrently.
-    let stats = unsafe { &mut *stats };
+fn record(state: &mut CpuState, verdict: &Verdict, len: u64) -> u32 {
+    let stats = &mut state.stats;
     stats.packets += 1;
     stats.bytes += len;
     match verdict.outcome {
@@ -218,19 +270,173 @@ fn record(verdict: Verdict, len: u64) -> Result<u32, ()> {
         action::DROP => {
             stats.drop += 1;
             stats.drop_bytes += len;
-            Ok(xdp_action::XDP_DROP)
+            xdp_action::XDP_DROP
         }
         action::CAPTURE => {
             stats.capture += 1;
             stats.capture_bytes += len;
-            Ok(xdp_action::XDP_PASS)
+            xdp_action::XDP_PASS
         }
         _ => {
             stats.pass += 1;
             stats.pass_bytes += len;
-            Ok(xdp_action::XDP_PASS)
+            xdp_action::XDP_PASS
         }
     }
+}
+
+/// One capture event: the header, then up to `N` bytes of the frame.
+#[repr(C)]
+struct Record<const N: usize> {
+    header: EventHeader,
+    data: [u8; N],
+}
+
+/// Writes a capture event, or counts it lost when the ring is full.
+///
+/// The ring-buffer reservation must have a size the verifier knows, so each
+/// snaplen class has its own instance of [`emit`]; `cfg.snaplen` is a
+/// constant to the verifier (frozen read-only map), which prunes the rest.
+#[inline(always)]
+fn emit_event(ctx: &XdpContext, state: &mut CpuState, v: &Verdict, flags: u32, cfg: &Config) {
+    match cfg.snaplen {
+        0..=64 => emit::<64>(ctx, state, v, flags, cfg),
+        65..=128 => emit::<128>(ctx, state, v, flags, cfg),
+        129..=256 => emit::<256>(ctx, state, v, flags, cfg),
+        257..=512 => emit::<512>(ctx, state, v, flags, cfg),
+        513..=1024 => emit::<1024>(ctx, state, v, flags, cfg),
+        1025..=2048 => emit::<2048>(ctx, state, v, flags, cfg),
+        _ => emit::<4096>(ctx, state, v, flags, cfg),
+    }
+}
+
+#[inline(always)]
+fn emit<const N: usize>(
+    ctx: &XdpContext,
+    state: &mut CpuState,
+    v: &Verdict,
+    mut flags: u32,
+    cfg: &Config,
+) {
+    let Some(mut entry) = EVENTS.reserve::<Record<N>>(0) else {
+        state.stats.events_lost += 1;
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: helper calls with the program's own context.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: as above; the length covers every buffer of a multi-buffer frame.
+    let wire_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as u32;
+    let cur = Cursor::new(ctx);
+    let mut header = EventHeader {
+        ts_ns: now,
+        ifindex: ctx.ingress_ifindex() as u32,
+        rx_queue: ctx.rx_queue_index(),
+        wire_len,
+        cap_len: 0,
+        rule_id: v.rule_id,
+        action: v.action,
+        flags: 0,
+        ip_version: v.version,
+        protocol: v.proto,
+        tcp_flags: 0,
+        vlan_depth: v.vlan_depth,
+        sport: 0,
+        dport: 0,
+        vlan_id: v.vlan_id,
+        _pad: 0,
+        src: [0; 16],
+        dst: [0; 16],
+    };
+    let l3 = v.l3 as usize;
+    if v.version == 4 {
+        if let Some(addrs) = cur.at::<[[u8; 4]; 2]>(l3 + 12) {
+            // SAFETY: bounds checked by `at`.
+            let addrs = unsafe { &*addrs };
+            header.src[..4].copy_from_slice(&addrs[0]);
+            header.dst[..4].copy_from_slice(&addrs[1]);
+        }
+    } else if v.version == 6
+        && let Some(addrs) = cur.at::<[[u8; 16]; 2]>(l3 + 8)
+    {
+        // SAFETY: bounds checked by `at`.
+        let addrs = unsafe { &*addrs };
+        header.src = addrs[0];
+        header.dst = addrs[1];
+    }
+    if v.l4 != 0 && (v.proto == IPPROTO_TCP || v.proto == IPPROTO_UDP) {
+        if let Some(ports) = cur.at::<[u8; 4]>(v.l4 as usize) {
+            // SAFETY: bounds checked by `at`.
+            let ports = unsafe { &*ports };
+            header.sport = be16([ports[0], ports[1]]);
+            header.dport = be16([ports[2], ports[3]]);
+            flags |= event_flags::PORTS;
+        }
+        if v.proto == IPPROTO_TCP
+            && let Some(tcp) = cur.at::<[u8; 14]>(v.l4 as usize)
+        {
+            // SAFETY: bounds checked by `at`.
+            header.tcp_flags = unsafe { (*tcp)[13] };
+            flags |= event_flags::TCP_FLAGS;
+        }
+    }
+    if matches!(v.outcome, Outcome::Malformed) {
+        flags |= event_flags::MALFORMED;
+    }
+    if v.later_fragment {
+        flags |= event_flags::LATER_FRAGMENT;
+    }
+    header.flags = flags;
+
+    let want = if wire_len < cfg.snaplen {
+        wire_len
+    } else {
+        cfg.snaplen
+    };
+    let cap = if want as usize > N { N as u32 } else { want };
+    if cap > 0 {
+        // SAFETY: `rec` points at a reserved record of N data bytes and
+        // `cap <= N`; the helper copies from the frame, any of its buffers.
+        let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, (*rec).data.as_mut_ptr().cast(), cap) };
+        if rc == 0 {
+            header.cap_len = cap;
+        }
+    }
+    // SAFETY: `rec` points at the reserved record.
+    unsafe { (*rec).header = header };
+
+    // Wake the reader only when a quarter of the ring is full, or when this
+    // CPU has not woken it for `wakeup_interval_ns`. At low rates every
+    // event wakes it (low latency); at high rates wake-ups are bounded per CPU
+    // per second instead of one per event, and the reader drains batches.
+    // The reader arms a timer of the same interval after each batch, so an
+    // event whose wake-up was skipped waits at most about that long.
+    //
+    // Measured on the veth lab (2 cores, 1,000,000 captured 42-byte frames
+    // offered at up to 320k/s, none lost in any setting), CPU time of the
+    // reader and delivery latency by interval:
+    //
+    //   every event (0):  3.37 s  p50   2 us  p99  19 us  (and the sender
+    //                                                      slowed to 122k/s)
+    //   50 us:            1.32 s  p50  28 us  p99 113 us
+    //   100 us:           0.84 s  p50  54 us  p99 123 us   <- default
+    //   200 us:           0.57 s  p50  98 us  p99 196 us
+    //   1 ms:             0.47 s  p50 481 us  p99 969 us
+    //
+    // A wake-up per event costs four times the CPU of 100 us for a latency
+    // gain nobody reading a capture needs; past 200 us the saving is small.
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let wake = avail >= u64::from(cfg.wakeup_bytes)
+        || now.wrapping_sub(state.last_wakeup_ns) >= cfg.wakeup_interval_ns;
+    if wake {
+        state.last_wakeup_ns = now;
+    }
+    entry.submit(if wake {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    } as u64);
+    state.stats.events += 1;
 }
 
 #[inline(always)]
@@ -246,6 +452,8 @@ fn classify(ctx: &XdpContext) -> Verdict {
     };
     // SAFETY: `take` checked that the header lies inside the frame.
     let mut proto = be16(unsafe { (*eth).proto });
+    let mut vlan_depth = 0u8;
+    let mut vlan_id = 0u16;
     // Up to two tags: 802.1Q, or 802.1ad outer with 802.1Q inner (QinQ).
     for _ in 0..2 {
         if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
@@ -255,13 +463,21 @@ fn classify(ctx: &XdpContext) -> Verdict {
             return Verdict::unclassified(Outcome::Malformed);
         };
         // SAFETY: bounds checked by `take`.
-        proto = be16(unsafe { (*vlan).proto });
+        let vlan = unsafe { &*vlan };
+        if vlan_depth == 0 {
+            vlan_id = be16(vlan.tci) & 0x0fff;
+        }
+        vlan_depth += 1;
+        proto = be16(vlan.proto);
     }
-    match proto {
+    let mut verdict = match proto {
         ETH_P_IP => classify_ipv4(&mut cur),
         ETH_P_IPV6 => classify_ipv6(&mut cur),
         _ => Verdict::unclassified(Outcome::NonIp),
-    }
+    };
+    verdict.vlan_depth = vlan_depth;
+    verdict.vlan_id = vlan_id;
+    verdict
 }
 
 #[inline(always)]
@@ -271,11 +487,12 @@ fn config() -> Config {
     unsafe { core::ptr::read_volatile(&CONFIG) }
 }
 
+/// The rule's action and id, or the default action.
 #[inline(always)]
-fn rule_action(rule: Option<&Rule>) -> u32 {
+fn rule_action(rule: Option<&Rule>) -> (u32, u32) {
     match rule {
-        Some(rule) => rule.action,
-        None => config().default_action,
+        Some(rule) => (rule.action, rule.id),
+        None => (config().default_action, NO_RULE),
     }
 }
 
@@ -291,6 +508,18 @@ fn min_l4_len(proto: u8) -> usize {
     }
 }
 
+/// Checks a TCP header's data offset at `l4` against the `room` the
+/// datagram leaves for it.
+#[inline(always)]
+fn tcp_header_fits(cur: &Cursor, l4: usize, room: usize) -> bool {
+    let Some(tcp) = cur.at::<[u8; 13]>(l4) else {
+        return false;
+    };
+    // SAFETY: bounds checked by `at`.
+    let doff = (unsafe { (*tcp)[12] } >> 4) as usize * 4;
+    doff >= 20 && doff <= room
+}
+
 #[inline(always)]
 fn classify_ipv4(cur: &mut Cursor) -> Verdict {
     let l3 = cur.pos;
@@ -303,38 +532,40 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
     if ip.version_ihl >> 4 != 4 || ihl < IPV4_HLEN {
         return Verdict::unclassified(Outcome::Malformed);
     }
-    let key = Key::new(32, ip.src);
-    let action = rule_action(RULES_V4.get(&key));
-    let malformed = Verdict {
-        outcome: Outcome::Malformed,
+    let (action, rule_id) = rule_action(RULES_V4.get(&Key::new(32, ip.src)));
+    let frag_offset = be16(ip.frag_off) & 0x1fff;
+    let mut verdict = Verdict {
+        outcome: Outcome::Ipv4,
         action,
+        rule_id,
+        version: 4,
+        proto: ip.proto,
+        vlan_depth: 0,
+        vlan_id: 0,
+        l3: l3 as u16,
+        l4: 0,
+        later_fragment: frag_offset != 0,
     };
 
     // The frame may carry Ethernet padding after the datagram, never less.
     let total = be16(ip.tot_len) as usize;
     if total < ihl || total > cur.remaining_from(l3) {
-        return malformed;
+        return verdict.with_outcome(Outcome::Malformed);
     }
     // Only the first fragment (offset 0) carries the transport header.
-    let frag_offset = be16(ip.frag_off) & 0x1fff;
-    if frag_offset == 0 && total - ihl < min_l4_len(ip.proto) {
-        return malformed;
+    if frag_offset != 0 {
+        return verdict;
     }
-    if frag_offset == 0 && ip.proto == IPPROTO_TCP {
-        // TCP's data offset must cover at least its fixed header.
-        let Some(tcp) = cur.at::<[u8; 13]>(l3 + (ihl & 0x3c)) else {
-            return malformed;
-        };
-        // SAFETY: bounds checked by `at`.
-        let doff = (unsafe { (*tcp)[12] } >> 4) as usize * 4;
-        if doff < 20 || doff > total - ihl {
-            return malformed;
-        }
+    let l4 = l3 + (ihl & 0x3c);
+    let room = total - ihl;
+    if room < min_l4_len(ip.proto) {
+        return verdict.with_outcome(Outcome::Malformed);
     }
-    Verdict {
-        outcome: Outcome::Ipv4,
-        action,
+    if ip.proto == IPPROTO_TCP && !tcp_header_fits(cur, l4, room) {
+        return verdict.with_outcome(Outcome::Malformed);
     }
+    verdict.l4 = l4 as u16;
+    verdict
 }
 
 #[inline(always)]
@@ -348,20 +579,23 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
     if ip.version_tc_flow[0] >> 4 != 6 {
         return Verdict::unclassified(Outcome::Malformed);
     }
-    let key = Key::new(128, ip.src);
-    let action = rule_action(RULES_V6.get(&key));
-    let malformed = Verdict {
-        outcome: Outcome::Malformed,
-        action,
-    };
-    let well_formed = Verdict {
+    let (action, rule_id) = rule_action(RULES_V6.get(&Key::new(128, ip.src)));
+    let mut verdict = Verdict {
         outcome: Outcome::Ipv6,
         action,
+        rule_id,
+        version: 6,
+        proto: ip.next_hdr,
+        vlan_depth: 0,
+        vlan_id: 0,
+        l3: l3 as u16,
+        l4: 0,
+        later_fragment: false,
     };
 
     let payload = be16(ip.payload_len) as usize;
     if payload > cur.remaining_from(l3 + IPV6_HLEN) {
-        return malformed;
+        return verdict.with_outcome(Outcome::Malformed);
     }
     // Walk the extension headers to find the transport header, so that a
     // truncated one is reported the same way as for IPv4.
@@ -372,27 +606,30 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
         let hdr_len = match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH => {
                 if pos > MAX_L3_OFFSET {
-                    return well_formed;
+                    // Too deep to follow: classified, transport unknown.
+                    verdict.proto = next;
+                    return verdict;
                 }
                 let Some(ext) = cur.at::<Ipv6ExtHdr>(pos) else {
-                    return malformed;
+                    return verdict.with_outcome(Outcome::Malformed);
                 };
                 // SAFETY: bounds checked by `at`.
                 let ext = unsafe { &*ext };
                 let len = match next {
                     IPPROTO_FRAGMENT => {
                         let Some(frag) = cur.at::<[u8; 8]>(pos) else {
-                            return malformed;
+                            return verdict.with_outcome(Outcome::Malformed);
                         };
                         // SAFETY: bounds checked by `at`.
                         let frag = unsafe { &*frag };
                         if be16([frag[2], frag[3]]) & 0xfff8 != 0 {
                             // A later fragment: no transport header here.
-                            return if pos + 8 > end {
-                                malformed
-                            } else {
-                                well_formed
-                            };
+                            verdict.proto = frag[0];
+                            verdict.later_fragment = true;
+                            if pos + 8 > end {
+                                return verdict.with_outcome(Outcome::Malformed);
+                            }
+                            return verdict;
                         }
                         8
                     }
@@ -406,13 +643,21 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
         };
         pos += hdr_len;
         if pos > end {
-            return malformed;
+            return verdict.with_outcome(Outcome::Malformed);
         }
     }
-    if end - pos.min(end) < min_l4_len(next) {
-        return malformed;
+    verdict.proto = next;
+    let room = end - pos.min(end);
+    if room < min_l4_len(next) {
+        return verdict.with_outcome(Outcome::Malformed);
     }
-    well_formed
+    if next == IPPROTO_TCP && !tcp_header_fits(cur, pos, room) {
+        return verdict.with_outcome(Outcome::Malformed);
+    }
+    if pos <= MAX_L3_OFFSET {
+        verdict.l4 = pos as u16;
+    }
+    verdict
 }
 
 #[cfg(not(test))]

@@ -20,19 +20,19 @@
 //!
 //! bpf_link attachment of XDP needs Linux 5.9; the LPM tries need 4.11.
 
-use std::{fmt, io};
+use std::{fmt, io, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        MapData, PerCpuArray,
+        MapData, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
         ProgramError, Xdp, XdpMode, links::LinkType, loaded_links, loaded_programs, xdp::XdpLinkId,
     },
 };
-use traffic_common::{Config, Rule as KernelRule, Stats, names};
+use traffic_common::{Config, CpuState, MAX_SNAPLEN, Rule as KernelRule, Stats, names};
 
 use crate::{
     netlink,
@@ -81,6 +81,39 @@ impl fmt::Display for AttachMode {
         })
     }
 }
+
+/// How the capture path behaves; fixed when the program is loaded.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Bytes of each captured frame to copy into its event (1 to 4096).
+    pub snaplen: u32,
+    /// Send 1 in this many packets to the capture path; 0 for none.
+    pub sample_every: u32,
+    /// Size of the event ring buffer in bytes: a power of two, at least a page.
+    pub ring_bytes: u32,
+    /// Wake the reader at most this often per CPU while events flow (zero:
+    /// for every event); see the wake-up comment in the XDP program.
+    pub wakeup_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            snaplen: traffic_common::DEFAULT_SNAPLEN,
+            sample_every: 0,
+            ring_bytes: DEFAULT_RING_BYTES,
+            wakeup_interval: DEFAULT_WAKEUP_INTERVAL,
+        }
+    }
+}
+
+/// The default size of the event ring: 8 MiB, about 40,000 events of the
+/// default snaplen, or 40 ms of them at a million events per second.
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// The default bound on how long an event may wait for a wake-up; chosen by
+/// measurement, see the wake-up comment in the XDP program.
+pub const DEFAULT_WAKEUP_INTERVAL: Duration = Duration::from_micros(100);
 
 /// Errors from loading, attaching or reading the XDP program.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +215,9 @@ pub enum EngineError {
         #[source]
         source: Box<ProgramError>,
     },
+    /// A capture setting is out of range.
+    #[error("{0}")]
+    BadSetting(String),
     /// Reading the counters failed.
     #[error("reading the packet counters failed")]
     ReadStats {
@@ -256,7 +292,8 @@ pub struct Attached {
 /// The loaded XDP program with its maps.
 pub struct Engine {
     ebpf: Ebpf,
-    stats: PerCpuArray<MapData, Stats>,
+    stats: PerCpuArray<MapData, CpuState>,
+    events: Option<RingBuf<MapData>>,
     attached: Option<(Attached, XdpLinkId)>,
 }
 
@@ -271,17 +308,34 @@ impl Engine {
     /// [`EngineError::PermissionDenied`] without the needed capabilities; the
     /// verifier's refusal as [`EngineError::Program`].
     pub fn load(rules: &RuleSet) -> Result<Self, EngineError> {
+        Self::load_with(rules, &Settings::default())
+    }
+
+    /// Loads the XDP program with `rules` and capture `settings`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::load`], and [`EngineError::BadSetting`] for a snaplen or
+    /// ring size out of range.
+    pub fn load_with(rules: &RuleSet, settings: &Settings) -> Result<Self, EngineError> {
         if EBPF_OBJECT.is_empty() {
             return Err(EngineError::NotBuilt);
         }
+        validate(settings)?;
         // Before Linux 5.11 BPF memory was charged to RLIMIT_MEMLOCK; lift it
         // so large rule sets load there too. See https://lwn.net/Articles/837122/
         raise_memlock_limit();
 
         let (v4, v6) = rules.counts();
+        let wakeup_ns = u64::try_from(settings.wakeup_interval.as_nanos()).unwrap_or(u64::MAX);
         let config = Config {
             default_action: rules.default_action().to_kernel(),
-            _reserved: 0,
+            snaplen: settings.snaplen,
+            sample_every: settings.sample_every,
+            // Wake early when a quarter of the ring is full, whatever the
+            // interval, so a burst never waits for the timer to drain.
+            wakeup_bytes: settings.ring_bytes / 4,
+            wakeup_interval_ns: wakeup_ns,
         };
         // A map needs at least one entry even when it will hold none.
         let size = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
@@ -289,6 +343,7 @@ impl Engine {
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::RULES_V4, size(v4))
             .map_max_entries(names::RULES_V6, size(v6))
+            .map_max_entries(names::EVENTS, settings.ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(EngineError::from_load)?;
 
@@ -297,11 +352,19 @@ impl Engine {
         load_program(&mut ebpf, names::PROGRAM)?;
         fill_rules(&mut ebpf, rules)?;
         let stats = take_map(&mut ebpf, names::STATS)?;
+        let events = take_map(&mut ebpf, names::EVENTS)?;
         Ok(Self {
             ebpf,
             stats,
+            events: Some(events),
             attached: None,
         })
+    }
+
+    /// The ring buffer the program writes capture events to. It can be taken
+    /// once, by the one reader.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
     }
 
     /// The classifier program, loaded; for `test_run`.
@@ -332,7 +395,7 @@ impl Engine {
             .map_err(|source| EngineError::ReadStats { source })?;
         let mut total = Stats::default();
         for cpu in per_cpu.iter() {
-            total.accumulate(cpu);
+            total.accumulate(&cpu.stats);
         }
         Ok(total)
     }
@@ -475,6 +538,23 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.detach();
     }
+}
+
+fn validate(settings: &Settings) -> Result<(), EngineError> {
+    if settings.snaplen == 0 || settings.snaplen > MAX_SNAPLEN {
+        return Err(EngineError::BadSetting(format!(
+            "--snaplen {} is out of range: use 1 to {MAX_SNAPLEN} bytes",
+            settings.snaplen
+        )));
+    }
+    let page = 4096;
+    if !settings.ring_bytes.is_power_of_two() || settings.ring_bytes < page {
+        return Err(EngineError::BadSetting(format!(
+            "--ring-size {} must be a power of two of at least {page} bytes (e.g. 8388608)",
+            settings.ring_bytes
+        )));
+    }
+    Ok(())
 }
 
 fn describe_program(p: &netlink::AttachedProgram) -> String {

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use traffic::{
-    engine::ModeChoice,
+    engine::{ModeChoice, Settings},
     generator::{GenOptions, Proto, parse_mac},
     report::Format,
     rules::{Action, Origin, RuleSet},
@@ -99,6 +99,28 @@ pub struct RunArgs {
     /// Stop after SECS seconds (default: run until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+    /// Print one line per captured packet (tcpdump-like; a `packet` object
+    /// with --json). The interval table then goes to stderr.
+    #[arg(long)]
+    pub print: bool,
+    /// Write captured packets to FILE as pcap (nanosecond timestamps), mode
+    /// 0600; a symbolic link is refused.
+    #[arg(short = 'w', long, value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// Bytes of each captured packet to keep (1 to 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = traffic_common::DEFAULT_SNAPLEN)]
+    pub snaplen: u32,
+    /// Also capture 1 in N of all packets, whatever their action.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<u32>,
+    /// Size of the kernel's event ring buffer in bytes (a power of two).
+    #[arg(long, value_name = "BYTES", default_value_t = traffic::engine::DEFAULT_RING_BYTES)]
+    pub ring_size: u32,
+    /// While events flow, wake the reader at most once per this many
+    /// microseconds per CPU (0: for every event). Bounds delivery latency
+    /// from above and wake-ups per second from above.
+    #[arg(long, value_name = "US", default_value_t = traffic::engine::DEFAULT_WAKEUP_INTERVAL.as_micros() as u64)]
+    pub wakeup_us: u64,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +179,9 @@ pub struct RunConfig {
     pub interval: Duration,
     pub format: Format,
     pub duration: Option<Duration>,
+    pub settings: Settings,
+    pub print: bool,
+    pub write: Option<PathBuf>,
 }
 
 /// A validated generator run.
@@ -207,6 +232,22 @@ impl RunConfig {
         let rules_given = !rules.rules().is_empty();
         let interval = seconds("--interval", args.interval, &mut errors);
         let duration = args.duration.map(|d| seconds("--duration", d, &mut errors));
+        if args.snaplen == 0 || args.snaplen > traffic_common::MAX_SNAPLEN {
+            errors.push(format!(
+                "--snaplen {} is out of range: use 1 to {} bytes",
+                args.snaplen,
+                traffic_common::MAX_SNAPLEN
+            ));
+        }
+        if args.sample == Some(0) {
+            errors.push("--sample 0 would sample nothing; give N >= 1 (1 captures every packet) or leave it out".to_owned());
+        }
+        if !args.ring_size.is_power_of_two() || args.ring_size < 4096 {
+            errors.push(format!(
+                "--ring-size {} must be a power of two of at least 4096 bytes (e.g. 8388608)",
+                args.ring_size
+            ));
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -223,6 +264,14 @@ impl RunConfig {
                 Format::Table
             },
             duration,
+            settings: Settings {
+                snaplen: args.snaplen,
+                sample_every: args.sample.unwrap_or(0),
+                ring_bytes: args.ring_size,
+                wakeup_interval: Duration::from_micros(args.wakeup_us),
+            },
+            print: args.print,
+            write: args.write,
         })
     }
 }

@@ -13,14 +13,20 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
+use aya::maps::{MapData, RingBuf};
 use clap::Parser as _;
 use flags::{BenchArgs, GenConfig, LowArgs, RunConfig, Sub, Target};
+use tokio::io::{Interest, unix::AsyncFd};
 use tokio::signal::unix::{SignalKind, signal};
 use traffic::{
     caps,
+    capture::{self, TimerFd, WallClock},
     engine::Engine,
     generator, lab,
-    report::{Counts, Refused, Reporter, Start},
+    latency::Latency,
+    pcap::PcapWriter,
+    print,
+    report::{Counts, Format, Refused, Reporter, Start},
     rules::{Action, Origin, RuleSet},
 };
 use traffic_common::Stats;
@@ -41,6 +47,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if err.is::<PartialLoss>() => ExitCode::from(1),
         Err(err) => {
             eprintln!("traffic: error: {err:#}");
             ExitCode::from(2)
@@ -137,9 +144,39 @@ fn run(cfg: RunConfig) -> Result<()> {
         Target::Iface(iface) => block_on(watch(&cfg, &iface)),
         Target::Lab => run_lab(cfg),
     }
+    .and_then(|ended| {
+        // Lost packets are not fatal, but they must not pass unnoticed: say
+        // so and exit 1 (2 is for errors).
+        if ended.events_lost > 0 || ended.undecodable > 0 {
+            eprintln!(
+                "traffic: {} capture events were lost because the ring buffer was full{}; \
+                 raise --ring-size, lower --snaplen, or capture less",
+                ended.events_lost,
+                if ended.undecodable > 0 {
+                    format!(" and {} were undecodable", ended.undecodable)
+                } else {
+                    String::new()
+                }
+            );
+            return Err(anyhow!(PartialLoss));
+        }
+        Ok(())
+    })
 }
 
-fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
+/// The run completed but lost capture events; exit status 1.
+#[derive(Debug)]
+struct PartialLoss;
+
+impl std::fmt::Display for PartialLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("capture events were lost")
+    }
+}
+
+impl std::error::Error for PartialLoss {}
+
+fn block_on<T, F: Future<Output = Result<T>>>(f: F) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -165,7 +202,7 @@ const LAB_RULES: [(Action, &str); 4] = [
 /// Frames per second the lab's generator sends.
 const LAB_RATE: u64 = 10_000;
 
-fn run_lab(mut cfg: RunConfig) -> Result<()> {
+fn run_lab(mut cfg: RunConfig) -> Result<Ended> {
     for name in lab::remove_stale() {
         eprintln!("traffic: removed namespace {name} left by a lab that was killed");
     }
@@ -221,23 +258,113 @@ fn run_lab(mut cfg: RunConfig) -> Result<()> {
         .join()
         .map_err(|_| anyhow!("the lab's generator panicked"))?;
     drop(the_lab);
-    result.and(gen_result)
+    gen_result.and(result)
+}
+
+/// Where captured events go: latency histograms always, and the packet
+/// printer and pcap file when asked for.
+struct Sinks<'a> {
+    rules: &'a RuleSet,
+    clock: WallClock,
+    latency: Latency,
+    /// Text lines, or JSON objects with --json.
+    print: Option<(io::BufWriter<io::Stdout>, Format)>,
+    pcap: Option<PcapWriter>,
+    /// Events read from the ring, in all and in this interval.
+    delivered: u64,
+    delivered_interval: u64,
+    /// Records too short for what their header announces (never expected).
+    undecodable: u64,
+}
+
+impl Sinks<'_> {
+    /// Reads every event waiting in the ring. Returns how many.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<u64> {
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            let read_ns = capture::monotonic_ns();
+            let Some(ev) = capture::decode(&item) else {
+                self.undecodable += 1;
+                continue;
+            };
+            let latency = read_ns.saturating_sub(ev.header.ts_ns);
+            self.latency.record(latency);
+            let ts = self.clock.unix(ev.header.ts_ns);
+            if let Some(pcap) = &mut self.pcap {
+                pcap.write(ts, ev.header.wire_len, ev.data)?;
+            }
+            if let Some((out, format)) = &mut self.print {
+                match format {
+                    Format::Table => writeln!(out, "{}", print::line(&ev, ts, self.rules))?,
+                    Format::Json => {
+                        serde_json::to_writer(
+                            &mut *out,
+                            &print::PacketLine::new(&ev, ts, self.rules, latency),
+                        )?;
+                        writeln!(out)?;
+                    }
+                }
+            }
+            n += 1;
+        }
+        if n > 0
+            && let Some((out, _)) = &mut self.print
+        {
+            out.flush()?;
+        }
+        self.delivered += n;
+        self.delivered_interval += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if let Some(pcap) = &mut self.pcap {
+            pcap.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// How a run ended, for the exit status.
+struct Ended {
+    events_lost: u64,
+    undecodable: u64,
 }
 
 /// Loads, attaches and reports until stopped.
-async fn watch(cfg: &RunConfig, iface: &str) -> Result<()> {
+async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
     // Installed first, so that a signal during loading also ends the run
     // cleanly instead of killing it midway.
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
-    let mut engine = Engine::load(&cfg.rules).context("loading the XDP program")?;
+    let pcap = cfg
+        .write
+        .as_deref()
+        .map(|path| PcapWriter::create(path, cfg.settings.snaplen))
+        .transpose()?;
+    let mut engine =
+        Engine::load_with(&cfg.rules, &cfg.settings).context("loading the XDP program")?;
+    let ring = engine
+        .take_events()
+        .context("the event ring buffer was already taken")?;
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same
+    // for as long as the RingBuf lives, and the AsyncFd owns the RingBuf.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("polling the event ring buffer")?;
     let attached = engine
         .attach(iface, cfg.mode, cfg.force)
         .with_context(|| format!("attaching to {iface}"))?
         .clone();
     let (rules_v4, rules_v6) = cfg.rules.counts();
-    let mut reporter = Reporter::new(io::LineWriter::new(io::stdout()), cfg.format);
+    // Packet lines own stdout in text mode; the table moves to stderr.
+    let report_out: Box<dyn io::Write> = if cfg.print && cfg.format == Format::Table {
+        Box::new(io::stderr())
+    } else {
+        Box::new(io::LineWriter::new(io::stdout()))
+    };
+    let mut reporter = Reporter::new(report_out, cfg.format);
     reporter.start(
         &Start {
             iface: attached.iface.clone(),
@@ -258,6 +385,21 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<()> {
         },
         &mut io::stderr(),
     )?;
+    let mut sinks = Sinks {
+        rules: &cfg.rules,
+        clock: WallClock::new(),
+        latency: Latency::new(),
+        print: cfg.print.then(|| {
+            (
+                io::BufWriter::with_capacity(1 << 16, io::stdout()),
+                cfg.format,
+            )
+        }),
+        pcap,
+        delivered: 0,
+        delivered_interval: 0,
+        undecodable: 0,
+    };
 
     let started = Instant::now();
     let deadline = cfg
@@ -269,11 +411,46 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<()> {
     );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = (Stats::default(), started);
+    // Armed after a batch: events whose wake-up the program skipped are read
+    // when it fires (see the capture module's docs).
+    let straggler = TimerFd::new().context("creating a timerfd")?;
+    // SAFETY: the TimerFd owns its fd for as long as the AsyncFd owns it.
+    let straggler = unsafe { AsyncFd::register_with_interest(straggler, Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("polling the timerfd")?;
+    let wakeup = cfg.settings.wakeup_interval;
+    let rearm = |n: u64| -> Result<()> {
+        if n > 0 && !wakeup.is_zero() {
+            straggler
+                .get_ref()
+                .arm(wakeup)
+                .context("arming the timerfd")?;
+        }
+        Ok(())
+    };
     loop {
         tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("polling the event ring buffer")?;
+                let n = sinks.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+                rearm(n)?;
+            }
+            guard = straggler.readable() => {
+                let mut guard = guard.context("polling the timerfd")?;
+                guard.get_inner().clear();
+                guard.clear_ready();
+                let n = sinks.drain(ring.get_mut())?;
+                rearm(n)?;
+            }
             _ = ticker.tick() => {
+                sinks.drain(ring.get_mut())?;
+                sinks.flush()?;
+                sinks.clock.resync();
                 let now = (engine.stats()?, Instant::now());
-                reporter.interval(&Counts::from(now.0.since(&last.0)), now.1 - last.1)?;
+                let mut counts = Counts::from(now.0.since(&last.0));
+                counts.events = std::mem::take(&mut sinks.delivered_interval);
+                reporter.interval(&counts, &sinks.latency.take_interval(), now.1 - last.1)?;
                 last = now;
             }
             _ = sigint.recv() => break,
@@ -281,20 +458,40 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<()> {
             () = sleep_until(deadline) => break,
         }
     }
-    // Detach before the last reading, so that no packet is counted after it.
+    // Detach before the last reading, so that no packet is counted after it,
+    // then read every event the program wrote.
     engine.detach();
-    let end = (engine.stats()?, Instant::now());
-    let tail = end.0.since(&last.0);
-    if tail.packets > 0 || end.1 - last.1 >= cfg.interval / 2 {
-        reporter.interval(&Counts::from(tail), end.1 - last.1)?;
+    let end_stats = engine.stats()?;
+    let drain_deadline = Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        sinks.drain(ring.get_mut())?;
+        if sinks.delivered + sinks.undecodable >= end_stats.events
+            || Instant::now() > drain_deadline
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
+    sinks.flush()?;
+    let end = (end_stats, Instant::now());
+    let mut tail = Counts::from(end.0.since(&last.0));
+    tail.events = sinks.delivered_interval;
+    if tail.packets > 0 || tail.events > 0 || end.1 - last.1 >= cfg.interval / 2 {
+        reporter.interval(&tail, &sinks.latency.take_interval(), end.1 - last.1)?;
+    }
+    let mut total = Counts::from(end.0);
+    total.events = sinks.delivered;
     reporter.summary(
         &attached.iface,
         attached.mode,
-        &Counts::from(end.0),
+        &total,
+        &sinks.latency.total(),
         end.1 - started,
     )?;
-    Ok(())
+    Ok(Ended {
+        events_lost: total.events_lost,
+        undecodable: sinks.undecodable,
+    })
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

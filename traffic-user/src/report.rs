@@ -9,9 +9,10 @@
 //!   tried first, each `{mode, error}`), `replaced` (the program `--force`
 //!   removed, or null), `rules_v4`, `rules_v6`, `default`.
 //! - `interval`: `ts` (Unix seconds), `interval_s`, and the counts of the
-//!   interval (see [`Counts`]) with `pps` and `bps`.
-//! - `summary`: `iface`, `mode`, `duration_s`, the counts since the start and
-//!   the average `pps` and `bps`.
+//!   interval (see [`Counts`]) with `pps`, `bps` and `latency_ns`.
+//! - `summary`: `iface`, `mode`, `duration_s`, the counts since the start,
+//!   the average `pps` and `bps`, and `latency_ns` over the whole run.
+//! - `packet` (with `--print`): one captured packet, see [`crate::print`].
 //!
 //! The intervals add up to the summary: the last, partial interval is
 //! reported when the run stops.
@@ -24,7 +25,7 @@ use std::{
 use serde::Serialize;
 use traffic_common::Stats;
 
-use crate::engine::AttachMode;
+use crate::{engine::AttachMode, latency::Percentiles};
 
 /// The counters of a report, named as in the JSON output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -53,6 +54,12 @@ pub struct Counts {
     pub ipv4: u64,
     /// Well-formed IPv6 packets.
     pub ipv6: u64,
+    /// Packets sent to the capture path by `--sample` (not by a rule).
+    pub sampled: u64,
+    /// Capture events delivered to userspace.
+    pub events: u64,
+    /// Capture events lost: the ring buffer was full.
+    pub events_lost: u64,
 }
 
 impl From<Stats> for Counts {
@@ -70,6 +77,9 @@ impl From<Stats> for Counts {
             malformed: s.malformed,
             ipv4: s.ipv4,
             ipv6: s.ipv6,
+            sampled: s.sampled,
+            events: s.events,
+            events_lost: s.events_lost,
         }
     }
 }
@@ -113,6 +123,7 @@ struct IntervalLine<'a> {
     counts: &'a Counts,
     pps: f64,
     bps: f64,
+    latency_ns: &'a Percentiles,
 }
 
 #[derive(Serialize)]
@@ -125,6 +136,7 @@ struct SummaryLine<'a> {
     counts: &'a Counts,
     pps: f64,
     bps: f64,
+    latency_ns: &'a Percentiles,
 }
 
 #[derive(Serialize)]
@@ -177,6 +189,23 @@ pub fn si(value: f64) -> String {
     }
 }
 
+/// `1234` ns as `1.23us`; `-` when nothing was measured.
+pub fn duration_text(ns: u64, count: u64) -> String {
+    if count == 0 {
+        return "-".to_owned();
+    }
+    let ns = ns as f64;
+    if ns < 1e3 {
+        format!("{ns:.0}ns")
+    } else if ns < 1e6 {
+        format!("{:.1}us", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2}ms", ns / 1e6)
+    } else {
+        format!("{:.2}s", ns / 1e9)
+    }
+}
+
 impl<W: Write> Reporter<W> {
     /// A reporter writing `format` to `out`.
     pub fn new(out: W, format: Format) -> Self {
@@ -224,7 +253,12 @@ impl<W: Write> Reporter<W> {
     /// # Errors
     ///
     /// When writing fails.
-    pub fn interval(&mut self, counts: &Counts, length: Duration) -> io::Result<()> {
+    pub fn interval(
+        &mut self,
+        counts: &Counts,
+        latency: &Percentiles,
+        length: Duration,
+    ) -> io::Result<()> {
         let secs = length.as_secs_f64();
         let pps = rate(counts.packets, secs);
         let bps = rate(counts.bytes * 8, secs);
@@ -238,6 +272,7 @@ impl<W: Write> Reporter<W> {
                 counts,
                 pps,
                 bps,
+                latency_ns: latency,
             }),
             Format::Table => {
                 if self.rows.is_multiple_of(HEADER_EVERY) {
@@ -257,7 +292,7 @@ impl<W: Write> Reporter<W> {
                 self.rows += 1;
                 writeln!(
                     self.out,
-                    "{:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                    "{:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}",
                     si(pps),
                     si(bps),
                     si(rate(counts.pass, secs)),
@@ -266,6 +301,10 @@ impl<W: Write> Reporter<W> {
                     si(rate(counts.ipv6, secs)),
                     counts.non_ip,
                     counts.malformed,
+                    si(rate(counts.events, secs)),
+                    counts.events_lost,
+                    duration_text(latency.p50, latency.count),
+                    duration_text(latency.p99, latency.count),
                 )?;
                 self.out.flush()
             }
@@ -282,6 +321,7 @@ impl<W: Write> Reporter<W> {
         iface: &str,
         mode: AttachMode,
         counts: &Counts,
+        latency: &Percentiles,
         duration: Duration,
     ) -> io::Result<()> {
         let secs = duration.as_secs_f64();
@@ -296,6 +336,7 @@ impl<W: Write> Reporter<W> {
                 counts,
                 pps,
                 bps,
+                latency_ns: latency,
             }),
             Format::Table => {
                 let c = counts;
@@ -318,6 +359,20 @@ impl<W: Write> Reporter<W> {
                     "ipv4 {}, ipv6 {}, non-ip {}, malformed {}",
                     c.ipv4, c.ipv6, c.non_ip, c.malformed
                 )?;
+                if c.capture + c.sampled + c.events_lost > 0 {
+                    let l = latency;
+                    writeln!(
+                        self.out,
+                        "events {} delivered, {} lost; delivery latency p50 {} p90 {} p99 {} p99.9 {} max {}",
+                        c.events,
+                        c.events_lost,
+                        duration_text(l.p50, l.count),
+                        duration_text(l.p90, l.count),
+                        duration_text(l.p99, l.count),
+                        duration_text(l.p999, l.count),
+                        duration_text(l.max, l.count),
+                    )?;
+                }
                 self.out.flush()
             }
         }
@@ -356,9 +411,24 @@ mod tests {
             capture: 1,
             ..Counts::default()
         };
-        r.interval(&counts, Duration::from_secs(2)).unwrap();
-        r.summary("veth0", AttachMode::Native, &counts, Duration::from_secs(4))
+        let latency = Percentiles {
+            count: 1,
+            p50: 10,
+            p90: 20,
+            p99: 30,
+            p999: 40,
+            max: 50,
+        };
+        r.interval(&counts, &latency, Duration::from_secs(2))
             .unwrap();
+        r.summary(
+            "veth0",
+            AttachMode::Native,
+            &counts,
+            &latency,
+            Duration::from_secs(4),
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()

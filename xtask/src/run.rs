@@ -12,9 +12,10 @@ use crate::{
 
 #[derive(Debug, Parser)]
 pub struct Options {
-    /// Build with the release profile.
+    /// Build the userspace side with the debug profile (the default is
+    /// release: the capture path's cost per event depends on it).
     #[arg(long)]
-    pub release: bool,
+    pub debug: bool,
     /// Arguments for `traffic`. Without `--iface` (or a subcommand), traffic
     /// runs on its built-in lab (`--lab`).
     #[arg(last = true)]
@@ -22,8 +23,8 @@ pub struct Options {
 }
 
 pub fn run(opts: Options) -> Result<()> {
-    let Options { release, mut args } = opts;
-    let built = build(&build::Options { release })?;
+    let Options { debug, mut args } = opts;
+    let built = build(&build::Options { release: !debug })?;
     let wants_lab = !args.iter().any(|a| {
         a == "--iface"
             || a.starts_with("--iface=")

@@ -28,7 +28,14 @@ pub struct Options {
 
 pub fn test(opts: &Options) -> Result<()> {
     let built = build(&build::Options { release: false })?;
-    setup::ensure_commands("the root tests", &[("ip", "iproute2")])?;
+    setup::ensure_commands(
+        "the root tests",
+        &[
+            ("ip", "iproute2"),
+            ("tcpdump", "tcpdump"),
+            ("setpriv", "util-linux"),
+        ],
+    )?;
 
     let cargo = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO"));

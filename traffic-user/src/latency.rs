@@ -1,0 +1,109 @@
+//! Delivery latency: from the XDP hook to the moment userspace reads the
+//! event, in HDR histograms (3 significant digits, 1 ns to 60 s).
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// The percentiles reported, in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    /// Events measured.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// Latencies of the current interval and of the whole run.
+pub struct Latency {
+    interval: Histogram<u64>,
+    total: Histogram<u64>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const MAX_NS: u64 = 60_000_000_000;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_NS, 3).expect("valid histogram bounds")
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    Percentiles {
+        count: h.len(),
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+    }
+}
+
+impl Latency {
+    /// Empty histograms.
+    pub fn new() -> Self {
+        Self {
+            interval: histogram(),
+            total: histogram(),
+        }
+    }
+
+    /// Records one latency; values outside 1 ns..60 s are clamped.
+    pub fn record(&mut self, ns: u64) {
+        let ns = ns.clamp(1, MAX_NS);
+        // Within bounds after the clamp, so recording cannot fail.
+        let _ = self.interval.record(ns);
+        let _ = self.total.record(ns);
+    }
+
+    /// The interval's percentiles; starts a new interval.
+    pub fn take_interval(&mut self) -> Percentiles {
+        let p = percentiles(&self.interval);
+        self.interval.reset();
+        p
+    }
+
+    /// The whole run's percentiles.
+    pub fn total(&self) -> Percentiles {
+        percentiles(&self.total)
+    }
+
+    /// The whole run's histogram, for plots.
+    pub fn total_histogram(&self) -> &Histogram<u64> {
+        &self.total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_follow_the_data() {
+        let mut l = Latency::new();
+        for ns in 1..=1000 {
+            l.record(ns * 1000);
+        }
+        let p = l.take_interval();
+        assert_eq!(p.count, 1000);
+        assert!((499_000..=501_000).contains(&p.p50), "{p:?}");
+        assert!((989_000..=991_000).contains(&p.p99), "{p:?}");
+        assert!((999_000..=1_001_000).contains(&p.max), "{p:?}");
+        assert_eq!(l.take_interval(), Percentiles::default());
+        assert_eq!(l.total().count, 1000);
+    }
+}

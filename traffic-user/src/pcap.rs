@@ -1,0 +1,187 @@
+//! Writing captured frames as a pcap file (nanosecond timestamps), which
+//! tcpdump, tshark and Wireshark read.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, BufWriter, Write},
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// The pcap magic for nanosecond-resolution timestamps.
+const MAGIC_NS: u32 = 0xa1b2_3c4d;
+/// `LINKTYPE_ETHERNET`.
+const LINKTYPE_ETHERNET: u32 = 1;
+
+/// Why a pcap file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PcapError {
+    /// The path is a symbolic link, which we refuse to follow.
+    #[error(
+        "refusing to write {path}: it is a symbolic link (a link could point anywhere); remove it or choose another path"
+    )]
+    Symlink {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Creating or writing failed.
+    #[error("cannot write the pcap file {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A pcap file being written.
+pub struct PcapWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+    /// Frames written.
+    pub frames: u64,
+}
+
+impl PcapWriter {
+    /// Creates (or truncates) `path` with mode 0600, without following a
+    /// symbolic link, and writes the header.
+    ///
+    /// # Errors
+    ///
+    /// [`PcapError::Symlink`] when `path` is a symbolic link; otherwise I/O.
+    pub fn create(path: &Path, snaplen: u32) -> Result<Self, PcapError> {
+        let io_err = |source| PcapError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    PcapError::Symlink {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    io_err(e)
+                }
+            })?;
+        // An existing file keeps its mode through O_TRUNC; captures are
+        // private whatever was there before.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut header = Vec::with_capacity(24);
+        header.extend_from_slice(&MAGIC_NS.to_ne_bytes());
+        header.extend_from_slice(&2u16.to_ne_bytes());
+        header.extend_from_slice(&4u16.to_ne_bytes());
+        header.extend_from_slice(&0i32.to_ne_bytes()); // thiszone
+        header.extend_from_slice(&0u32.to_ne_bytes()); // sigfigs
+        header.extend_from_slice(&snaplen.to_ne_bytes());
+        header.extend_from_slice(&LINKTYPE_ETHERNET.to_ne_bytes());
+        out.write_all(&header).map_err(io_err)?;
+        Ok(Self {
+            out,
+            path: path.to_owned(),
+            frames: 0,
+        })
+    }
+
+    /// Appends one frame: `data` is what was captured of a frame of
+    /// `wire_len` bytes, seen at Unix time `ts`.
+    ///
+    /// # Errors
+    ///
+    /// When writing fails.
+    pub fn write(&mut self, ts: Duration, wire_len: u32, data: &[u8]) -> Result<(), PcapError> {
+        let mut rec = [0u8; 16];
+        rec[0..4].copy_from_slice(&(ts.as_secs() as u32).to_ne_bytes());
+        rec[4..8].copy_from_slice(&ts.subsec_nanos().to_ne_bytes());
+        rec[8..12].copy_from_slice(&(data.len() as u32).to_ne_bytes());
+        rec[12..16].copy_from_slice(&wire_len.max(data.len() as u32).to_ne_bytes());
+        self.out
+            .write_all(&rec)
+            .and_then(|()| self.out.write_all(data))
+            .map_err(|source| PcapError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Pushes buffered frames to the file.
+    ///
+    /// # Errors
+    ///
+    /// When writing fails.
+    pub fn flush(&mut self) -> Result<(), PcapError> {
+        self.out.flush().map_err(|source| PcapError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("traffic-pcap-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn writes_header_and_records_privately() {
+        let dir = temp("records");
+        let path = dir.join("out.pcap");
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut w = PcapWriter::create(&path, 256).unwrap();
+        w.write(Duration::new(1_700_000_000, 123_456_789), 60, &[1, 2, 3])
+            .unwrap();
+        w.flush().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 24 + 16 + 3);
+        assert_eq!(
+            u32::from_ne_bytes(bytes[0..4].try_into().unwrap()),
+            MAGIC_NS
+        );
+        assert_eq!(u32::from_ne_bytes(bytes[16..20].try_into().unwrap()), 256);
+        assert_eq!(
+            u32::from_ne_bytes(bytes[24..28].try_into().unwrap()),
+            1_700_000_000
+        );
+        assert_eq!(
+            u32::from_ne_bytes(bytes[28..32].try_into().unwrap()),
+            123_456_789
+        );
+        assert_eq!(u32::from_ne_bytes(bytes[32..36].try_into().unwrap()), 3);
+        assert_eq!(u32::from_ne_bytes(bytes[36..40].try_into().unwrap()), 60);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_symlinks() {
+        let dir = temp("symlink");
+        let target = dir.join("target");
+        std::fs::write(&target, b"keep me").unwrap();
+        let link = dir.join("link.pcap");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = PcapWriter::create(&link, 128).err().unwrap();
+        assert!(matches!(err, PcapError::Symlink { .. }), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
