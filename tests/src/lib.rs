@@ -56,6 +56,8 @@ pub struct Running {
     child: Child,
     lines: mpsc::Receiver<Value>,
     stderr: std::thread::JoinHandle<String>,
+    /// `packet` lines (from `--print`) read so far.
+    pub packets: Vec<Value>,
 }
 
 impl Running {
@@ -98,6 +100,7 @@ impl Running {
             child,
             lines,
             stderr,
+            packets: Vec::new(),
         };
         let start = running.next_line(Duration::from_secs(20));
         assert_eq!(start["type"], "start", "first line: {start}");
@@ -141,6 +144,7 @@ impl Running {
             }
             match self.lines.recv_timeout(left) {
                 Ok(v) if v["type"] == "interval" => seen += v["packets"].as_u64().expect("packets"),
+                Ok(v) if v["type"] == "packet" => self.packets.push(v),
                 Ok(v) => panic!("unexpected line before the summary: {v}"),
                 Err(_) => break,
             }
@@ -165,7 +169,13 @@ impl Running {
     /// Sends SIGINT, waits for exit, and returns the summary line, the exit
     /// status and stderr. Interval lines still unread are summed into the
     /// returned summary's `intervals_packets` field for checking.
-    pub fn stop(mut self) -> (Value, std::process::ExitStatus, String) {
+    pub fn stop(self) -> (Value, std::process::ExitStatus, String) {
+        let (summary, status, stderr, _) = self.stop_with_packets();
+        (summary, status, stderr)
+    }
+
+    /// As [`Running::stop`], also returning every `packet` line.
+    pub fn stop_with_packets(mut self) -> (Value, std::process::ExitStatus, String, Vec<Value>) {
         signal(self.pid(), libc::SIGINT);
         let status = self.child.wait().expect("wait for traffic");
         let stderr = self.take_stderr();
@@ -173,11 +183,14 @@ impl Running {
         while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(5)) {
             if v["type"] == "summary" {
                 summary = Some(v);
+            } else if v["type"] == "packet" {
+                self.packets.push(v);
             }
         }
         let summary = summary
             .unwrap_or_else(|| panic!("no summary line; status {status}; stderr:\n{stderr}"));
-        (summary, status, stderr)
+        let packets = std::mem::take(&mut self.packets);
+        (summary, status, stderr, packets)
     }
 
     /// Kills traffic with SIGKILL and waits for it.
@@ -230,5 +243,100 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One record of a pcap file.
+#[derive(Debug, Clone)]
+pub struct PcapRecord {
+    /// Timestamp, Unix nanoseconds.
+    pub ts_ns: u64,
+    /// Bytes on the wire.
+    pub orig_len: u32,
+    /// The captured bytes.
+    pub data: Vec<u8>,
+}
+
+/// Reads a nanosecond pcap file written on this machine: its snaplen,
+/// link type and records. An independent reader, so that the writer is
+/// checked against the format rather than against itself.
+///
+/// # Panics
+///
+/// On any format error.
+pub fn read_pcap(path: &std::path::Path) -> (u32, u32, Vec<PcapRecord>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let u32_at = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert!(bytes.len() >= 24, "no pcap header");
+    assert_eq!(u32_at(0), 0xa1b2_3c4d, "nanosecond pcap magic");
+    assert_eq!(
+        (
+            u16::from_ne_bytes([bytes[4], bytes[5]]),
+            u16::from_ne_bytes([bytes[6], bytes[7]])
+        ),
+        (2, 4)
+    );
+    let (snaplen, linktype) = (u32_at(16), u32_at(20));
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        assert!(at + 16 <= bytes.len(), "truncated record header at {at}");
+        let (sec, nsec, incl, orig) = (u32_at(at), u32_at(at + 4), u32_at(at + 8), u32_at(at + 12));
+        assert!(nsec < 1_000_000_000);
+        let start = at + 16;
+        let end = start + incl as usize;
+        assert!(end <= bytes.len(), "truncated record data at {at}");
+        assert!(
+            incl <= orig && incl <= snaplen,
+            "incl {incl} orig {orig} snaplen {snaplen}"
+        );
+        records.push(PcapRecord {
+            ts_ns: u64::from(sec) * 1_000_000_000 + u64::from(nsec),
+            orig_len: orig,
+            data: bytes[start..end].to_vec(),
+        });
+        at = end;
+    }
+    (snaplen, linktype, records)
+}
+
+/// Runs `tcpdump -nn -r FILE` and returns its lines.
+///
+/// # Panics
+///
+/// When tcpdump fails (it is installed by `cargo xtask test`).
+pub fn tcpdump_read(path: &std::path::Path) -> Vec<String> {
+    let out = Command::new("tcpdump")
+        .args(["-nn", "-r"])
+        .arg(path)
+        .output()
+        .expect("run tcpdump (cargo xtask test installs it)");
+    assert!(
+        out.status.success(),
+        "tcpdump -r failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory named after the test and this process.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("traffic-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -1,0 +1,507 @@
+//! The capture path: events through test_run, a stalled reader on a tiny
+//! ring, and pcap files and packet lines from a veth lab.
+
+use std::{collections::HashMap, net::IpAddr, os::unix::fs::PermissionsExt as _, time::Duration};
+
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::{TestRun as _, TestRunOptions},
+};
+use traffic::{
+    capture::{decode, monotonic_ns},
+    engine::{Engine, Settings},
+    frame::{ETH_P_8021AD, ETH_P_8021Q, Fragment, FrameSpec, L4},
+    generator::{self, GenOptions, Proto},
+    lab,
+    rules::{Action, Origin, RuleSet},
+};
+use traffic_common::{EventHeader, NO_RULE, action, event_flags};
+use traffic_tests::{Lab, Running, TempDir, read_pcap, send, tcpdump_read};
+
+fn rules(default: Action, list: &[(Action, &str)]) -> RuleSet {
+    let mut set = RuleSet::new(default);
+    for &(a, c) in list {
+        set.add_str(a, c, Origin::Flag("test")).unwrap();
+    }
+    set
+}
+
+/// The rules of the event tests: ids 0, 1, 2 in this order.
+fn capture_rules() -> RuleSet {
+    rules(
+        Action::Pass,
+        &[
+            (Action::Drop, "192.0.2.0/24"),
+            (Action::Capture, "203.0.113.0/24"),
+            (Action::Capture, "2001:db8:c::/48"),
+        ],
+    )
+}
+
+struct Harness {
+    engine: Engine,
+    ring: RingBuf<MapData>,
+}
+
+impl Harness {
+    fn new(rules: &RuleSet, settings: Settings) -> Self {
+        let mut engine =
+            Engine::load_with(rules, &settings).expect("load (needs root: cargo xtask test)");
+        let ring = engine.take_events().unwrap();
+        Self { engine, ring }
+    }
+
+    /// Runs `frame` `repeat` times and returns the events it produced.
+    fn run(&mut self, frame: &[u8], repeat: u32) -> Vec<(EventHeader, Vec<u8>)> {
+        self.engine
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .expect("test_run");
+        self.read()
+    }
+
+    fn read(&mut self) -> Vec<(EventHeader, Vec<u8>)> {
+        let mut events = Vec::new();
+        while let Some(item) = self.ring.next() {
+            let ev = decode(&item).expect("a well-formed record");
+            events.push((ev.header, ev.data.to_vec()));
+        }
+        events
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn addr16(s: &str) -> [u8; 16] {
+    let mut out = [0; 16];
+    match ip(s) {
+        IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => out = a.octets(),
+    }
+    out
+}
+
+#[test]
+fn ipv4_tcp_behind_two_vlan_tags_is_described_exactly() {
+    let mut h = Harness::new(&capture_rules(), Settings::default());
+    let mut spec = FrameSpec::udp(ip("203.0.113.7"), ip("198.51.100.1"));
+    spec.vlans = vec![(ETH_P_8021AD, 100), (ETH_P_8021Q, 200)];
+    spec.l4 = L4::TcpSyn {
+        sport: 40001,
+        dport: 80,
+    };
+    spec.payload_len = 200;
+    let frame = spec.build();
+    let before = monotonic_ns();
+    let events = h.run(&frame, 1);
+    let after = monotonic_ns();
+    assert_eq!(events.len(), 1);
+    let (hdr, data) = &events[0];
+    assert!(
+        (before..=after).contains(&hdr.ts_ns),
+        "timestamp {} not in [{before}, {after}]",
+        hdr.ts_ns
+    );
+    assert_eq!(
+        (
+            hdr.ip_version,
+            hdr.protocol,
+            hdr.sport,
+            hdr.dport,
+            hdr.tcp_flags
+        ),
+        (4, 6, 40001, 80, 0x02)
+    );
+    assert_eq!((hdr.vlan_depth, hdr.vlan_id), (2, 100));
+    assert_eq!(
+        (hdr.src, hdr.dst),
+        (addr16("203.0.113.7"), addr16("198.51.100.1"))
+    );
+    assert_eq!((hdr.rule_id, hdr.action), (1, action::CAPTURE));
+    assert_eq!(hdr.flags, event_flags::PORTS | event_flags::TCP_FLAGS);
+    assert_eq!((hdr.wire_len as usize, hdr.cap_len), (frame.len(), 128));
+    assert_eq!(data.as_slice(), &frame[..128]);
+    assert_eq!(hdr.ifindex, 1, "test_run runs on the loopback device");
+    assert_eq!(hdr.rx_queue, 0);
+}
+
+#[test]
+fn ipv6_events_and_every_snaplen_class() {
+    for (snaplen, payload) in [
+        (64, 200),
+        (128, 10),
+        (256, 1000),
+        (300, 1000),
+        (1500, 1400),
+        (4096, 1400),
+    ] {
+        let mut h = Harness::new(
+            &capture_rules(),
+            Settings {
+                snaplen,
+                ..Settings::default()
+            },
+        );
+        let mut spec = FrameSpec::udp(ip("2001:db8:c::5"), ip("2001:db8::1"));
+        spec.l4 = L4::Udp {
+            sport: 5353,
+            dport: 53,
+        };
+        spec.payload_len = payload;
+        let frame = spec.build();
+        let events = h.run(&frame, 1);
+        assert_eq!(events.len(), 1, "snaplen {snaplen}");
+        let (hdr, data) = &events[0];
+        let want = frame.len().min(snaplen as usize);
+        assert_eq!(
+            (hdr.cap_len as usize, hdr.wire_len as usize, data.as_slice()),
+            (want, frame.len(), &frame[..want]),
+            "snaplen {snaplen}, frame of {}",
+            frame.len()
+        );
+        assert_eq!(
+            (hdr.ip_version, hdr.protocol, hdr.sport, hdr.dport),
+            (6, 17, 5353, 53)
+        );
+        assert_eq!(
+            (hdr.src, hdr.dst),
+            (addr16("2001:db8:c::5"), addr16("2001:db8::1"))
+        );
+        assert_eq!((hdr.rule_id, hdr.flags), (2, event_flags::PORTS));
+    }
+}
+
+#[test]
+fn fragments_and_malformed_frames_are_flagged() {
+    let mut h = Harness::new(&capture_rules(), Settings::default());
+    let mut later = FrameSpec::udp(ip("203.0.113.9"), ip("198.51.100.1"));
+    later.l4 = L4::Raw(17);
+    later.payload_len = 40;
+    later.fragment = Some(Fragment {
+        offset: 10,
+        more: false,
+    });
+    let events = h.run(&later.build(), 1);
+    assert_eq!(
+        events[0].0.flags,
+        event_flags::LATER_FRAGMENT,
+        "no ports for a later fragment"
+    );
+    assert_eq!(events[0].0.protocol, 17);
+
+    let mut v6_later = FrameSpec::udp(ip("2001:db8:c::9"), ip("2001:db8::1"));
+    v6_later.l4 = L4::Raw(6);
+    v6_later.payload_len = 16;
+    v6_later.fragment = Some(Fragment {
+        offset: 3,
+        more: true,
+    });
+    let events = h.run(&v6_later.build(), 1);
+    assert_eq!(
+        (events[0].0.flags, events[0].0.protocol),
+        (event_flags::LATER_FRAGMENT, 6)
+    );
+
+    let mut tcp = FrameSpec::udp(ip("203.0.113.9"), ip("198.51.100.1"));
+    tcp.l4 = L4::TcpSyn { sport: 1, dport: 2 };
+    let mut truncated = tcp.build();
+    truncated.truncate(14 + 20 + 10);
+    truncated[16..18].copy_from_slice(&30u16.to_be_bytes());
+    let events = h.run(&truncated, 1);
+    assert_eq!(events[0].0.flags, event_flags::MALFORMED);
+    assert_eq!(events[0].1, truncated);
+}
+
+#[test]
+fn sampling_takes_one_in_n_of_every_action_and_counts_it() {
+    let set = rules(
+        Action::Pass,
+        &[
+            (Action::Drop, "192.0.2.0/24"),
+            (Action::Capture, "203.0.113.0/24"),
+        ],
+    );
+    let mut h = Harness::new(
+        &set,
+        Settings {
+            sample_every: 3,
+            ..Settings::default()
+        },
+    );
+    let dropped = FrameSpec::udp(ip("192.0.2.1"), ip("198.51.100.1")).build();
+    let events = h.run(&dropped, 10);
+    // Packets 1, 4, 7 and 10 of 10.
+    assert_eq!(events.len(), 4);
+    for (hdr, _) in &events {
+        assert_eq!((hdr.action, hdr.rule_id), (action::DROP, 0));
+        assert_eq!(hdr.flags & event_flags::SAMPLED, event_flags::SAMPLED);
+    }
+    let stats = h.engine.stats().unwrap();
+    assert_eq!((stats.sampled, stats.events, stats.drop), (4, 4, 10));
+
+    // A captured packet is an event anyway; sampling it adds nothing.
+    let captured = FrameSpec::udp(ip("203.0.113.1"), ip("198.51.100.1")).build();
+    let events = h.run(&captured, 6);
+    assert_eq!(events.len(), 6);
+    assert!(
+        events
+            .iter()
+            .all(|(hdr, _)| hdr.flags & event_flags::SAMPLED == 0)
+    );
+    let passed = FrameSpec::udp(ip("198.51.100.9"), ip("198.51.100.1")).build();
+    let events = h.run(&passed, 3);
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].0.rule_id, events[0].0.action),
+        (NO_RULE, action::PASS)
+    );
+    let stats = h.engine.stats().unwrap();
+    assert_eq!(stats.events, 4 + 6 + 1);
+    assert_eq!(stats.sampled, 4 + 1);
+}
+
+#[test]
+fn a_stalled_reader_on_a_tiny_ring_loses_events_but_counts_every_one() {
+    let mut h = Harness::new(
+        &capture_rules(),
+        Settings {
+            ring_bytes: 4096,
+            ..Settings::default()
+        },
+    );
+    let frame = FrameSpec::udp(ip("203.0.113.1"), ip("198.51.100.1")).build();
+    // Nobody reads while 500 packets are captured.
+    h.engine
+        .program()
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            repeat: 500,
+            ..TestRunOptions::default()
+        })
+        .unwrap();
+    let delivered = h.read().len() as u64;
+    let stats = h.engine.stats().unwrap();
+    assert_eq!(stats.capture, 500);
+    assert!(stats.events_lost > 0, "a 4 KiB ring cannot hold 500 events");
+    assert!(delivered > 0);
+    assert_eq!(stats.events, delivered);
+    assert_eq!(delivered + stats.events_lost, stats.capture);
+}
+
+/// The frames `traffic gen` sends for these options, from the lab's sender.
+fn expected_frames(opts: &GenOptions) -> Vec<Vec<u8>> {
+    (0..opts.count)
+        .map(|i| generator::frame(opts, lab::TX_MAC, i))
+        .collect()
+}
+
+fn gen_options(sources: &[&str], count: u64, payload: usize) -> GenOptions {
+    GenOptions {
+        iface: String::new(),
+        count,
+        sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
+        dst4: "198.51.100.1".parse().unwrap(),
+        dst6: "2001:db8::1".parse().unwrap(),
+        dst_mac: lab::RX_MAC,
+        rate: None,
+        proto: Proto::Udp,
+        payload_len: payload,
+    }
+}
+
+fn send_opts(lab: &Lab, opts: &GenOptions) -> serde_json::Value {
+    let count = opts.count.to_string();
+    let payload = opts.payload_len.to_string();
+    let mut args = vec!["--count", &count, "--payload", &payload];
+    let sources: Vec<String> = opts.sources.iter().map(ToString::to_string).collect();
+    for s in &sources {
+        args.extend(["--src", s]);
+    }
+    send(lab, &args)
+}
+
+#[test]
+fn pcap_holds_exactly_the_captured_packets_byte_for_byte() {
+    let lab = Lab::create("pcap", 1).expect("create the lab");
+    let dir = TempDir::new("pcap");
+    let file = dir.0.join("out.pcap");
+    let file_arg = file.to_str().unwrap().to_owned();
+    let started_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let (running, _) = Running::start(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--interval",
+            "0.2",
+            "--snaplen",
+            "256",
+            "--write",
+            &file_arg,
+            "--capture",
+            "203.0.113.0/24",
+            "--capture",
+            "2001:db8:c::/48",
+            "--drop",
+            "192.0.2.0/24",
+        ],
+    );
+    let big = gen_options(&["203.0.113.0/24"], 600, 300); // 342-byte frames: cut to 256
+    let small = gen_options(&["2001:db8:c::/64"], 400, 20);
+    let other = gen_options(&["192.0.2.0/24", "198.51.100.0/24"], 500, 0);
+    for opts in [&big, &small, &other] {
+        send_opts(&lab, opts);
+    }
+    let (summary, status, stderr) = running.expect_packets(1500).stop();
+    let ended_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let lost = summary["events_lost"].as_u64().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(if lost == 0 { 0 } else { 1 }),
+        "{stderr}"
+    );
+    assert_eq!(summary["capture"], 1000);
+    assert_eq!(summary["events"].as_u64().unwrap() + lost, 1000);
+
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the capture is private");
+    let (snaplen, linktype, records) = read_pcap(&file);
+    assert_eq!((snaplen, linktype), (256, 1));
+    assert_eq!(records.len() as u64, 1000 - lost);
+    assert_eq!(
+        tcpdump_read(&file).len() as u64,
+        1000 - lost,
+        "tcpdump reads every record"
+    );
+
+    // Every record is the start of a frame that was sent with a capture
+    // source, each at most once.
+    let mut want: HashMap<Vec<u8>, (u32, usize)> = HashMap::new();
+    for f in expected_frames(&big)
+        .into_iter()
+        .chain(expected_frames(&small))
+    {
+        let entry = want
+            .entry(f[..f.len().min(256)].to_vec())
+            .or_insert((f.len() as u32, 0));
+        entry.1 += 1;
+    }
+    for r in &records {
+        let entry = want.get_mut(&r.data).unwrap_or_else(|| {
+            panic!(
+                "a captured frame that was never sent: {:02x?}",
+                &r.data[..40.min(r.data.len())]
+            )
+        });
+        assert!(entry.1 > 0, "captured more often than sent");
+        entry.1 -= 1;
+        assert_eq!(r.orig_len, entry.0, "original length");
+        assert!(
+            (started_ns - 1_000_000_000..ended_ns + 1_000_000_000).contains(&r.ts_ns),
+            "timestamp {} outside the run",
+            r.ts_ns
+        );
+    }
+    let cut = records
+        .iter()
+        .filter(|r| r.data.len() == 256 && r.orig_len == 342)
+        .count() as u64;
+    assert_eq!(
+        cut + records.iter().filter(|r| r.orig_len == 82).count() as u64,
+        1000 - lost
+    );
+}
+
+#[test]
+fn packet_lines_name_addresses_ports_and_rules() {
+    let lab = Lab::create("print", 1).expect("create the lab");
+    let (running, _) = Running::start(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--interval",
+            "0.2",
+            "--print",
+            "--capture",
+            "203.0.113.0/24",
+        ],
+    );
+    send(
+        &lab,
+        &[
+            "--count",
+            "50",
+            "--src",
+            "203.0.113.0/24",
+            "--proto",
+            "tcp-syn",
+        ],
+    );
+    send(&lab, &["--count", "50", "--src", "198.51.100.0/24"]);
+    let (summary, status, _, packets) = running.expect_packets(100).stop_with_packets();
+    assert!(status.success());
+    assert_eq!(summary["events"], 50);
+    assert_eq!(packets.len(), 50);
+    for (i, p) in packets.iter().enumerate() {
+        assert_eq!(p["src"], format!("203.0.113.{i}"), "{p}");
+        assert_eq!(p["dst"], "198.51.100.1");
+        assert_eq!(
+            (p["protocol"].as_u64(), p["dport"].as_u64()),
+            (Some(6), Some(80))
+        );
+        assert_eq!(p["tcp_flags"], "S");
+        assert_eq!(p["rule"], "capture 203.0.113.0/24");
+        assert!(p["latency_ns"].as_u64().unwrap() > 0);
+    }
+
+    // The text form: one tcpdump-like line per packet on stdout.
+    let out = traffic_tests::traffic_in(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--print",
+            "--capture",
+            "203.0.113.0/24",
+            "--duration",
+            "3",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert!(
+        traffic_tests::eventually(Duration::from_secs(5), || traffic_tests::has_xdp(
+            &lab.rx_ns, &lab.rx_if
+        )),
+        "traffic did not attach"
+    );
+    send(&lab, &["--count", "5", "--src", "203.0.113.0/24"]);
+    let out = out.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    for (i, line) in lines.iter().enumerate() {
+        let want = format!(
+            " IP 203.0.113.{i}.{} > 198.51.100.1.9: UDP, length 42 [capture 203.0.113.0/24]",
+            1024 + i
+        );
+        assert!(line.ends_with(&want), "{line:?} does not end with {want:?}");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("events 5 delivered, 0 lost"));
+}
