@@ -109,7 +109,12 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
         )?;
     }
     let mut write_err = None;
-    traffic::bench::kernel_costs(&args.rules, args.repeat, |cost| {
+    // xdp-tools' objects pin their maps by name; give them a bpffs of their
+    // own in a private mount namespace (nothing is mounted on the host).
+    let pins = traffic::bench::private_bpffs()
+        .inspect_err(|e| eprintln!("traffic: not measuring xdp-filter: no private bpffs ({e})"))
+        .ok();
+    traffic::bench::kernel_costs(&args.rules, args.repeat, pins.as_deref(), |cost| {
         if cost.program == "floor" {
             floor.insert(cost.family.clone(), cost.ns_per_packet);
         }
@@ -126,7 +131,7 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
         } else {
             writeln!(
                 out,
-                "{:<8} {:<8} {:<5} {:>9} {:>10.1} {:>9.2}",
+                "{:<10} {:<8} {:<6} {:>9} {:>10.1} {:>9.2}",
                 cost.program, cost.path, cost.family, cost.rules, cost.ns_per_packet, ratio
             )
         };
