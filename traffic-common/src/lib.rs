@@ -14,6 +14,9 @@ pub mod names {
     /// A program that passes every packet and does nothing else: the cost floor
     /// that benchmarks compare against.
     pub const FLOOR_PROGRAM: &str = "traffic_floor";
+    /// A program that drops every packet and does nothing else: the floor
+    /// for the drop path in live benchmarks.
+    pub const FLOOR_DROP_PROGRAM: &str = "traffic_floor_drop";
     /// IPv4 source-prefix rules: `LpmTrie<[u8; 4], Rule>`.
     pub const RULES_V4: &str = "RULES_V4";
     /// IPv6 source-prefix rules: `LpmTrie<[u8; 16], Rule>`.

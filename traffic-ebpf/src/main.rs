@@ -228,6 +228,12 @@ pub fn traffic_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The floor of the drop path: an XDP program that drops everything.
+#[xdp]
+pub fn traffic_floor_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
 #[inline(always)]
 fn try_traffic(ctx: &XdpContext) -> Result<u32, ()> {
     let len = (ctx.data_end() - ctx.data()) as u64;
@@ -418,18 +424,20 @@ fn emit<const N: usize>(
     // event whose wake-up was skipped waits at most about that long.
     //
     // Measured on the veth lab (2 cores, 1,000,000 captured 42-byte frames
-    // offered at up to 320k/s, none lost in any setting), CPU time of the
-    // reader and delivery latency by interval:
+    // offered as fast as the sender could, none lost in any setting), CPU
+    // time of the reader and delivery latency by interval:
     //
-    //   every event (0):  3.37 s  p50   2 us  p99  19 us  (and the sender
-    //                                                      slowed to 122k/s)
-    //   50 us:            1.32 s  p50  28 us  p99 113 us
-    //   100 us:           0.84 s  p50  54 us  p99 123 us   <- default
-    //   200 us:           0.57 s  p50  98 us  p99 196 us
-    //   1 ms:             0.47 s  p50 481 us  p99 969 us
+    //   every event (0):  3.10 s  p50  13 us  p99  28 us  (and the sender
+    //                                                      slowed to 104k/s)
+    //   50 us:            1.01 s  p50  21 us  p99  75 us
+    //   100 us:           0.68 s  p50  36 us  p99 108 us
+    //   200 us:           0.48 s  p50  64 us  p99 197 us   <- default
+    //   1 ms:             0.30 s  p50 309 us  p99 935 us
     //
-    // A wake-up per event costs four times the CPU of 100 us for a latency
-    // gain nobody reading a capture needs; past 200 us the saving is small.
+    // A wake-up per event costs six times the CPU of 200 us for a latency
+    // gain nobody reading a capture needs; past 200 us the saving is small
+    // while the latency keeps growing. (tcpdump's libpcap hands over a ring
+    // block when it fills or after a second.)
     //
     // A forced wake-up raises an IPI (a VM exit under virtualisation, about
     // 2 us), so even a filling ring must not force one per event: above the

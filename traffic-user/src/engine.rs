@@ -113,7 +113,7 @@ pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 
 /// The default bound on how long an event may wait for a wake-up; chosen by
 /// measurement, see the wake-up comment in the XDP program.
-pub const DEFAULT_WAKEUP_INTERVAL: Duration = Duration::from_micros(100);
+pub const DEFAULT_WAKEUP_INTERVAL: Duration = Duration::from_micros(200);
 
 /// Errors from loading, attaching or reading the XDP program.
 #[derive(Debug, thiserror::Error)]
@@ -294,7 +294,7 @@ pub struct Engine {
     ebpf: Ebpf,
     stats: PerCpuArray<MapData, CpuState>,
     events: Option<RingBuf<MapData>>,
-    attached: Option<(Attached, XdpLinkId)>,
+    attached: Option<(Attached, &'static str, XdpLinkId)>,
 }
 
 impl Engine {
@@ -418,6 +418,33 @@ impl Engine {
         mode: ModeChoice,
         force: bool,
     ) -> Result<&Attached, EngineError> {
+        self.attach_program(names::PROGRAM, iface, mode, force)
+    }
+
+    /// Attaches one of the floor programs instead of the classifier, for
+    /// benchmarks: [`names::FLOOR_PROGRAM`] passes every packet,
+    /// [`names::FLOOR_DROP_PROGRAM`] drops every packet; neither counts.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::attach`], or when the program cannot be loaded.
+    pub fn attach_floor(
+        &mut self,
+        program: &'static str,
+        iface: &str,
+        mode: ModeChoice,
+    ) -> Result<&Attached, EngineError> {
+        load_program(&mut self.ebpf, program)?;
+        self.attach_program(program, iface, mode, false)
+    }
+
+    fn attach_program(
+        &mut self,
+        name: &'static str,
+        iface: &str,
+        mode: ModeChoice,
+        force: bool,
+    ) -> Result<&Attached, EngineError> {
         let ifindex = netlink::ifindex(iface).ok_or_else(|| EngineError::NoSuchInterface {
             iface: iface.to_owned(),
         })?;
@@ -429,7 +456,7 @@ impl Engine {
             ModeChoice::Skb => &[AttachMode::Skb],
         };
         let mut refused = Vec::new();
-        let program = xdp_mut(&mut self.ebpf, names::PROGRAM);
+        let program = xdp_mut(&mut self.ebpf, name);
         for (i, &candidate) in candidates.iter().enumerate() {
             match program.attach_to_if_index(ifindex, candidate.xdp_mode()) {
                 Ok(link) => {
@@ -440,7 +467,7 @@ impl Engine {
                         refused,
                         replaced,
                     };
-                    return Ok(&self.attached.insert((attached, link)).0);
+                    return Ok(&self.attached.insert((attached, name, link)).0);
                 }
                 Err(source) => {
                     if os_error(&source) == Some(libc::EPERM) {
@@ -479,14 +506,14 @@ impl Engine {
 
     /// Where the program is attached, if it is.
     pub fn attached(&self) -> Option<&Attached> {
-        self.attached.as_ref().map(|(attached, _)| attached)
+        self.attached.as_ref().map(|(attached, _, _)| attached)
     }
 
     /// Detaches the program, if attached. Counters stay readable.
     pub fn detach(&mut self) {
-        if let Some((_, link)) = self.attached.take() {
+        if let Some((_, name, link)) = self.attached.take() {
             // Failure means the link is already gone (interface removed).
-            let _ = xdp_mut(&mut self.ebpf, names::PROGRAM).detach(link);
+            let _ = xdp_mut(&mut self.ebpf, name).detach(link);
         }
     }
 

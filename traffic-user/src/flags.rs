@@ -42,15 +42,23 @@ pub enum Sub {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Runs per measurement (the kernel reports the mean).
+    /// Runs per test_run measurement (the kernel reports the mean).
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub repeat: u32,
-    /// Rule-table sizes to measure, comma-separated.
-    #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_values_t = [1usize, 1_000])]
+    /// Rule-table sizes for the in-kernel measurements, comma-separated
+    /// (default 1,1000,100000,1000000; with --quick 1,1000).
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
     pub rules: Vec<usize>,
-    /// Print one JSON object per figure instead of a table.
+    /// A short run: fewer rule sizes, fewer offered rates, fewer frames.
     #[arg(long)]
-    pub json: bool,
+    pub quick: bool,
+    /// Only the in-kernel (test_run) measurements; no live lab.
+    #[arg(long)]
+    pub kernel_only: bool,
+    /// Write the report here: summary.md, raw.json, kernel.svg, live.svg,
+    /// README.SETUP (the machine).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +115,10 @@ pub struct RunArgs {
     /// 0600; a symbolic link is refused.
     #[arg(short = 'w', long, value_name = "FILE")]
     pub write: Option<PathBuf>,
+    /// At the end, draw the run as SVG in FILE: packets per second over time
+    /// per action, and the delivery-latency histogram.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     /// Bytes of each captured packet to keep (1 to 4096).
     #[arg(long, value_name = "BYTES", default_value_t = traffic_common::DEFAULT_SNAPLEN)]
     pub snaplen: u32,
@@ -182,6 +194,7 @@ pub struct RunConfig {
     pub settings: Settings,
     pub print: bool,
     pub write: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
 }
 
 /// A validated generator run.
@@ -272,6 +285,7 @@ impl RunConfig {
             },
             print: args.print,
             write: args.write,
+            plot: args.plot,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The `traffic` command.
 
+mod benchcmd;
 mod flags;
 
 use std::{
@@ -15,7 +16,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{MapData, RingBuf};
 use clap::Parser as _;
-use flags::{BenchArgs, GenConfig, LowArgs, RunConfig, Sub, Target};
+use flags::{GenConfig, LowArgs, RunConfig, Sub, Target};
 use tokio::io::{Interest, unix::AsyncFd};
 use tokio::signal::unix::{SignalKind, signal};
 use traffic::{
@@ -25,7 +26,7 @@ use traffic::{
     generator, lab,
     latency::Latency,
     pcap::PcapWriter,
-    print,
+    plot, print,
     report::{Counts, Format, Refused, Reporter, Start},
     rules::{Action, Origin, RuleSet},
 };
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = LowArgs::parse();
     let result = match args.command {
-        Some(Sub::Bench(bench_args)) => run_bench(&bench_args),
+        Some(Sub::Bench(bench_args)) => benchcmd::run(&bench_args),
         Some(Sub::Gen(gen_args)) => GenConfig::from_args(gen_args)
             .map_err(usage_error)
             .and_then(|cfg| run_gen(&cfg)),
@@ -90,57 +91,6 @@ fn run_gen(cfg: &GenConfig) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn run_bench(args: &BenchArgs) -> Result<()> {
-    caps::check()?;
-    if args.repeat == 0 || args.rules.contains(&0) {
-        return Err(anyhow!(
-            "--repeat and every --rules size must be at least 1"
-        ));
-    }
-    let mut out = io::stdout().lock();
-    let mut floor = std::collections::HashMap::new();
-    if !args.json {
-        writeln!(
-            out,
-            "{:<8} {:<8} {:<5} {:>9} {:>10} {:>9}",
-            "program", "path", "family", "rules", "ns/packet", "x floor"
-        )?;
-    }
-    let mut write_err = None;
-    // xdp-tools' objects pin their maps by name; give them a bpffs of their
-    // own in a private mount namespace (nothing is mounted on the host).
-    let pins = traffic::bench::private_bpffs()
-        .inspect_err(|e| eprintln!("traffic: not measuring xdp-filter: no private bpffs ({e})"))
-        .ok();
-    traffic::bench::kernel_costs(&args.rules, args.repeat, pins.as_deref(), |cost| {
-        if cost.program == "floor" {
-            floor.insert(cost.family.clone(), cost.ns_per_packet);
-        }
-        let ratio = floor
-            .get(&cost.family)
-            .map_or(f64::NAN, |f| cost.ns_per_packet / f);
-        let result = if args.json {
-            serde_json::to_writer(
-                &mut out,
-                &serde_json::json!({"cost": cost, "ratio_to_floor": ratio}),
-            )
-            .map_err(io::Error::from)
-            .and_then(|()| writeln!(out))
-        } else {
-            writeln!(
-                out,
-                "{:<10} {:<8} {:<6} {:>9} {:>10.1} {:>9.2}",
-                cost.program, cost.path, cost.family, cost.rules, cost.ns_per_packet, ratio
-            )
-        };
-        if let Err(e) = result {
-            write_err.get_or_insert(e);
-        }
-    })
-    .context("measuring with BPF_PROG_TEST_RUN")?;
-    write_err.map_or(Ok(()), |e| Err(e.into()))
 }
 
 fn run(cfg: RunConfig) -> Result<()> {
@@ -330,6 +280,74 @@ impl Sinks<'_> {
     }
 }
 
+/// The one-shot timer that reads events whose wake-up the program skipped.
+struct Straggler {
+    fd: AsyncFd<TimerFd>,
+    armed: bool,
+    interval: std::time::Duration,
+}
+
+impl Straggler {
+    fn new(interval: std::time::Duration) -> Result<Self> {
+        let timer = TimerFd::new().context("creating a timerfd")?;
+        // SAFETY: the TimerFd owns its fd for as long as the AsyncFd owns it.
+        let fd = unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
+            .map_err(io::Error::from)
+            .context("polling the timerfd")?;
+        Ok(Self {
+            fd,
+            armed: false,
+            interval,
+        })
+    }
+
+    /// After a batch of `n` events: arm the timer unless it is armed already
+    /// (arming is a syscall, and batches come as often as the kernel wakes
+    /// us) or nothing came.
+    fn after_batch(&mut self, n: u64) -> Result<()> {
+        if n > 0 && !self.armed && !self.interval.is_zero() {
+            self.fd
+                .get_ref()
+                .arm(self.interval)
+                .context("arming the timerfd")?;
+            self.armed = true;
+        }
+        Ok(())
+    }
+}
+
+/// Per-interval rates, for --plot.
+#[derive(Default)]
+struct Timeline {
+    seconds: Vec<f64>,
+    pass: Vec<f64>,
+    drop: Vec<f64>,
+    capture: Vec<f64>,
+}
+
+impl Timeline {
+    fn push(&mut self, at: std::time::Duration, c: &Counts, length: std::time::Duration) {
+        let secs = length.as_secs_f64().max(1e-9);
+        self.seconds.push(at.as_secs_f64());
+        self.pass.push(c.pass as f64 / secs);
+        self.drop.push(c.drop as f64 / secs);
+        self.capture.push(c.capture as f64 / secs);
+    }
+
+    fn svg(&self, title: &str) -> String {
+        plot::timeline(
+            title,
+            &self.seconds,
+            &[
+                ("pass", self.pass.clone()),
+                ("drop", self.drop.clone()),
+                ("capture", self.capture.clone()),
+            ],
+            "packets/s",
+        )
+    }
+}
+
 /// How a run ended, for the exit status.
 struct Ended {
     events_lost: u64,
@@ -416,37 +434,25 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
     );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = (Stats::default(), started);
+    let mut timeline = Timeline::default();
     // Armed after a batch: events whose wake-up the program skipped are read
     // when it fires (see the capture module's docs).
-    let straggler = TimerFd::new().context("creating a timerfd")?;
-    // SAFETY: the TimerFd owns its fd for as long as the AsyncFd owns it.
-    let straggler = unsafe { AsyncFd::register_with_interest(straggler, Interest::READABLE) }
-        .map_err(io::Error::from)
-        .context("polling the timerfd")?;
-    let wakeup = cfg.settings.wakeup_interval;
-    let rearm = |n: u64| -> Result<()> {
-        if n > 0 && !wakeup.is_zero() {
-            straggler
-                .get_ref()
-                .arm(wakeup)
-                .context("arming the timerfd")?;
-        }
-        Ok(())
-    };
+    let mut straggler = Straggler::new(cfg.settings.wakeup_interval)?;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the event ring buffer")?;
                 let n = sinks.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
-                rearm(n)?;
+                straggler.after_batch(n)?;
             }
-            guard = straggler.readable() => {
+            guard = straggler.fd.readable() => {
                 let mut guard = guard.context("polling the timerfd")?;
                 guard.get_inner().clear();
                 guard.clear_ready();
+                straggler.armed = false;
                 let n = sinks.drain(ring.get_mut())?;
-                rearm(n)?;
+                straggler.after_batch(n)?;
             }
             _ = ticker.tick() => {
                 sinks.drain(ring.get_mut())?;
@@ -456,6 +462,7 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
                 let mut counts = Counts::from(now.0.since(&last.0));
                 counts.events = std::mem::take(&mut sinks.delivered_interval);
                 reporter.interval(&counts, &sinks.latency.take_interval(), now.1 - last.1)?;
+                timeline.push(now.1 - started, &counts, now.1 - last.1);
                 last = now;
             }
             _ = sigint.recv() => break,
@@ -483,6 +490,17 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
     tail.events = sinks.delivered_interval;
     if tail.packets > 0 || tail.events > 0 || end.1 - last.1 >= cfg.interval / 2 {
         reporter.interval(&tail, &sinks.latency.take_interval(), end.1 - last.1)?;
+        timeline.push(end.1 - started, &tail, end.1 - last.1);
+    }
+    if let Some(path) = &cfg.plot {
+        let title = format!("traffic on {} ({} mode)", attached.iface, attached.mode);
+        let svg = plot::run_report(
+            &title,
+            &timeline.svg(&title),
+            &plot::histogram("delivery latency", sinks.latency.total_histogram()),
+        );
+        std::fs::write(path, svg)
+            .with_context(|| format!("writing the plot {}", path.display()))?;
     }
     let mut total = Counts::from(end.0);
     total.events = sinks.delivered;

@@ -189,6 +189,11 @@ pub fn si(value: f64) -> String {
     }
 }
 
+/// [`si`] for a count.
+pub fn si_u64(value: u64) -> String {
+    si(value as f64)
+}
+
 /// `1234` ns as `1.23us`; `-` when nothing was measured.
 pub fn duration_text(ns: u64, count: u64) -> String {
     if count == 0 {

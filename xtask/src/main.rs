@@ -4,6 +4,7 @@
 //! Each subcommand has its own module and a clap `Options` whose doc comments
 //! are its `--help`.
 
+mod bench;
 mod build;
 mod exec;
 mod run;
@@ -25,6 +26,9 @@ enum Command {
     Run(run::Options),
     /// Run every test: unprivileged unit tests, then the root tests in `tests/`.
     Test(test::Options),
+    /// Measure traffic against the floor programs, xdp-filter and tcpdump;
+    /// the report goes to target/bench/.
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
         Command::Build(opts) => build::build(&opts).map(|_| ()),
         Command::Run(opts) => run::run(opts),
         Command::Test(opts) => test::test(&opts),
+        Command::Bench(opts) => bench::bench(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

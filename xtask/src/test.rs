@@ -34,6 +34,8 @@ pub fn test(opts: &Options) -> Result<()> {
             ("ip", "iproute2"),
             ("tcpdump", "tcpdump"),
             ("setpriv", "util-linux"),
+            // The bench tests measure xdp-filter's program beside ours.
+            ("xdp-filter", "xdp-tools"),
         ],
     )?;
 

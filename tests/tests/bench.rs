@@ -1,0 +1,134 @@
+//! The benchmark's machinery and --plot, on the real kernel: small runs that
+//! check the figures are measured and written, not the figures themselves
+//! (performance is checked by `cargo xtask bench`, never by a test).
+
+use std::process::Command;
+
+use traffic::livebench::{self, Receiver};
+use traffic_tests::{Lab, Running, TempDir, send, traffic_bin};
+
+#[test]
+fn kernel_bench_writes_a_report_with_every_program() {
+    let dir = TempDir::new("bench-report");
+    let out = dir.0.join("report");
+    let run = Command::new(traffic_bin())
+        .args([
+            "bench",
+            "--kernel-only",
+            "--repeat",
+            "2000",
+            "--rules",
+            "1,10",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let raw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("raw.json")).unwrap()).unwrap();
+    let rows = raw["kernel"].as_array().unwrap();
+    for (program, path, family) in [
+        ("floor", "pass", "ipv4"),
+        ("traffic", "drop", "ipv4"),
+        ("traffic", "capture", "ipv6"),
+        ("xdp-filter", "drop", "ipv6"),
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r["program"] == program && r["path"] == path && r["family"] == family)
+            .unwrap_or_else(|| panic!("no {program} {path} {family} row in {raw}"));
+        let ns = row["ns_per_packet"].as_f64().unwrap();
+        assert!(ns > 0.0 && ns < 100_000.0, "{row}");
+        assert_eq!(
+            row["rounds"].as_array().unwrap().len(),
+            traffic::bench::ROUNDS
+        );
+        assert!(row["ratio_to_floor"].as_f64().unwrap() > 0.0);
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("| xdp-filter | drop | ipv4 | 10 |"),
+        "{summary}"
+    );
+    assert!(
+        std::fs::read_to_string(out.join("kernel.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
+    assert!(
+        std::fs::read_to_string(out.join("README.SETUP"))
+            .unwrap()
+            .contains("kernel:")
+    );
+}
+
+#[test]
+fn live_scenarios_count_what_they_measure() {
+    let work = TempDir::new("bench-live");
+    for receiver in [
+        Receiver::TrafficDrop,
+        Receiver::TrafficCapture,
+        Receiver::FloorDrop,
+    ] {
+        let r = livebench::run_scenario(&traffic_bin(), &work.0, &receiver, 5_000, Some(50_000))
+            .unwrap_or_else(|e| panic!("{}: {e}", receiver.name()));
+        assert_eq!(r.sent, 5_000, "{r:?}");
+        assert!(r.rate_pps > 0.0 && r.cpu_ns_per_packet > 0.0, "{r:?}");
+        match receiver {
+            Receiver::TrafficDrop => assert_eq!(r.seen, Some(5_000), "{r:?}"),
+            Receiver::TrafficCapture => {
+                assert_eq!(r.seen, Some(5_000), "{r:?}");
+                assert_eq!(r.captured.unwrap() + r.capture_lost.unwrap(), 5_000);
+                assert_eq!(r.latency_ns.unwrap().count, r.captured.unwrap());
+            }
+            _ => assert_eq!(r.seen, None),
+        }
+    }
+}
+
+#[test]
+fn plot_draws_the_run() {
+    let lab = Lab::create("plot", 1).expect("create the lab");
+    let dir = TempDir::new("plot");
+    let svg = dir.0.join("run.svg");
+    let svg_arg = svg.to_str().unwrap().to_owned();
+    let (running, _) = Running::start(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--interval",
+            "0.2",
+            "--plot",
+            &svg_arg,
+            "--capture",
+            "203.0.113.0/24",
+        ],
+    );
+    send(
+        &lab,
+        &[
+            "--count",
+            "300",
+            "--src",
+            "203.0.113.0/24",
+            "--src",
+            "192.0.2.0/24",
+        ],
+    );
+    let (_, status, stderr) = running.expect_packets(300).stop();
+    assert!(status.success(), "{stderr}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    assert_eq!(text.matches("<polyline").count(), 3, "one line per action");
+    assert!(text.contains("delivery latency"));
+    assert!(
+        text.contains("p50"),
+        "the histogram is drawn from 150 events"
+    );
+}

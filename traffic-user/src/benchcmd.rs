@@ -1,0 +1,414 @@
+//! `traffic bench`: in-kernel cost per packet (test_run) and live rates on
+//! the lab, compared with the floor programs, xdp-filter and tcpdump in one
+//! run, printed and written as a report.
+
+use std::{
+    fmt::Write as _,
+    io::{self, Write as _},
+    path::Path,
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use serde::Serialize;
+use traffic::{
+    bench::{self, Cost},
+    caps,
+    livebench::{self, LiveResult, Receiver},
+    plot,
+};
+
+use crate::flags::BenchArgs;
+
+#[derive(Serialize)]
+struct Report<'a> {
+    machine: &'a Machine,
+    repeat: u32,
+    kernel: Vec<KernelRow<'a>>,
+    live: Vec<LiveRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct KernelRow<'a> {
+    #[serde(flatten)]
+    cost: &'a Cost,
+    ratio_to_floor: f64,
+}
+
+#[derive(Serialize)]
+struct LiveRow<'a> {
+    #[serde(flatten)]
+    result: &'a LiveResult,
+    rate_ratio_to_floor: f64,
+    cpu_ratio_to_floor: f64,
+}
+
+/// What the figures were measured on.
+#[derive(Serialize, Default)]
+struct Machine {
+    host: String,
+    kernel: String,
+    cpu: String,
+    cores: usize,
+    memory: String,
+    tcpdump: String,
+    xdp_filter: String,
+    date: String,
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "not installed".to_owned())
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    Machine {
+        host: first_line("uname", &["-n"]),
+        kernel: first_line("uname", &["-srm"]),
+        cpu: cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_default(),
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        memory: meminfo
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" "),
+        tcpdump: first_line("tcpdump", &["--version"]),
+        xdp_filter: first_line("xdp-filter", &["--version"]),
+        date: first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    caps::check()?;
+    let rules = if !args.rules.is_empty() {
+        args.rules.clone()
+    } else if args.quick {
+        vec![1, 1_000]
+    } else {
+        vec![1, 1_000, 100_000, 1_000_000]
+    };
+    if args.repeat < 1 || rules.contains(&0) {
+        return Err(anyhow!(
+            "--repeat and every --rules size must be at least 1"
+        ));
+    }
+    let machine = machine();
+    // Live runs come first: the private mount namespace the kernel part
+    // enters for xdp-filter's pinned maps would hide the lab's namespaces.
+    let live = if args.kernel_only {
+        Vec::new()
+    } else {
+        live(args.quick)?
+    };
+
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "# in-kernel cost per packet (BPF_PROG_TEST_RUN, {} runs per figure, median of {})",
+        args.repeat,
+        bench::ROUNDS
+    )?;
+    writeln!(
+        out,
+        "{:<10} {:<8} {:<6} {:>9} {:>10} {:>8}",
+        "program", "path", "family", "rules", "ns/packet", "x floor"
+    )?;
+
+    // xdp-tools' objects pin their maps by name; give them a bpffs of their
+    // own in a private mount namespace (nothing is mounted on the host).
+    let pins = bench::private_bpffs()
+        .inspect_err(|e| eprintln!("traffic: not measuring xdp-filter: no private bpffs ({e})"))
+        .ok();
+    let mut floor = std::collections::HashMap::new();
+    let mut write_err = None;
+    let kernel = bench::kernel_costs(&rules, args.repeat, pins.as_deref(), |cost| {
+        if cost.program == "floor" {
+            floor.insert(cost.family.clone(), cost.ns_per_packet);
+        }
+        let ratio = floor
+            .get(&cost.family)
+            .map_or(f64::NAN, |f| cost.ns_per_packet / f);
+        if let Err(e) = writeln!(
+            out,
+            "{:<10} {:<8} {:<6} {:>9} {:>10.1} {:>8.2}",
+            cost.program, cost.path, cost.family, cost.rules, cost.ns_per_packet, ratio
+        ) {
+            write_err.get_or_insert(e);
+        }
+    })
+    .context("measuring with BPF_PROG_TEST_RUN")?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+
+    let kernel_rows: Vec<KernelRow<'_>> = kernel
+        .iter()
+        .map(|cost| KernelRow {
+            cost,
+            ratio_to_floor: floor
+                .get(&cost.family)
+                .map_or(f64::NAN, |f| cost.ns_per_packet / f),
+        })
+        .collect();
+    let floor_live = live
+        .iter()
+        .find(|r| r.scenario == Receiver::FloorPass.name());
+    let live_rows: Vec<LiveRow<'_>> = live
+        .iter()
+        .map(|result| LiveRow {
+            result,
+            rate_ratio_to_floor: floor_live.map_or(f64::NAN, |f| result.rate_pps / f.rate_pps),
+            cpu_ratio_to_floor: floor_live
+                .map_or(f64::NAN, |f| result.cpu_ns_per_packet / f.cpu_ns_per_packet),
+        })
+        .collect();
+    if !live_rows.is_empty() {
+        writeln!(out, "\n{}", live_table(&live_rows))?;
+    }
+    if let Some(dir) = &args.out {
+        let report = Report {
+            machine: &machine,
+            repeat: args.repeat,
+            kernel: kernel_rows,
+            live: live_rows,
+        };
+        write_report(dir, &report)?;
+        writeln!(out, "report written to {}", dir.display())?;
+    }
+    Ok(())
+}
+
+/// The live scenarios of a run, in order.
+fn live(quick: bool) -> Result<Vec<LiveResult>> {
+    for name in livebench::cleanup() {
+        eprintln!("traffic: removed namespace {name} left by a killed run");
+    }
+    let bin = std::env::current_exe().context("finding the traffic binary")?;
+    let workdir = livebench::workdir();
+    std::fs::create_dir_all(&workdir).context("creating the bench's work directory")?;
+    let count: u64 = if quick { 200_000 } else { 1_000_000 };
+    let seconds_at_rate: u64 = if quick { 2 } else { 4 };
+    let rates: &[u64] = if quick {
+        &[100_000]
+    } else {
+        &[50_000, 100_000, 200_000]
+    };
+    let mut results = Vec::new();
+    let run = |receiver: Receiver, rate: Option<u64>| -> Result<LiveResult> {
+        let n = rate.map_or(count, |r| (r * seconds_at_rate).min(count));
+        eprintln!(
+            "traffic bench: {} at {}",
+            receiver.name(),
+            rate.map_or("full speed".to_owned(), |r| format!("{r} frames/s"))
+        );
+        livebench::run_scenario(&bin, &workdir, &receiver, n, rate)
+            .map_err(|e| anyhow!("{}: {e}", receiver.name()))
+    };
+    for receiver in [
+        Receiver::Nothing,
+        Receiver::FloorPass,
+        Receiver::FloorDrop,
+        Receiver::TrafficDrop,
+        Receiver::XdpFilterDrop,
+        Receiver::TrafficCapture,
+        Receiver::Tcpdump,
+    ] {
+        if receiver == Receiver::XdpFilterDrop
+            && !Path::new(bench::XDP_FILTER_DIR)
+                .join("xdpfilt_alw_ip.o")
+                .exists()
+        {
+            eprintln!("traffic bench: xdp-filter is not installed; skipping it");
+            continue;
+        }
+        results.push(run(receiver, None)?);
+    }
+    for &rate in rates {
+        results.push(run(Receiver::TrafficCapture, Some(rate))?);
+        results.push(run(Receiver::Tcpdump, Some(rate))?);
+    }
+    // Side by side on the same traffic: at the highest rate traffic
+    // captured at, and at a tenth of it.
+    let top = results
+        .iter()
+        .find(|r| r.scenario == Receiver::TrafficCapture.name() && r.offered_pps.is_none())
+        .map_or(100_000.0, |r| r.rate_pps);
+    results.push(run(Receiver::TrafficAndTcpdump, None)?);
+    results.push(run(Receiver::TrafficAndTcpdump, Some((top / 10.0) as u64))?);
+    let _ = std::fs::remove_dir_all(&workdir);
+    Ok(results)
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("-".to_owned(), |v| v.to_string())
+}
+
+fn live_table(rows: &[LiveRow<'_>]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| scenario | offered | sent | rate (frames/s) | × floor | CPU ns/frame | × floor | tool CPU s | captured | lost | tcpdump beside: captured / lost | latency p50 / p99 / p99.9 / max |"
+    );
+    let _ = writeln!(
+        t,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for row in rows {
+        let r = row.result;
+        let lat = r.latency_ns.map_or("-".to_owned(), |l| {
+            format!(
+                "{} / {} / {} / {}",
+                traffic::report::duration_text(l.p50, l.count),
+                traffic::report::duration_text(l.p99, l.count),
+                traffic::report::duration_text(l.p999, l.count),
+                traffic::report::duration_text(l.max, l.count)
+            )
+        });
+        let beside = match (r.tcpdump_captured, r.tcpdump_lost) {
+            (None, None) => "-".to_owned(),
+            (c, _) => format!("{} / {}", opt(c), opt(c.map(|c| r.sent.saturating_sub(c)))),
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.offered_pps
+                .map_or("max".to_owned(), traffic::report::si_u64),
+            r.sent,
+            traffic::report::si(r.rate_pps),
+            row.rate_ratio_to_floor,
+            r.cpu_ns_per_packet,
+            row.cpu_ratio_to_floor,
+            r.tool_cpu_s.map_or("-".to_owned(), |s| format!("{s:.2}")),
+            opt(r.captured),
+            opt(r.capture_lost),
+            beside,
+            lat
+        );
+    }
+    t
+}
+
+fn kernel_table(rows: &[KernelRow<'_>]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| program | path | family | rules | ns/packet | × floor |"
+    );
+    let _ = writeln!(t, "|---|---|---|---:|---:|---:|");
+    for row in rows {
+        let c = row.cost;
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {:.1} | {:.2} |",
+            c.program, c.path, c.family, c.rules, c.ns_per_packet, row.ratio_to_floor
+        );
+    }
+    t
+}
+
+fn write_report(dir: &Path, report: &Report<'_>) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text)
+            .with_context(|| format!("writing {}", dir.join(name).display()))
+    };
+    write("raw.json", &serde_json::to_string_pretty(report)?)?;
+    let m = report.machine;
+    write(
+        "README.SETUP",
+        &format!(
+            "host: {}\nkernel: {}\ncpu: {} ({} cores)\nmemory: {}\ntcpdump: {}\nxdp-filter: {}\ndate: {}\n\
+             in-kernel: BPF_PROG_TEST_RUN, {} runs per figure, median of {} rounds, 64-byte UDP frames\n\
+             live: two network namespaces joined by a veth pair; `traffic gen` (AF_PACKET, sendmmsg) sends\n\
+             64-byte UDP frames from 192.0.2.1 as fast as veth takes them, or at the offered rate\n",
+            m.host,
+            m.kernel,
+            m.cpu,
+            m.cores,
+            m.memory,
+            m.tcpdump,
+            m.xdp_filter,
+            m.date,
+            report.repeat,
+            bench::ROUNDS
+        ),
+    )?;
+    let mut md = format!(
+        "# traffic benchmark, {}\n\nMachine: {} ({} cores), {}. Command: `cargo xtask bench`.\n\n## In-kernel cost per packet\n\n{}\n",
+        m.date,
+        m.cpu,
+        m.cores,
+        m.kernel,
+        kernel_table(&report.kernel)
+    );
+    if !report.live.is_empty() {
+        let _ = write!(
+            md,
+            "## Live on the veth lab\n\n{}\n",
+            live_table(&report.live)
+        );
+    }
+    write("summary.md", &md)?;
+    let kernel_bars: Vec<(String, f64)> = report
+        .kernel
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{} {} {} {} rules",
+                    r.cost.program, r.cost.path, r.cost.family, r.cost.rules
+                ),
+                r.cost.ns_per_packet,
+            )
+        })
+        .collect();
+    write(
+        "kernel.svg",
+        &plot::bars("in-kernel cost per packet (test_run)", "ns", &kernel_bars),
+    )?;
+    if !report.live.is_empty() {
+        let live_bars: Vec<(String, f64)> = report
+            .live
+            .iter()
+            .map(|r| {
+                let at = r
+                    .result
+                    .offered_pps
+                    .map_or("max".to_owned(), traffic::report::si_u64);
+                (format!("{} @ {at}", r.result.scenario), r.result.rate_pps)
+            })
+            .collect();
+        write(
+            "live.svg",
+            &plot::bars("sustained rate on the veth lab", "frames/s", &live_bars),
+        )?;
+    }
+    Ok(())
+}

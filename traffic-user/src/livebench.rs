@@ -1,0 +1,461 @@
+//! Live benchmarks on the lab: the same traffic, offered to a receiving
+//! veth end with nothing attached, with the floor programs, with traffic,
+//! with xdp-filter and with tcpdump, one after the other in one run.
+//!
+//! The sender is `traffic gen` in the sending namespace. veth pushes back
+//! when the receiving side falls behind, and the generator waits for it, so
+//! the rate it reaches is the rate the receiving side sustains. CPU cost is
+//! the whole machine's busy time (sender and receiver: on veth the receive
+//! path runs in the sender's softirq) per packet, from `/proc/stat`, plus
+//! the receiving tool's own process time where there is one.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use traffic_common::names;
+
+use crate::{
+    engine::{Engine, ModeChoice},
+    lab::{self, Lab, in_netns},
+    latency::Percentiles,
+    rules::{Action, RuleSet},
+};
+
+/// What receives the traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Receiver {
+    /// Nothing attached: the kernel's stack drops the frames (no address).
+    Nothing,
+    /// traffic's floor program: XDP_PASS, nothing else.
+    FloorPass,
+    /// traffic's drop floor: XDP_DROP, nothing else.
+    FloorDrop,
+    /// `traffic --drop 192.0.2.0/24`.
+    TrafficDrop,
+    /// `traffic --capture 192.0.2.0/24 --write FILE`.
+    TrafficCapture,
+    /// xdp-filter with one source address denied.
+    XdpFilterDrop,
+    /// `tcpdump -w FILE`.
+    Tcpdump,
+    /// traffic capturing and tcpdump writing, at the same time.
+    TrafficAndTcpdump,
+}
+
+impl Receiver {
+    /// The name in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Receiver::Nothing => "no program",
+            Receiver::FloorPass => "floor (XDP_PASS)",
+            Receiver::FloorDrop => "floor (XDP_DROP)",
+            Receiver::TrafficDrop => "traffic dropping",
+            Receiver::TrafficCapture => "traffic capturing to pcap",
+            Receiver::XdpFilterDrop => "xdp-filter dropping",
+            Receiver::Tcpdump => "tcpdump -w",
+            Receiver::TrafficAndTcpdump => "traffic + tcpdump -w, side by side",
+        }
+    }
+}
+
+/// One measured scenario.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LiveResult {
+    /// [`Receiver::name`].
+    pub scenario: String,
+    /// Frames per second asked of the generator; `None`: as fast as it can.
+    pub offered_pps: Option<u64>,
+    /// Frames sent.
+    pub sent: u64,
+    /// Seconds the generator took.
+    pub seconds: f64,
+    /// Frames per second sent, which veth's back-pressure ties to what the
+    /// receiving side sustains.
+    pub rate_pps: f64,
+    /// Frames the receiving tool saw, where it counts them.
+    pub seen: Option<u64>,
+    /// Frames captured: traffic's delivered events or tcpdump's packets.
+    pub captured: Option<u64>,
+    /// Frames meant to be captured but lost.
+    pub capture_lost: Option<u64>,
+    /// tcpdump's counts when it ran beside traffic.
+    pub tcpdump_captured: Option<u64>,
+    /// tcpdump's losses when it ran beside traffic.
+    pub tcpdump_lost: Option<u64>,
+    /// Whole-machine busy CPU time per frame sent, in nanoseconds.
+    pub cpu_ns_per_packet: f64,
+    /// CPU seconds of the receiving tool's process.
+    pub tool_cpu_s: Option<f64>,
+    /// traffic's delivery latency.
+    pub latency_ns: Option<Percentiles>,
+}
+
+/// Busy jiffies of all CPUs together, from the first line of /proc/stat.
+fn cpu_busy_jiffies() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else {
+        return 0;
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = [0, 1, 2, 5, 6, 7];
+    busy.iter().filter_map(|&i| fields.get(i)).sum()
+}
+
+/// CPU seconds of process `pid` (user + system), or `None` when it is gone.
+fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3; utime and stime are 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// A child process whose stdout lines arrive on a channel.
+struct Spawned {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Spawned {
+    fn start(mut cmd: Command) -> std::io::Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (etx, stderr) = mpsc::channel();
+        let err = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if etx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            lines,
+            stderr,
+        })
+    }
+
+    /// Waits for a line on stdout (or stderr) containing `needle`.
+    fn wait_for(&self, needle: &str, on_stderr: bool, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let rx = if on_stderr { &self.stderr } else { &self.lines };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(_) => {}
+                Err(_) => return Err(format!("no `{needle}` within {timeout:?}")),
+            }
+        }
+    }
+
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().expect("wait for a child")
+    }
+
+    fn rest(rx: &mpsc::Receiver<String>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            out.push(line);
+        }
+        out
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The source of all benchmark traffic: one address, so that xdp-filter,
+/// which matches exact addresses, needs one rule like the others.
+const SOURCE: &str = "192.0.2.1/32";
+const PREFIX: &str = "192.0.2.0/24";
+
+/// Runs one scenario.
+///
+/// # Errors
+///
+/// When the lab, a tool or the generator fails.
+pub fn run_scenario(
+    traffic_bin: &Path,
+    workdir: &Path,
+    receiver: &Receiver,
+    count: u64,
+    rate: Option<u64>,
+) -> Result<LiveResult, String> {
+    let lab = Lab::create("bench", 1).map_err(|e| format!("creating the lab: {e}"))?;
+    let pcap = workdir.join("bench.pcap");
+    let tcpdump_pcap = workdir.join("bench-tcpdump.pcap");
+    let _ = std::fs::remove_file(&pcap);
+    let _ = std::fs::remove_file(&tcpdump_pcap);
+    let bin = traffic_bin.to_string_lossy().into_owned();
+    let traffic = |args: &[&str]| -> Result<Spawned, String> {
+        let mut cmd = Lab::command_in(&lab.rx_ns, &bin);
+        cmd.args(["--iface", &lab.rx_if, "--json", "--interval", "0.5"])
+            .args(args);
+        let s = Spawned::start(cmd).map_err(|e| format!("starting traffic: {e}"))?;
+        s.wait_for("\"type\":\"start\"", false, Duration::from_secs(30))
+            .map_err(|e| format!("traffic did not attach: {e}"))?;
+        Ok(s)
+    };
+    let tcpdump = |file: &Path| -> Result<Spawned, String> {
+        let mut cmd = Lab::command_in(&lab.rx_ns, "tcpdump");
+        // The same buffer as traffic's ring (8 MiB), written to a file.
+        cmd.args(["-i", &lab.rx_if, "-n", "-B", "8192", "-w"])
+            .arg(file);
+        let s =
+            Spawned::start(cmd).map_err(|e| format!("starting tcpdump (is it installed?): {e}"))?;
+        s.wait_for("listening on", true, Duration::from_secs(10))
+            .map_err(|e| format!("tcpdump did not start: {e}"))?;
+        Ok(s)
+    };
+    let pcap_arg = pcap.to_string_lossy().into_owned();
+
+    // Start the receiving side.
+    let mut engine_guard = None;
+    let mut tool: Option<Spawned> = None;
+    let mut tcpdump_tool: Option<Spawned> = None;
+    match receiver {
+        Receiver::Nothing => {}
+        Receiver::FloorPass | Receiver::FloorDrop => {
+            let program = if *receiver == Receiver::FloorPass {
+                names::FLOOR_PROGRAM
+            } else {
+                names::FLOOR_DROP_PROGRAM
+            };
+            let ifname = lab.rx_if.clone();
+            let engine = in_netns(&lab.rx_ns, move || -> Result<Engine, String> {
+                let mut engine =
+                    Engine::load(&RuleSet::new(Action::Pass)).map_err(|e| e.to_string())?;
+                engine
+                    .attach_floor(program, &ifname, ModeChoice::Native)
+                    .map_err(|e| e.to_string())?;
+                Ok(engine)
+            })
+            .map_err(|e| e.to_string())??;
+            engine_guard = Some(engine);
+        }
+        Receiver::TrafficDrop => tool = Some(traffic(&["--drop", PREFIX])?),
+        Receiver::TrafficCapture => {
+            tool = Some(traffic(&["--capture", PREFIX, "--write", &pcap_arg])?)
+        }
+        Receiver::TrafficAndTcpdump => {
+            tool = Some(traffic(&["--capture", PREFIX, "--write", &pcap_arg])?);
+            tcpdump_tool = Some(tcpdump(&tcpdump_pcap)?);
+        }
+        Receiver::Tcpdump => tool = Some(tcpdump(&tcpdump_pcap)?),
+        Receiver::XdpFilterDrop => {
+            // xdp-filter keeps its state pinned in a bpffs; `ip netns exec`
+            // gives each command a fresh /sys, so one shell does it all.
+            let script = format!(
+                "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; \
+                 xdp-filter load --mode native {ifname} && xdp-filter ip {ip} --mode src && echo READY && read _ ; \
+                 xdp-filter status {ifname} ; xdp-filter unload {ifname}",
+                ifname = lab.rx_if,
+                ip = SOURCE.trim_end_matches("/32"),
+            );
+            let mut cmd = Lab::command_in(&lab.rx_ns, "sh");
+            cmd.args(["-c", &script]);
+            let s = Spawned::start(cmd).map_err(|e| format!("starting xdp-filter: {e}"))?;
+            s.wait_for("READY", false, Duration::from_secs(20))
+                .map_err(|e| format!("xdp-filter did not load (is xdp-tools installed?): {e}"))?;
+            tool = Some(s);
+        }
+    }
+
+    let tool_cpu_before = tool.as_ref().and_then(|t| process_cpu_s(t.child.id()));
+    let busy_before = cpu_busy_jiffies();
+    let mut sender = Lab::command_in(&lab.tx_ns, &bin);
+    let count_arg = count.to_string();
+    sender
+        .args([
+            "gen",
+            "--iface",
+            &lab.tx_if,
+            "--count",
+            &count_arg,
+            "--src",
+            SOURCE,
+            "--payload",
+            "22",
+            "--json",
+        ])
+        .args(["--dst-mac", "02:74:72:66:00:02"]);
+    let rate_arg;
+    if let Some(r) = rate {
+        rate_arg = r.to_string();
+        sender.args(["--rate", &rate_arg]);
+    }
+    let out = sender
+        .output()
+        .map_err(|e| format!("running traffic gen: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "traffic gen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("traffic gen printed no JSON: {e}"))?;
+    // Let the receiving side finish what is queued: tcpdump hands libpcap's
+    // ring blocks to userspace when they fill or after 1 s, so stopping it
+    // sooner would count its last partial block as lost.
+    std::thread::sleep(Duration::from_millis(1500));
+    let busy_after = cpu_busy_jiffies();
+    let tool_cpu_after = tool.as_ref().and_then(|t| process_cpu_s(t.child.id()));
+
+    let sent = report["sent"].as_u64().unwrap_or(0);
+    let seconds = report["elapsed_ns"].as_u64().unwrap_or(0) as f64 / 1e9;
+    let mut result = LiveResult {
+        scenario: receiver.name().to_owned(),
+        offered_pps: rate,
+        sent,
+        seconds,
+        rate_pps: sent as f64 / seconds.max(1e-9),
+        cpu_ns_per_packet: (busy_after - busy_before) as f64 / clock_ticks() * 1e9
+            / sent.max(1) as f64,
+        tool_cpu_s: tool_cpu_before.zip(tool_cpu_after).map(|(a, b)| b - a),
+        ..LiveResult::default()
+    };
+
+    // Stop the receiving side and collect its counts.
+    if let Some(mut t) = tcpdump_tool.take() {
+        let (captured, lost) = stop_tcpdump(&mut t);
+        result.tcpdump_captured = captured;
+        result.tcpdump_lost = lost;
+    }
+    if let Some(mut t) = tool.take() {
+        match receiver {
+            Receiver::TrafficDrop | Receiver::TrafficCapture | Receiver::TrafficAndTcpdump => {
+                t.interrupt();
+                let summary = Spawned::rest(&t.lines)
+                    .into_iter()
+                    .rev()
+                    .find_map(|l| {
+                        serde_json::from_str::<serde_json::Value>(&l)
+                            .ok()
+                            .filter(|v| v["type"] == "summary")
+                    })
+                    .ok_or("traffic printed no summary")?;
+                result.seen = summary["packets"].as_u64();
+                if *receiver != Receiver::TrafficDrop {
+                    let events = summary["events"].as_u64().unwrap_or(0);
+                    result.captured = Some(events);
+                    result.capture_lost = Some(sent.saturating_sub(events));
+                    result.latency_ns = serde_json::from_value(summary["latency_ns"].clone()).ok();
+                }
+            }
+            Receiver::Tcpdump => {
+                let (captured, lost) = stop_tcpdump(&mut t);
+                result.captured = captured;
+                result.capture_lost = captured.map(|c| sent.saturating_sub(c)).or(lost);
+            }
+            Receiver::XdpFilterDrop => {
+                let _ = t.child.stdin.as_mut().map(|s| s.write_all(b"\n"));
+                let _ = t.child.wait();
+                let status = Spawned::rest(&t.lines);
+                result.seen = xdp_filter_drops(&status);
+            }
+            _ => {}
+        }
+    }
+    drop(engine_guard);
+    drop(lab);
+    Ok(result)
+}
+
+/// tcpdump's "N packets captured" and "M packets dropped by kernel".
+fn stop_tcpdump(t: &mut Spawned) -> (Option<u64>, Option<u64>) {
+    t.interrupt();
+    let lines = Spawned::rest(&t.stderr);
+    let find = |what: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(what))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+    };
+    (find("packets captured"), find("dropped by kernel"))
+}
+
+/// The XDP_DROP packet count from `xdp-filter status`.
+fn xdp_filter_drops(lines: &[String]) -> Option<u64> {
+    lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("XDP_DROP"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// Where the lab's stray namespaces would come from if a run is killed.
+pub fn cleanup() -> Vec<String> {
+    lab::remove_stale()
+}
+
+/// The directory for this run's files.
+pub fn workdir() -> PathBuf {
+    std::env::temp_dir().join(format!("traffic-bench-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xdp_filter_status_is_parsed() {
+        let lines: Vec<String> = [
+            "CURRENT XDP-FILTER STATUS:",
+            "Aggregate per-action statistics:",
+            "  XDP_ABORTED                                   0 pkts           0 KiB",
+            "  XDP_DROP                                 123456 pkts        7716 KiB",
+            "  XDP_PASS                                      3 pkts           0 KiB",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(xdp_filter_drops(&lines), Some(123_456));
+    }
+
+    #[test]
+    fn cpu_counters_are_readable() {
+        assert!(cpu_busy_jiffies() > 0);
+        assert!(process_cpu_s(std::process::id()).is_some());
+    }
+}

@@ -1,0 +1,293 @@
+//! SVG charts, written by hand: no plotting dependency, and files any
+//! browser opens.
+//!
+//! [`timeline`] draws packets per second per action over a run; [`histogram`]
+//! draws a latency distribution on a logarithmic axis; [`bars`] draws
+//! labelled horizontal bars, for benchmark reports.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+const W: f64 = 760.0;
+const H: f64 = 300.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 50.0;
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn header(out: &mut String, width: f64, height: f64, title: &str) {
+    let _ = write!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        width / 2.0,
+        escape(title)
+    );
+}
+
+/// A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten.
+fn nice_max(v: f64) -> f64 {
+    if v <= 0.0 {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 5.0, 10.0] {
+        if v <= m * p {
+            return m * p;
+        }
+    }
+    10.0 * p
+}
+
+/// Packets per second over time, one line per series.
+///
+/// `times` are seconds since the start; each series is `(name, values)`,
+/// one value per time.
+pub fn timeline(title: &str, times: &[f64], series: &[(&str, Vec<f64>)], y_label: &str) -> String {
+    let mut out = String::new();
+    header(&mut out, W, H, title);
+    let x_max = times.iter().copied().fold(0.0, f64::max).max(1e-9);
+    let y_max = nice_max(
+        series
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .fold(0.0, f64::max),
+    );
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let x = |t: f64| LEFT + t / x_max * pw;
+    let y = |v: f64| TOP + ph - v / y_max * ph;
+    axes(&mut out, pw, ph, y_max, &crate::report::si, y_label);
+    for i in 0..=4 {
+        let t = x_max * f64::from(i) / 4.0;
+        let _ = write!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t:.1}</text>"#,
+            x(t),
+            TOP + ph + 16.0
+        );
+    }
+    let _ = write!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds</text>"#,
+        LEFT + pw / 2.0,
+        H - 8.0
+    );
+    for (i, (name, values)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let points: Vec<String> = times
+            .iter()
+            .zip(values)
+            .map(|(&t, &v)| format!("{:.1},{:.1}", x(t), y(v)))
+            .collect();
+        let _ = write!(
+            out,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            points.join(" ")
+        );
+        let lx = LEFT + 10.0 + i as f64 * 110.0;
+        let _ = write!(
+            out,
+            r#"<rect x="{lx}" y="{}" width="12" height="3" fill="{color}"/><text x="{}" y="{}">{}</text>"#,
+            TOP - 10.0,
+            lx + 16.0,
+            TOP - 6.0,
+            escape(name)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+fn axes(
+    out: &mut String,
+    pw: f64,
+    ph: f64,
+    y_max: f64,
+    fmt: &dyn Fn(f64) -> String,
+    y_label: &str,
+) {
+    let _ = write!(
+        out,
+        r##"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{}" stroke="#333"/><line x1="{LEFT}" y1="{}" x2="{}" y2="{}" stroke="#333"/>"##,
+        TOP + ph,
+        TOP + ph,
+        LEFT + pw,
+        TOP + ph
+    );
+    for i in 0..=4 {
+        let v = y_max * f64::from(i) / 4.0;
+        let yy = TOP + ph - ph * f64::from(i) / 4.0;
+        let _ = write!(
+            out,
+            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            LEFT + pw,
+            LEFT - 6.0,
+            yy + 4.0,
+            fmt(v)
+        );
+    }
+    let _ = write!(
+        out,
+        r#"<text transform="translate(14,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        TOP + ph / 2.0,
+        escape(y_label)
+    );
+}
+
+/// The distribution of latencies, in buckets doubling in width from 1 µs,
+/// with the percentiles marked.
+pub fn histogram(title: &str, hist: &Histogram<u64>) -> String {
+    let mut out = String::new();
+    header(&mut out, W, H, title);
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    if hist.is_empty() {
+        let _ = write!(
+            out,
+            r#"<text x="{}" y="{}" text-anchor="middle">no events</text></svg>"#,
+            W / 2.0,
+            H / 2.0
+        );
+        return out;
+    }
+    // Buckets [2^k, 2^(k+1)) µs from below 1 µs up to the maximum.
+    let mut edges = vec![0u64, 1_000];
+    while *edges.last().expect("non-empty") <= hist.max() {
+        let next = edges.last().expect("non-empty") * 2;
+        edges.push(next);
+    }
+    let counts: Vec<u64> = edges
+        .windows(2)
+        .map(|w| hist.count_between(w[0], w[1].saturating_sub(1)))
+        .collect();
+    let y_max = nice_max(counts.iter().copied().max().unwrap_or(0) as f64);
+    axes(&mut out, pw, ph, y_max, &crate::report::si, "events");
+    let bw = pw / counts.len() as f64;
+    for (i, &c) in counts.iter().enumerate() {
+        let h = c as f64 / y_max * ph;
+        let _ = write!(
+            out,
+            r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"/>"#,
+            LEFT + i as f64 * bw + 1.0,
+            TOP + ph - h,
+            (bw - 2.0).max(1.0),
+            COLORS[0]
+        );
+        if counts.len() <= 16 || i % 2 == 0 {
+            let label = crate::report::duration_text(edges[i + 1], 1);
+            let _ = write!(
+                out,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">&lt;{label}</text>"#,
+                LEFT + (i as f64 + 0.5) * bw,
+                TOP + ph + 14.0
+            );
+        }
+    }
+    let p = |q: f64| crate::report::duration_text(hist.value_at_quantile(q), 1);
+    let _ = write!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">delivery latency (bucket upper bounds); p50 {} p90 {} p99 {} p99.9 {} max {}</text>"#,
+        LEFT + pw / 2.0,
+        H - 8.0,
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        p(0.999),
+        crate::report::duration_text(hist.max(), 1)
+    );
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Horizontal bars, one per `(label, value)`, with the value printed.
+pub fn bars(title: &str, unit: &str, rows: &[(String, f64)]) -> String {
+    let mut out = String::new();
+    let row_h = 22.0;
+    let label_w = 300.0;
+    let height = TOP + rows.len() as f64 * row_h + 30.0;
+    header(&mut out, W, height, title);
+    let v_max = nice_max(rows.iter().map(|r| r.1).fold(0.0, f64::max));
+    let pw = W - label_w - RIGHT - 70.0;
+    for (i, (label, v)) in rows.iter().enumerate() {
+        let yy = TOP + i as f64 * row_h;
+        let w = (v / v_max * pw).max(0.0);
+        let _ = write!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text><rect x="{label_w}" y="{yy:.1}" width="{w:.1}" height="{:.1}" fill="{}"/><text x="{:.1}" y="{:.1}">{} {}</text>"#,
+            label_w - 6.0,
+            yy + row_h * 0.65,
+            escape(label),
+            row_h - 6.0,
+            COLORS[i % COLORS.len()],
+            label_w + w + 4.0,
+            yy + row_h * 0.65,
+            crate::report::si(*v),
+            escape(unit)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// A run's timeline and latency histogram, stacked in one SVG.
+pub fn run_report(title: &str, timeline_svg: &str, histogram_svg: &str) -> String {
+    let strip = |s: &str| {
+        let start = s.find('>').map_or(0, |i| i + 1);
+        let end = s.rfind("</svg>").unwrap_or(s.len());
+        s[start..end].to_owned()
+    };
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{}" viewBox="0 0 {W} {}" font-family="sans-serif" font-size="12"><title>{}</title><g>{}</g><g transform="translate(0,{H})">{}</g></svg>
+"#,
+        2.0 * H,
+        2.0 * H,
+        escape(title),
+        strip(timeline_svg),
+        strip(histogram_svg)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_are_well_formed_svg_with_their_data() {
+        let t = timeline(
+            "rates",
+            &[1.0, 2.0, 3.0],
+            &[
+                ("pass", vec![10.0, 20.0, 30.0]),
+                ("drop", vec![1.0, 2.0, 3.0]),
+            ],
+            "packets/s",
+        );
+        assert!(t.starts_with("<svg") && t.trim_end().ends_with("</svg>"));
+        assert_eq!(t.matches("<polyline").count(), 2);
+        assert!(t.contains(">pass<") && t.contains(">drop<"));
+
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for v in [500, 1_500, 3_000, 3_100, 70_000] {
+            h.record(v).unwrap();
+        }
+        let svg = histogram("latency", &h);
+        assert!(svg.contains("p50"));
+        // Buckets: <1us, <2us, <4us, ... up to 128us: 8 bars.
+        assert_eq!(svg.matches("<rect x=").count(), 8);
+
+        let b = bars("cost", "ns", &[("a".into(), 10.0), ("b <x>".into(), 20.0)]);
+        assert!(b.contains("b &lt;x&gt;"));
+        assert_eq!(nice_max(730.0), 1000.0);
+        assert_eq!(nice_max(0.0), 1.0);
+        let both = run_report("r", &t, &svg);
+        assert_eq!(both.matches("<svg").count(), 1);
+    }
+}

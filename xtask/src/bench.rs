@@ -1,0 +1,72 @@
+//! `cargo xtask bench`: what traffic costs, next to the floor programs,
+//! xdp-filter and tcpdump, measured in one run on this machine.
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+
+use crate::{
+    build::{self, build, workspace_root},
+    exec::exec,
+    run::privileged,
+    setup,
+};
+
+#[derive(Debug, Parser)]
+pub struct Options {
+    /// A short run (about two minutes): rule tables of 1 and 1,000, one
+    /// offered rate, 200,000 frames per live scenario.
+    #[arg(long)]
+    pub quick: bool,
+    /// Only the in-kernel (test_run) measurements.
+    #[arg(long)]
+    pub kernel_only: bool,
+}
+
+pub fn bench(opts: &Options) -> Result<()> {
+    let built = build(&build::Options { release: true })?;
+    setup::ensure_commands(
+        "the benchmark",
+        &[
+            ("tcpdump", "tcpdump"),
+            ("xdp-filter", "xdp-tools"),
+            ("ip", "iproute2"),
+        ],
+    )?;
+    let stamp = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "+%Y%m%d-%H%M"])
+            .output()
+            .context("running date")?
+            .stdout,
+    )?;
+    let host = String::from_utf8(
+        Command::new("uname")
+            .arg("-n")
+            .output()
+            .context("running uname")?
+            .stdout,
+    )?;
+    let dir =
+        workspace_root()
+            .join("target/bench")
+            .join(format!("{}-{}", stamp.trim(), host.trim()));
+    let mut cmd = privileged(&built.traffic.to_string_lossy())?;
+    cmd.args(["bench", "--out"]).arg(&dir);
+    if opts.quick {
+        cmd.arg("--quick");
+    }
+    if opts.kernel_only {
+        cmd.arg("--kernel-only");
+    }
+    exec(&mut cmd)?;
+    let latest = workspace_root().join("target/bench/latest");
+    let _ = std::fs::remove_file(&latest);
+    std::os::unix::fs::symlink(&dir, &latest).context("linking target/bench/latest")?;
+    eprintln!(
+        "xtask bench: report in {} (summary.md, raw.json, kernel.svg, live.svg, README.SETUP); target/bench/latest points there",
+        dir.display()
+    );
+    Ok(())
+}
