@@ -81,7 +81,7 @@ fn live_scenarios_count_what_they_measure() {
         assert!(r.rate_pps > 0.0 && r.cpu_ns_per_packet > 0.0, "{r:?}");
         match receiver {
             Receiver::TrafficDrop => assert_eq!(r.seen, Some(5_000), "{r:?}"),
-            Receiver::TrafficCapture => {
+            Receiver::TrafficCapture | Receiver::TrafficAfxdp => {
                 assert_eq!(r.seen, Some(5_000), "{r:?}");
                 assert_eq!(r.captured.unwrap() + r.capture_lost.unwrap(), 5_000);
                 assert_eq!(r.latency_ns.unwrap().count, r.captured.unwrap());

@@ -26,6 +26,8 @@ pub mod names {
     /// Capture events: a `RingBuf` of [`EventHeader`](super::EventHeader)
     /// records, each followed by the captured bytes.
     pub const EVENTS: &str = "EVENTS";
+    /// AF_XDP sockets by receive queue: an `XskMap` (with `--afxdp`).
+    pub const XSKS: &str = "XSKS";
     /// The read-only global holding [`Config`](super::Config).
     pub const CONFIG: &str = "CONFIG";
 }
@@ -75,7 +77,16 @@ pub struct Config {
     /// Wake the reader when this long has passed since this CPU last woke
     /// it; 0 wakes it for every event.
     pub wakeup_interval_ns: u64,
+    /// Nonzero: redirect packets whose action is capture, whole, to the
+    /// AF_XDP socket of their receive queue instead of writing events.
+    pub afxdp: u32,
+    /// Zero; keeps the struct a multiple of 8 bytes.
+    pub _pad: u32,
 }
+
+/// Bytes of XDP metadata in front of a frame redirected to AF_XDP: the
+/// `CLOCK_MONOTONIC` nanoseconds at the XDP hook, as a native-endian `u64`.
+pub const AFXDP_META_LEN: usize = 8;
 
 impl Default for Config {
     fn default() -> Self {
@@ -85,6 +96,8 @@ impl Default for Config {
             sample_every: 0,
             wakeup_bytes: 0,
             wakeup_interval_ns: 0,
+            afxdp: 0,
+            _pad: 0,
         }
     }
 }
@@ -193,6 +206,11 @@ pub struct Stats {
     pub events: u64,
     /// Capture events lost because the ring buffer was full.
     pub events_lost: u64,
+    /// Packets redirected to an AF_XDP socket (`--afxdp`).
+    pub xsk_redirected: u64,
+    /// Packets to capture whose receive queue had no AF_XDP socket: passed
+    /// to the stack instead.
+    pub xsk_unbound: u64,
 }
 
 /// The per-CPU map entry: counters, plus state the program keeps per CPU.
@@ -226,6 +244,8 @@ impl Stats {
             sampled,
             events,
             events_lost,
+            xsk_redirected,
+            xsk_unbound,
         } = other;
         self.packets += packets;
         self.bytes += bytes;
@@ -242,6 +262,8 @@ impl Stats {
         self.sampled += sampled;
         self.events += events;
         self.events_lost += events_lost;
+        self.xsk_redirected += xsk_redirected;
+        self.xsk_unbound += xsk_unbound;
     }
 
     /// The counts accrued since `earlier`, a previous reading of the same
@@ -265,6 +287,8 @@ impl Stats {
             sampled: d(self.sampled, earlier.sampled),
             events: d(self.events, earlier.events),
             events_lost: d(self.events_lost, earlier.events_lost),
+            xsk_redirected: d(self.xsk_redirected, earlier.xsk_redirected),
+            xsk_unbound: d(self.xsk_unbound, earlier.xsk_unbound),
         }
     }
 }

@@ -15,10 +15,10 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+        generated::{bpf_xdp_adjust_meta, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
-    maps::{LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{LpmTrie, PerCpuArray, RingBuf, XskMap, lpm_trie::Key},
     programs::XdpContext,
 };
 use traffic_common::{Config, CpuState, EventHeader, NO_RULE, Rule, action, event_flags};
@@ -38,6 +38,11 @@ static STATS: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
+/// AF_XDP sockets by receive queue (`--afxdp`). The loader sizes it to the
+/// interface's queues.
+#[map(name = "XSKS")]
+static XSKS: XskMap = XskMap::with_max_entries(64, 0);
+
 /// Written by the loader before the program is loaded; read with a volatile
 /// load so the compiler cannot fold the initial value into the code.
 #[unsafe(no_mangle)]
@@ -47,6 +52,8 @@ static CONFIG: Config = Config {
     sample_every: 0,
     wakeup_bytes: 0,
     wakeup_interval_ns: 0,
+    afxdp: 0,
+    _pad: 0,
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -258,10 +265,43 @@ fn try_traffic(ctx: &XdpContext) -> Result<u32, ()> {
             state.sample_left -= 1;
         }
     }
+    if cfg.afxdp != 0 && verdict.action == action::CAPTURE {
+        return Ok(redirect_to_socket(ctx, state));
+    }
     if deliver {
         emit_event(ctx, state, &verdict, flags, &cfg);
     }
     Ok(ret)
+}
+
+/// Sends a frame to capture, whole, to the AF_XDP socket of its receive
+/// queue, with the hook's timestamp in the metadata area in front of it.
+/// Without a socket on that queue the frame is passed and counted.
+#[inline(always)]
+fn redirect_to_socket(ctx: &XdpContext, state: &mut CpuState) -> u32 {
+    // SAFETY: helper calls with the program's own context.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let meta_len = traffic_common::AFXDP_META_LEN as i32;
+    // SAFETY: as above. Moving data_meta invalidates earlier packet
+    // pointers; none is used after this.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -meta_len) } == 0 {
+        let meta = ctx.metadata();
+        if meta + traffic_common::AFXDP_META_LEN <= ctx.data() {
+            // SAFETY: the eight bytes lie between data_meta and data, checked
+            // just above as the verifier requires.
+            unsafe { core::ptr::write_unaligned(meta as *mut u64, now) };
+        }
+    }
+    match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
+        Ok(ret) => {
+            state.stats.xsk_redirected += 1;
+            ret
+        }
+        Err(ret) => {
+            state.stats.xsk_unbound += 1;
+            ret
+        }
+    }
 }
 
 /// Counts the frame exactly once and turns its action into an XDP verdict.

@@ -99,7 +99,10 @@ fn machine() -> Machine {
             .collect::<Vec<_>>()
             .join(" "),
         tcpdump: first_line("tcpdump", &["--version"]),
-        xdp_filter: first_line("xdp-filter", &["--version"]),
+        xdp_filter: first_line(
+            "dpkg-query",
+            &["-W", "-f=xdp-tools ${Version}", "xdp-tools"],
+        ),
         date: first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
     }
 }
@@ -237,6 +240,8 @@ fn live(quick: bool) -> Result<Vec<LiveResult>> {
         Receiver::TrafficDrop,
         Receiver::XdpFilterDrop,
         Receiver::TrafficCapture,
+        Receiver::TrafficCaptureMaxSnap,
+        Receiver::TrafficAfxdp,
         Receiver::Tcpdump,
     ] {
         if receiver == Receiver::XdpFilterDrop

@@ -89,6 +89,79 @@ impl Event<'_> {
     }
 }
 
+/// Describes a whole frame received through AF_XDP the way the XDP program
+/// describes the frames it writes to the ring: VLAN, addresses, protocol,
+/// ports and TCP flags. `rule_id` and `action` are left for the caller.
+pub fn describe(frame: &[u8], ts_ns: u64, queue: u32) -> EventHeader {
+    let mut h = EventHeader {
+        ts_ns,
+        rx_queue: queue,
+        wire_len: frame.len() as u32,
+        cap_len: frame.len() as u32,
+        rule_id: traffic_common::NO_RULE,
+        ..EventHeader::default()
+    };
+    let be16 = |at: usize| {
+        frame
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let Some(mut proto) = be16(12) else { return h };
+    let mut at = 14;
+    while (proto == 0x8100 || proto == 0x88a8) && h.vlan_depth < 2 {
+        let Some(tci) = be16(at) else { return h };
+        if h.vlan_depth == 0 {
+            h.vlan_id = tci & 0x0fff;
+        }
+        h.vlan_depth += 1;
+        let Some(next) = be16(at + 2) else { return h };
+        proto = next;
+        at += 4;
+    }
+    let l4 = match proto {
+        0x0800 => {
+            let Some(ip) = frame.get(at..at + 20) else {
+                return h;
+            };
+            h.ip_version = 4;
+            h.protocol = ip[9];
+            h.src[..4].copy_from_slice(&ip[12..16]);
+            h.dst[..4].copy_from_slice(&ip[16..20]);
+            let later = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
+            if later {
+                h.flags |= event_flags::LATER_FRAGMENT;
+                return h;
+            }
+            at + usize::from(ip[0] & 0x0f) * 4
+        }
+        0x86dd => {
+            let Some(ip) = frame.get(at..at + 40) else {
+                return h;
+            };
+            h.ip_version = 6;
+            h.protocol = ip[6];
+            h.src.copy_from_slice(&ip[8..24]);
+            h.dst.copy_from_slice(&ip[24..40]);
+            at + 40
+        }
+        _ => return h,
+    };
+    if (h.protocol == 6 || h.protocol == 17)
+        && let (Some(sport), Some(dport)) = (be16(l4), be16(l4 + 2))
+    {
+        h.sport = sport;
+        h.dport = dport;
+        h.flags |= event_flags::PORTS;
+        if h.protocol == 6
+            && let Some(&flags) = frame.get(l4 + 13)
+        {
+            h.tcp_flags = flags;
+            h.flags |= event_flags::TCP_FLAGS;
+        }
+    }
+    h
+}
+
 fn addr(version: u8, bytes: [u8; 16]) -> Option<IpAddr> {
     match version {
         4 => Some(IpAddr::V4(Ipv4Addr::new(
@@ -247,6 +320,39 @@ mod tests {
         let converted = clock.unix(monotonic_ns());
         let diff = converted.abs_diff(now);
         assert!(diff < Duration::from_millis(50), "{diff:?}");
+    }
+
+    #[test]
+    fn whole_frames_are_described_like_events() {
+        let mut spec = crate::frame::FrameSpec::udp(
+            "2001:db8::7".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        );
+        spec.vlans = vec![(0x8100, 42)];
+        spec.l4 = crate::frame::L4::TcpSyn {
+            sport: 1234,
+            dport: 80,
+        };
+        let frame = spec.build();
+        let h = describe(&frame, 99, 3);
+        assert_eq!(
+            (h.ip_version, h.protocol, h.sport, h.dport, h.tcp_flags),
+            (6, 6, 1234, 80, 2)
+        );
+        assert_eq!(
+            (h.vlan_depth, h.vlan_id, h.rx_queue, h.ts_ns),
+            (1, 42, 3, 99)
+        );
+        assert_eq!(h.wire_len as usize, frame.len());
+        let ev = Event {
+            header: h,
+            data: &frame,
+        };
+        assert_eq!(ev.src(), Some("2001:db8::7".parse().unwrap()));
+        // A truncated frame yields what it has, without panicking.
+        for len in 0..frame.len() {
+            let _ = describe(&frame[..len], 0, 0);
+        }
     }
 
     #[test]

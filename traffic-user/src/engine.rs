@@ -25,7 +25,7 @@ use std::{fmt, io, time::Duration};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        MapData, PerCpuArray, RingBuf,
+        MapData, PerCpuArray, RingBuf, XskMap,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
@@ -94,6 +94,9 @@ pub struct Settings {
     /// Wake the reader at most this often per CPU while events flow (zero:
     /// for every event); see the wake-up comment in the XDP program.
     pub wakeup_interval: Duration,
+    /// Redirect packets to capture to AF_XDP sockets, one per receive queue
+    /// (at most this many queues); 0 for the ring-buffer path.
+    pub afxdp_queues: u32,
 }
 
 impl Default for Settings {
@@ -103,6 +106,7 @@ impl Default for Settings {
             sample_every: 0,
             ring_bytes: DEFAULT_RING_BYTES,
             wakeup_interval: DEFAULT_WAKEUP_INTERVAL,
+            afxdp_queues: 0,
         }
     }
 }
@@ -294,6 +298,7 @@ pub struct Engine {
     ebpf: Ebpf,
     stats: PerCpuArray<MapData, CpuState>,
     events: Option<RingBuf<MapData>>,
+    xsks: XskMap<MapData>,
     attached: Option<(Attached, &'static str, XdpLinkId)>,
 }
 
@@ -336,6 +341,8 @@ impl Engine {
             // interval, so a burst never waits for the timer to drain.
             wakeup_bytes: settings.ring_bytes / 4,
             wakeup_interval_ns: wakeup_ns,
+            afxdp: u32::from(settings.afxdp_queues > 0),
+            _pad: 0,
         };
         // A map needs at least one entry even when it will hold none.
         let size = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
@@ -344,6 +351,7 @@ impl Engine {
             .map_max_entries(names::RULES_V4, size(v4))
             .map_max_entries(names::RULES_V6, size(v6))
             .map_max_entries(names::EVENTS, settings.ring_bytes)
+            .map_max_entries(names::XSKS, settings.afxdp_queues.max(1))
             .load(EBPF_OBJECT)
             .map_err(EngineError::from_load)?;
 
@@ -353,12 +361,34 @@ impl Engine {
         fill_rules(&mut ebpf, rules)?;
         let stats = take_map(&mut ebpf, names::STATS)?;
         let events = take_map(&mut ebpf, names::EVENTS)?;
+        let xsks = take_map(&mut ebpf, names::XSKS)?;
         Ok(Self {
             ebpf,
             stats,
             events: Some(events),
+            xsks,
             attached: None,
         })
+    }
+
+    /// Puts the AF_XDP socket `fd` in the program's map for receive queue
+    /// `queue`: from then on, packets to capture that arrive on that queue
+    /// go to it.
+    ///
+    /// # Errors
+    ///
+    /// When the queue is beyond the map's size or the kernel refuses the fd.
+    pub fn set_xsk(
+        &mut self,
+        queue: u32,
+        fd: impl std::os::fd::AsRawFd,
+    ) -> Result<(), EngineError> {
+        self.xsks
+            .set(queue, fd, 0)
+            .map_err(|source| EngineError::Map {
+                name: names::XSKS,
+                source: Some(source),
+            })
     }
 
     /// The ring buffer the program writes capture events to. It can be taken

@@ -115,6 +115,25 @@ pub struct RunArgs {
     /// 0600; a symbolic link is refused.
     #[arg(short = 'w', long, value_name = "FILE")]
     pub write: Option<PathBuf>,
+    /// Capture whole packets through AF_XDP sockets, one per receive queue,
+    /// instead of the ring buffer. Packets whose action is capture are then
+    /// redirected to the sockets and do NOT reach the host's network stack:
+    /// use this on capture interfaces (mirror ports), not on a host's uplink.
+    #[arg(long)]
+    pub afxdp: bool,
+    /// AF_XDP mode: zerocopy (the driver must support it), copy (any
+    /// driver), or auto (zerocopy, falling back to copy).
+    #[arg(long, value_enum, default_value_t = traffic::afxdp::XskModeChoice::Auto, requires = "afxdp")]
+    pub afxdp_mode: traffic::afxdp::XskModeChoice,
+    /// Open sockets on the first N receive queues only (default: all).
+    #[arg(long, value_name = "N", requires = "afxdp")]
+    pub queues: Option<u32>,
+    /// Entries in each AF_XDP fill and RX ring (a power of two).
+    #[arg(long, value_name = "N", default_value_t = 2048, requires = "afxdp")]
+    pub afxdp_ring: u32,
+    /// Bytes per AF_XDP frame, 2048 or 4096: the largest packet captured whole.
+    #[arg(long, value_name = "BYTES", default_value_t = 4096, requires = "afxdp")]
+    pub afxdp_frame: u32,
     /// At the end, draw the run as SVG in FILE: packets per second over time
     /// per action, and the delivery-latency histogram.
     #[arg(long, value_name = "FILE.svg")]
@@ -195,6 +214,15 @@ pub struct RunConfig {
     pub print: bool,
     pub write: Option<PathBuf>,
     pub plot: Option<PathBuf>,
+    pub afxdp: Option<Afxdp>,
+}
+
+/// The AF_XDP settings of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Afxdp {
+    pub mode: traffic::afxdp::XskModeChoice,
+    pub queues: Option<u32>,
+    pub sizes: traffic::afxdp::XskSizes,
 }
 
 /// A validated generator run.
@@ -261,6 +289,9 @@ impl RunConfig {
                 args.ring_size
             ));
         }
+        if args.queues == Some(0) {
+            errors.push("--queues 0 would open no socket; give N >= 1 or leave it out".to_owned());
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -282,10 +313,20 @@ impl RunConfig {
                 sample_every: args.sample.unwrap_or(0),
                 ring_bytes: args.ring_size,
                 wakeup_interval: Duration::from_micros(args.wakeup_us),
+                // Set when the interface's queues are known.
+                afxdp_queues: 0,
             },
             print: args.print,
             write: args.write,
             plot: args.plot,
+            afxdp: args.afxdp.then_some(Afxdp {
+                mode: args.afxdp_mode,
+                queues: args.queues,
+                sizes: traffic::afxdp::XskSizes {
+                    ring: args.afxdp_ring,
+                    frame: args.afxdp_frame,
+                },
+            }),
         })
     }
 }

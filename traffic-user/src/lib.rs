@@ -14,6 +14,7 @@
 //! - [`frame`], [`generator`] and [`lab`] make test traffic: frames, a sender, and
 //!   veth pairs in network namespaces.
 
+pub mod afxdp;
 pub mod bench;
 pub mod caps;
 pub mod capture;

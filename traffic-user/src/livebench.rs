@@ -40,6 +40,10 @@ pub enum Receiver {
     TrafficDrop,
     /// `traffic --capture 192.0.2.0/24 --write FILE`.
     TrafficCapture,
+    /// The same at the largest snaplen (4096).
+    TrafficCaptureMaxSnap,
+    /// `traffic --afxdp --capture 192.0.2.0/24 --write FILE`: whole packets.
+    TrafficAfxdp,
     /// xdp-filter with one source address denied.
     XdpFilterDrop,
     /// `tcpdump -w FILE`.
@@ -57,6 +61,8 @@ impl Receiver {
             Receiver::FloorDrop => "floor (XDP_DROP)",
             Receiver::TrafficDrop => "traffic dropping",
             Receiver::TrafficCapture => "traffic capturing to pcap",
+            Receiver::TrafficCaptureMaxSnap => "traffic capturing to pcap, snaplen 4096",
+            Receiver::TrafficAfxdp => "traffic AF_XDP whole packets to pcap",
             Receiver::XdpFilterDrop => "xdp-filter dropping",
             Receiver::Tcpdump => "tcpdump -w",
             Receiver::TrafficAndTcpdump => "traffic + tcpdump -w, side by side",
@@ -279,6 +285,25 @@ pub fn run_scenario(
         Receiver::TrafficCapture => {
             tool = Some(traffic(&["--capture", PREFIX, "--write", &pcap_arg])?)
         }
+        Receiver::TrafficCaptureMaxSnap => {
+            tool = Some(traffic(&[
+                "--capture",
+                PREFIX,
+                "--write",
+                &pcap_arg,
+                "--snaplen",
+                "4096",
+            ])?);
+        }
+        Receiver::TrafficAfxdp => {
+            tool = Some(traffic(&[
+                "--capture",
+                PREFIX,
+                "--write",
+                &pcap_arg,
+                "--afxdp",
+            ])?);
+        }
         Receiver::TrafficAndTcpdump => {
             tool = Some(traffic(&["--capture", PREFIX, "--write", &pcap_arg])?);
             tcpdump_tool = Some(tcpdump(&tcpdump_pcap)?);
@@ -366,7 +391,11 @@ pub fn run_scenario(
     }
     if let Some(mut t) = tool.take() {
         match receiver {
-            Receiver::TrafficDrop | Receiver::TrafficCapture | Receiver::TrafficAndTcpdump => {
+            Receiver::TrafficDrop
+            | Receiver::TrafficCapture
+            | Receiver::TrafficCaptureMaxSnap
+            | Receiver::TrafficAfxdp
+            | Receiver::TrafficAndTcpdump => {
                 t.interrupt();
                 let summary = Spawned::rest(&t.lines)
                     .into_iter()

@@ -14,6 +14,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
+use std::os::fd::AsRawFd as _;
+
 use aya::maps::{MapData, RingBuf};
 use clap::Parser as _;
 use flags::{GenConfig, LowArgs, RunConfig, Sub, Target};
@@ -272,6 +274,51 @@ impl Sinks<'_> {
         Ok(n)
     }
 
+    /// Takes one whole frame from an AF_XDP socket.
+    fn whole_frame(&mut self, frame: &[u8], hook_ns: u64, queue: u32) -> Result<()> {
+        let read_ns = capture::monotonic_ns();
+        let latency = read_ns.saturating_sub(hook_ns);
+        if hook_ns != 0 {
+            self.latency.record(latency);
+        }
+        let ts = self
+            .clock
+            .unix(if hook_ns != 0 { hook_ns } else { read_ns });
+        if let Some(pcap) = &mut self.pcap {
+            pcap.write(ts, frame.len() as u32, frame)?;
+        }
+        if let Some((out, format)) = &mut self.print {
+            let mut header = capture::describe(frame, hook_ns, queue);
+            header.action = traffic_common::action::CAPTURE;
+            let src = (capture::Event {
+                header,
+                data: frame,
+            })
+            .src();
+            if let Some((id, _)) = src.and_then(|src| self.rules.lookup(src)) {
+                header.rule_id = id as u32;
+            }
+            let ev = capture::Event {
+                header,
+                data: frame,
+            };
+            match format {
+                Format::Table => writeln!(out, "{}", print::line(&ev, ts, self.rules))?,
+                Format::Json => {
+                    serde_json::to_writer(
+                        &mut *out,
+                        &print::PacketLine::new(&ev, ts, self.rules, latency),
+                    )?;
+                    writeln!(out)?;
+                }
+            }
+            out.flush()?;
+        }
+        self.delivered += 1;
+        self.delivered_interval += 1;
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<()> {
         if let Some(pcap) = &mut self.pcap {
             pcap.flush()?;
@@ -348,6 +395,29 @@ impl Timeline {
     }
 }
 
+/// The index of an AF_XDP socket with frames waiting.
+async fn xsk_ready(xsks: &[AsyncFd<traffic::afxdp::XskQueue>]) -> usize {
+    std::future::poll_fn(|cx| {
+        for (i, x) in xsks.iter().enumerate() {
+            if x.poll_read_ready(cx).is_ready() {
+                return std::task::Poll::Ready(i);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Frames the kernel dropped on all AF_XDP sockets.
+fn xsk_drops(xsks: &[AsyncFd<traffic::afxdp::XskQueue>]) -> u64 {
+    xsks.iter()
+        .map(|x| {
+            let d = x.get_ref().drops();
+            d.rx_ring_full + d.rx_dropped
+        })
+        .sum()
+}
+
 /// How a run ended, for the exit status.
 struct Ended {
     events_lost: u64,
@@ -361,13 +431,54 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
+    // AF_XDP delivers whole frames: the pcap's snaplen is then the frame size.
+    let snaplen = cfg.afxdp.map_or(cfg.settings.snaplen, |x| x.sizes.frame);
     let pcap = cfg
         .write
         .as_deref()
-        .map(|path| PcapWriter::create(path, cfg.settings.snaplen))
+        .map(|path| PcapWriter::create(path, snaplen))
         .transpose()?;
-    let mut engine =
-        Engine::load_with(&cfg.rules, &cfg.settings).context("loading the XDP program")?;
+    let mut settings = cfg.settings.clone();
+    let xsk_plan = match cfg.afxdp {
+        Some(x) => {
+            let ifindex = traffic::netlink::ifindex(iface).ok_or_else(|| {
+                anyhow!("there is no network interface named `{iface}` (in this network namespace); list them with `ip link`")
+            })?;
+            let available = traffic::netlink::rx_queues(ifindex)
+                .with_context(|| format!("asking how many receive queues {iface} has"))?;
+            let queues = x.queues.map_or(available, |q| q.min(available));
+            settings.afxdp_queues = queues;
+            Some((x, ifindex, queues))
+        }
+        None => None,
+    };
+    let mut engine = Engine::load_with(&cfg.rules, &settings).context("loading the XDP program")?;
+    let mut xsks = Vec::new();
+    let mut afxdp_start = None;
+    if let Some((x, ifindex, queues)) = xsk_plan {
+        let traffic::afxdp::Opened {
+            queues: opened,
+            mode,
+            zerocopy_refused,
+        } = traffic::afxdp::open(ifindex, queues, x.mode, x.sizes)
+            .with_context(|| format!("opening AF_XDP sockets on {iface}"))?;
+        for q in opened {
+            engine
+                .set_xsk(q.queue, q.as_raw_fd())
+                .context("registering an AF_XDP socket")?;
+            // SAFETY: the XskQueue owns its socket fd for as long as the
+            // AsyncFd owns the XskQueue.
+            let fd = unsafe { AsyncFd::register_with_interest(q, Interest::READABLE) }
+                .map_err(io::Error::from)
+                .context("polling an AF_XDP socket")?;
+            xsks.push(fd);
+        }
+        afxdp_start = Some(traffic::report::AfxdpStart {
+            mode,
+            queues,
+            zerocopy_refused,
+        });
+    }
     let ring = engine
         .take_events()
         .context("the event ring buffer was already taken")?;
@@ -405,6 +516,7 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
             rules_v4,
             rules_v6,
             default: cfg.rules.default_action(),
+            afxdp: afxdp_start,
         },
         &mut io::stderr(),
     )?;
@@ -434,6 +546,7 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
     );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = (Stats::default(), started);
+    let mut last_xsk_drops = 0;
     let mut timeline = Timeline::default();
     // Armed after a batch: events whose wake-up the program skipped are read
     // when it fires (see the capture module's docs).
@@ -454,13 +567,27 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
                 let n = sinks.drain(ring.get_mut())?;
                 straggler.after_batch(n)?;
             }
+            i = xsk_ready(&xsks), if !xsks.is_empty() => {
+                let mut guard = xsks[i].readable_mut().await.context("polling an AF_XDP socket")?;
+                let q = guard.get_inner_mut();
+                let queue = q.queue;
+                q.drain(|frame, ts| sinks.whole_frame(frame, ts, queue))?;
+                guard.clear_ready();
+            }
             _ = ticker.tick() => {
                 sinks.drain(ring.get_mut())?;
+                for x in &mut xsks {
+                    let queue = x.get_ref().queue;
+                    x.get_mut().drain(|frame, ts| sinks.whole_frame(frame, ts, queue))?;
+                }
                 sinks.flush()?;
                 sinks.clock.resync();
                 let now = (engine.stats()?, Instant::now());
                 let mut counts = Counts::from(now.0.since(&last.0));
                 counts.events = std::mem::take(&mut sinks.delivered_interval);
+                let drops = xsk_drops(&xsks);
+                counts.events_lost += counts.xsk_unbound + (drops - last_xsk_drops);
+                last_xsk_drops = drops;
                 reporter.interval(&counts, &sinks.latency.take_interval(), now.1 - last.1)?;
                 timeline.push(now.1 - started, &counts, now.1 - last.1);
                 last = now;
@@ -488,6 +615,8 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
     let end = (end_stats, Instant::now());
     let mut tail = Counts::from(end.0.since(&last.0));
     tail.events = sinks.delivered_interval;
+    let drops = xsk_drops(&xsks);
+    tail.events_lost += tail.xsk_unbound + (drops - last_xsk_drops);
     if tail.packets > 0 || tail.events > 0 || end.1 - last.1 >= cfg.interval / 2 {
         reporter.interval(&tail, &sinks.latency.take_interval(), end.1 - last.1)?;
         timeline.push(end.1 - started, &tail, end.1 - last.1);
@@ -504,12 +633,28 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
     }
     let mut total = Counts::from(end.0);
     total.events = sinks.delivered;
+    total.events_lost += total.xsk_unbound + drops;
+    let queue_reports: Vec<traffic::report::QueueReport> = xsks
+        .iter()
+        .map(|x| {
+            let q = x.get_ref();
+            let d = q.drops();
+            traffic::report::QueueReport {
+                queue: q.queue,
+                delivered: q.delivered,
+                rx_ring_full: d.rx_ring_full,
+                rx_dropped: d.rx_dropped,
+                fill_ring_empty: d.fill_ring_empty,
+            }
+        })
+        .collect();
     reporter.summary(
         &attached.iface,
         attached.mode,
         &total,
         &sinks.latency.total(),
         end.1 - started,
+        (!xsks.is_empty()).then_some(queue_reports.as_slice()),
     )?;
     Ok(Ended {
         events_lost: total.events_lost,

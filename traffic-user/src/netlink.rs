@@ -20,6 +20,7 @@ const NLM_F_ACK: u16 = 0x4;
 const NLA_F_NESTED: u16 = 1 << 15;
 const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | (1 << 14));
 const IFLA_XDP: u16 = 43;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
 const IFLA_XDP_FD: u16 = 1;
 const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_FLAGS: u16 = 3;
@@ -250,6 +251,28 @@ pub fn set_xdp_fd(ifindex: u32, prog_fd: i32, mode_flag: u32) -> io::Result<()> 
     let sock = Socket::open()?;
     sock.request(&link_message(RTM_SETLINK, NLM_F_ACK, ifindex, &xdp))
         .map(|_| ())
+}
+
+/// How many receive queues interface `ifindex` has.
+///
+/// # Errors
+///
+/// When the netlink query fails or the kernel does not say.
+pub fn rx_queues(ifindex: u32) -> io::Result<u32> {
+    let sock = Socket::open()?;
+    let replies = sock.request(&link_message(RTM_GETLINK, NLM_F_ACK, ifindex, &[]))?;
+    replies
+        .iter()
+        .filter(|(kind, payload)| *kind == RTM_NEWLINK && payload.len() >= 16)
+        .flat_map(|(_, payload)| {
+            attrs(&payload[16..])
+                .filter(|(k, _)| *k == IFLA_NUM_RX_QUEUES)
+                .map(|(_, v)| u32_of(v))
+                .collect::<Vec<_>>()
+        })
+        .flatten()
+        .next()
+        .ok_or_else(|| io::Error::other("the kernel did not report the number of receive queues"))
 }
 
 /// Removes the XDP program attached through netlink in `mode_flag`'s mode.

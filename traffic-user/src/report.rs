@@ -58,8 +58,13 @@ pub struct Counts {
     pub sampled: u64,
     /// Capture events delivered to userspace.
     pub events: u64,
-    /// Capture events lost: the ring buffer was full.
+    /// Capture events lost: the ring buffer was full (with `--afxdp`, also
+    /// frames the AF_XDP sockets dropped and frames whose queue had none).
     pub events_lost: u64,
+    /// Packets redirected to AF_XDP sockets.
+    pub xsk_redirected: u64,
+    /// Packets to capture whose receive queue had no AF_XDP socket (passed).
+    pub xsk_unbound: u64,
 }
 
 impl From<Stats> for Counts {
@@ -80,6 +85,8 @@ impl From<Stats> for Counts {
             sampled: s.sampled,
             events: s.events,
             events_lost: s.events_lost,
+            xsk_redirected: s.xsk_redirected,
+            xsk_unbound: s.xsk_unbound,
         }
     }
 }
@@ -103,6 +110,34 @@ pub struct Start {
     pub rules_v6: usize,
     /// The default action.
     pub default: crate::rules::Action,
+    /// AF_XDP sockets, with `--afxdp`.
+    pub afxdp: Option<AfxdpStart>,
+}
+
+/// One AF_XDP socket's counts, in the summary.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct QueueReport {
+    /// The receive queue.
+    pub queue: u32,
+    /// Frames delivered.
+    pub delivered: u64,
+    /// Frames the kernel dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Frames the kernel dropped for other reasons (no fill-ring frame).
+    pub rx_dropped: u64,
+    /// Times the kernel found the fill ring empty.
+    pub fill_ring_empty: u64,
+}
+
+/// How AF_XDP was set up, in the start line.
+#[derive(Clone, Debug, Serialize)]
+pub struct AfxdpStart {
+    /// `zerocopy` or `copy`.
+    pub mode: crate::afxdp::XskMode,
+    /// Sockets opened, one per receive queue from 0.
+    pub queues: u32,
+    /// Why zero-copy was refused, when auto fell back to copy.
+    pub zerocopy_refused: Option<String>,
 }
 
 /// A mode the kernel refused.
@@ -137,6 +172,8 @@ struct SummaryLine<'a> {
     pps: f64,
     bps: f64,
     latency_ns: &'a Percentiles,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    afxdp_queues: Option<&'a [QueueReport]>,
 }
 
 #[derive(Serialize)]
@@ -244,6 +281,19 @@ impl<W: Write> Reporter<W> {
                         start.iface
                     )?;
                 }
+                if let Some(x) = &start.afxdp {
+                    if let Some(why) = &x.zerocopy_refused {
+                        writeln!(
+                            note,
+                            "traffic: AF_XDP zero-copy refused ({why}); using copy mode"
+                        )?;
+                    }
+                    writeln!(
+                        note,
+                        "traffic: AF_XDP: {} sockets in {} mode; captured packets do not reach the network stack",
+                        x.queues, x.mode
+                    )?;
+                }
                 writeln!(
                     note,
                     "traffic: attached to {} in {} mode; {} IPv4 and {} IPv6 rules, default {}; Ctrl-C to stop",
@@ -328,6 +378,7 @@ impl<W: Write> Reporter<W> {
         counts: &Counts,
         latency: &Percentiles,
         duration: Duration,
+        afxdp_queues: Option<&[QueueReport]>,
     ) -> io::Result<()> {
         let secs = duration.as_secs_f64();
         let pps = rate(counts.packets, secs);
@@ -342,6 +393,7 @@ impl<W: Write> Reporter<W> {
                 pps,
                 bps,
                 latency_ns: latency,
+                afxdp_queues,
             }),
             Format::Table => {
                 let c = counts;
@@ -376,6 +428,13 @@ impl<W: Write> Reporter<W> {
                         duration_text(l.p99, l.count),
                         duration_text(l.p999, l.count),
                         duration_text(l.max, l.count),
+                    )?;
+                }
+                for q in afxdp_queues.unwrap_or_default() {
+                    writeln!(
+                        self.out,
+                        "AF_XDP queue {}: {} delivered, {} dropped (RX ring full), {} dropped (no fill-ring frame)",
+                        q.queue, q.delivered, q.rx_ring_full, q.rx_dropped
                     )?;
                 }
                 self.out.flush()
@@ -432,6 +491,7 @@ mod tests {
             &counts,
             &latency,
             Duration::from_secs(4),
+            None,
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();

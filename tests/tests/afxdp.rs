@@ -1,0 +1,207 @@
+//! Whole-packet capture through AF_XDP on the veth lab (copy mode: veth has
+//! no zero-copy support).
+
+use std::{collections::HashMap, process::Command};
+
+use traffic::{
+    generator::{self, GenOptions, Proto},
+    lab,
+};
+use traffic_tests::{Lab, Running, TempDir, read_pcap, send, tcpdump_read, traffic_in};
+
+fn gen_options(source: &str, count: u64, payload: usize) -> GenOptions {
+    GenOptions {
+        iface: String::new(),
+        count,
+        sources: vec![source.parse().unwrap()],
+        dst4: "198.51.100.1".parse().unwrap(),
+        dst6: "2001:db8::1".parse().unwrap(),
+        dst_mac: lab::RX_MAC,
+        rate: None,
+        proto: Proto::Udp,
+        payload_len: payload,
+    }
+}
+
+#[test]
+fn whole_packets_up_to_the_mtu_reach_the_pcap_byte_for_byte() {
+    let lab = Lab::create("xsk", 1).expect("create the lab");
+    let dir = TempDir::new("xsk");
+    let file = dir.0.join("whole.pcap");
+    let file_arg = file.to_str().unwrap().to_owned();
+    let (running, start) = Running::start(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--interval",
+            "0.2",
+            "--afxdp",
+            "--write",
+            &file_arg,
+            "--capture",
+            "203.0.113.0/24",
+            "--capture",
+            "2001:db8:c::/48",
+        ],
+    );
+    assert_eq!(start["afxdp"]["mode"], "copy", "{start}");
+    assert!(
+        start["afxdp"]["zerocopy_refused"].is_string(),
+        "auto says why it fell back: {start}"
+    );
+    assert_eq!(start["afxdp"]["queues"], 1);
+
+    // UDP payloads up to a 1514-byte frame: the veth's 1500-byte MTU.
+    let mut sent = Vec::new();
+    for (source, payload) in [
+        ("203.0.113.0/24", 0),
+        ("203.0.113.0/24", 100),
+        ("2001:db8:c::/64", 500),
+        ("203.0.113.0/24", 1000),
+        ("203.0.113.0/24", 1472),
+        ("2001:db8:c::/64", 1452),
+    ] {
+        let opts = gen_options(source, 200, payload);
+        send(
+            &lab,
+            &[
+                "--count",
+                "200",
+                "--src",
+                source,
+                "--payload",
+                &payload.to_string(),
+            ],
+        );
+        sent.extend((0..opts.count).map(|i| generator::frame(&opts, lab::TX_MAC, i)));
+    }
+    // Not captured: passed to the stack as usual.
+    send(&lab, &["--count", "300", "--src", "192.0.2.0/24"]);
+    let (summary, status, stderr) = running.expect_packets(1500).stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary["capture"], 1200);
+    assert_eq!(summary["pass"], 300);
+    assert_eq!(
+        (summary["events"].as_u64(), summary["events_lost"].as_u64()),
+        (Some(1200), Some(0)),
+        "{summary}"
+    );
+    assert_eq!(summary["xsk_redirected"], 1200);
+    assert_eq!(summary["afxdp_queues"][0]["delivered"], 1200);
+    assert!(
+        summary["latency_ns"]["count"].as_u64().unwrap() == 1200,
+        "timestamps came through the metadata"
+    );
+
+    let (snaplen, _, records) = read_pcap(&file);
+    assert_eq!(snaplen, 4096);
+    assert_eq!(records.len(), 1200);
+    assert_eq!(tcpdump_read(&file).len(), 1200);
+    let mut want: HashMap<Vec<u8>, usize> = HashMap::new();
+    for f in sent {
+        *want.entry(f).or_default() += 1;
+    }
+    for r in &records {
+        assert_eq!(r.orig_len as usize, r.data.len(), "whole packets");
+        let left = want
+            .get_mut(&r.data)
+            .unwrap_or_else(|| panic!("a frame that was never sent ({} bytes)", r.data.len()));
+        assert!(*left > 0, "captured more often than sent");
+        *left -= 1;
+    }
+    assert!(
+        records.iter().any(|r| r.data.len() == 1514),
+        "full-MTU frames are captured whole"
+    );
+}
+
+#[test]
+fn sockets_on_every_queue_share_the_load() {
+    let lab = Lab::create("xskmq", 2).expect("create the lab");
+    let (running, start) = Running::start(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--interval",
+            "0.2",
+            "--afxdp",
+            "--capture",
+            "203.0.113.0/24",
+        ],
+    );
+    assert_eq!(start["afxdp"]["queues"], 2, "{start}");
+    // AF_PACKET picks the transmit queue (and so veth the receive queue) by
+    // the sending CPU: send from each CPU in turn.
+    let cpus = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(2);
+    for cpu in 0..cpus {
+        let out = Command::new("taskset")
+            .args(["-c", &cpu.to_string(), "ip", "netns", "exec", &lab.tx_ns])
+            .arg(traffic_tests::traffic_bin())
+            .args([
+                "gen",
+                "--iface",
+                &lab.tx_if,
+                "--count",
+                "500",
+                "--src",
+                "203.0.113.0/24",
+                "--dst-mac",
+                "02:74:72:66:00:02",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let total = 500 * cpus as u64;
+    let (summary, status, _) = running.expect_packets(total).stop();
+    assert!(status.success());
+    assert_eq!(summary["events"].as_u64(), Some(total), "{summary}");
+    let queues = summary["afxdp_queues"].as_array().unwrap();
+    let delivered: Vec<u64> = queues
+        .iter()
+        .map(|q| q["delivered"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delivered.iter().sum::<u64>(), total);
+    if cpus == 2 {
+        assert!(
+            delivered.iter().all(|&d| d == 500),
+            "each queue got its CPU's packets: {delivered:?}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_zero_copy_mode_says_what_to_do() {
+    let lab = Lab::create("xskzc", 1).expect("create the lab");
+    let out = traffic_in(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--afxdp",
+            "--afxdp-mode",
+            "zerocopy",
+            "--capture",
+            "203.0.113.0/24",
+            "--duration",
+            "0.2",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused AF_XDP zero-copy") && err.contains("--afxdp-mode copy"),
+        "{err}"
+    );
+    assert!(!traffic_tests::has_xdp(&lab.rx_ns, &lab.rx_if));
+}

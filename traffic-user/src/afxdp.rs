@@ -1,0 +1,452 @@
+//! Whole-packet capture through AF_XDP sockets, one per receive queue.
+//!
+//! With `--afxdp` the XDP program redirects packets whose action is capture
+//! to the socket bound to their receive queue (an `XSKMAP` entry), whole,
+//! with the hook's timestamp in the 8 bytes of XDP metadata in front of the
+//! frame. Such packets do not reach the host's network stack: this mode is
+//! for capture interfaces such as mirror ports.
+//!
+//! Each socket has its own UMEM (an anonymous, page-aligned mapping owned by
+//! [`Region`]), fill ring and RX ring, set up with the xdpilone crate (pure
+//! Rust, the AF_XDP library aya's own tests use). Frames go back to the fill
+//! ring as soon as a batch is written out, so the kernel always has room.
+//!
+//! What cannot be delivered is counted: the kernel's per-socket statistics
+//! (`XDP_STATISTICS`: RX ring full, no frame in the fill ring) and the
+//! program's count of packets whose queue had no socket.
+
+use std::{
+    ffi::c_void,
+    io,
+    num::NonZeroU32,
+    os::fd::{AsRawFd, RawFd},
+    ptr::NonNull,
+};
+
+use xdpilone::{DeviceQueue, IfInfo, RingRx, Socket, SocketConfig, Umem, UmemConfig};
+
+/// Which AF_XDP mode the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XskModeChoice {
+    /// Zero-copy if the driver supports it, else copy.
+    Auto,
+    /// The driver writes frames straight into our memory.
+    Zerocopy,
+    /// The kernel copies each frame into our memory (works with any driver).
+    Copy,
+}
+
+/// The mode a socket was bound in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XskMode {
+    /// Zero-copy.
+    Zerocopy,
+    /// Copy.
+    Copy,
+}
+
+impl std::fmt::Display for XskMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            XskMode::Zerocopy => "zerocopy",
+            XskMode::Copy => "copy",
+        })
+    }
+}
+
+/// Ring and memory sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct XskSizes {
+    /// Entries in each fill ring (and RX ring); a power of two.
+    pub ring: u32,
+    /// Bytes per UMEM frame: 2048 or 4096 (whole frames up to that size).
+    pub frame: u32,
+}
+
+impl Default for XskSizes {
+    fn default() -> Self {
+        Self {
+            ring: 2048,
+            frame: 4096,
+        }
+    }
+}
+
+/// Why AF_XDP could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum XskError {
+    /// A setup step failed.
+    #[error("AF_XDP: {step} failed on queue {queue}: {source}{hint}")]
+    Setup {
+        /// What was being done.
+        step: &'static str,
+        /// The receive queue.
+        queue: u32,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+        /// What to try.
+        hint: &'static str,
+    },
+    /// Zero-copy was asked for and refused.
+    #[error(
+        "the driver refused AF_XDP zero-copy on queue {queue} ({source}); use --afxdp-mode copy (or auto)"
+    )]
+    ZerocopyRefused {
+        /// The receive queue.
+        queue: u32,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A size is out of range.
+    #[error("{0}")]
+    BadSize(String),
+}
+
+fn errno(e: xdpilone::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.get_raw().abs())
+}
+
+/// An anonymous, page-aligned memory mapping, unmapped on drop.
+pub struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; sharing or sending
+// it is as safe as for a Vec<u8>. The kernel writes into it only between a
+// frame's fill-ring submission and its RX descriptor, which the ring
+// protocol orders.
+unsafe impl Send for Region {}
+
+impl Region {
+    /// Maps `len` bytes of zeroed memory.
+    ///
+    /// # Errors
+    ///
+    /// When mmap fails.
+    pub fn new(len: usize) -> io::Result<Self> {
+        // SAFETY: an anonymous private mapping with no address hint.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            ptr: NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?,
+            len,
+        })
+    }
+
+    fn as_slice_ptr(&self) -> NonNull<[u8]> {
+        NonNull::slice_from_raw_parts(self.ptr, self.len)
+    }
+
+    /// The bytes at `offset..offset + len`, if inside the mapping.
+    fn bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: in bounds, checked above; the kernel no longer writes this
+        // frame (its RX descriptor was consumed and it is not yet refilled).
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start), len) })
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast::<c_void>(), self.len) };
+    }
+}
+
+/// One AF_XDP socket on one receive queue.
+pub struct XskQueue {
+    /// The receive queue.
+    pub queue: u32,
+    /// Frames delivered.
+    pub delivered: u64,
+    rx: RingRx,
+    fq: DeviceQueue,
+    free: Vec<u64>,
+    frame: u32,
+    // Dropped after the rings and sockets above: the kernel stops using the
+    // memory when the sockets close.
+    _umem: Umem,
+    region: Region,
+}
+
+/// Per-socket drop counters from the kernel.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct XskDrops {
+    /// Frames dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Frames dropped for want of a frame in the fill ring (or other
+    /// reasons the kernel counts as `rx_dropped`).
+    pub rx_dropped: u64,
+    /// Times the kernel found the fill ring empty.
+    pub fill_ring_empty: u64,
+}
+
+impl XskQueue {
+    fn open(
+        ifindex: u32,
+        queue: u32,
+        sizes: XskSizes,
+        flags: u16,
+    ) -> Result<Self, (io::Error, &'static str)> {
+        let frames = sizes.ring * 2;
+        let region = Region::new(frames as usize * sizes.frame as usize)
+            .map_err(|e| (e, "mapping UMEM memory"))?;
+        let config = UmemConfig {
+            fill_size: sizes.ring,
+            complete_size: sizes.ring,
+            frame_size: sizes.frame,
+            headroom: 0,
+            flags: 0,
+        };
+        // SAFETY: the area is a page-aligned mapping that `region` keeps alive
+        // for as long as the Umem, which is dropped before it.
+        let umem = unsafe { Umem::new(config, region.as_slice_ptr()) }
+            .map_err(|e| (errno(e), "registering UMEM"))?;
+        let mut info = IfInfo::invalid();
+        info.from_ifindex(ifindex)
+            .map_err(|e| (errno(e), "finding the interface"))?;
+        info.set_queue(queue);
+        let sock = Socket::with_shared(&info, &umem)
+            .map_err(|e| (errno(e), "creating the AF_XDP socket"))?;
+        let mut fq = umem
+            .fq_cq(&sock)
+            .map_err(|e| (errno(e), "creating the fill ring"))?;
+        let cfg = SocketConfig {
+            rx_size: NonZeroU32::new(sizes.ring),
+            tx_size: None,
+            bind_flags: flags,
+        };
+        let user = umem
+            .rx_tx(&sock, &cfg)
+            .map_err(|e| (errno(e), "creating the RX ring"))?;
+        let rx = user
+            .map_rx()
+            .map_err(|e| (errno(e), "mapping the RX ring"))?;
+        umem.bind(&user).map_err(|e| (errno(e), "binding"))?;
+        // Half the frames wait in the fill ring, half in reserve for when
+        // the RX ring holds the others.
+        let mut free: Vec<u64> = (0..frames)
+            .map(|i| u64::from(i) * u64::from(sizes.frame))
+            .collect();
+        let first: Vec<u64> = free.split_off(free.len() - sizes.ring as usize);
+        let mut w = fq.fill(sizes.ring);
+        w.insert(first.into_iter());
+        w.commit();
+        drop(w);
+        Ok(Self {
+            queue,
+            delivered: 0,
+            rx,
+            fq,
+            free,
+            frame: sizes.frame,
+            _umem: umem,
+            region,
+        })
+    }
+
+    /// Reads every frame waiting, calls `each(bytes, hook_timestamp_ns)` for
+    /// it, and gives the frames back to the kernel. Returns how many.
+    ///
+    /// # Errors
+    ///
+    /// What `each` returns.
+    pub fn drain<E>(
+        &mut self,
+        mut each: impl FnMut(&[u8], u64) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let mut n = 0u64;
+        let mut result = Ok(());
+        let available = self.rx.available();
+        if available > 0 {
+            let mut batch = self.rx.receive(available);
+            while let Some(desc) = batch.read() {
+                let meta_len = traffic_common::AFXDP_META_LEN as u64;
+                let ts = desc
+                    .addr
+                    .checked_sub(meta_len)
+                    .and_then(|at| self.region.bytes(at, 8))
+                    .map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8 bytes")));
+                if result.is_ok()
+                    && let Some(bytes) = self.region.bytes(desc.addr, desc.len as usize)
+                {
+                    result = each(bytes, ts);
+                }
+                // The frame's start: addresses are aligned to the frame size.
+                self.free
+                    .push(desc.addr - desc.addr % u64::from(self.frame));
+                n += 1;
+            }
+            batch.release();
+        }
+        self.delivered += n;
+        self.refill();
+        result.map(|()| n)
+    }
+
+    fn refill(&mut self) {
+        if self.free.is_empty() {
+            return;
+        }
+        let mut w = self.fq.fill(self.free.len() as u32);
+        let room = w.capacity() as usize;
+        let from = self.free.len() - room.min(self.free.len());
+        w.insert(self.free.drain(from..));
+        w.commit();
+        drop(w);
+        // With XDP_USE_NEED_WAKEUP the kernel asks to be woken when it ran
+        // out of frames; otherwise it polls the fill ring by itself.
+        if self.fq.needs_wakeup() {
+            self.fq.wake();
+        }
+    }
+
+    /// The kernel's drop counters for this socket.
+    pub fn drops(&self) -> XskDrops {
+        let mut stats = xdpilone::xdp::XdpStatisticsV2::default();
+        let mut len = size_of::<xdpilone::xdp::XdpStatisticsV2>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `stats`.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.rx.as_raw_fd(),
+                SOL_XDP,
+                XDP_STATISTICS,
+                (&raw mut stats).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return XskDrops::default();
+        }
+        XskDrops {
+            rx_ring_full: stats.rx_ring_full,
+            rx_dropped: stats.rx_dropped,
+            fill_ring_empty: stats.rx_fill_ring_empty_descs,
+        }
+    }
+}
+
+const SOL_XDP: libc::c_int = 283;
+const XDP_STATISTICS: libc::c_int = 7;
+
+impl AsRawFd for XskQueue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.rx.as_raw_fd()
+    }
+}
+
+/// Sockets opened by [`open`].
+pub struct Opened {
+    /// One per receive queue, from queue 0.
+    pub queues: Vec<XskQueue>,
+    /// The mode they are bound in.
+    pub mode: XskMode,
+    /// Why zero-copy was refused, when auto fell back to copy.
+    pub zerocopy_refused: Option<String>,
+}
+
+/// Opens a socket on each of `queues` of interface `ifindex`.
+///
+/// With [`XskModeChoice::Auto`], zero-copy is tried first and copy mode if
+/// the driver refuses it.
+///
+/// # Errors
+///
+/// [`XskError::ZerocopyRefused`] when zero-copy was required and refused;
+/// [`XskError::Setup`] otherwise.
+pub fn open(
+    ifindex: u32,
+    queues: u32,
+    choice: XskModeChoice,
+    sizes: XskSizes,
+) -> Result<Opened, XskError> {
+    if !sizes.ring.is_power_of_two() || sizes.ring < 64 {
+        return Err(XskError::BadSize(format!(
+            "--afxdp-ring {} must be a power of two of at least 64",
+            sizes.ring
+        )));
+    }
+    if sizes.frame != 2048 && sizes.frame != 4096 {
+        return Err(XskError::BadSize(format!(
+            "--afxdp-frame {} must be 2048 or 4096",
+            sizes.frame
+        )));
+    }
+    let modes: &[XskMode] = match choice {
+        XskModeChoice::Auto => &[XskMode::Zerocopy, XskMode::Copy],
+        XskModeChoice::Zerocopy => &[XskMode::Zerocopy],
+        XskModeChoice::Copy => &[XskMode::Copy],
+    };
+    let mut last = None;
+    for &mode in modes {
+        let flags = SocketConfig::XDP_BIND_NEED_WAKEUP
+            | match mode {
+                XskMode::Zerocopy => SocketConfig::XDP_BIND_ZEROCOPY,
+                XskMode::Copy => SocketConfig::XDP_BIND_COPY,
+            };
+        let mut opened = Vec::new();
+        let mut failed = None;
+        for queue in 0..queues {
+            match XskQueue::open(ifindex, queue, sizes, flags) {
+                Ok(q) => opened.push(q),
+                Err(e) => {
+                    failed = Some((queue, e));
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => {
+                return Ok(Opened {
+                    queues: opened,
+                    mode,
+                    zerocopy_refused: match &last {
+                        Some(XskError::ZerocopyRefused { queue, source }) => {
+                            Some(format!("{source} (queue {queue})"))
+                        }
+                        _ => None,
+                    },
+                });
+            }
+            Some((queue, (source, "binding"))) if mode == XskMode::Zerocopy => {
+                last = Some(XskError::ZerocopyRefused { queue, source });
+            }
+            Some((queue, (source, step))) => {
+                let hint = match source.raw_os_error() {
+                    Some(libc::EPERM) => "; run as root (CAP_NET_RAW and CAP_BPF)",
+                    Some(libc::EBUSY) => {
+                        "; another AF_XDP socket is bound to this queue: stop that program"
+                    }
+                    Some(libc::ENOMEM) => "; lower --afxdp-ring",
+                    _ => "",
+                };
+                return Err(XskError::Setup {
+                    step,
+                    queue,
+                    source,
+                    hint,
+                });
+            }
+        }
+    }
+    Err(last.expect("every mode list is non-empty"))
+}
