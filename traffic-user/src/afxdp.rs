@@ -76,29 +76,29 @@ impl Default for XskSizes {
 /// Why AF_XDP could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum XskError {
+    // The OS error is part of each message rather than a `source`, so that
+    // the hint on what to do comes last.
     /// A setup step failed.
-    #[error("AF_XDP: {step} failed on queue {queue}: {source}{hint}")]
+    #[error("AF_XDP: {step} failed on queue {queue}: {error}{hint}")]
     Setup {
         /// What was being done.
         step: &'static str,
         /// The receive queue.
         queue: u32,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
         /// What to try.
         hint: &'static str,
     },
     /// Zero-copy was asked for and refused.
     #[error(
-        "the driver refused AF_XDP zero-copy on queue {queue} ({source}); use --afxdp-mode copy (or auto)"
+        "the driver refused AF_XDP zero-copy on queue {queue} ({error}); use --afxdp-mode copy (or auto)"
     )]
     ZerocopyRefused {
         /// The receive queue.
         queue: u32,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// A size is out of range.
     #[error("{0}")]
@@ -420,18 +420,18 @@ pub fn open(
                     queues: opened,
                     mode,
                     zerocopy_refused: match &last {
-                        Some(XskError::ZerocopyRefused { queue, source }) => {
-                            Some(format!("{source} (queue {queue})"))
+                        Some(XskError::ZerocopyRefused { queue, error }) => {
+                            Some(format!("{error} (queue {queue})"))
                         }
                         _ => None,
                     },
                 });
             }
-            Some((queue, (source, "binding"))) if mode == XskMode::Zerocopy => {
-                last = Some(XskError::ZerocopyRefused { queue, source });
+            Some((queue, (error, "binding"))) if mode == XskMode::Zerocopy => {
+                last = Some(XskError::ZerocopyRefused { queue, error });
             }
-            Some((queue, (source, step))) => {
-                let hint = match source.raw_os_error() {
+            Some((queue, (error, step))) => {
+                let hint = match error.raw_os_error() {
                     Some(libc::EPERM) => "; run as root (CAP_NET_RAW and CAP_BPF)",
                     Some(libc::EBUSY) => {
                         "; another AF_XDP socket is bound to this queue: stop that program"
@@ -442,7 +442,7 @@ pub fn open(
                 return Err(XskError::Setup {
                     step,
                     queue,
-                    source,
+                    error,
                     hint,
                 });
             }

@@ -21,6 +21,7 @@ use clap::Parser as _;
 use flags::{GenConfig, LowArgs, RunConfig, Sub, Target};
 use tokio::io::{Interest, unix::AsyncFd};
 use tokio::signal::unix::{SignalKind, signal};
+use traffic::afxdp::XskQueue;
 use traffic::{
     caps,
     capture::{self, TimerFd, WallClock},
@@ -395,27 +396,93 @@ impl Timeline {
     }
 }
 
-/// The index of an AF_XDP socket with frames waiting.
-async fn xsk_ready(xsks: &[AsyncFd<traffic::afxdp::XskQueue>]) -> usize {
-    std::future::poll_fn(|cx| {
-        for (i, x) in xsks.iter().enumerate() {
-            if x.poll_read_ready(cx).is_ready() {
-                return std::task::Poll::Ready(i);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
+/// The AF_XDP sockets, each either watched by the reactor or paused.
+///
+/// AF_XDP makes its socket readable at every receive batch of the driver;
+/// an epoll registration would wake this thread for each, even with no
+/// task waiting. While frames keep coming the sockets are therefore taken
+/// out of epoll and read on the wake-up timer instead, and put back when a
+/// timed read finds nothing.
+#[derive(Default)]
+struct Sockets {
+    live: Vec<AsyncFd<XskQueue>>,
+    paused: Vec<XskQueue>,
 }
 
-/// Frames the kernel dropped on all AF_XDP sockets.
-fn xsk_drops(xsks: &[AsyncFd<traffic::afxdp::XskQueue>]) -> u64 {
-    xsks.iter()
-        .map(|x| {
-            let d = x.get_ref().drops();
-            d.rx_ring_full + d.rx_dropped
+impl Sockets {
+    fn is_empty(&self) -> bool {
+        self.live.is_empty() && self.paused.is_empty()
+    }
+
+    fn register(q: XskQueue) -> Result<AsyncFd<XskQueue>> {
+        // SAFETY: the XskQueue owns its socket fd for as long as the
+        // AsyncFd owns the XskQueue.
+        unsafe { AsyncFd::register_with_interest(q, Interest::READABLE) }
+            .map_err(io::Error::from)
+            .context("polling an AF_XDP socket")
+    }
+
+    fn push(&mut self, q: XskQueue) -> Result<()> {
+        self.live.push(Self::register(q)?);
+        Ok(())
+    }
+
+    fn pause(&mut self) {
+        self.paused
+            .extend(self.live.drain(..).map(AsyncFd::into_inner));
+    }
+
+    fn resume(&mut self) -> Result<()> {
+        for q in std::mem::take(&mut self.paused) {
+            self.live.push(Self::register(q)?);
+        }
+        Ok(())
+    }
+
+    fn queues(&self) -> impl Iterator<Item = &XskQueue> {
+        self.live
+            .iter()
+            .map(AsyncFd::get_ref)
+            .chain(self.paused.iter())
+    }
+
+    /// Reads every socket; returns the frames read.
+    fn drain_all(&mut self, sinks: &mut Sinks<'_>) -> Result<u64> {
+        let mut n = 0;
+        for q in self
+            .live
+            .iter_mut()
+            .map(AsyncFd::get_mut)
+            .chain(self.paused.iter_mut())
+        {
+            let queue = q.queue;
+            n += q.drain(|frame, ts| sinks.whole_frame(frame, ts, queue))?;
+        }
+        Ok(n)
+    }
+
+    /// The index of a live socket with frames waiting.
+    async fn ready(&self) -> usize {
+        std::future::poll_fn(|cx| {
+            for (i, x) in self.live.iter().enumerate() {
+                if x.poll_read_ready(cx).is_ready() {
+                    return std::task::Poll::Ready(i);
+                }
+            }
+            std::task::Poll::Pending
         })
-        .sum()
+        .await
+    }
+
+    /// Frames the kernel dropped on all sockets.
+    fn drops(&self) -> u64 {
+        self.queues()
+            .map(|q| {
+                let d = q.drops();
+                d.rx_ring_full + d.rx_dropped
+            })
+            .sum()
+    }
 }
 
 /// How a run ended, for the exit status.
@@ -444,7 +511,7 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
             let ifindex = traffic::netlink::ifindex(iface).ok_or_else(|| {
                 anyhow!("there is no network interface named `{iface}` (in this network namespace); list them with `ip link`")
             })?;
-            let available = traffic::netlink::rx_queues(ifindex)
+            let available = traffic::netlink::rx_queues(iface, ifindex)
                 .with_context(|| format!("asking how many receive queues {iface} has"))?;
             let queues = x.queues.map_or(available, |q| q.min(available));
             settings.afxdp_queues = queues;
@@ -453,7 +520,7 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
         None => None,
     };
     let mut engine = Engine::load_with(&cfg.rules, &settings).context("loading the XDP program")?;
-    let mut xsks = Vec::new();
+    let mut xsks = Sockets::default();
     let mut afxdp_start = None;
     if let Some((x, ifindex, queues)) = xsk_plan {
         let traffic::afxdp::Opened {
@@ -466,12 +533,7 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
             engine
                 .set_xsk(q.queue, q.as_raw_fd())
                 .context("registering an AF_XDP socket")?;
-            // SAFETY: the XskQueue owns its socket fd for as long as the
-            // AsyncFd owns the XskQueue.
-            let fd = unsafe { AsyncFd::register_with_interest(q, Interest::READABLE) }
-                .map_err(io::Error::from)
-                .context("polling an AF_XDP socket")?;
-            xsks.push(fd);
+            xsks.push(q)?;
         }
         afxdp_start = Some(traffic::report::AfxdpStart {
             mode,
@@ -555,8 +617,10 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the event ring buffer")?;
-                let n = sinks.drain(guard.get_inner_mut())?;
+                // Cleared before reading, so that an event arriving during
+                // the read makes the ring readable again instead of waiting.
                 guard.clear_ready();
+                let n = sinks.drain(guard.get_inner_mut())?;
                 straggler.after_batch(n)?;
             }
             guard = straggler.fd.readable() => {
@@ -564,28 +628,36 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
                 guard.get_inner().clear();
                 guard.clear_ready();
                 straggler.armed = false;
-                let n = sinks.drain(ring.get_mut())?;
+                let mut n = sinks.drain(ring.get_mut())?;
+                let from_sockets = xsks.drain_all(&mut sinks)?;
+                n += from_sockets;
+                if from_sockets == 0 {
+                    xsks.resume()?;
+                }
                 straggler.after_batch(n)?;
             }
-            i = xsk_ready(&xsks), if !xsks.is_empty() => {
-                let mut guard = xsks[i].readable_mut().await.context("polling an AF_XDP socket")?;
+            i = xsks.ready(), if !xsks.live.is_empty() => {
+                let mut guard = xsks.live[i].readable_mut().await.context("polling an AF_XDP socket")?;
+                guard.clear_ready();
                 let q = guard.get_inner_mut();
                 let queue = q.queue;
-                q.drain(|frame, ts| sinks.whole_frame(frame, ts, queue))?;
-                guard.clear_ready();
+                let n = q.drain(|frame, ts| sinks.whole_frame(frame, ts, queue))?;
+                // Frames are flowing: read on the timer until they stop (see
+                // `Sockets`).
+                if n > 0 && !straggler.interval.is_zero() {
+                    xsks.pause();
+                    straggler.after_batch(n)?;
+                }
             }
             _ = ticker.tick() => {
                 sinks.drain(ring.get_mut())?;
-                for x in &mut xsks {
-                    let queue = x.get_ref().queue;
-                    x.get_mut().drain(|frame, ts| sinks.whole_frame(frame, ts, queue))?;
-                }
+                xsks.drain_all(&mut sinks)?;
                 sinks.flush()?;
                 sinks.clock.resync();
                 let now = (engine.stats()?, Instant::now());
                 let mut counts = Counts::from(now.0.since(&last.0));
                 counts.events = std::mem::take(&mut sinks.delivered_interval);
-                let drops = xsk_drops(&xsks);
+                let drops = xsks.drops();
                 counts.events_lost += counts.xsk_unbound + (drops - last_xsk_drops);
                 last_xsk_drops = drops;
                 reporter.interval(&counts, &sinks.latency.take_interval(), now.1 - last.1)?;
@@ -615,7 +687,7 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
     let end = (end_stats, Instant::now());
     let mut tail = Counts::from(end.0.since(&last.0));
     tail.events = sinks.delivered_interval;
-    let drops = xsk_drops(&xsks);
+    let drops = xsks.drops();
     tail.events_lost += tail.xsk_unbound + (drops - last_xsk_drops);
     if tail.packets > 0 || tail.events > 0 || end.1 - last.1 >= cfg.interval / 2 {
         reporter.interval(&tail, &sinks.latency.take_interval(), end.1 - last.1)?;
@@ -635,9 +707,8 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
     total.events = sinks.delivered;
     total.events_lost += total.xsk_unbound + drops;
     let queue_reports: Vec<traffic::report::QueueReport> = xsks
-        .iter()
-        .map(|x| {
-            let q = x.get_ref();
+        .queues()
+        .map(|q| {
             let d = q.drops();
             traffic::report::QueueReport {
                 queue: q.queue,

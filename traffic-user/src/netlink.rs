@@ -253,12 +253,55 @@ pub fn set_xdp_fd(ifindex: u32, prog_fd: i32, mode_flag: u32) -> io::Result<()> 
         .map(|_| ())
 }
 
-/// How many receive queues interface `ifindex` has.
+/// How many receive queues interface `name` (index `ifindex`) uses: the
+/// driver's channel counts (`ethtool -l`), or where the driver has none, the
+/// queues the kernel allocated.
 ///
 /// # Errors
 ///
-/// When the netlink query fails or the kernel does not say.
-pub fn rx_queues(ifindex: u32) -> io::Result<u32> {
+/// When neither query answers.
+pub fn rx_queues(name: &str, ifindex: u32) -> io::Result<u32> {
+    match ethtool_rx_channels(name) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => allocated_rx_queues(ifindex),
+    }
+}
+
+/// `ETHTOOL_GCHANNELS`: the receive and combined channels in use.
+fn ethtool_rx_channels(name: &str) -> io::Result<u32> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    // struct ethtool_channels: cmd, max_rx, max_tx, max_other,
+    // max_combined, rx_count, tx_count, other_count, combined_count.
+    let mut channels = [0u32; 9];
+    channels[0] = ETHTOOL_GCHANNELS;
+    // SAFETY: an all-zero ifreq is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = channels.as_mut_ptr().cast();
+    // SAFETY: plain syscall; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is new and owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `req` names the interface and points at `channels`, which
+    // outlives the call and is as large as the kernel writes.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), SIOCETHTOOL, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(channels[5] + channels[8])
+}
+
+/// The receive queues the kernel allocated (`IFLA_NUM_RX_QUEUES`).
+fn allocated_rx_queues(ifindex: u32) -> io::Result<u32> {
     let sock = Socket::open()?;
     let replies = sock.request(&link_message(RTM_GETLINK, NLM_F_ACK, ifindex, &[]))?;
     replies
