@@ -340,3 +340,38 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The frames `traffic gen` sends for these options, from the lab's sender.
+pub fn expected_frames(opts: &traffic::generator::GenOptions) -> Vec<Vec<u8>> {
+    (0..opts.count)
+        .map(|i| traffic::generator::frame(opts, traffic::lab::TX_MAC, i))
+        .collect()
+}
+
+/// What `traffic gen` is told by [`send_opts`]: UDP from `sources` to the
+/// lab's receiving end, `payload` bytes each.
+pub fn gen_options(sources: &[&str], count: u64, payload: usize) -> traffic::generator::GenOptions {
+    traffic::generator::GenOptions {
+        iface: String::new(),
+        count,
+        sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
+        dst4: "198.51.100.1".parse().unwrap(),
+        dst6: "2001:db8::1".parse().unwrap(),
+        dst_mac: traffic::lab::RX_MAC,
+        rate: None,
+        proto: traffic::generator::Proto::Udp,
+        payload_len: payload,
+    }
+}
+
+/// Sends what `opts` describes with `traffic gen`; returns its report.
+pub fn send_opts(lab: &Lab, opts: &traffic::generator::GenOptions) -> serde_json::Value {
+    let count = opts.count.to_string();
+    let payload = opts.payload_len.to_string();
+    let mut args = vec!["--count", &count, "--payload", &payload];
+    let sources: Vec<String> = opts.sources.iter().map(ToString::to_string).collect();
+    for s in &sources {
+        args.extend(["--src", s]);
+    }
+    send(lab, &args)
+}

@@ -3,25 +3,10 @@
 
 use std::{collections::HashMap, process::Command};
 
-use traffic::{
-    generator::{self, GenOptions, Proto},
-    lab,
+use traffic_tests::{
+    Lab, Running, TempDir, expected_frames, gen_options, read_pcap, send, send_opts, tcpdump_read,
+    traffic_in,
 };
-use traffic_tests::{Lab, Running, TempDir, read_pcap, send, tcpdump_read, traffic_in};
-
-fn gen_options(source: &str, count: u64, payload: usize) -> GenOptions {
-    GenOptions {
-        iface: String::new(),
-        count,
-        sources: vec![source.parse().unwrap()],
-        dst4: "198.51.100.1".parse().unwrap(),
-        dst6: "2001:db8::1".parse().unwrap(),
-        dst_mac: lab::RX_MAC,
-        rate: None,
-        proto: Proto::Udp,
-        payload_len: payload,
-    }
-}
 
 #[test]
 fn whole_packets_up_to_the_mtu_reach_the_pcap_byte_for_byte() {
@@ -62,19 +47,9 @@ fn whole_packets_up_to_the_mtu_reach_the_pcap_byte_for_byte() {
         ("203.0.113.0/24", 1472),
         ("2001:db8:c::/64", 1452),
     ] {
-        let opts = gen_options(source, 200, payload);
-        send(
-            &lab,
-            &[
-                "--count",
-                "200",
-                "--src",
-                source,
-                "--payload",
-                &payload.to_string(),
-            ],
-        );
-        sent.extend((0..opts.count).map(|i| generator::frame(&opts, lab::TX_MAC, i)));
+        let opts = gen_options(&[source], 200, payload);
+        send_opts(&lab, &opts);
+        sent.extend(expected_frames(&opts));
     }
     // Not captured: passed to the stack as usual.
     send(&lab, &["--count", "300", "--src", "192.0.2.0/24"]);

@@ -11,12 +11,12 @@ use traffic::{
     capture::{decode, monotonic_ns},
     engine::{Engine, Settings},
     frame::{ETH_P_8021AD, ETH_P_8021Q, Fragment, FrameSpec, L4},
-    generator::{self, GenOptions, Proto},
-    lab,
     rules::{Action, Origin, RuleSet},
 };
 use traffic_common::{EventHeader, NO_RULE, action, event_flags};
-use traffic_tests::{Lab, Running, TempDir, read_pcap, send, tcpdump_read};
+use traffic_tests::{
+    Lab, Running, TempDir, expected_frames, gen_options, read_pcap, send, send_opts, tcpdump_read,
+};
 
 fn rules(default: Action, list: &[(Action, &str)]) -> RuleSet {
     let mut set = RuleSet::new(default);
@@ -292,38 +292,6 @@ fn a_stalled_reader_on_a_tiny_ring_loses_events_but_counts_every_one() {
     assert!(delivered > 0);
     assert_eq!(stats.events, delivered);
     assert_eq!(delivered + stats.events_lost, stats.capture);
-}
-
-/// The frames `traffic gen` sends for these options, from the lab's sender.
-fn expected_frames(opts: &GenOptions) -> Vec<Vec<u8>> {
-    (0..opts.count)
-        .map(|i| generator::frame(opts, lab::TX_MAC, i))
-        .collect()
-}
-
-fn gen_options(sources: &[&str], count: u64, payload: usize) -> GenOptions {
-    GenOptions {
-        iface: String::new(),
-        count,
-        sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
-        dst4: "198.51.100.1".parse().unwrap(),
-        dst6: "2001:db8::1".parse().unwrap(),
-        dst_mac: lab::RX_MAC,
-        rate: None,
-        proto: Proto::Udp,
-        payload_len: payload,
-    }
-}
-
-fn send_opts(lab: &Lab, opts: &GenOptions) -> serde_json::Value {
-    let count = opts.count.to_string();
-    let payload = opts.payload_len.to_string();
-    let mut args = vec!["--count", &count, "--payload", &payload];
-    let sources: Vec<String> = opts.sources.iter().map(ToString::to_string).collect();
-    for s in &sources {
-        args.extend(["--src", s]);
-    }
-    send(lab, &args)
 }
 
 #[test]

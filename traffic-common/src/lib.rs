@@ -173,8 +173,12 @@ pub mod event_flags {
 /// Every packet the program sees is counted exactly once in `packets`, once in
 /// exactly one of `pass`/`drop`/`capture` and once in exactly one of
 /// `non_ip`/`malformed`/`ipv4`/`ipv6`, so both groups sum to `packets`.
+///
+/// Userspace reports these fields under the same names (the `user` feature
+/// derives `serde::Serialize`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct Stats {
     /// Packets seen.
     pub packets: u64,

@@ -251,18 +251,7 @@ impl Sinks<'_> {
             if let Some(pcap) = &mut self.pcap {
                 pcap.write(ts, ev.header.wire_len, ev.data)?;
             }
-            if let Some((out, format)) = &mut self.print {
-                match format {
-                    Format::Table => writeln!(out, "{}", print::line(&ev, ts, self.rules))?,
-                    Format::Json => {
-                        serde_json::to_writer(
-                            &mut *out,
-                            &print::PacketLine::new(&ev, ts, self.rules, latency),
-                        )?;
-                        writeln!(out)?;
-                    }
-                }
-            }
+            self.print_packet(&ev, ts, latency)?;
             n += 1;
         }
         if n > 0
@@ -272,6 +261,42 @@ impl Sinks<'_> {
         }
         self.delivered += n;
         self.delivered_interval += n;
+        Ok(n)
+    }
+
+    /// Writes the --print line (or JSON object) of one packet, if asked for.
+    /// Flushed by the caller after a batch.
+    fn print_packet(
+        &mut self,
+        ev: &capture::Event<'_>,
+        ts: std::time::Duration,
+        latency: u64,
+    ) -> Result<()> {
+        let Some((out, format)) = &mut self.print else {
+            return Ok(());
+        };
+        match format {
+            Format::Table => writeln!(out, "{}", print::line(ev, ts, self.rules))?,
+            Format::Json => {
+                serde_json::to_writer(
+                    &mut *out,
+                    &print::PacketLine::new(ev, ts, self.rules, latency),
+                )?;
+                writeln!(out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every frame waiting on an AF_XDP socket. Returns how many.
+    fn drain_xsk(&mut self, q: &mut XskQueue) -> Result<u64> {
+        let queue = q.queue;
+        let n = q.drain(|frame, ts| self.whole_frame(frame, ts, queue))?;
+        if n > 0
+            && let Some((out, _)) = &mut self.print
+        {
+            out.flush()?;
+        }
         Ok(n)
     }
 
@@ -288,7 +313,7 @@ impl Sinks<'_> {
         if let Some(pcap) = &mut self.pcap {
             pcap.write(ts, frame.len() as u32, frame)?;
         }
-        if let Some((out, format)) = &mut self.print {
+        if self.print.is_some() {
             let mut header = capture::describe(frame, hook_ns, queue);
             header.action = traffic_common::action::CAPTURE;
             let src = (capture::Event {
@@ -303,17 +328,7 @@ impl Sinks<'_> {
                 header,
                 data: frame,
             };
-            match format {
-                Format::Table => writeln!(out, "{}", print::line(&ev, ts, self.rules))?,
-                Format::Json => {
-                    serde_json::to_writer(
-                        &mut *out,
-                        &print::PacketLine::new(&ev, ts, self.rules, latency),
-                    )?;
-                    writeln!(out)?;
-                }
-            }
-            out.flush()?;
+            self.print_packet(&ev, ts, latency)?;
         }
         self.delivered += 1;
         self.delivered_interval += 1;
@@ -455,8 +470,7 @@ impl Sockets {
             .map(AsyncFd::get_mut)
             .chain(self.paused.iter_mut())
         {
-            let queue = q.queue;
-            n += q.drain(|frame, ts| sinks.whole_frame(frame, ts, queue))?;
+            n += sinks.drain_xsk(q)?;
         }
         Ok(n)
     }
@@ -639,9 +653,7 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
             i = xsks.ready(), if !xsks.live.is_empty() => {
                 let mut guard = xsks.live[i].readable_mut().await.context("polling an AF_XDP socket")?;
                 guard.clear_ready();
-                let q = guard.get_inner_mut();
-                let queue = q.queue;
-                let n = q.drain(|frame, ts| sinks.whole_frame(frame, ts, queue))?;
+                let n = sinks.drain_xsk(guard.get_inner_mut())?;
                 // Frames are flowing: read on the timer until they stop (see
                 // `Sockets`).
                 if n > 0 && !straggler.interval.is_zero() {
@@ -655,7 +667,7 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
                 sinks.flush()?;
                 sinks.clock.resync();
                 let now = (engine.stats()?, Instant::now());
-                let mut counts = Counts::from(now.0.since(&last.0));
+                let mut counts: Counts = now.0.since(&last.0);
                 counts.events = std::mem::take(&mut sinks.delivered_interval);
                 let drops = xsks.drops();
                 counts.events_lost += counts.xsk_unbound + (drops - last_xsk_drops);
@@ -685,7 +697,7 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
     }
     sinks.flush()?;
     let end = (end_stats, Instant::now());
-    let mut tail = Counts::from(end.0.since(&last.0));
+    let mut tail: Counts = end.0.since(&last.0);
     tail.events = sinks.delivered_interval;
     let drops = xsks.drops();
     tail.events_lost += tail.xsk_unbound + (drops - last_xsk_drops);
@@ -703,7 +715,7 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
         std::fs::write(path, svg)
             .with_context(|| format!("writing the plot {}", path.display()))?;
     }
-    let mut total = Counts::from(end.0);
+    let mut total: Counts = end.0;
     total.events = sinks.delivered;
     total.events_lost += total.xsk_unbound + drops;
     let queue_reports: Vec<traffic::report::QueueReport> = xsks

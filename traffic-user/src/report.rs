@@ -27,69 +27,11 @@ use traffic_common::Stats;
 
 use crate::{engine::AttachMode, latency::Percentiles};
 
-/// The counters of a report, named as in the JSON output.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    /// Packets seen.
-    pub packets: u64,
-    /// Bytes seen.
-    pub bytes: u64,
-    /// Packets passed.
-    pub pass: u64,
-    /// Packets dropped.
-    pub drop: u64,
-    /// Packets passed and marked for capture.
-    pub capture: u64,
-    /// Bytes passed.
-    pub pass_bytes: u64,
-    /// Bytes dropped.
-    pub drop_bytes: u64,
-    /// Bytes marked for capture.
-    pub capture_bytes: u64,
-    /// Non-IP frames.
-    pub non_ip: u64,
-    /// Malformed or truncated frames.
-    pub malformed: u64,
-    /// Well-formed IPv4 packets.
-    pub ipv4: u64,
-    /// Well-formed IPv6 packets.
-    pub ipv6: u64,
-    /// Packets sent to the capture path by `--sample` (not by a rule).
-    pub sampled: u64,
-    /// Capture events delivered to userspace.
-    pub events: u64,
-    /// Capture events lost: the ring buffer was full (with `--afxdp`, also
-    /// frames the AF_XDP sockets dropped and frames whose queue had none).
-    pub events_lost: u64,
-    /// Packets redirected to AF_XDP sockets.
-    pub xsk_redirected: u64,
-    /// Packets to capture whose receive queue had no AF_XDP socket (passed).
-    pub xsk_unbound: u64,
-}
-
-impl From<Stats> for Counts {
-    fn from(s: Stats) -> Self {
-        Counts {
-            packets: s.packets,
-            bytes: s.bytes,
-            pass: s.pass,
-            drop: s.drop,
-            capture: s.capture,
-            pass_bytes: s.pass_bytes,
-            drop_bytes: s.drop_bytes,
-            capture_bytes: s.capture_bytes,
-            non_ip: s.non_ip,
-            malformed: s.malformed,
-            ipv4: s.ipv4,
-            ipv6: s.ipv6,
-            sampled: s.sampled,
-            events: s.events,
-            events_lost: s.events_lost,
-            xsk_redirected: s.xsk_redirected,
-            xsk_unbound: s.xsk_unbound,
-        }
-    }
-}
+/// The counters of a report: the kernel's counters, named as in the JSON
+/// output, except that `events` is what userspace received (ring-buffer
+/// events and AF_XDP frames) and `events_lost` also counts what AF_XDP
+/// could not deliver.
+pub type Counts = Stats;
 
 /// What was attached where, reported once at the start.
 #[derive(Clone, Debug, Serialize)]
