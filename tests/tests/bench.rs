@@ -75,8 +75,15 @@ fn live_scenarios_count_what_they_measure() {
         Receiver::TrafficCapture,
         Receiver::FloorDrop,
     ] {
-        let r = livebench::run_scenario(&traffic_bin(), &work.0, &receiver, 5_000, Some(50_000))
-            .unwrap_or_else(|e| panic!("{}: {e}", receiver.name()));
+        let r = livebench::run_scenario(
+            &traffic_bin(),
+            &work.0,
+            &receiver,
+            5_000,
+            Some(50_000),
+            traffic::generator::Mechanism::AfPacket,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", receiver.name()));
         assert_eq!(r.sent, 5_000, "{r:?}");
         assert!(r.rate_pps > 0.0 && r.cpu_ns_per_packet > 0.0, "{r:?}");
         match receiver {

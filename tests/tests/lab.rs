@@ -445,3 +445,65 @@ fn out_pid_marker(stderr: &str) -> String {
         + "(namespace trf-".len();
     stderr[at..].split('-').next().unwrap().to_owned()
 }
+
+#[test]
+fn live_frames_reach_the_receiver() {
+    let lab = Lab::create("live", 1).expect("create the lab");
+    let (running, _) = Running::start(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--interval",
+            "0.2",
+            "--drop",
+            "192.0.2.0/24",
+            "--capture",
+            "2001:db8:c::/48",
+        ],
+    );
+    let report = send(
+        &lab,
+        &[
+            "--count",
+            "10000",
+            "--src",
+            "192.0.2.0/24",
+            "--src",
+            "2001:db8:c::/64",
+            "--mechanism",
+            "live-frames",
+        ],
+    );
+    assert_eq!(count(&report, "sent"), 10_000);
+    let (summary, status, _) = running.expect_packets(10_000).stop();
+    assert!(status.success());
+    // One frame per prefix, repeated: half from each.
+    assert_eq!(
+        [count(&summary, "drop"), count(&summary, "capture")],
+        [5_000, 5_000],
+        "{summary}"
+    );
+    assert_eq!(count(&summary, "events"), 5_000);
+
+    let refused = traffic_in(
+        &lab.tx_ns,
+        &[
+            "gen",
+            "--iface",
+            &lab.tx_if,
+            "--count",
+            "1",
+            "--src",
+            "192.0.2.1",
+            "--mechanism",
+            "live-frames",
+            "--rate",
+            "10",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--rate is not supported"));
+}

@@ -14,6 +14,9 @@ pub mod names {
     /// A program that passes every packet and does nothing else: the cost floor
     /// that benchmarks compare against.
     pub const FLOOR_PROGRAM: &str = "traffic_floor";
+    /// A program that sends every frame back out (XDP_TX): with
+    /// BPF_PROG_RUN's live frames, a traffic generator.
+    pub const TX_PROGRAM: &str = "traffic_tx";
     /// A program that drops every packet and does nothing else: the floor
     /// for the drop path in live benchmarks.
     pub const FLOOR_DROP_PROGRAM: &str = "traffic_floor_drop";

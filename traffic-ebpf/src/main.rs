@@ -235,6 +235,13 @@ pub fn traffic_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Sends every frame back out of the interface it came in on. Used with
+/// BPF_PROG_RUN's live-frames mode to measure it as a traffic generator.
+#[xdp]
+pub fn traffic_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
 /// The floor of the drop path: an XDP program that drops everything.
 #[xdp]
 pub fn traffic_floor_drop(_ctx: XdpContext) -> u32 {

@@ -14,6 +14,7 @@ use serde::Serialize;
 use traffic::{
     bench::{self, Cost},
     caps,
+    generator::Mechanism,
     livebench::{self, LiveResult, Receiver},
     plot,
 };
@@ -179,16 +180,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .map_or(f64::NAN, |f| cost.ns_per_packet / f),
         })
         .collect();
-    let floor_live = live
-        .iter()
-        .find(|r| r.scenario == Receiver::FloorPass.name());
+    // Each figure against the pass floor sent the same way.
+    let floor_of = |sender: &str| {
+        live.iter()
+            .find(|r| r.scenario == Receiver::FloorPass.name() && r.sender == sender)
+    };
     let live_rows: Vec<LiveRow<'_>> = live
         .iter()
-        .map(|result| LiveRow {
-            result,
-            rate_ratio_to_floor: floor_live.map_or(f64::NAN, |f| result.rate_pps / f.rate_pps),
-            cpu_ratio_to_floor: floor_live
-                .map_or(f64::NAN, |f| result.cpu_ns_per_packet / f.cpu_ns_per_packet),
+        .map(|result| {
+            let floor = floor_of(&result.sender);
+            LiveRow {
+                result,
+                rate_ratio_to_floor: floor.map_or(f64::NAN, |f| result.rate_pps / f.rate_pps),
+                cpu_ratio_to_floor: floor
+                    .map_or(f64::NAN, |f| result.cpu_ns_per_packet / f.cpu_ns_per_packet),
+            }
         })
         .collect();
     if !live_rows.is_empty() {
@@ -223,16 +229,18 @@ fn live(quick: bool) -> Result<Vec<LiveResult>> {
         &[50_000, 100_000, 200_000]
     };
     let mut results = Vec::new();
-    let run = |receiver: Receiver, rate: Option<u64>| -> Result<LiveResult> {
-        let n = rate.map_or(count, |r| (r * seconds_at_rate).min(count));
-        eprintln!(
-            "traffic bench: {} at {}",
-            receiver.name(),
-            rate.map_or("full speed".to_owned(), |r| format!("{r} frames/s"))
-        );
-        livebench::run_scenario(&bin, &workdir, &receiver, n, rate)
-            .map_err(|e| anyhow!("{}: {e}", receiver.name()))
-    };
+    let run_with =
+        |receiver: Receiver, rate: Option<u64>, mechanism: Mechanism| -> Result<LiveResult> {
+            let n = rate.map_or(count, |r| (r * seconds_at_rate).min(count));
+            eprintln!(
+                "traffic bench: {} at {}",
+                receiver.name(),
+                rate.map_or("full speed".to_owned(), |r| format!("{r} frames/s"))
+            );
+            livebench::run_scenario(&bin, &workdir, &receiver, n, rate, mechanism)
+                .map_err(|e| anyhow!("{}: {e}", receiver.name()))
+        };
+    let run = |receiver: Receiver, rate: Option<u64>| run_with(receiver, rate, Mechanism::AfPacket);
     for receiver in [
         Receiver::Nothing,
         Receiver::FloorPass,
@@ -266,6 +274,18 @@ fn live(quick: bool) -> Result<Vec<LiveResult>> {
         .map_or(100_000.0, |r| r.rate_pps);
     results.push(run(Receiver::TrafficAndTcpdump, None)?);
     results.push(run(Receiver::TrafficAndTcpdump, Some((top / 10.0) as u64))?);
+    // The generator's other mechanism: BPF_PROG_RUN live frames, several
+    // times faster than AF_PACKET on veth but without back-pressure, so the
+    // receiving side can be overrun and lose frames.
+    for receiver in [
+        Receiver::FloorPass,
+        Receiver::TrafficDrop,
+        Receiver::TrafficCapture,
+        Receiver::TrafficAfxdp,
+        Receiver::Tcpdump,
+    ] {
+        results.push(run_with(receiver, None, Mechanism::LiveFrames)?);
+    }
     let _ = std::fs::remove_dir_all(&workdir);
     Ok(results)
 }
@@ -278,11 +298,11 @@ fn live_table(rows: &[LiveRow<'_>]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| scenario | offered | sent | rate (frames/s) | × floor | CPU ns/frame | × floor | tool CPU s | captured | lost | tcpdump beside: captured / lost | latency p50 / p99 / p99.9 / max |"
+        "| scenario | sender | offered | sent | rate (frames/s) | × floor | CPU ns/frame | × floor | tool CPU s | captured | lost | tcpdump beside: captured / lost | latency p50 / p99 / p99.9 / max |"
     );
     let _ = writeln!(
         t,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for row in rows {
         let r = row.result;
@@ -301,8 +321,9 @@ fn live_table(rows: &[LiveRow<'_>]) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {} | {} | {} | {} | {} |",
             r.scenario,
+            r.sender,
             r.offered_pps
                 .map_or("max".to_owned(), traffic::report::si_u64),
             r.sent,

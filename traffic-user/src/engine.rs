@@ -371,6 +371,50 @@ impl Engine {
         })
     }
 
+    /// Transmits `frame` `count` times out of interface `ifindex` with
+    /// BPF_PROG_RUN's live-frames mode (a program returning XDP_TX), `batch`
+    /// frames per kernel batch. The kernel neither retries nor reports frames
+    /// the device could not take: count them at the receiver.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel refuses the run (it needs Linux 5.18 and a device
+    /// that can transmit XDP frames).
+    ///
+    /// # Minimum kernel version
+    ///
+    /// 5.18 (`BPF_F_TEST_XDP_LIVE_FRAMES`).
+    pub fn send_live_frames(
+        &mut self,
+        frame: &[u8],
+        ifindex: u32,
+        count: u32,
+        batch: u32,
+    ) -> Result<(), EngineError> {
+        use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
+        load_program(&mut self.ebpf, names::TX_PROGRAM)?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex. The kernel wants data_end to be
+        // the frame's length (no metadata in front).
+        let mut ctx = [0u8; 24];
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        ctx[4..8].copy_from_slice(&len.to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        xdp(&self.ebpf, names::TX_PROGRAM)
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx),
+                repeat: count,
+                attrs: TestRunAttrs::new().xdp_live_frames(batch),
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| EngineError::Program {
+                program: names::TX_PROGRAM,
+                source: Box::new(source),
+            })?;
+        Ok(())
+    }
+
     /// Puts the AF_XDP socket `fd` in the program's map for receive queue
     /// `queue`: from then on, packets to capture that arrive on that queue
     /// go to it.

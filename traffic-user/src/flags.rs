@@ -184,6 +184,12 @@ pub struct GenArgs {
     /// Payload bytes after the transport header.
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub payload: usize,
+    /// How to send: af-packet (AF_PACKET with sendmmsg and qdisc bypass,
+    /// retried on back-pressure, so the count is exact; the default, and the
+    /// fastest exact one measured) or live-frames (BPF_PROG_RUN live frames:
+    /// faster on veth, but the kernel drops what the device cannot take).
+    #[arg(long, value_enum, default_value_t = traffic::generator::Mechanism::AfPacket)]
+    pub mechanism: traffic::generator::Mechanism,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -229,6 +235,7 @@ pub struct Afxdp {
 #[derive(Debug)]
 pub struct GenConfig {
     pub options: GenOptions,
+    pub mechanism: traffic::generator::Mechanism,
     pub json: bool,
 }
 
@@ -370,6 +377,7 @@ impl GenConfig {
                 proto: args.proto,
                 payload_len: args.payload,
             },
+            mechanism: args.mechanism,
             json: args.json,
         })
     }

@@ -32,6 +32,18 @@ pub enum Proto {
     TcpSyn,
 }
 
+/// How frames are put on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mechanism {
+    /// AF_PACKET, sendmmsg, qdisc bypass, retried on back-pressure: exact.
+    #[default]
+    AfPacket,
+    /// BPF_PROG_RUN live frames with an XDP_TX program: the kernel sends
+    /// without retrying, so frames the device cannot take are lost (count
+    /// them at the receiver). One frame per source prefix, repeated.
+    LiveFrames,
+}
+
 /// What to send.
 #[derive(Clone, Debug)]
 pub struct GenOptions {
@@ -76,6 +88,18 @@ pub struct GenReport {
 /// When the interface does not exist, the socket cannot be opened (needs
 /// CAP_NET_RAW) or a send fails with anything but backpressure.
 pub fn run(opts: &GenOptions) -> io::Result<GenReport> {
+    run_with(opts, Mechanism::AfPacket)
+}
+
+/// Sends `opts.count` frames by `mechanism`.
+///
+/// # Errors
+///
+/// As [`run`]; for live frames, when the program cannot be loaded or run.
+pub fn run_with(opts: &GenOptions, mechanism: Mechanism) -> io::Result<GenReport> {
+    if mechanism == Mechanism::LiveFrames {
+        return live_frames(opts);
+    }
     if opts.sources.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -132,6 +156,51 @@ pub fn run(opts: &GenOptions) -> io::Result<GenReport> {
         }
         report.sent += n;
         next += n;
+    }
+    report.elapsed_ns = started.elapsed().as_nanos() as u64;
+    Ok(report)
+}
+
+/// Sends with BPF_PROG_RUN live frames: each source prefix's first frame,
+/// repeated, in equal shares of the count.
+fn live_frames(opts: &GenOptions) -> io::Result<GenReport> {
+    if opts.rate.is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--rate is not supported with --mechanism live-frames (the kernel sends as fast as it can)",
+        ));
+    }
+    let ifindex = netlink::ifindex(&opts.iface).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no interface named `{}` in this network namespace",
+                opts.iface
+            ),
+        )
+    })?;
+    let src_mac = PacketSocket::open(ifindex)?
+        .mac()
+        .unwrap_or([0x02, 0, 0, 0, 0, 0x01]);
+    let mut engine =
+        crate::engine::Engine::load(&crate::rules::RuleSet::new(crate::rules::Action::Pass))
+            .map_err(io::Error::other)?;
+    let started = Instant::now();
+    let mut report = GenReport::default();
+    let k = opts.sources.len() as u64;
+    for (i, _) in opts.sources.iter().enumerate() {
+        let share = opts.count / k + u64::from((i as u64) < opts.count % k);
+        let frame = frame(opts, src_mac, i as u64);
+        let mut left = share;
+        while left > 0 {
+            let n = left.min(u64::from(u32::MAX)) as u32;
+            engine
+                .send_live_frames(&frame, ifindex, n, 64)
+                .map_err(|e| io::Error::other(crate::engine::error_chain(&e)))?;
+            left -= u64::from(n);
+        }
+        report.sent += share;
+        report.bytes += share * frame.len() as u64;
     }
     report.elapsed_ns = started.elapsed().as_nanos() as u64;
     Ok(report)

@@ -22,6 +22,7 @@ use traffic_common::names;
 
 use crate::{
     engine::{Engine, ModeChoice},
+    generator::Mechanism,
     lab::{self, Lab, in_netns},
     latency::Percentiles,
     rules::{Action, RuleSet},
@@ -77,6 +78,8 @@ pub struct LiveResult {
     pub scenario: String,
     /// Frames per second asked of the generator; `None`: as fast as it can.
     pub offered_pps: Option<u64>,
+    /// How the generator sent: `af-packet` or `live-frames`.
+    pub sender: String,
     /// Frames sent.
     pub sent: u64,
     /// Seconds the generator took.
@@ -228,6 +231,7 @@ pub fn run_scenario(
     receiver: &Receiver,
     count: u64,
     rate: Option<u64>,
+    mechanism: Mechanism,
 ) -> Result<LiveResult, String> {
     let lab = Lab::create("bench", 1).map_err(|e| format!("creating the lab: {e}"))?;
     let pcap = workdir.join("bench.pcap");
@@ -257,8 +261,27 @@ pub fn run_scenario(
     };
     let pcap_arg = pcap.to_string_lossy().into_owned();
 
-    // Start the receiving side.
+    // Start the receiving side. veth takes XDP frames (live frames) only
+    // when the receiving end runs an XDP program: give the receivers that
+    // attach none the pass floor.
     let mut engine_guard = None;
+    let mut floor_guard = None;
+    if mechanism == Mechanism::LiveFrames
+        && matches!(receiver, Receiver::Nothing | Receiver::Tcpdump)
+    {
+        let ifname = lab.rx_if.clone();
+        floor_guard = Some(
+            in_netns(&lab.rx_ns, move || -> Result<Engine, String> {
+                let mut engine =
+                    Engine::load(&RuleSet::new(Action::Pass)).map_err(|e| e.to_string())?;
+                engine
+                    .attach_floor(names::FLOOR_PROGRAM, &ifname, ModeChoice::Native)
+                    .map_err(|e| e.to_string())?;
+                Ok(engine)
+            })
+            .map_err(|e| e.to_string())??,
+        );
+    }
     let mut tool: Option<Spawned> = None;
     let mut tcpdump_tool: Option<Spawned> = None;
     match receiver {
@@ -346,6 +369,9 @@ pub fn run_scenario(
             "--json",
         ])
         .args(["--dst-mac", "02:74:72:66:00:02"]);
+    if mechanism == Mechanism::LiveFrames {
+        sender.args(["--mechanism", "live-frames"]);
+    }
     let rate_arg;
     if let Some(r) = rate {
         rate_arg = r.to_string();
@@ -372,8 +398,16 @@ pub fn run_scenario(
     let sent = report["sent"].as_u64().unwrap_or(0);
     let seconds = report["elapsed_ns"].as_u64().unwrap_or(0) as f64 / 1e9;
     let mut result = LiveResult {
-        scenario: receiver.name().to_owned(),
+        scenario: if floor_guard.is_some() {
+            format!("{} (+ floor XDP_PASS)", receiver.name())
+        } else {
+            receiver.name().to_owned()
+        },
         offered_pps: rate,
+        sender: match mechanism {
+            Mechanism::AfPacket => "af-packet".to_owned(),
+            Mechanism::LiveFrames => "live-frames".to_owned(),
+        },
         sent,
         seconds,
         rate_pps: sent as f64 / seconds.max(1e-9),
@@ -429,6 +463,7 @@ pub fn run_scenario(
         }
     }
     drop(engine_guard);
+    drop(floor_guard);
     drop(lab);
     Ok(result)
 }

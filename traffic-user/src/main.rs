@@ -76,7 +76,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run_gen(cfg: &GenConfig) -> Result<()> {
-    let report = generator::run(&cfg.options)
+    let report = generator::run_with(&cfg.options, cfg.mechanism)
         .with_context(|| format!("sending on {}", cfg.options.iface))?;
     let mut out = io::stdout().lock();
     if cfg.json {
