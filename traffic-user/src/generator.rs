@@ -97,9 +97,6 @@ pub fn run(opts: &GenOptions) -> io::Result<GenReport> {
 ///
 /// As [`run`]; for live frames, when the program cannot be loaded or run.
 pub fn run_with(opts: &GenOptions, mechanism: Mechanism) -> io::Result<GenReport> {
-    if mechanism == Mechanism::LiveFrames {
-        return live_frames(opts);
-    }
     if opts.sources.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -117,6 +114,9 @@ pub fn run_with(opts: &GenOptions, mechanism: Mechanism) -> io::Result<GenReport
     })?;
     let sock = PacketSocket::open(ifindex)?;
     let src_mac = sock.mac().unwrap_or([0x02, 0, 0, 0, 0, 0x01]);
+    if mechanism == Mechanism::LiveFrames {
+        return live_frames(opts, ifindex, src_mac);
+    }
 
     let started = Instant::now();
     let mut report = GenReport::default();
@@ -163,25 +163,13 @@ pub fn run_with(opts: &GenOptions, mechanism: Mechanism) -> io::Result<GenReport
 
 /// Sends with BPF_PROG_RUN live frames: each source prefix's first frame,
 /// repeated, in equal shares of the count.
-fn live_frames(opts: &GenOptions) -> io::Result<GenReport> {
+fn live_frames(opts: &GenOptions, ifindex: u32, src_mac: [u8; 6]) -> io::Result<GenReport> {
     if opts.rate.is_some() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "--rate is not supported with --mechanism live-frames (the kernel sends as fast as it can)",
         ));
     }
-    let ifindex = netlink::ifindex(&opts.iface).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!(
-                "no interface named `{}` in this network namespace",
-                opts.iface
-            ),
-        )
-    })?;
-    let src_mac = PacketSocket::open(ifindex)?
-        .mac()
-        .unwrap_or([0x02, 0, 0, 0, 0, 0x01]);
     let mut engine =
         crate::engine::Engine::load(&crate::rules::RuleSet::new(crate::rules::Action::Pass))
             .map_err(io::Error::other)?;
