@@ -275,7 +275,7 @@ impl<W: Write> Reporter<W> {
                 if self.rows.is_multiple_of(HEADER_EVERY) {
                     writeln!(
                         self.out,
-                        "{:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                        "{:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}",
                         "pkts/s",
                         "bits/s",
                         "pass/s",
@@ -283,7 +283,11 @@ impl<W: Write> Reporter<W> {
                         "capt/s",
                         "ipv6/s",
                         "non-ip",
-                        "malformed"
+                        "malformed",
+                        "events/s",
+                        "lost",
+                        "lat p50",
+                        "lat p99",
                     )?;
                 }
                 self.rows += 1;
@@ -394,6 +398,26 @@ impl<W: Write> Reporter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_header_names_every_column() {
+        let mut out = Vec::new();
+        let mut r = Reporter::new(&mut out, Format::Table);
+        r.interval(
+            &Counts::default(),
+            &Percentiles::default(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().count() - 2, // "lat p50", "lat p99"
+            lines[1].split_whitespace().count(),
+            "{text}"
+        );
+        assert_eq!(lines[0].len(), lines[1].len(), "columns line up:\n{text}");
+    }
 
     #[test]
     fn si_keeps_three_significant_digits() {

@@ -25,16 +25,16 @@ pub struct Options {
 pub fn run(opts: Options) -> Result<()> {
     let Options { debug, mut args } = opts;
     let built = build(&build::Options { release: !debug })?;
-    let wants_lab = !args.iter().any(|a| {
-        a == "--iface"
-            || a.starts_with("--iface=")
-            || a == "-i"
-            || a == "--help"
-            || a == "-h"
-            || a == "--version"
-            || a == "--lab"
-            || !a.starts_with('-')
-    });
+    let subcommand = args
+        .first()
+        .is_some_and(|a| matches!(a.as_str(), "gen" | "bench" | "help"));
+    let wants_lab = !subcommand
+        && !args.iter().any(|a| {
+            matches!(
+                a.as_str(),
+                "--iface" | "-i" | "--lab" | "--help" | "-h" | "--version" | "-V"
+            ) || a.starts_with("--iface=")
+        });
     if wants_lab {
         eprintln!("xtask run: no --iface given; running traffic on its built-in lab (--lab)");
         args.insert(0, "--lab".to_owned());
