@@ -34,6 +34,23 @@ pub fn traffic_in(ns: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// Runs `traffic ARGS` in namespace `ns`, expecting it to fail with exit
+/// status 2, and returns what it said on stderr.
+///
+/// # Panics
+///
+/// When it exits any other way.
+pub fn fails(ns: &str, args: &[&str]) -> String {
+    let out = traffic_in(ns, args).output().expect("run traffic");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "traffic {args:?} should fail with 2; stderr:\n{stderr}"
+    );
+    stderr
+}
+
 /// Sends frames with `traffic gen` from the lab's sending end and returns its
 /// JSON report.
 pub fn send(lab: &Lab, args: &[&str]) -> Value {

@@ -4,8 +4,8 @@
 use std::{collections::HashMap, process::Command};
 
 use traffic_tests::{
-    Lab, Running, TempDir, expected_frames, gen_options, read_pcap, send, send_opts, tcpdump_read,
-    traffic_in,
+    Lab, Running, TempDir, expected_frames, fails, gen_options, read_pcap, send, send_opts,
+    tcpdump_read,
 };
 
 #[test]
@@ -156,7 +156,7 @@ fn sockets_on_every_queue_share_the_load() {
 #[test]
 fn a_refused_zero_copy_mode_says_what_to_do() {
     let lab = Lab::create("xskzc", 1).expect("create the lab");
-    let out = traffic_in(
+    let err = fails(
         &lab.rx_ns,
         &[
             "--iface",
@@ -169,11 +169,7 @@ fn a_refused_zero_copy_mode_says_what_to_do() {
             "--duration",
             "0.2",
         ],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(
         err.contains("refused AF_XDP zero-copy") && err.contains("--afxdp-mode copy"),
         "{err}"

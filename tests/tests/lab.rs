@@ -10,7 +10,7 @@ use traffic::{
     netlink,
     rules::{Action, RuleSet},
 };
-use traffic_tests::{Lab, Running, eventually, has_xdp, send, traffic_in};
+use traffic_tests::{Lab, Running, eventually, fails, has_xdp, send, traffic_in};
 
 fn count(v: &Value, key: &str) -> u64 {
     v[key]
@@ -188,7 +188,7 @@ fn auto_mode_falls_back_to_skb_and_says_why() {
     for (ns, ifname) in [(&lab.tx_ns, &lab.tx_if), (&lab.rx_ns, &lab.rx_if)] {
         traffic::lab::ip(&["-n", ns, "link", "set", "dev", ifname, "mtu", "9000"]).unwrap();
     }
-    let native = traffic_in(
+    let err = fails(
         &lab.rx_ns,
         &[
             "--iface",
@@ -198,11 +198,7 @@ fn auto_mode_falls_back_to_skb_and_says_why() {
             "--duration",
             "0.2",
         ],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(native.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&native.stderr);
+    );
     assert!(
         err.contains("refused XDP in native mode") && err.contains("--mode skb"),
         "{err}"
@@ -243,11 +239,7 @@ fn another_program_is_refused_unless_forced() {
     .unwrap();
     assert!(has_xdp(&ns, &lab.rx_if));
 
-    let refused = traffic_in(&lab.rx_ns, &["--iface", &lab.rx_if, "--duration", "0.2"])
-        .output()
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&refused.stderr);
+    let err = fails(&lab.rx_ns, &["--iface", &lab.rx_if, "--duration", "0.2"]);
     assert!(
         err.contains("already has an XDP program attached") && err.contains("--force"),
         "{err}"
@@ -297,14 +289,10 @@ fn another_program_is_refused_unless_forced() {
 
     // A program held by another traffic's bpf_link cannot be forced out.
     let (holder, _) = Running::start(&lab.rx_ns, &["--iface", &lab.rx_if]);
-    let second = traffic_in(
+    let err = fails(
         &lab.rx_ns,
         &["--iface", &lab.rx_if, "--force", "--duration", "0.2"],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(second.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&second.stderr);
+    );
     assert!(
         err.contains("bpf_link") && err.contains("stop that process"),
         "{err}"
@@ -357,11 +345,7 @@ fn bad_rules_are_all_reported_and_nothing_is_attached() {
 #[test]
 fn users_get_one_clear_sentence_for_common_mistakes() {
     let lab = Lab::create("errors", 1).expect("create the lab");
-    let out = traffic_in(&lab.rx_ns, &["--iface", "no-such-if0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&lab.rx_ns, &["--iface", "no-such-if0"]);
     assert!(
         err.contains("there is no network interface named `no-such-if0`"),
         "{err}"
