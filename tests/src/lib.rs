@@ -124,6 +124,18 @@ impl Running {
         (running, start)
     }
 
+    /// Starts `traffic --json --iface RX --interval 0.2 ARGS` on the lab's
+    /// receiving end and waits for its `start` line, as most lab tests do.
+    ///
+    /// # Panics
+    ///
+    /// As [`Running::start`].
+    pub fn watch(lab: &Lab, args: &[&str]) -> (Running, Value) {
+        let mut all = vec!["--iface", lab.rx_if.as_str(), "--interval", "0.2"];
+        all.extend_from_slice(args);
+        Running::start(&lab.rx_ns, &all)
+    }
+
     /// The process id of traffic (`ip netns exec` execs it in place).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -14,13 +14,9 @@ fn whole_packets_up_to_the_mtu_reach_the_pcap_byte_for_byte() {
     let dir = TempDir::new("xsk");
     let file = dir.0.join("whole.pcap");
     let file_arg = file.to_str().unwrap().to_owned();
-    let (running, start) = Running::start(
-        &lab.rx_ns,
+    let (running, start) = Running::watch(
+        &lab,
         &[
-            "--iface",
-            &lab.rx_if,
-            "--interval",
-            "0.2",
             "--afxdp",
             "--write",
             &file_arg,
@@ -94,18 +90,7 @@ fn whole_packets_up_to_the_mtu_reach_the_pcap_byte_for_byte() {
 #[test]
 fn sockets_on_every_queue_share_the_load() {
     let lab = Lab::create("xskmq", 2).expect("create the lab");
-    let (running, start) = Running::start(
-        &lab.rx_ns,
-        &[
-            "--iface",
-            &lab.rx_if,
-            "--interval",
-            "0.2",
-            "--afxdp",
-            "--capture",
-            "203.0.113.0/24",
-        ],
-    );
+    let (running, start) = Running::watch(&lab, &["--afxdp", "--capture", "203.0.113.0/24"]);
     assert_eq!(start["afxdp"]["queues"], 2, "{start}");
     // AF_PACKET picks the transmit queue (and so veth the receive queue) by
     // the sending CPU: send from each CPU in turn.

@@ -104,19 +104,7 @@ fn plot_draws_the_run() {
     let dir = TempDir::new("plot");
     let svg = dir.0.join("run.svg");
     let svg_arg = svg.to_str().unwrap().to_owned();
-    let (running, _) = Running::start(
-        &lab.rx_ns,
-        &[
-            "--iface",
-            &lab.rx_if,
-            "--interval",
-            "0.2",
-            "--plot",
-            &svg_arg,
-            "--capture",
-            "203.0.113.0/24",
-        ],
-    );
+    let (running, _) = Running::watch(&lab, &["--plot", &svg_arg, "--capture", "203.0.113.0/24"]);
     send(
         &lab,
         &[

@@ -304,13 +304,9 @@ fn pcap_holds_exactly_the_captured_packets_byte_for_byte() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    let (running, _) = Running::start(
-        &lab.rx_ns,
+    let (running, _) = Running::watch(
+        &lab,
         &[
-            "--iface",
-            &lab.rx_if,
-            "--interval",
-            "0.2",
             "--snaplen",
             "256",
             "--write",
@@ -395,18 +391,7 @@ fn pcap_holds_exactly_the_captured_packets_byte_for_byte() {
 #[test]
 fn packet_lines_name_addresses_ports_and_rules() {
     let lab = Lab::create("print", 1).expect("create the lab");
-    let (running, _) = Running::start(
-        &lab.rx_ns,
-        &[
-            "--iface",
-            &lab.rx_if,
-            "--interval",
-            "0.2",
-            "--print",
-            "--capture",
-            "203.0.113.0/24",
-        ],
-    );
+    let (running, _) = Running::watch(&lab, &["--print", "--capture", "203.0.113.0/24"]);
     send(
         &lab,
         &[

@@ -21,13 +21,9 @@ fn count(v: &Value, key: &str) -> u64 {
 #[test]
 fn every_packet_is_counted_exactly_once() {
     let lab = Lab::create("exact", 1).expect("create the lab (needs root)");
-    let (running, start) = Running::start(
-        &lab.rx_ns,
+    let (running, start) = Running::watch(
+        &lab,
         &[
-            "--iface",
-            &lab.rx_if,
-            "--interval",
-            "0.2",
             "--drop",
             "192.0.2.0/25",
             "--pass",
@@ -433,18 +429,9 @@ fn out_pid_marker(stderr: &str) -> String {
 #[test]
 fn live_frames_reach_the_receiver() {
     let lab = Lab::create("live", 1).expect("create the lab");
-    let (running, _) = Running::start(
-        &lab.rx_ns,
-        &[
-            "--iface",
-            &lab.rx_if,
-            "--interval",
-            "0.2",
-            "--drop",
-            "192.0.2.0/24",
-            "--capture",
-            "2001:db8:c::/48",
-        ],
+    let (running, _) = Running::watch(
+        &lab,
+        &["--drop", "192.0.2.0/24", "--capture", "2001:db8:c::/48"],
     );
     let report = send(
         &lab,
