@@ -111,6 +111,28 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// What is wrong with these settings, one sentence each, naming the
+    /// command-line flag; empty when they can be loaded.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.snaplen == 0 || self.snaplen > MAX_SNAPLEN {
+            problems.push(format!(
+                "--snaplen {} is out of range: use 1 to {MAX_SNAPLEN} bytes",
+                self.snaplen
+            ));
+        }
+        let page = 4096;
+        if !self.ring_bytes.is_power_of_two() || self.ring_bytes < page {
+            problems.push(format!(
+                "--ring-size {} must be a power of two of at least {page} bytes (e.g. 8388608)",
+                self.ring_bytes
+            ));
+        }
+        problems
+    }
+}
+
 /// The default size of the event ring: 8 MiB, about 40,000 events of the
 /// default snaplen, or 40 ms of them at a million events per second.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
@@ -642,20 +664,10 @@ impl Drop for Engine {
 }
 
 fn validate(settings: &Settings) -> Result<(), EngineError> {
-    if settings.snaplen == 0 || settings.snaplen > MAX_SNAPLEN {
-        return Err(EngineError::BadSetting(format!(
-            "--snaplen {} is out of range: use 1 to {MAX_SNAPLEN} bytes",
-            settings.snaplen
-        )));
+    match settings.problems().into_iter().next() {
+        Some(problem) => Err(EngineError::BadSetting(problem)),
+        None => Ok(()),
     }
-    let page = 4096;
-    if !settings.ring_bytes.is_power_of_two() || settings.ring_bytes < page {
-        return Err(EngineError::BadSetting(format!(
-            "--ring-size {} must be a power of two of at least {page} bytes (e.g. 8388608)",
-            settings.ring_bytes
-        )));
-    }
-    Ok(())
 }
 
 fn describe_program(p: &netlink::AttachedProgram) -> String {
@@ -768,4 +780,26 @@ fn fill_rules(ebpf: &mut Ebpf, rules: &RuleSet) -> Result<(), EngineError> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+
+    #[test]
+    fn settings_problems_name_the_flags() {
+        assert!(Settings::default().problems().is_empty());
+        let bad = Settings {
+            snaplen: 5000,
+            ring_bytes: 5000,
+            ..Settings::default()
+        };
+        assert_eq!(
+            bad.problems(),
+            [
+                "--snaplen 5000 is out of range: use 1 to 4096 bytes",
+                "--ring-size 5000 must be a power of two of at least 4096 bytes (e.g. 8388608)",
+            ]
+        );
+    }
 }

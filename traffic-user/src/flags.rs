@@ -280,22 +280,18 @@ impl RunConfig {
         let rules_given = !rules.rules().is_empty();
         let interval = seconds("--interval", args.interval, &mut errors);
         let duration = args.duration.map(|d| seconds("--duration", d, &mut errors));
-        if args.snaplen == 0 || args.snaplen > traffic_common::MAX_SNAPLEN {
-            errors.push(format!(
-                "--snaplen {} is out of range: use 1 to {} bytes",
-                args.snaplen,
-                traffic_common::MAX_SNAPLEN
-            ));
-        }
         if args.sample == Some(0) {
             errors.push("--sample 0 would sample nothing; give N >= 1 (1 captures every packet) or leave it out".to_owned());
         }
-        if !args.ring_size.is_power_of_two() || args.ring_size < 4096 {
-            errors.push(format!(
-                "--ring-size {} must be a power of two of at least 4096 bytes (e.g. 8388608)",
-                args.ring_size
-            ));
-        }
+        let settings = Settings {
+            snaplen: args.snaplen,
+            sample_every: args.sample.unwrap_or(0),
+            ring_bytes: args.ring_size,
+            wakeup_interval: Duration::from_micros(args.wakeup_us),
+            // Set when the interface's queues are known.
+            afxdp_queues: 0,
+        };
+        errors.extend(settings.problems());
         if args.queues == Some(0) {
             errors.push("--queues 0 would open no socket; give N >= 1 or leave it out".to_owned());
         }
@@ -315,14 +311,7 @@ impl RunConfig {
                 Format::Table
             },
             duration,
-            settings: Settings {
-                snaplen: args.snaplen,
-                sample_every: args.sample.unwrap_or(0),
-                ring_bytes: args.ring_size,
-                wakeup_interval: Duration::from_micros(args.wakeup_us),
-                // Set when the interface's queues are known.
-                afxdp_queues: 0,
-            },
+            settings,
             print: args.print,
             write: args.write,
             plot: args.plot,
