@@ -523,7 +523,9 @@ async fn watch(cfg: &RunConfig, iface: &str) -> Result<Ended> {
     let xsk_plan = match cfg.afxdp {
         Some(x) => {
             let ifindex = traffic::netlink::ifindex(iface).ok_or_else(|| {
-                anyhow!("there is no network interface named `{iface}` (in this network namespace); list them with `ip link`")
+                traffic::engine::EngineError::NoSuchInterface {
+                    iface: iface.to_owned(),
+                }
             })?;
             let available = traffic::netlink::rx_queues(iface, ifindex)
                 .with_context(|| format!("asking how many receive queues {iface} has"))?;
