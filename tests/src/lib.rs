@@ -15,9 +15,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-
 pub use traffic::lab::Lab;
+use traffic::{
+    lab::generator::{self, GenOptions, GenReport},
+    sink::{
+        print::PacketLine,
+        report::{Line, Start, SummaryReport},
+    },
+};
 
 /// The `traffic` binary built by `cargo xtask test`.
 pub fn traffic_bin() -> PathBuf {
@@ -52,8 +57,8 @@ pub fn fails(ns: &str, args: &[&str]) -> String {
 }
 
 /// Sends frames with `traffic gen` from the lab's sending end and returns its
-/// JSON report.
-pub fn send(lab: &Lab, args: &[&str]) -> Value {
+/// report.
+pub fn send(lab: &Lab, args: &[&str]) -> GenReport {
     let mac = "02:74:72:66:00:02";
     let mut all = vec!["gen", "--iface", &lab.tx_if, "--dst-mac", mac, "--json"];
     all.extend_from_slice(args);
@@ -71,10 +76,10 @@ pub fn send(lab: &Lab, args: &[&str]) -> Value {
 /// A running `traffic --json`, with its output lines read on a thread.
 pub struct Running {
     child: Child,
-    lines: mpsc::Receiver<Value>,
+    lines: mpsc::Receiver<Line>,
     stderr: std::thread::JoinHandle<String>,
     /// `packet` lines (from `--print`) read so far.
-    pub packets: Vec<Value>,
+    pub packets: Vec<PacketLine>,
 }
 
 impl Running {
@@ -83,7 +88,7 @@ impl Running {
     /// # Panics
     ///
     /// When it exits or prints nothing within 20 s.
-    pub fn start(ns: &str, args: &[&str]) -> (Running, Value) {
+    pub fn start(ns: &str, args: &[&str]) -> (Running, Start) {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let mut child = traffic_in(ns, &all)
@@ -97,8 +102,8 @@ impl Running {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                    panic!("traffic printed a line that is not JSON ({e}): {line}")
+                let value: Line = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("traffic printed a line that is not a report line ({e}): {line}")
                 });
                 if tx.send(value).is_err() {
                     break;
@@ -119,9 +124,10 @@ impl Running {
             stderr,
             packets: Vec::new(),
         };
-        let start = running.next_line(Duration::from_secs(20));
-        assert_eq!(start["type"], "start", "first line: {start}");
-        (running, start)
+        match running.next_line(Duration::from_secs(20)) {
+            Line::Start(start) => (running, start),
+            other => panic!("the first line is not `start`: {other:?}"),
+        }
     }
 
     /// Starts `traffic --json --iface RX --interval 0.2 ARGS` on the lab's
@@ -130,7 +136,7 @@ impl Running {
     /// # Panics
     ///
     /// As [`Running::start`].
-    pub fn watch(lab: &Lab, args: &[&str]) -> (Running, Value) {
+    pub fn watch(lab: &Lab, args: &[&str]) -> (Running, Start) {
         let mut all = vec!["--iface", lab.rx_if.as_str(), "--interval", "0.2"];
         all.extend_from_slice(args);
         Running::start(&lab.rx_ns, &all)
@@ -141,7 +147,7 @@ impl Running {
         self.child.id()
     }
 
-    fn next_line(&mut self, timeout: Duration) -> Value {
+    fn next_line(&mut self, timeout: Duration) -> Line {
         match self.lines.recv_timeout(timeout) {
             Ok(v) => v,
             Err(_) => {
@@ -172,9 +178,9 @@ impl Running {
                 break;
             }
             match self.lines.recv_timeout(left) {
-                Ok(v) if v["type"] == "interval" => seen += v["packets"].as_u64().expect("packets"),
-                Ok(v) if v["type"] == "packet" => self.packets.push(v),
-                Ok(v) => panic!("unexpected line before the summary: {v}"),
+                Ok(Line::Interval(i)) => seen += i.counts.packets,
+                Ok(Line::Packet(p)) => self.packets.push(p),
+                Ok(other) => panic!("unexpected line before the summary: {other:?}"),
                 Err(_) => break,
             }
         }
@@ -196,24 +202,30 @@ impl Running {
     }
 
     /// Sends SIGINT, waits for exit, and returns the summary line, the exit
-    /// status and stderr. Interval lines still unread are summed into the
-    /// returned summary's `intervals_packets` field for checking.
-    pub fn stop(self) -> (Value, std::process::ExitStatus, String) {
+    /// status and stderr.
+    pub fn stop(self) -> (SummaryReport, std::process::ExitStatus, String) {
         let (summary, status, stderr, _) = self.stop_with_packets();
         (summary, status, stderr)
     }
 
     /// As [`Running::stop`], also returning every `packet` line.
-    pub fn stop_with_packets(mut self) -> (Value, std::process::ExitStatus, String, Vec<Value>) {
+    pub fn stop_with_packets(
+        mut self,
+    ) -> (
+        SummaryReport,
+        std::process::ExitStatus,
+        String,
+        Vec<PacketLine>,
+    ) {
         signal(self.pid(), libc::SIGINT);
         let status = self.child.wait().expect("wait for traffic");
         let stderr = self.take_stderr();
         let mut summary = None;
-        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            if v["type"] == "summary" {
-                summary = Some(v);
-            } else if v["type"] == "packet" {
-                self.packets.push(v);
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            match line {
+                Line::Summary(s) => summary = Some(s),
+                Line::Packet(p) => self.packets.push(p),
+                _ => {}
             }
         }
         let summary = summary
@@ -371,16 +383,16 @@ impl Drop for TempDir {
 }
 
 /// The frames `traffic gen` sends for these options, from the lab's sender.
-pub fn expected_frames(opts: &traffic::generator::GenOptions) -> Vec<Vec<u8>> {
+pub fn expected_frames(opts: &GenOptions) -> Vec<Vec<u8>> {
     (0..opts.count)
-        .map(|i| traffic::generator::frame(opts, traffic::lab::TX_MAC, i))
+        .map(|i| generator::frame(opts, traffic::lab::TX_MAC, i))
         .collect()
 }
 
 /// What `traffic gen` is told by [`send_opts`]: UDP from `sources` to the
 /// lab's receiving end, `payload` bytes each.
-pub fn gen_options(sources: &[&str], count: u64, payload: usize) -> traffic::generator::GenOptions {
-    traffic::generator::GenOptions {
+pub fn gen_options(sources: &[&str], count: u64, payload: usize) -> GenOptions {
+    GenOptions {
         iface: String::new(),
         count,
         sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
@@ -388,13 +400,13 @@ pub fn gen_options(sources: &[&str], count: u64, payload: usize) -> traffic::gen
         dst6: "2001:db8::1".parse().unwrap(),
         dst_mac: traffic::lab::RX_MAC,
         rate: None,
-        proto: traffic::generator::Proto::Udp,
+        proto: generator::Proto::Udp,
         payload_len: payload,
     }
 }
 
 /// Sends what `opts` describes with `traffic gen`; returns its report.
-pub fn send_opts(lab: &Lab, opts: &traffic::generator::GenOptions) -> serde_json::Value {
+pub fn send_opts(lab: &Lab, opts: &GenOptions) -> GenReport {
     let count = opts.count.to_string();
     let payload = opts.payload_len.to_string();
     let mut args = vec!["--count", &count, "--payload", &payload];

@@ -3,6 +3,7 @@
 
 use std::{collections::HashMap, process::Command};
 
+use traffic::source::afxdp::XskMode;
 use traffic_tests::{
     Lab, Running, TempDir, expected_frames, fails, gen_options, read_pcap, send, send_opts,
     tcpdump_read,
@@ -26,12 +27,13 @@ fn whole_packets_up_to_the_mtu_reach_the_pcap_byte_for_byte() {
             "2001:db8:c::/48",
         ],
     );
-    assert_eq!(start["afxdp"]["mode"], "copy", "{start}");
+    let afxdp = start.afxdp.as_ref().expect("an afxdp start object");
+    assert_eq!(afxdp.mode, XskMode::Copy, "{start:?}");
     assert!(
-        start["afxdp"]["zerocopy_refused"].is_string(),
-        "auto says why it fell back: {start}"
+        afxdp.zerocopy_refused.is_some(),
+        "auto says why it fell back: {start:?}"
     );
-    assert_eq!(start["afxdp"]["queues"], 1);
+    assert_eq!(afxdp.queues, 1);
 
     // UDP payloads up to a 1514-byte frame: the veth's 1500-byte MTU.
     let mut sent = Vec::new();
@@ -51,17 +53,13 @@ fn whole_packets_up_to_the_mtu_reach_the_pcap_byte_for_byte() {
     send(&lab, &["--count", "300", "--src", "192.0.2.0/24"]);
     let (summary, status, stderr) = running.expect_packets(1500).stop();
     assert!(status.success(), "{stderr}");
-    assert_eq!(summary["capture"], 1200);
-    assert_eq!(summary["pass"], 300);
+    let c = &summary.counts;
+    assert_eq!((c.capture, c.pass), (1200, 300));
+    assert_eq!((c.events, c.events_lost), (1200, 0), "{summary:?}");
+    assert_eq!(c.xsk_redirected, 1200);
+    assert_eq!(summary.afxdp_queues.as_ref().unwrap()[0].delivered, 1200);
     assert_eq!(
-        (summary["events"].as_u64(), summary["events_lost"].as_u64()),
-        (Some(1200), Some(0)),
-        "{summary}"
-    );
-    assert_eq!(summary["xsk_redirected"], 1200);
-    assert_eq!(summary["afxdp_queues"][0]["delivered"], 1200);
-    assert!(
-        summary["latency_ns"]["count"].as_u64().unwrap() == 1200,
+        summary.latency_ns.count, 1200,
         "timestamps came through the metadata"
     );
 
@@ -91,7 +89,7 @@ fn whole_packets_up_to_the_mtu_reach_the_pcap_byte_for_byte() {
 fn sockets_on_every_queue_share_the_load() {
     let lab = Lab::create("xskmq", 2).expect("create the lab");
     let (running, start) = Running::watch(&lab, &["--afxdp", "--capture", "203.0.113.0/24"]);
-    assert_eq!(start["afxdp"]["queues"], 2, "{start}");
+    assert_eq!(start.afxdp.as_ref().map(|a| a.queues), Some(2), "{start:?}");
     // AF_PACKET picks the transmit queue (and so veth the receive queue) by
     // the sending CPU: send from each CPU in turn.
     let cpus = std::thread::available_parallelism()
@@ -123,11 +121,13 @@ fn sockets_on_every_queue_share_the_load() {
     let total = 500 * cpus as u64;
     let (summary, status, _) = running.expect_packets(total).stop();
     assert!(status.success());
-    assert_eq!(summary["events"].as_u64(), Some(total), "{summary}");
-    let queues = summary["afxdp_queues"].as_array().unwrap();
-    let delivered: Vec<u64> = queues
+    assert_eq!(summary.counts.events, total, "{summary:?}");
+    let delivered: Vec<u64> = summary
+        .afxdp_queues
+        .as_ref()
+        .expect("per-queue counts")
         .iter()
-        .map(|q| q["delivered"].as_u64().unwrap())
+        .map(|q| q.delivered)
         .collect();
     assert_eq!(delivered.iter().sum::<u64>(), total);
     if cpus == 2 {

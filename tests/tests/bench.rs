@@ -4,7 +4,13 @@
 
 use std::process::Command;
 
-use traffic::livebench::{self, Receiver};
+use traffic::{
+    bench::{
+        Report,
+        live::{self, Receiver},
+    },
+    lab::generator::Mechanism,
+};
 use traffic_tests::{Lab, Running, TempDir, send, traffic_bin};
 
 #[test]
@@ -29,26 +35,23 @@ fn kernel_bench_writes_a_report_with_every_program() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let raw: serde_json::Value =
+    let raw: Report =
         serde_json::from_slice(&std::fs::read(out.join("raw.json")).unwrap()).unwrap();
-    let rows = raw["kernel"].as_array().unwrap();
     for (program, path, family) in [
         ("floor", "pass", "ipv4"),
         ("traffic", "drop", "ipv4"),
         ("traffic", "capture", "ipv6"),
         ("xdp-filter", "drop", "ipv6"),
     ] {
-        let row = rows
+        let row = raw
+            .kernel
             .iter()
-            .find(|r| r["program"] == program && r["path"] == path && r["family"] == family)
-            .unwrap_or_else(|| panic!("no {program} {path} {family} row in {raw}"));
-        let ns = row["ns_per_packet"].as_f64().unwrap();
-        assert!(ns > 0.0 && ns < 100_000.0, "{row}");
-        assert_eq!(
-            row["rounds"].as_array().unwrap().len(),
-            traffic::bench::ROUNDS
-        );
-        assert!(row["ratio_to_floor"].as_f64().unwrap() > 0.0);
+            .find(|r| r.cost.program == program && r.cost.path == path && r.cost.family == family)
+            .unwrap_or_else(|| panic!("no {program} {path} {family} row in {raw:?}"));
+        let ns = row.cost.ns_per_packet;
+        assert!(ns > 0.0 && ns < 100_000.0, "{row:?}");
+        assert_eq!(row.cost.rounds.len(), traffic::bench::kernel::ROUNDS);
+        assert!(row.ratio_to_floor > 0.0);
     }
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
@@ -73,15 +76,16 @@ fn live_scenarios_count_what_they_measure() {
     for receiver in [
         Receiver::TrafficDrop,
         Receiver::TrafficCapture,
+        Receiver::TrafficAfxdp,
         Receiver::FloorDrop,
     ] {
-        let r = livebench::run_scenario(
+        let r = live::run_scenario(
             &traffic_bin(),
             &work.0,
             &receiver,
             5_000,
             Some(50_000),
-            traffic::generator::Mechanism::AfPacket,
+            Mechanism::AfPacket,
         )
         .unwrap_or_else(|e| panic!("{}: {e}", receiver.name()));
         assert_eq!(r.sent, 5_000, "{r:?}");
@@ -90,6 +94,8 @@ fn live_scenarios_count_what_they_measure() {
             Receiver::TrafficDrop => assert_eq!(r.seen, Some(5_000), "{r:?}"),
             Receiver::TrafficCapture | Receiver::TrafficAfxdp => {
                 assert_eq!(r.seen, Some(5_000), "{r:?}");
+                // traffic's own count of what it lost: with the captured
+                // packets, every packet sent.
                 assert_eq!(r.captured.unwrap() + r.capture_lost.unwrap(), 5_000);
                 assert_eq!(r.latency_ns.unwrap().count, r.captured.unwrap());
             }

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use traffic::{
-    engine::Engine,
-    frame::{ETH_P_8021AD, ETH_P_8021Q, Fragment, FrameSpec, L4, arp_request},
+    kernel::Engine,
+    lab::frame::{ETH_P_8021AD, ETH_P_8021Q, Fragment, FrameSpec, L4, arp_request},
     rules::{Action, Origin, RuleSet},
 };
 use traffic_common::Stats;
@@ -412,7 +412,7 @@ fn the_kernel_agrees_with_the_userspace_model_of_longest_prefix_match() {
     let e = Engine::load(&set).unwrap();
     let mut addrs: Vec<IpAddr> = (0..=255u8).map(|i| IpAddr::from([192, 0, 2, i])).collect();
     addrs.extend((0..=255u8).map(|i| IpAddr::from([198, 51, 100 + (i % 3), i])));
-    addrs.extend(["10.0.0.1", "127.0.0.1", "128.0.0.1", "255.255.255.255"].map(ip));
+    addrs.extend(["240.0.0.1", "127.0.0.1", "128.0.0.1", "255.255.255.255"].map(ip));
     for i in 0..=255u16 {
         addrs.push(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, i]));
         addrs.push(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 1, i]));

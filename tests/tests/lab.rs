@@ -3,19 +3,28 @@
 
 use std::{process::Command, time::Duration};
 
-use serde_json::Value;
 use traffic::{
-    engine::Engine,
+    kernel::{AttachMode, Tool, ToolProgram, netlink},
     lab::in_netns,
-    netlink,
-    rules::{Action, RuleSet},
+    rules::Action,
+    sink::report::{Line, SummaryReport},
 };
 use traffic_tests::{Lab, Running, eventually, fails, has_xdp, send, traffic_in};
 
-fn count(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("`{key}` missing or not a count in {v}"))
+/// The report lines `traffic --json` printed.
+fn lines(stdout: &[u8]) -> Vec<Line> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The summary, the last line `traffic --json` printed.
+fn summary_of(stdout: &[u8]) -> SummaryReport {
+    match lines(stdout).pop() {
+        Some(Line::Summary(s)) => s,
+        other => panic!("the last line is not the summary: {other:?}"),
+    }
 }
 
 #[test]
@@ -36,9 +45,8 @@ fn every_packet_is_counted_exactly_once() {
             "2001:db8:c::/48",
         ],
     );
-    assert_eq!(start["iface"], lab.rx_if.as_str());
-    assert_eq!(start["rules_v4"], 3);
-    assert_eq!(start["rules_v6"], 2);
+    assert_eq!(start.iface, lab.rx_if);
+    assert_eq!((start.rules_v4, start.rules_v6), (3, 2));
 
     // (sources, count, extra flags) and what each batch must count as.
     let batches: [(&[&str], u64, &[&str], Action); 7] = [
@@ -81,8 +89,8 @@ fn every_packet_is_counted_exactly_once() {
         }
         args.extend_from_slice(extra);
         let report = send(&lab, &args);
-        assert_eq!(count(&report, "sent"), n);
-        want_bytes += count(&report, "bytes");
+        assert_eq!(report.sent, n);
+        want_bytes += report.bytes;
         want[action as usize] += n;
         if sources[0].contains(':') {
             v6 += n
@@ -97,35 +105,26 @@ fn every_packet_is_counted_exactly_once() {
         status.success(),
         "traffic exited with {status}; stderr:\n{stderr}"
     );
-    let got = |k| count(&summary, k);
+    let c = summary.counts;
     assert_eq!(
-        [got("packets"), got("pass"), got("drop"), got("capture")],
+        [c.packets, c.pass, c.drop, c.capture],
         [
             total,
             want[Action::Pass as usize],
             want[Action::Drop as usize],
             want[Action::Capture as usize]
         ],
-        "summary: {summary}"
+        "summary: {summary:?}"
     );
-    assert_eq!(got("pass") + got("drop") + got("capture"), got("packets"));
-    assert_eq!(
-        [got("ipv4"), got("ipv6"), got("non_ip"), got("malformed")],
-        [v4, v6, 0, 0]
-    );
-    assert_eq!(got("bytes"), want_bytes);
+    assert_eq!(c.pass + c.drop + c.capture, c.packets);
+    assert_eq!([c.ipv4, c.ipv6, c.non_ip, c.malformed], [v4, v6, 0, 0]);
+    assert_eq!(c.bytes, want_bytes);
     // Every captured packet became an event, delivered and timed.
-    assert_eq!(
-        [got("events"), got("events_lost"), got("sampled")],
-        [got("capture"), 0, 0]
-    );
-    assert_eq!(summary["latency_ns"]["count"], got("events"));
-    assert_eq!(
-        got("pass_bytes") + got("drop_bytes") + got("capture_bytes"),
-        want_bytes
-    );
-    assert_eq!(summary["iface"], lab.rx_if.as_str());
-    assert!(summary["duration_s"].as_f64().unwrap() > 0.0);
+    assert_eq!([c.events, c.events_lost, c.sampled], [c.capture, 0, 0]);
+    assert_eq!(summary.latency_ns.count, c.events);
+    assert_eq!(c.pass_bytes + c.drop_bytes + c.capture_bytes, want_bytes);
+    assert_eq!(summary.iface, lab.rx_if);
+    assert!(summary.duration_s > 0.0);
     assert!(
         !has_xdp(&lab.rx_ns, &lab.rx_if),
         "the program is still attached after exit"
@@ -156,7 +155,7 @@ fn sigterm_and_duration_end_with_a_summary() {
     // zombie): either way the exit must be clean and carry a summary.
     let (summary, status, _) = running.stop();
     assert!(status.success());
-    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary.iface, lab.rx_if);
 
     let out = traffic_in(
         &lab.rx_ns,
@@ -169,10 +168,7 @@ fn sigterm_and_duration_end_with_a_summary() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let last: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
-    assert_eq!(last["type"], "summary");
-    let d = last["duration_s"].as_f64().unwrap();
+    let d = summary_of(&out.stdout).duration_s;
     assert!((0.5..5.0).contains(&d), "ran {d} s for --duration 0.5");
     assert!(!has_xdp(&lab.rx_ns, &lab.rx_if));
 }
@@ -201,14 +197,14 @@ fn auto_mode_falls_back_to_skb_and_says_why() {
     );
 
     let (running, start) = Running::start(&lab.rx_ns, &["--iface", &lab.rx_if]);
-    assert_eq!(start["mode"], "skb", "{start}");
-    assert_eq!(start["refused"][0]["mode"], "native", "{start}");
+    assert_eq!(start.mode, AttachMode::Skb, "{start:?}");
+    assert_eq!(start.refused[0].mode, AttachMode::Native, "{start:?}");
     send(&lab, &["--count", "100", "--src", "192.0.2.0/24"]);
     let (summary, status, _) = running.expect_packets(100).stop();
     assert!(status.success());
     assert_eq!(
-        (summary["mode"].as_str(), count(&summary, "packets")),
-        (Some("skb"), 100)
+        (summary.mode, summary.counts.packets),
+        (AttachMode::Skb, 100)
     );
 }
 
@@ -218,19 +214,13 @@ fn another_program_is_refused_unless_forced() {
     // A program attached the legacy way (netlink), as older tools do.
     let ns = lab.rx_ns.clone();
     let ifname = lab.rx_if.clone();
-    let mut other = in_netns(&lab.rx_ns, move || {
-        let mut engine = Engine::load(&RuleSet::new(Action::Pass)).expect("load");
+    let other = in_netns(&lab.rx_ns, move || {
+        let floor = ToolProgram::load(Tool::FloorPass).expect("load");
         let ifindex = netlink::ifindex(&ifname).expect("lab interface");
         use std::os::fd::{AsFd as _, AsRawFd as _};
-        let fd = engine
-            .floor_program()
-            .unwrap()
-            .fd()
-            .unwrap()
-            .as_fd()
-            .as_raw_fd();
+        let fd = floor.program().fd().unwrap().as_fd().as_raw_fd();
         netlink::set_xdp_fd(ifindex, fd, netlink::XDP_FLAGS_SKB_MODE).expect("netlink attach");
-        engine
+        floor
     })
     .unwrap();
     assert!(has_xdp(&ns, &lab.rx_if));
@@ -263,25 +253,21 @@ fn another_program_is_refused_unless_forced() {
         "{}",
         String::from_utf8_lossy(&forced.stderr)
     );
-    let start: Value = serde_json::from_str(
-        String::from_utf8_lossy(&forced.stdout)
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let Some(Line::Start(start)) = lines(&forced.stdout).into_iter().next() else {
+        panic!("no start line")
+    };
     assert!(
-        start["replaced"]
-            .as_str()
-            .unwrap()
-            .contains("traffic_floor"),
-        "{start}"
+        start
+            .replaced
+            .as_deref()
+            .is_some_and(|p| p.contains("traffic_floor")),
+        "{start:?}"
     );
     assert!(
         !has_xdp(&ns, &lab.rx_if),
         "after --force and exit, nothing is left attached"
     );
-    other.detach();
+    drop(other);
 
     // A program held by another traffic's bpf_link cannot be forced out.
     let (holder, _) = Running::start(&lab.rx_ns, &["--iface", &lab.rx_if]);
@@ -394,19 +380,17 @@ fn the_built_in_lab_runs_and_removes_what_it_made() {
         stderr.contains(&format!("removed namespace {stale}")),
         "{stderr}"
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["type"], "summary");
-    for key in ["pass", "drop", "capture", "ipv4", "ipv6"] {
-        assert!(
-            count(&summary, key) > 0,
-            "the demo traffic has some {key}: {summary}"
-        );
+    let c = summary_of(&out.stdout).counts;
+    for (key, n) in [
+        ("pass", c.pass),
+        ("drop", c.drop),
+        ("capture", c.capture),
+        ("ipv4", c.ipv4),
+        ("ipv6", c.ipv6),
+    ] {
+        assert!(n > 0, "the demo traffic has some {key}: {c:?}");
     }
-    assert_eq!(
-        count(&summary, "pass") + count(&summary, "drop") + count(&summary, "capture"),
-        count(&summary, "packets")
-    );
+    assert_eq!(c.pass + c.drop + c.capture, c.packets);
     let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let namespaces = String::from_utf8_lossy(&namespaces.stdout);
     let mine = format!("trf-{}-", out_pid_marker(&stderr));
@@ -446,16 +430,13 @@ fn live_frames_reach_the_receiver() {
             "live-frames",
         ],
     );
-    assert_eq!(count(&report, "sent"), 10_000);
+    assert_eq!(report.sent, 10_000);
     let (summary, status, _) = running.expect_packets(10_000).stop();
     assert!(status.success());
     // One frame per prefix, repeated: half from each.
-    assert_eq!(
-        [count(&summary, "drop"), count(&summary, "capture")],
-        [5_000, 5_000],
-        "{summary}"
-    );
-    assert_eq!(count(&summary, "events"), 5_000);
+    let c = summary.counts;
+    assert_eq!([c.drop, c.capture], [5_000, 5_000], "{summary:?}");
+    assert_eq!(c.events, 5_000);
 
     let refused = traffic_in(
         &lab.tx_ns,

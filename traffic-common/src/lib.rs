@@ -7,18 +7,18 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// Names of the programs, maps and globals in the object file.
+/// Names of the programs, maps and globals in the object files.
 pub mod names {
     /// The classifier: parses, looks up, counts and acts on every packet.
     pub const PROGRAM: &str = "traffic";
-    /// A program that passes every packet and does nothing else: the cost floor
-    /// that benchmarks compare against.
+    /// In the tools object: a program that passes every packet and does
+    /// nothing else, the cost floor that benchmarks compare against.
     pub const FLOOR_PROGRAM: &str = "traffic_floor";
-    /// A program that sends every frame back out (XDP_TX): with
-    /// BPF_PROG_RUN's live frames, a traffic generator.
+    /// In the tools object: a program that sends every frame back out
+    /// (XDP_TX); with BPF_PROG_RUN's live frames, a traffic generator.
     pub const TX_PROGRAM: &str = "traffic_tx";
-    /// A program that drops every packet and does nothing else: the floor
-    /// for the drop path in live benchmarks.
+    /// In the tools object: a program that drops every packet and does
+    /// nothing else, the floor for the drop path in live benchmarks.
     pub const FLOOR_DROP_PROGRAM: &str = "traffic_floor_drop";
     /// IPv4 source-prefix rules: `LpmTrie<[u8; 4], Rule>`.
     pub const RULES_V4: &str = "RULES_V4";
@@ -87,9 +87,22 @@ pub struct Config {
     pub _pad: u32,
 }
 
-/// Bytes of XDP metadata in front of a frame redirected to AF_XDP: the
-/// `CLOCK_MONOTONIC` nanoseconds at the XDP hook, as a native-endian `u64`.
-pub const AFXDP_META_LEN: usize = 8;
+/// The XDP metadata in front of a frame redirected to AF_XDP: what the
+/// program knows of the frame that its bytes do not say.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct XskMeta {
+    /// `CLOCK_MONOTONIC` nanoseconds at the XDP hook.
+    pub ts_ns: u64,
+    /// [`Rule::id`] of the rule that matched, or [`NO_RULE`].
+    pub rule_id: u32,
+    /// [`event_flags`] of the parse (`MALFORMED`, `LATER_FRAGMENT`).
+    pub flags: u32,
+}
+
+/// Bytes of XDP metadata in front of a frame redirected to AF_XDP: one
+/// [`XskMeta`] (a multiple of 4, as `bpf_xdp_adjust_meta` requires).
+pub const AFXDP_META_LEN: usize = size_of::<XskMeta>();
 
 impl Default for Config {
     fn default() -> Self {
@@ -181,7 +194,7 @@ pub mod event_flags {
 /// derives `serde::Serialize`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-#[cfg_attr(feature = "user", derive(serde::Serialize))]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct Stats {
     /// Packets seen.
     pub packets: u64,
@@ -302,7 +315,7 @@ impl Stats {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Config, CpuState, EventHeader, Rule, Stats};
+    use super::{Config, CpuState, EventHeader, Rule, Stats, XskMeta};
 
     // SAFETY: each type is `#[repr(C)]`, made only of integers, and has no
     // padding (bytemuck's `Pod` derive checks this at compile time).
@@ -315,4 +328,6 @@ mod user {
     unsafe impl aya::Pod for CpuState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for EventHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for XskMeta {}
 }

@@ -21,7 +21,7 @@ use aya_ebpf::{
     maps::{LpmTrie, PerCpuArray, RingBuf, XskMap, lpm_trie::Key},
     programs::XdpContext,
 };
-use traffic_common::{Config, CpuState, EventHeader, NO_RULE, Rule, action, event_flags};
+use traffic_common::{Config, CpuState, EventHeader, NO_RULE, Rule, XskMeta, action, event_flags};
 
 // Keys are the address bytes in network order, as 16-bit words (see
 // `Ipv4Hdr`); the loader writes them as bytes, which is the same memory.
@@ -229,25 +229,6 @@ pub fn traffic(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The cost floor for benchmarks: an XDP program that passes everything.
-#[xdp]
-pub fn traffic_floor(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-/// Sends every frame back out of the interface it came in on. Used with
-/// BPF_PROG_RUN's live-frames mode to measure it as a traffic generator.
-#[xdp]
-pub fn traffic_tx(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_TX
-}
-
-/// The floor of the drop path: an XDP program that drops everything.
-#[xdp]
-pub fn traffic_floor_drop(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_DROP
-}
-
 #[inline(always)]
 fn try_traffic(ctx: &XdpContext) -> Result<u32, ()> {
     let len = (ctx.data_end() - ctx.data()) as u64;
@@ -273,7 +254,7 @@ fn try_traffic(ctx: &XdpContext) -> Result<u32, ()> {
         }
     }
     if cfg.afxdp != 0 && verdict.action == action::CAPTURE {
-        return Ok(redirect_to_socket(ctx, state));
+        return Ok(redirect_to_socket(ctx, state, &verdict));
     }
     if deliver {
         emit_event(ctx, state, &verdict, flags, &cfg);
@@ -282,10 +263,11 @@ fn try_traffic(ctx: &XdpContext) -> Result<u32, ()> {
 }
 
 /// Sends a frame to capture, whole, to the AF_XDP socket of its receive
-/// queue, with the hook's timestamp in the metadata area in front of it.
-/// Without a socket on that queue the frame is passed and counted.
+/// queue, with an [`XskMeta`] (the hook's timestamp, the rule that matched,
+/// the parser's flags) in the metadata area in front of it. Without a socket
+/// on that queue the frame is passed and counted.
 #[inline(always)]
-fn redirect_to_socket(ctx: &XdpContext, state: &mut CpuState) -> u32 {
+fn redirect_to_socket(ctx: &XdpContext, state: &mut CpuState, v: &Verdict) -> u32 {
     // SAFETY: helper calls with the program's own context.
     let now = unsafe { bpf_ktime_get_ns() };
     let meta_len = traffic_common::AFXDP_META_LEN as i32;
@@ -294,9 +276,14 @@ fn redirect_to_socket(ctx: &XdpContext, state: &mut CpuState) -> u32 {
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -meta_len) } == 0 {
         let meta = ctx.metadata();
         if meta + traffic_common::AFXDP_META_LEN <= ctx.data() {
-            // SAFETY: the eight bytes lie between data_meta and data, checked
+            let value = XskMeta {
+                ts_ns: now,
+                rule_id: v.rule_id,
+                flags: parse_flags(v),
+            };
+            // SAFETY: the metadata lies between data_meta and data, checked
             // just above as the verifier requires.
-            unsafe { core::ptr::write_unaligned(meta as *mut u64, now) };
+            unsafe { core::ptr::write_unaligned(meta as *mut XskMeta, value) };
         }
     }
     match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
@@ -437,13 +424,7 @@ fn emit<const N: usize>(
             flags |= event_flags::TCP_FLAGS;
         }
     }
-    if matches!(v.outcome, Outcome::Malformed) {
-        flags |= event_flags::MALFORMED;
-    }
-    if v.later_fragment {
-        flags |= event_flags::LATER_FRAGMENT;
-    }
-    header.flags = flags;
+    header.flags = flags | parse_flags(v);
 
     let want = if wire_len < cfg.snaplen {
         wire_len
@@ -505,6 +486,19 @@ fn emit<const N: usize>(
         BPF_RB_NO_WAKEUP
     } as u64);
     state.stats.events += 1;
+}
+
+/// The [`event_flags`] that describe what the parser found.
+#[inline(always)]
+fn parse_flags(v: &Verdict) -> u32 {
+    let mut flags = 0;
+    if matches!(v.outcome, Outcome::Malformed) {
+        flags |= event_flags::MALFORMED;
+    }
+    if v.later_fragment {
+        flags |= event_flags::LATER_FRAGMENT;
+    }
+    flags
 }
 
 #[inline(always)]

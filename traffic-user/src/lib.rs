@@ -1,32 +1,31 @@
 //! `traffic`: a packet filter and capture engine on XDP.
 //!
-//! The crate is split along the data flow, like a search tool's searcher,
-//! matcher and sink:
+//! The crate's folders follow the data flow of a run:
 //!
-//! - [`rules`] decides: source prefixes and their actions, longest prefix wins.
-//! - [`engine`] is the kernel side: it loads the XDP program with the rules,
-//!   attaches it and reads its per-CPU counters.
-//! - [`capture`] is the source of captured packets: events from the XDP
-//!   program's ring buffer.
-//! - The sinks: [`report`] (interval and summary reports, as a table or
-//!   JSON), [`latency`] (delivery-latency histograms), [`pcap`] (files) and
-//!   [`print`] (one line per packet).
-//! - [`frame`], [`generator`] and [`lab`] make test traffic: frames, a sender, and
-//!   veth pairs in network namespaces.
+//! - [`cli`]: the flags, parsed and then validated into a run's
+//!   configuration.
+//! - [`rules`] decides: source prefixes and their actions, longest prefix
+//!   wins.
+//! - [`kernel`]: the XDP objects; loading, attaching, counters, and the
+//!   netlink and capability queries around them.
+//! - [`source`]: where captured packets come from, the ring buffer or
+//!   AF_XDP sockets.
+//! - [`packet`]: the one userspace parser, which agrees with the kernel's.
+//! - [`session`]: a run, which drives sources into sinks and reports
+//!   counters every interval.
+//! - [`sink`]: where a run goes: reports (table or JSON), latency
+//!   histograms, pcap files, packet lines, plots.
+//!
+//! Tooling lives beside the product: [`lab`] makes test traffic (veth pairs
+//! in network namespaces, frames, a generator, the built-in lab) and
+//! [`bench`] measures what traffic costs beside its peers.
 
-pub mod afxdp;
 pub mod bench;
-pub mod caps;
-pub mod capture;
-pub mod engine;
-pub mod frame;
-pub mod generator;
+pub mod cli;
+pub mod kernel;
 pub mod lab;
-pub mod latency;
-pub mod livebench;
-pub mod netlink;
-pub mod pcap;
-pub mod plot;
-pub mod print;
-pub mod report;
+pub mod packet;
 pub mod rules;
+pub mod session;
+pub mod sink;
+pub mod source;

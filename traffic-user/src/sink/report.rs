@@ -12,7 +12,9 @@
 //!   interval (see [`Counts`]) with `pps`, `bps` and `latency_ns`.
 //! - `summary`: `iface`, `mode`, `duration_s`, the counts since the start,
 //!   the average `pps` and `bps`, and `latency_ns` over the whole run.
-//! - `packet` (with `--print`): one captured packet, see [`crate::print`].
+//! - `packet` (with `--print`): one captured packet, see [`super::print`].
+//!
+//! [`Line`] reads every line back.
 //!
 //! The intervals add up to the summary: the last, partial interval is
 //! reported when the run stops.
@@ -22,19 +24,20 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use traffic_common::Stats;
 
-use crate::{engine::AttachMode, latency::Percentiles};
+use super::{Interval, Percentiles, Sink, SinkError, Summary, print::PacketLine};
+use crate::{kernel::AttachMode, rules::Action, source::afxdp::XskMode};
 
 /// The counters of a report: the kernel's counters, named as in the JSON
 /// output, except that `events` is what userspace received (ring-buffer
 /// events and AF_XDP frames) and `events_lost` also counts what AF_XDP
-/// could not deliver.
+/// could not deliver and what was never read.
 pub type Counts = Stats;
 
 /// What was attached where, reported once at the start.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Start {
     /// The interface.
     pub iface: String,
@@ -51,13 +54,13 @@ pub struct Start {
     /// Number of IPv6 rules.
     pub rules_v6: usize,
     /// The default action.
-    pub default: crate::rules::Action,
+    pub default: Action,
     /// AF_XDP sockets, with `--afxdp`.
     pub afxdp: Option<AfxdpStart>,
 }
 
 /// One AF_XDP socket's counts, in the summary.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueReport {
     /// The receive queue.
     pub queue: u32,
@@ -72,10 +75,10 @@ pub struct QueueReport {
 }
 
 /// How AF_XDP was set up, in the start line.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AfxdpStart {
     /// `zerocopy` or `copy`.
-    pub mode: crate::afxdp::XskMode,
+    pub mode: XskMode,
     /// Sockets opened, one per receive queue from 0.
     pub queues: u32,
     /// Why zero-copy was refused, when auto fell back to copy.
@@ -83,7 +86,7 @@ pub struct AfxdpStart {
 }
 
 /// A mode the kernel refused.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Refused {
     /// The mode.
     pub mode: AttachMode,
@@ -91,38 +94,59 @@ pub struct Refused {
     pub error: String,
 }
 
-#[derive(Serialize)]
-struct IntervalLine<'a> {
-    r#type: &'static str,
-    ts: f64,
-    interval_s: f64,
+/// An `interval` line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IntervalReport {
+    /// Unix seconds at the end of the interval.
+    pub ts: f64,
+    /// The interval's length in seconds.
+    pub interval_s: f64,
+    /// The interval's counts.
     #[serde(flatten)]
-    counts: &'a Counts,
-    pps: f64,
-    bps: f64,
-    latency_ns: &'a Percentiles,
+    pub counts: Counts,
+    /// Packets per second.
+    pub pps: f64,
+    /// Bits per second.
+    pub bps: f64,
+    /// Delivery latency in the interval.
+    pub latency_ns: Percentiles,
 }
 
-#[derive(Serialize)]
-struct SummaryLine<'a> {
-    r#type: &'static str,
-    iface: &'a str,
-    mode: AttachMode,
-    duration_s: f64,
+/// The `summary` line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SummaryReport {
+    /// The interface.
+    pub iface: String,
+    /// The mode attached in.
+    pub mode: AttachMode,
+    /// The run's length in seconds.
+    pub duration_s: f64,
+    /// The counts since the start.
     #[serde(flatten)]
-    counts: &'a Counts,
-    pps: f64,
-    bps: f64,
-    latency_ns: &'a Percentiles,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    afxdp_queues: Option<&'a [QueueReport]>,
+    pub counts: Counts,
+    /// Packets per second on average.
+    pub pps: f64,
+    /// Bits per second on average.
+    pub bps: f64,
+    /// Delivery latency over the run.
+    pub latency_ns: Percentiles,
+    /// Per-queue counts, with `--afxdp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub afxdp_queues: Option<Vec<QueueReport>>,
 }
 
-#[derive(Serialize)]
-struct StartLine<'a> {
-    r#type: &'static str,
-    #[serde(flatten)]
-    start: &'a Start,
+/// One line of `--json` output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Line {
+    /// Where the program was attached.
+    Start(Start),
+    /// One report interval.
+    Interval(IntervalReport),
+    /// The whole run.
+    Summary(SummaryReport),
+    /// One captured packet (with `--print`).
+    Packet(PacketLine),
 }
 
 /// Output format.
@@ -134,11 +158,14 @@ pub enum Format {
     Json,
 }
 
-/// Writes reports to `out`.
+/// Writes reports to `out`, and notes for people to `note` (stderr).
 pub struct Reporter<W> {
     out: W,
+    note: Box<dyn Write>,
     format: Format,
     rows: usize,
+    /// What `out` is, for error messages.
+    what: &'static str,
 }
 
 /// Rows between repeated table headers.
@@ -191,28 +218,29 @@ pub fn duration_text(ns: u64, count: u64) -> String {
 }
 
 impl<W: Write> Reporter<W> {
-    /// A reporter writing `format` to `out`.
-    pub fn new(out: W, format: Format) -> Self {
+    /// A reporter writing `format` to `out`, named `what` in errors, with
+    /// notes to stderr.
+    pub fn new(out: W, format: Format, what: &'static str) -> Self {
         Self {
             out,
+            note: Box::new(io::stderr()),
             format,
             rows: 0,
+            what,
         }
     }
 
     /// Reports where the engine is attached. The table format writes this to
-    /// `note` (stderr), leaving `out` for the table.
+    /// the notes (stderr), leaving `out` for the table.
     ///
     /// # Errors
     ///
     /// When writing fails.
-    pub fn start(&mut self, start: &Start, note: &mut dyn Write) -> io::Result<()> {
+    pub fn start(&mut self, start: &Start) -> io::Result<()> {
         match self.format {
-            Format::Json => self.json(&StartLine {
-                r#type: "start",
-                start,
-            }),
+            Format::Json => self.json(&Line::Start(start.clone())),
             Format::Table => {
+                let note = &mut self.note;
                 for r in &start.refused {
                     writeln!(note, "traffic: {} mode refused: {}", r.mode, r.error)?;
                 }
@@ -260,17 +288,16 @@ impl<W: Write> Reporter<W> {
         let pps = rate(counts.packets, secs);
         let bps = rate(counts.bytes * 8, secs);
         match self.format {
-            Format::Json => self.json(&IntervalLine {
-                r#type: "interval",
+            Format::Json => self.json(&Line::Interval(IntervalReport {
                 ts: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64()),
                 interval_s: secs,
-                counts,
+                counts: *counts,
                 pps,
                 bps,
-                latency_ns: latency,
-            }),
+                latency_ns: *latency,
+            })),
             Format::Table => {
                 if self.rows.is_multiple_of(HEADER_EVERY) {
                     writeln!(
@@ -330,17 +357,16 @@ impl<W: Write> Reporter<W> {
         let pps = rate(counts.packets, secs);
         let bps = rate(counts.bytes * 8, secs);
         match self.format {
-            Format::Json => self.json(&SummaryLine {
-                r#type: "summary",
-                iface,
+            Format::Json => self.json(&Line::Summary(SummaryReport {
+                iface: iface.to_owned(),
                 mode,
                 duration_s: secs,
-                counts,
+                counts: *counts,
                 pps,
                 bps,
-                latency_ns: latency,
-                afxdp_queues,
-            }),
+                latency_ns: *latency,
+                afxdp_queues: afxdp_queues.map(<[QueueReport]>::to_vec),
+            })),
             Format::Table => {
                 let c = counts;
                 writeln!(self.out, "--- {iface} ({mode} mode), {secs:.1} s ---")?;
@@ -388,10 +414,33 @@ impl<W: Write> Reporter<W> {
         }
     }
 
-    fn json<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, value)?;
+    fn json(&mut self, line: &Line) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, line)?;
         self.out.write_all(b"\n")?;
         self.out.flush()
+    }
+}
+
+impl<W: Write> Sink for Reporter<W> {
+    fn start(&mut self, start: &Start) -> Result<(), SinkError> {
+        Reporter::start(self, start).map_err(SinkError::write(self.what))
+    }
+
+    fn interval(&mut self, interval: &Interval<'_>) -> Result<(), SinkError> {
+        Reporter::interval(self, interval.counts, interval.latency, interval.length)
+            .map_err(SinkError::write(self.what))
+    }
+
+    fn finish(&mut self, s: &Summary<'_>) -> Result<(), SinkError> {
+        self.summary(
+            &s.start.iface,
+            s.start.mode,
+            s.counts,
+            &s.latency.total(),
+            s.duration,
+            s.queues,
+        )
+        .map_err(SinkError::write(self.what))
     }
 }
 
@@ -402,7 +451,7 @@ mod tests {
     #[test]
     fn table_header_names_every_column() {
         let mut out = Vec::new();
-        let mut r = Reporter::new(&mut out, Format::Table);
+        let mut r = Reporter::new(&mut out, Format::Table, "the test");
         r.interval(
             &Counts::default(),
             &Percentiles::default(),
@@ -432,7 +481,7 @@ mod tests {
     #[test]
     fn json_lines_carry_the_documented_keys() {
         let mut out = Vec::new();
-        let mut r = Reporter::new(&mut out, Format::Json);
+        let mut r = Reporter::new(&mut out, Format::Json, "the test");
         let counts = Counts {
             packets: 10,
             bytes: 1000,

@@ -9,52 +9,112 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, Result, anyhow};
-use serde::Serialize;
-use traffic::{
-    bench::{self, Cost},
-    caps,
-    generator::Mechanism,
-    livebench::{self, LiveResult, Receiver},
-    plot,
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    cli::BenchArgs,
+    kernel::caps::{self, CapsError},
+    lab::generator::Mechanism,
+    sink::{plot, report::si_u64},
 };
 
-use crate::flags::BenchArgs;
+pub mod kernel;
+pub mod live;
 
-#[derive(Serialize)]
-struct Report<'a> {
-    machine: &'a Machine,
-    repeat: u32,
-    kernel: Vec<KernelRow<'a>>,
-    live: Vec<LiveRow<'a>>,
+use kernel::{Cost, CostError};
+use live::{LiveError, LiveResult, Receiver};
+
+/// Why the benchmark failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The process lacks a capability.
+    #[error(transparent)]
+    Caps(#[from] CapsError),
+    /// A size given is zero.
+    #[error("--repeat and every --rules size must be at least 1")]
+    Zero,
+    /// An in-kernel measurement failed.
+    #[error("measuring with BPF_PROG_TEST_RUN failed")]
+    Kernel(#[from] CostError),
+    /// A live scenario failed.
+    #[error("{scenario} failed")]
+    Live {
+        /// The scenario.
+        scenario: &'static str,
+        /// Why.
+        #[source]
+        source: LiveError,
+    },
+    /// Writing the tables or the report failed.
+    #[error("writing {what} failed")]
+    Write {
+        /// What was written.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
 }
 
-#[derive(Serialize)]
-struct KernelRow<'a> {
-    #[serde(flatten)]
-    cost: &'a Cost,
-    ratio_to_floor: f64,
+fn write_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Write { what, source }
 }
 
-#[derive(Serialize)]
-struct LiveRow<'a> {
+/// `raw.json`: every figure of a run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// What it was measured on.
+    pub machine: Machine,
+    /// test_run repetitions per figure.
+    pub repeat: u32,
+    /// In-kernel costs.
+    pub kernel: Vec<KernelRow>,
+    /// Live scenarios.
+    pub live: Vec<LiveRow>,
+}
+
+/// One in-kernel figure.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KernelRow {
+    /// The figure.
     #[serde(flatten)]
-    result: &'a LiveResult,
-    rate_ratio_to_floor: f64,
-    cpu_ratio_to_floor: f64,
+    pub cost: Cost,
+    /// Against the floor of the same family.
+    pub ratio_to_floor: f64,
+}
+
+/// One live scenario.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LiveRow {
+    /// The figures.
+    #[serde(flatten)]
+    pub result: LiveResult,
+    /// Rate against the pass floor sent the same way.
+    pub rate_ratio_to_floor: f64,
+    /// CPU per frame against the pass floor sent the same way.
+    pub cpu_ratio_to_floor: f64,
 }
 
 /// What the figures were measured on.
-#[derive(Serialize, Default)]
-struct Machine {
-    host: String,
-    kernel: String,
-    cpu: String,
-    cores: usize,
-    memory: String,
-    tcpdump: String,
-    xdp_filter: String,
-    date: String,
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct Machine {
+    /// Host name.
+    pub host: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// CPU model.
+    pub cpu: String,
+    /// Online cores.
+    pub cores: usize,
+    /// Memory.
+    pub memory: String,
+    /// tcpdump's version.
+    pub tcpdump: String,
+    /// xdp-tools' version.
+    pub xdp_filter: String,
+    /// When.
+    pub date: String,
 }
 
 fn first_line(cmd: &str, args: &[&str]) -> String {
@@ -108,7 +168,13 @@ fn machine() -> Machine {
     }
 }
 
-pub fn run(args: &BenchArgs) -> Result<()> {
+/// `traffic bench`: measures, prints the tables, and writes the report
+/// when `--out` is given.
+///
+/// # Errors
+///
+/// [`BenchError`].
+pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     caps::check()?;
     let rules = if !args.rules.is_empty() {
         args.rules.clone()
@@ -118,9 +184,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         vec![1, 1_000, 100_000, 1_000_000]
     };
     if args.repeat < 1 || rules.contains(&0) {
-        return Err(anyhow!(
-            "--repeat and every --rules size must be at least 1"
-        ));
+        return Err(BenchError::Zero);
     }
     let machine = machine();
     // Live runs come first: the private mount namespace the kernel part
@@ -136,22 +200,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         out,
         "# in-kernel cost per packet (BPF_PROG_TEST_RUN, {} runs per figure, median of {})",
         args.repeat,
-        bench::ROUNDS
-    )?;
-    writeln!(
-        out,
-        "{:<10} {:<8} {:<6} {:>9} {:>10} {:>8}",
-        "program", "path", "family", "rules", "ns/packet", "x floor"
-    )?;
+        kernel::ROUNDS
+    )
+    .and_then(|()| {
+        writeln!(
+            out,
+            "{:<10} {:<8} {:<6} {:>9} {:>10} {:>8}",
+            "program", "path", "family", "rules", "ns/packet", "x floor"
+        )
+    })
+    .map_err(write_err("stdout"))?;
 
     // xdp-tools' objects pin their maps by name; give them a bpffs of their
     // own in a private mount namespace (nothing is mounted on the host).
-    let pins = bench::private_bpffs()
+    let pins = kernel::private_bpffs()
         .inspect_err(|e| eprintln!("traffic: not measuring xdp-filter: no private bpffs ({e})"))
         .ok();
     let mut floor = std::collections::HashMap::new();
-    let mut write_err = None;
-    let kernel = bench::kernel_costs(&rules, args.repeat, pins.as_deref(), |cost| {
+    let mut progress_err = None;
+    let costs = kernel::kernel_costs(&rules, args.repeat, pins.as_deref(), |cost| {
         if cost.program == "floor" {
             floor.insert(cost.family.clone(), cost.ns_per_packet);
         }
@@ -163,18 +230,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "{:<10} {:<8} {:<6} {:>9} {:>10.1} {:>8.2}",
             cost.program, cost.path, cost.family, cost.rules, cost.ns_per_packet, ratio
         ) {
-            write_err.get_or_insert(e);
+            progress_err.get_or_insert(e);
         }
-    })
-    .context("measuring with BPF_PROG_TEST_RUN")?;
-    if let Some(e) = write_err {
-        return Err(e.into());
+    })?;
+    if let Some(e) = progress_err {
+        return Err(BenchError::Write {
+            what: "stdout".into(),
+            source: e,
+        });
     }
 
-    let kernel_rows: Vec<KernelRow<'_>> = kernel
+    let kernel_rows: Vec<KernelRow> = costs
         .iter()
         .map(|cost| KernelRow {
-            cost,
+            cost: cost.clone(),
             ratio_to_floor: floor
                 .get(&cost.family)
                 .map_or(f64::NAN, |f| cost.ns_per_packet / f),
@@ -185,12 +254,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         live.iter()
             .find(|r| r.scenario == Receiver::FloorPass.name() && r.sender == sender)
     };
-    let live_rows: Vec<LiveRow<'_>> = live
+    let live_rows: Vec<LiveRow> = live
         .iter()
         .map(|result| {
             let floor = floor_of(&result.sender);
             LiveRow {
-                result,
+                result: result.clone(),
                 rate_ratio_to_floor: floor.map_or(f64::NAN, |f| result.rate_pps / f.rate_pps),
                 cpu_ratio_to_floor: floor
                     .map_or(f64::NAN, |f| result.cpu_ns_per_packet / f.cpu_ns_per_packet),
@@ -198,29 +267,32 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         })
         .collect();
     if !live_rows.is_empty() {
-        writeln!(out, "\n{}", live_table(&live_rows))?;
+        writeln!(out, "\n{}", live_table(&live_rows)).map_err(write_err("stdout"))?;
     }
     if let Some(dir) = &args.out {
         let report = Report {
-            machine: &machine,
+            machine,
             repeat: args.repeat,
             kernel: kernel_rows,
             live: live_rows,
         };
         write_report(dir, &report)?;
-        writeln!(out, "report written to {}", dir.display())?;
+        writeln!(out, "report written to {}", dir.display()).map_err(write_err("stdout"))?;
     }
     Ok(())
 }
 
 /// The live scenarios of a run, in order.
-fn live(quick: bool) -> Result<Vec<LiveResult>> {
-    for name in livebench::cleanup() {
+fn live(quick: bool) -> Result<Vec<LiveResult>, BenchError> {
+    for name in live::cleanup() {
         eprintln!("traffic: removed namespace {name} left by a killed run");
     }
-    let bin = std::env::current_exe().context("finding the traffic binary")?;
-    let workdir = livebench::workdir();
-    std::fs::create_dir_all(&workdir).context("creating the bench's work directory")?;
+    let bin = std::env::current_exe().map_err(write_err("the path of the traffic binary"))?;
+    let workdir = live::workdir();
+    std::fs::create_dir_all(&workdir).map_err(write_err(format!(
+        "the bench's work directory {}",
+        workdir.display()
+    )))?;
     let count: u64 = if quick { 200_000 } else { 1_000_000 };
     let seconds_at_rate: u64 = if quick { 2 } else { 4 };
     let rates: &[u64] = if quick {
@@ -229,17 +301,23 @@ fn live(quick: bool) -> Result<Vec<LiveResult>> {
         &[50_000, 100_000, 200_000]
     };
     let mut results = Vec::new();
-    let run_with =
-        |receiver: Receiver, rate: Option<u64>, mechanism: Mechanism| -> Result<LiveResult> {
-            let n = rate.map_or(count, |r| (r * seconds_at_rate).min(count));
-            eprintln!(
-                "traffic bench: {} at {}",
-                receiver.name(),
-                rate.map_or("full speed".to_owned(), |r| format!("{r} frames/s"))
-            );
-            livebench::run_scenario(&bin, &workdir, &receiver, n, rate, mechanism)
-                .map_err(|e| anyhow!("{}: {e}", receiver.name()))
-        };
+    let run_with = |receiver: Receiver,
+                    rate: Option<u64>,
+                    mechanism: Mechanism|
+     -> Result<LiveResult, BenchError> {
+        let n = rate.map_or(count, |r| (r * seconds_at_rate).min(count));
+        eprintln!(
+            "traffic bench: {} at {}",
+            receiver.name(),
+            rate.map_or("full speed".to_owned(), |r| format!("{r} frames/s"))
+        );
+        live::run_scenario(&bin, &workdir, &receiver, n, rate, mechanism).map_err(|source| {
+            BenchError::Live {
+                scenario: receiver.name(),
+                source,
+            }
+        })
+    };
     let run = |receiver: Receiver, rate: Option<u64>| run_with(receiver, rate, Mechanism::AfPacket);
     for receiver in [
         Receiver::Nothing,
@@ -253,7 +331,7 @@ fn live(quick: bool) -> Result<Vec<LiveResult>> {
         Receiver::Tcpdump,
     ] {
         if receiver == Receiver::XdpFilterDrop
-            && !Path::new(bench::XDP_FILTER_DIR)
+            && !Path::new(kernel::XDP_FILTER_DIR)
                 .join("xdpfilt_alw_ip.o")
                 .exists()
         {
@@ -294,7 +372,7 @@ fn opt(v: Option<u64>) -> String {
     v.map_or("-".to_owned(), |v| v.to_string())
 }
 
-fn live_table(rows: &[LiveRow<'_>]) -> String {
+fn live_table(rows: &[LiveRow]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -305,14 +383,14 @@ fn live_table(rows: &[LiveRow<'_>]) -> String {
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for row in rows {
-        let r = row.result;
+        let r = &row.result;
         let lat = r.latency_ns.map_or("-".to_owned(), |l| {
             format!(
                 "{} / {} / {} / {}",
-                traffic::report::duration_text(l.p50, l.count),
-                traffic::report::duration_text(l.p99, l.count),
-                traffic::report::duration_text(l.p999, l.count),
-                traffic::report::duration_text(l.max, l.count)
+                crate::sink::report::duration_text(l.p50, l.count),
+                crate::sink::report::duration_text(l.p99, l.count),
+                crate::sink::report::duration_text(l.p999, l.count),
+                crate::sink::report::duration_text(l.max, l.count)
             )
         });
         let beside = match (r.tcpdump_captured, r.tcpdump_lost) {
@@ -325,9 +403,9 @@ fn live_table(rows: &[LiveRow<'_>]) -> String {
             r.scenario,
             r.sender,
             r.offered_pps
-                .map_or("max".to_owned(), traffic::report::si_u64),
+                .map_or("max".to_owned(), crate::sink::report::si_u64),
             r.sent,
-            traffic::report::si(r.rate_pps),
+            crate::sink::report::si(r.rate_pps),
             row.rate_ratio_to_floor,
             r.cpu_ns_per_packet,
             row.cpu_ratio_to_floor,
@@ -341,7 +419,7 @@ fn live_table(rows: &[LiveRow<'_>]) -> String {
     t
 }
 
-fn kernel_table(rows: &[KernelRow<'_>]) -> String {
+fn kernel_table(rows: &[KernelRow]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -349,7 +427,7 @@ fn kernel_table(rows: &[KernelRow<'_>]) -> String {
     );
     let _ = writeln!(t, "|---|---|---|---:|---:|---:|");
     for row in rows {
-        let c = row.cost;
+        let c = &row.cost;
         let _ = writeln!(
             t,
             "| {} | {} | {} | {} | {:.1} | {:.2} |",
@@ -359,14 +437,17 @@ fn kernel_table(rows: &[KernelRow<'_>]) -> String {
     t
 }
 
-fn write_report(dir: &Path, report: &Report<'_>) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+fn write_report(dir: &Path, report: &Report) -> Result<(), BenchError> {
+    std::fs::create_dir_all(dir).map_err(write_err(dir.display().to_string()))?;
     let write = |name: &str, text: &str| {
         std::fs::write(dir.join(name), text)
-            .with_context(|| format!("writing {}", dir.join(name).display()))
+            .map_err(write_err(dir.join(name).display().to_string()))
     };
-    write("raw.json", &serde_json::to_string_pretty(report)?)?;
-    let m = report.machine;
+    write(
+        "raw.json",
+        &serde_json::to_string_pretty(report).map_err(|e| write_err("raw.json")(e.into()))?,
+    )?;
+    let m = &report.machine;
     write(
         "README.SETUP",
         &format!(
@@ -383,7 +464,7 @@ fn write_report(dir: &Path, report: &Report<'_>) -> Result<()> {
             m.xdp_filter,
             m.date,
             report.repeat,
-            bench::ROUNDS
+            kernel::ROUNDS
         ),
     )?;
     let mut md = format!(
@@ -424,10 +505,7 @@ fn write_report(dir: &Path, report: &Report<'_>) -> Result<()> {
             .live
             .iter()
             .map(|r| {
-                let at = r
-                    .result
-                    .offered_pps
-                    .map_or("max".to_owned(), traffic::report::si_u64);
+                let at = r.result.offered_pps.map_or("max".to_owned(), si_u64);
                 (format!("{} @ {at}", r.result.scenario), r.result.rate_pps)
             })
             .collect();

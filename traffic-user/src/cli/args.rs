@@ -1,15 +1,14 @@
-//! Command-line flags: parsed raw by clap ([`LowArgs`]), then validated into
-//! what the program runs on ([`RunConfig`], [`GenConfig`]), reporting every
-//! bad token at once.
+//! The flags as clap parses them, before validation ([`super::config`]).
 
-use std::{path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use traffic::{
-    engine::{ModeChoice, Settings},
-    generator::{GenOptions, Proto, parse_mac},
-    report::Format,
-    rules::{Action, Origin, RuleSet},
+
+use crate::{
+    kernel::{DEFAULT_RING_BYTES, DEFAULT_WAKEUP_INTERVAL, ModeChoice},
+    lab::generator::{Mechanism, Proto},
+    rules::Action,
+    source::afxdp::XskModeChoice,
 };
 
 /// Filter and count packets by source address with XDP, at line rate.
@@ -123,8 +122,8 @@ pub struct RunArgs {
     pub afxdp: bool,
     /// AF_XDP mode: zerocopy (the driver must support it), copy (any
     /// driver), or auto (zerocopy, falling back to copy).
-    #[arg(long, value_enum, default_value_t = traffic::afxdp::XskModeChoice::Auto, requires = "afxdp")]
-    pub afxdp_mode: traffic::afxdp::XskModeChoice,
+    #[arg(long, value_enum, default_value_t = XskModeChoice::Auto, requires = "afxdp")]
+    pub afxdp_mode: XskModeChoice,
     /// Open sockets on the first N receive queues only (default: all).
     #[arg(long, value_name = "N", requires = "afxdp")]
     pub queues: Option<u32>,
@@ -145,12 +144,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub sample: Option<u32>,
     /// Size of the kernel's event ring buffer in bytes (a power of two).
-    #[arg(long, value_name = "BYTES", default_value_t = traffic::engine::DEFAULT_RING_BYTES)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BYTES)]
     pub ring_size: u32,
     /// While events flow, wake the reader at most once per this many
     /// microseconds per CPU (0: for every event). Bounds delivery latency
     /// from above and wake-ups per second from above.
-    #[arg(long, value_name = "US", default_value_t = traffic::engine::DEFAULT_WAKEUP_INTERVAL.as_micros() as u64)]
+    #[arg(long, value_name = "US", default_value_t = DEFAULT_WAKEUP_INTERVAL.as_micros() as u64)]
     pub wakeup_us: u64,
 }
 
@@ -188,186 +187,9 @@ pub struct GenArgs {
     /// retried on back-pressure, so the count is exact; the default, and the
     /// fastest exact one measured) or live-frames (BPF_PROG_RUN live frames:
     /// faster on veth, but the kernel drops what the device cannot take).
-    #[arg(long, value_enum, default_value_t = traffic::generator::Mechanism::AfPacket)]
-    pub mechanism: traffic::generator::Mechanism,
+    #[arg(long, value_enum, default_value_t = Mechanism::AfPacket)]
+    pub mechanism: Mechanism,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Where to attach.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// A real interface.
-    Iface(String),
-    /// The built-in lab.
-    Lab,
-}
-
-/// A validated capture/filter run.
-#[derive(Debug)]
-pub struct RunConfig {
-    pub target: Target,
-    pub mode: ModeChoice,
-    pub force: bool,
-    pub rules: RuleSet,
-    /// Whether any rule was given (the lab adds demo rules when not).
-    pub rules_given: bool,
-    pub interval: Duration,
-    pub format: Format,
-    pub duration: Option<Duration>,
-    pub settings: Settings,
-    pub print: bool,
-    pub write: Option<PathBuf>,
-    pub plot: Option<PathBuf>,
-    pub afxdp: Option<Afxdp>,
-}
-
-/// The AF_XDP settings of a run.
-#[derive(Debug, Clone, Copy)]
-pub struct Afxdp {
-    pub mode: traffic::afxdp::XskModeChoice,
-    pub queues: Option<u32>,
-    pub sizes: traffic::afxdp::XskSizes,
-}
-
-/// A validated generator run.
-#[derive(Debug)]
-pub struct GenConfig {
-    pub options: GenOptions,
-    pub mechanism: traffic::generator::Mechanism,
-    pub json: bool,
-}
-
-fn seconds(flag: &str, value: f64, errors: &mut Vec<String>) -> Duration {
-    if value.is_finite() && value > 0.0 && value < 1e9 {
-        Duration::from_secs_f64(value)
-    } else {
-        errors.push(format!(
-            "{flag} must be a positive number of seconds, not {value}"
-        ));
-        Duration::from_secs(1)
-    }
-}
-
-impl RunConfig {
-    /// Validates the flags, collecting every problem.
-    pub fn from_args(args: RunArgs) -> Result<Self, Vec<String>> {
-        let mut errors = Vec::new();
-        let target = match (args.iface, args.lab) {
-            (Some(iface), _) => Target::Iface(iface),
-            (None, true) => Target::Lab,
-            (None, false) => {
-                errors.push("say where to attach: --iface IFACE (see `ip link`), or --lab for the built-in lab".to_owned());
-                Target::Lab
-            }
-        };
-        let mut rules = RuleSet::new(args.default_action);
-        for (flag, action, cidrs) in [
-            ("--drop", Action::Drop, &args.drop),
-            ("--pass", Action::Pass, &args.pass),
-            ("--capture", Action::Capture, &args.capture),
-        ] {
-            for cidr in cidrs {
-                if let Err(err) = rules.add_str(action, cidr, Origin::Flag(flag)) {
-                    errors.push(err.to_string());
-                }
-            }
-        }
-        for path in &args.rules {
-            errors.extend(rules.add_file(path).into_iter().map(|e| e.to_string()));
-        }
-        let rules_given = !rules.rules().is_empty();
-        let interval = seconds("--interval", args.interval, &mut errors);
-        let duration = args.duration.map(|d| seconds("--duration", d, &mut errors));
-        if args.sample == Some(0) {
-            errors.push("--sample 0 would sample nothing; give N >= 1 (1 captures every packet) or leave it out".to_owned());
-        }
-        let settings = Settings {
-            snaplen: args.snaplen,
-            sample_every: args.sample.unwrap_or(0),
-            ring_bytes: args.ring_size,
-            wakeup_interval: Duration::from_micros(args.wakeup_us),
-            // Set when the interface's queues are known.
-            afxdp_queues: 0,
-        };
-        errors.extend(settings.problems());
-        if args.queues == Some(0) {
-            errors.push("--queues 0 would open no socket; give N >= 1 or leave it out".to_owned());
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(Self {
-            target,
-            mode: args.mode,
-            force: args.force,
-            rules,
-            rules_given,
-            interval,
-            format: if args.json {
-                Format::Json
-            } else {
-                Format::Table
-            },
-            duration,
-            settings,
-            print: args.print,
-            write: args.write,
-            plot: args.plot,
-            afxdp: args.afxdp.then_some(Afxdp {
-                mode: args.afxdp_mode,
-                queues: args.queues,
-                sizes: traffic::afxdp::XskSizes {
-                    ring: args.afxdp_ring,
-                    frame: args.afxdp_frame,
-                },
-            }),
-        })
-    }
-}
-
-impl GenConfig {
-    /// Validates the flags, collecting every problem.
-    pub fn from_args(args: GenArgs) -> Result<Self, Vec<String>> {
-        let mut errors = Vec::new();
-        let mut sources = Vec::new();
-        for s in &args.sources {
-            match s.parse() {
-                Ok(c) => sources.push(c),
-                Err(e) => errors.push(format!("--src: bad prefix `{s}`: {e}")),
-            }
-        }
-        let dst_mac = parse_mac(&args.dst_mac).unwrap_or_else(|| {
-            errors.push(format!(
-                "--dst-mac: `{}` is not a MAC address like 02:00:00:00:00:01",
-                args.dst_mac
-            ));
-            [0xff; 6]
-        });
-        if args.payload > 9000 {
-            errors.push(format!(
-                "--payload {} is larger than any MTU; use at most 9000",
-                args.payload
-            ));
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(Self {
-            options: GenOptions {
-                iface: args.iface,
-                count: args.count,
-                sources,
-                dst4: args.dst4,
-                dst6: args.dst6,
-                dst_mac,
-                rate: args.rate,
-                proto: args.proto,
-                payload_len: args.payload,
-            },
-            mechanism: args.mechanism,
-            json: args.json,
-        })
-    }
 }

@@ -11,8 +11,8 @@ use std::{net::IpAddr, time::Duration};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 
 use crate::{
-    engine::{Engine, EngineError, Settings},
-    frame::FrameSpec,
+    kernel::{Engine, EngineError, Settings, Tool, ToolProgram},
+    lab::frame::FrameSpec,
     rules::{Action, Cidr, Origin, RuleSet},
 };
 
@@ -20,7 +20,7 @@ use crate::{
 pub const ROUNDS: usize = 5;
 
 /// One measured figure.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Cost {
     /// What ran: `floor` or `traffic`.
     pub program: String,
@@ -38,9 +38,9 @@ pub struct Cost {
     pub rounds: Vec<f64>,
 }
 
-/// Errors of a benchmark run.
+/// Errors of the in-kernel measurements.
 #[derive(Debug, thiserror::Error)]
-pub enum BenchError {
+pub enum CostError {
     /// Loading the engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -88,7 +88,7 @@ pub fn measure(
     frame: &[u8],
     repeat: u32,
     want: u32,
-) -> Result<(f64, Vec<f64>), BenchError> {
+) -> Result<(f64, Vec<f64>), CostError> {
     measure_rounds(program, frame, repeat, repeat, want, || {})
 }
 
@@ -108,7 +108,7 @@ pub fn measure_draining(
     repeat: u32,
     want: u32,
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-) -> Result<(f64, Vec<f64>), BenchError> {
+) -> Result<(f64, Vec<f64>), CostError> {
     measure_rounds(program, frame, repeat, CAPTURE_BATCH, want, || {
         while ring.next().is_some() {}
     })
@@ -128,7 +128,7 @@ fn measure_rounds(
     batch: u32,
     want: u32,
     mut between: impl FnMut(),
-) -> Result<(f64, Vec<f64>), BenchError> {
+) -> Result<(f64, Vec<f64>), CostError> {
     let mut rounds = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         let mut left = repeat;
@@ -142,9 +142,9 @@ fn measure_rounds(
                     repeat: n,
                     ..TestRunOptions::default()
                 })
-                .map_err(|e| BenchError::TestRun(Box::new(e)))?;
+                .map_err(|e| CostError::TestRun(Box::new(e)))?;
             if result.return_value != want {
-                return Err(BenchError::Verdict {
+                return Err(CostError::Verdict {
                     got: result.return_value,
                     want,
                 });
@@ -170,11 +170,12 @@ pub fn rules_with(n: usize, target: IpAddr, action: Action) -> RuleSet {
     let mut set = RuleSet::new(Action::Pass);
     let origin = || Origin::Flag("bench");
     for i in 0..n.saturating_sub(1) {
-        // Table entries only: nothing is ever sent to these prefixes.
+        // Table entries only, in the reserved 240.0.0.0/4 (room for 2^20
+        // /24s) and 2001:db8::/32: nothing is ever sent to these prefixes.
         let cidr = match target {
             IpAddr::V4(_) => {
                 let i = i as u32;
-                Cidr::new(IpAddr::from((0x0a00_0000 + (i << 8)).to_be_bytes()), 24)
+                Cidr::new(IpAddr::from((0xf000_0000 + (i << 8)).to_be_bytes()), 24)
             }
             IpAddr::V6(_) => {
                 let i = i as u128;
@@ -225,7 +226,7 @@ pub fn kernel_costs(
     repeat: u32,
     xdp_filter_pins: Option<&std::path::Path>,
     mut progress: impl FnMut(&Cost),
-) -> Result<Vec<Cost>, BenchError> {
+) -> Result<Vec<Cost>, CostError> {
     let mut costs = Vec::new();
     let mut push = |cost: Cost, costs: &mut Vec<Cost>| {
         progress(&cost);
@@ -237,8 +238,8 @@ pub fn kernel_costs(
     ];
     for (family, src) in sources {
         let frame = frame(src);
-        let mut floor_engine = Engine::load(&RuleSet::new(Action::Pass))?;
-        let (median, rounds) = measure(floor_engine.floor_program()?, &frame, repeat, XDP_PASS)?;
+        let floor = ToolProgram::load(Tool::FloorPass)?;
+        let (median, rounds) = measure(floor.program(), &frame, repeat, XDP_PASS)?;
         push(
             Cost {
                 program: "floor".into(),
@@ -266,7 +267,7 @@ pub fn kernel_costs(
                 };
                 let lost = engine.stats()?.events_lost;
                 if lost > 0 {
-                    return Err(BenchError::Lost(lost));
+                    return Err(CostError::Lost(lost));
                 }
                 push(
                     Cost {
@@ -286,7 +287,7 @@ pub fn kernel_costs(
                 match xdp_filter_cost(pins, family, src, n, repeat) {
                     Ok(Some(cost)) => push(cost, &mut costs),
                     Ok(None) => {}
-                    Err(e) => return Err(BenchError::XdpFilter(e.to_string())),
+                    Err(e) => return Err(CostError::XdpFilter(e.to_string())),
                 }
             }
         }
@@ -385,7 +386,7 @@ pub fn xdp_filter_cost(
             let mut map: PerCpuHashMap<_, u32, u64> =
                 PerCpuHashMap::try_from(ebpf.map_mut("filter_ipv4").ok_or("no filter_ipv4 map")?)?;
             for i in 0..n.saturating_sub(1) as u32 {
-                map.insert(u32::from_be(0x0a00_0000 + i), flags()?, 0)?;
+                map.insert(u32::from_be(0xf000_0000 + i), flags()?, 0)?;
             }
             map.insert(u32::from_ne_bytes(a.octets()), flags()?, 0)?;
         }

@@ -129,6 +129,20 @@ impl PcapWriter {
     }
 }
 
+impl super::Sink for PcapWriter {
+    fn packet(&mut self, p: &crate::source::Captured<'_>) -> Result<(), super::SinkError> {
+        Ok(self.write(p.ts, p.wire_len, p.data)?)
+    }
+
+    fn interval(&mut self, _: &super::Interval<'_>) -> Result<(), super::SinkError> {
+        Ok(self.flush()?)
+    }
+
+    fn finish(&mut self, _: &super::Summary<'_>) -> Result<(), super::SinkError> {
+        Ok(self.flush()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! A lab of two network namespaces joined by a veth pair.
+//! Two network namespaces joined by a veth pair.
 //!
 //! Used by the root tests and by `traffic --lab`: frames sent on the `tx` end
 //! arrive on the `rx` end, where the engine attaches. Nothing in the lab

@@ -6,7 +6,7 @@
 //! # Examples
 //!
 //! ```
-//! use traffic::frame::{FrameSpec, L4};
+//! use traffic::lab::frame::{FrameSpec, L4};
 //!
 //! let spec = FrameSpec::udp("192.0.2.1".parse().unwrap(), "198.51.100.1".parse().unwrap());
 //! let frame = spec.build();

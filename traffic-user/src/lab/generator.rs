@@ -14,9 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::frame::{FrameSpec, L4};
 use crate::{
-    frame::{FrameSpec, L4},
-    netlink,
+    kernel::{Tool, ToolProgram, error_chain, netlink},
     rules::Cidr,
 };
 
@@ -69,7 +69,7 @@ pub struct GenOptions {
 }
 
 /// What was sent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GenReport {
     /// Frames the kernel accepted.
     pub sent: u64,
@@ -170,9 +170,8 @@ fn live_frames(opts: &GenOptions, ifindex: u32, src_mac: [u8; 6]) -> io::Result<
             "--rate is not supported with --mechanism live-frames (the kernel sends as fast as it can)",
         ));
     }
-    let mut engine =
-        crate::engine::Engine::load(&crate::rules::RuleSet::new(crate::rules::Action::Pass))
-            .map_err(io::Error::other)?;
+    let sender =
+        ToolProgram::load(Tool::Transmit).map_err(|e| io::Error::other(error_chain(&e)))?;
     let started = Instant::now();
     let mut report = GenReport::default();
     let k = opts.sources.len() as u64;
@@ -182,9 +181,9 @@ fn live_frames(opts: &GenOptions, ifindex: u32, src_mac: [u8; 6]) -> io::Result<
         let mut left = share;
         while left > 0 {
             let n = left.min(u64::from(u32::MAX)) as u32;
-            engine
+            sender
                 .send_live_frames(&frame, ifindex, n, 64)
-                .map_err(|e| io::Error::other(crate::engine::error_chain(&e)))?;
+                .map_err(|e| io::Error::other(error_chain(&e)))?;
             left -= u64::from(n);
         }
         report.sent += share;

@@ -5,9 +5,11 @@
 //! draws a latency distribution on a logarithmic axis; [`bars`] draws
 //! labelled horizontal bars, for benchmark reports.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, path::PathBuf};
 
 use hdrhistogram::Histogram;
+
+use super::{Interval, Sink, SinkError, Summary};
 
 const W: f64 = 760.0;
 const H: f64 = 300.0;
@@ -65,7 +67,7 @@ pub fn timeline(title: &str, times: &[f64], series: &[(&str, Vec<f64>)], y_label
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let x = |t: f64| LEFT + t / x_max * pw;
     let y = |v: f64| TOP + ph - v / y_max * ph;
-    axes(&mut out, pw, ph, y_max, &crate::report::si, y_label);
+    axes(&mut out, pw, ph, y_max, &super::report::si, y_label);
     for i in 0..=4 {
         let t = x_max * f64::from(i) / 4.0;
         let _ = write!(
@@ -169,7 +171,7 @@ pub fn histogram(title: &str, hist: &Histogram<u64>) -> String {
         .map(|w| hist.count_between(w[0], w[1].saturating_sub(1)))
         .collect();
     let y_max = nice_max(counts.iter().copied().max().unwrap_or(0) as f64);
-    axes(&mut out, pw, ph, y_max, &crate::report::si, "events");
+    axes(&mut out, pw, ph, y_max, &super::report::si, "events");
     let bw = pw / counts.len() as f64;
     for (i, &c) in counts.iter().enumerate() {
         let h = c as f64 / y_max * ph;
@@ -182,7 +184,7 @@ pub fn histogram(title: &str, hist: &Histogram<u64>) -> String {
             COLORS[0]
         );
         if counts.len() <= 16 || i % 2 == 0 {
-            let label = crate::report::duration_text(edges[i + 1], 1);
+            let label = super::report::duration_text(edges[i + 1], 1);
             let _ = write!(
                 out,
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">&lt;{label}</text>"#,
@@ -191,7 +193,7 @@ pub fn histogram(title: &str, hist: &Histogram<u64>) -> String {
             );
         }
     }
-    let p = |q: f64| crate::report::duration_text(hist.value_at_quantile(q), 1);
+    let p = |q: f64| super::report::duration_text(hist.value_at_quantile(q), 1);
     let _ = write!(
         out,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">delivery latency (bucket upper bounds); p50 {} p90 {} p99 {} p99.9 {} max {}</text>"#,
@@ -201,7 +203,7 @@ pub fn histogram(title: &str, hist: &Histogram<u64>) -> String {
         p(0.9),
         p(0.99),
         p(0.999),
-        crate::report::duration_text(hist.max(), 1)
+        super::report::duration_text(hist.max(), 1)
     );
     out.push_str("</svg>\n");
     out
@@ -229,7 +231,7 @@ pub fn bars(title: &str, unit: &str, rows: &[(String, f64)]) -> String {
             COLORS[i % COLORS.len()],
             label_w + w + 4.0,
             yy + row_h * 0.65,
-            crate::report::si(*v),
+            super::report::si(*v),
             escape(unit)
         );
     }
@@ -253,6 +255,58 @@ pub fn run_report(title: &str, timeline_svg: &str, histogram_svg: &str) -> Strin
         strip(timeline_svg),
         strip(histogram_svg)
     )
+}
+
+/// `--plot FILE.svg`: at the end of the run, packets per second per action
+/// over time, and the delivery-latency histogram.
+pub struct PlotSink {
+    path: PathBuf,
+    seconds: Vec<f64>,
+    pass: Vec<f64>,
+    drop: Vec<f64>,
+    capture: Vec<f64>,
+}
+
+impl PlotSink {
+    /// A plot to be written to `path`.
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            seconds: Vec::new(),
+            pass: Vec::new(),
+            drop: Vec::new(),
+            capture: Vec::new(),
+        }
+    }
+}
+
+impl Sink for PlotSink {
+    fn interval(&mut self, i: &Interval<'_>) -> Result<(), SinkError> {
+        let secs = i.length.as_secs_f64().max(1e-9);
+        self.seconds.push(i.at.as_secs_f64());
+        self.pass.push(i.counts.pass as f64 / secs);
+        self.drop.push(i.counts.drop as f64 / secs);
+        self.capture.push(i.counts.capture as f64 / secs);
+        Ok(())
+    }
+
+    fn finish(&mut self, s: &Summary<'_>) -> Result<(), SinkError> {
+        let title = format!("traffic on {} ({} mode)", s.start.iface, s.start.mode);
+        let series = [
+            ("pass", std::mem::take(&mut self.pass)),
+            ("drop", std::mem::take(&mut self.drop)),
+            ("capture", std::mem::take(&mut self.capture)),
+        ];
+        let svg = run_report(
+            &title,
+            &timeline(&title, &self.seconds, &series, "packets/s"),
+            &histogram("delivery latency", s.latency.total_histogram()),
+        );
+        std::fs::write(&self.path, svg).map_err(SinkError::write(format!(
+            "the plot {}",
+            self.path.display()
+        )))
+    }
 }
 
 #[cfg(test)]

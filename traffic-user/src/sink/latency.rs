@@ -88,6 +88,15 @@ impl Latency {
     }
 }
 
+impl super::Sink for Latency {
+    fn packet(&mut self, packet: &crate::source::Captured<'_>) -> Result<(), super::SinkError> {
+        if let Some(ns) = packet.latency_ns {
+            self.record(ns);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

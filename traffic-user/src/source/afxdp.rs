@@ -2,8 +2,9 @@
 //!
 //! With `--afxdp` the XDP program redirects packets whose action is capture
 //! to the socket bound to their receive queue (an `XSKMAP` entry), whole,
-//! with the hook's timestamp in the 8 bytes of XDP metadata in front of the
-//! frame. Such packets do not reach the host's network stack: this mode is
+//! with an [`XskMeta`] in the XDP metadata in front of the frame: the hook's
+//! timestamp, the rule that matched and the parser's flags. The frame's
+//! other fields come from the userspace parser, [`crate::packet`]. Such packets do not reach the host's network stack: this mode is
 //! for capture interfaces such as mirror ports.
 //!
 //! Each socket has its own UMEM (an anonymous, page-aligned mapping owned by
@@ -21,9 +22,19 @@ use std::{
     num::NonZeroU32,
     os::fd::{AsRawFd, RawFd},
     ptr::NonNull,
+    task::{Context, Poll},
 };
 
+use tokio::io::{Interest, unix::AsyncFd};
+use traffic_common::{AFXDP_META_LEN, Stats, XskMeta, action, event_flags};
 use xdpilone::{DeviceQueue, IfInfo, RingRx, Socket, SocketConfig, Umem, UmemConfig};
+
+use super::{
+    Captured, Drained, Source, SourceError,
+    clock::{WallClock, monotonic_ns},
+    rule_index,
+};
+use crate::{packet, rules::Action, sink::SinkError, sink::report::QueueReport};
 
 /// Which AF_XDP mode the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -37,7 +48,7 @@ pub enum XskModeChoice {
 }
 
 /// The mode a socket was bound in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XskMode {
     /// Zero-copy.
@@ -264,15 +275,16 @@ impl XskQueue {
         })
     }
 
-    /// Reads every frame waiting, calls `each(bytes, hook_timestamp_ns)` for
-    /// it, and gives the frames back to the kernel. Returns how many.
+    /// Reads every frame waiting, calls `each(bytes, metadata)` for it (the
+    /// metadata is zero when the program could not write it), and gives the
+    /// frames back to the kernel. Returns how many.
     ///
     /// # Errors
     ///
     /// What `each` returns.
     pub fn drain<E>(
         &mut self,
-        mut each: impl FnMut(&[u8], u64) -> Result<(), E>,
+        mut each: impl FnMut(&[u8], XskMeta) -> Result<(), E>,
     ) -> Result<u64, E> {
         let mut n = 0u64;
         let mut result = Ok(());
@@ -280,16 +292,16 @@ impl XskQueue {
         if available > 0 {
             let mut batch = self.rx.receive(available);
             while let Some(desc) = batch.read() {
-                let meta_len = traffic_common::AFXDP_META_LEN as u64;
-                let ts = desc
+                let meta_len = AFXDP_META_LEN as u64;
+                let meta = desc
                     .addr
                     .checked_sub(meta_len)
-                    .and_then(|at| self.region.bytes(at, 8))
-                    .map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8 bytes")));
+                    .and_then(|at| self.region.bytes(at, AFXDP_META_LEN))
+                    .map_or_else(XskMeta::default, bytemuck::pod_read_unaligned);
                 if result.is_ok()
                     && let Some(bytes) = self.region.bytes(desc.addr, desc.len as usize)
                 {
-                    result = each(bytes, ts);
+                    result = each(bytes, meta);
                 }
                 // The frame's start: addresses are aligned to the frame size.
                 self.free
@@ -449,4 +461,194 @@ pub fn open(
         }
     }
     Err(last.expect("every mode list is non-empty"))
+}
+
+/// A frame from a socket as sinks see it.
+fn captured<'a>(
+    frame: &'a [u8],
+    meta: XskMeta,
+    queue: u32,
+    clock: &WallClock,
+    read_ns: u64,
+) -> Captured<'a> {
+    let known = meta.ts_ns != 0;
+    Captured {
+        packet: packet::parse(frame),
+        data: frame,
+        wire_len: u32::try_from(frame.len()).unwrap_or(u32::MAX),
+        ts: clock.unix(if known { meta.ts_ns } else { read_ns }),
+        latency_ns: known.then(|| read_ns.saturating_sub(meta.ts_ns)),
+        ifindex: 0,
+        rx_queue: queue,
+        // Only packets whose action is capture are redirected.
+        action: Action::from_kernel(action::CAPTURE),
+        rule: if known {
+            rule_index(meta.rule_id)
+        } else {
+            None
+        },
+        sampled: meta.flags & event_flags::SAMPLED != 0,
+    }
+}
+
+/// One socket, either watched by the reactor or paused.
+enum Watched {
+    Live(AsyncFd<XskQueue>),
+    Paused(XskQueue),
+    /// Only while moving between the two.
+    Moving,
+}
+
+impl Watched {
+    fn queue(&self) -> &XskQueue {
+        match self {
+            Watched::Live(fd) => fd.get_ref(),
+            Watched::Paused(q) => q,
+            Watched::Moving => unreachable!("a socket is never left moving"),
+        }
+    }
+
+    fn queue_mut(&mut self) -> &mut XskQueue {
+        match self {
+            Watched::Live(fd) => fd.get_mut(),
+            Watched::Paused(q) => q,
+            Watched::Moving => unreachable!("a socket is never left moving"),
+        }
+    }
+}
+
+fn register(q: XskQueue) -> Result<AsyncFd<XskQueue>, SourceError> {
+    // SAFETY: the XskQueue owns its socket fd for as long as the AsyncFd
+    // owns the XskQueue.
+    unsafe { AsyncFd::register_with_interest(q, Interest::READABLE) }.map_err(|source| {
+        SourceError::Poll {
+            what: "an AF_XDP socket",
+            source: io::Error::from(source),
+        }
+    })
+}
+
+/// The AF_XDP sockets of a run, as one source.
+///
+/// AF_XDP makes its socket readable at every receive batch of the driver;
+/// an epoll registration would wake this thread for each, even with no
+/// task waiting. While frames keep coming, a socket is therefore taken out
+/// of epoll after a read and read on the session's wake-up timer instead,
+/// and put back when a timed read finds nothing.
+pub struct XskSource {
+    sockets: Vec<Watched>,
+    /// Whether to pause sockets while frames flow (not with a zero wake-up
+    /// interval: there is no timer then).
+    pause: bool,
+    clock: WallClock,
+}
+
+impl XskSource {
+    /// Watches `queues`; `pause` as described on the type.
+    ///
+    /// # Errors
+    ///
+    /// When the reactor cannot poll a socket.
+    pub fn new(queues: Vec<XskQueue>, pause: bool) -> Result<Self, SourceError> {
+        let sockets = queues
+            .into_iter()
+            .map(|q| register(q).map(Watched::Live))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            sockets,
+            pause,
+            clock: WallClock::new(),
+        })
+    }
+
+    fn drops(&self) -> XskDrops {
+        let mut total = XskDrops::default();
+        for s in &self.sockets {
+            let d = s.queue().drops();
+            total.rx_ring_full += d.rx_ring_full;
+            total.rx_dropped += d.rx_dropped;
+            total.fill_ring_empty += d.fill_ring_empty;
+        }
+        total
+    }
+}
+
+impl Source for XskSource {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SourceError>> {
+        for s in &mut self.sockets {
+            if let Watched::Live(fd) = s {
+                match fd.poll_read_ready_mut(cx) {
+                    Poll::Ready(Ok(mut guard)) => {
+                        guard.clear_ready();
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Err(source)) => {
+                        return Poll::Ready(Err(SourceError::Poll {
+                            what: "an AF_XDP socket",
+                            source,
+                        }));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    fn drain(
+        &mut self,
+        timed: bool,
+        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), SinkError>,
+    ) -> Result<Drained, SourceError> {
+        let mut drained = Drained::default();
+        for s in &mut self.sockets {
+            let q = s.queue_mut();
+            let queue = q.queue;
+            let clock = &self.clock;
+            let n = q.drain(|frame, meta| {
+                deliver(&captured(frame, meta, queue, clock, monotonic_ns()))
+            })?;
+            drained.delivered += n;
+            let moved = std::mem::replace(s, Watched::Moving);
+            *s = match moved {
+                // Frames are flowing: read on the timer until they stop.
+                Watched::Live(fd) if n > 0 && self.pause && !timed => {
+                    Watched::Paused(fd.into_inner())
+                }
+                Watched::Paused(q) if n == 0 && timed => Watched::Live(register(q)?),
+                other => other,
+            };
+        }
+        Ok(drained)
+    }
+
+    fn handed_over(&self, stats: &Stats) -> u64 {
+        stats.xsk_redirected.saturating_sub(self.dropped())
+    }
+
+    fn dropped(&self) -> u64 {
+        let d = self.drops();
+        d.rx_ring_full + d.rx_dropped
+    }
+
+    fn interval(&mut self) {
+        self.clock.resync();
+    }
+
+    fn queues(&self) -> Vec<QueueReport> {
+        self.sockets
+            .iter()
+            .map(|s| {
+                let q = s.queue();
+                let d = q.drops();
+                QueueReport {
+                    queue: q.queue,
+                    delivered: q.delivered,
+                    rx_ring_full: d.rx_ring_full,
+                    rx_dropped: d.rx_dropped,
+                    fill_ring_empty: d.fill_ring_empty,
+                }
+            })
+            .collect()
+    }
 }

@@ -18,15 +18,53 @@ use std::{
 };
 
 use serde::Serialize;
-use traffic_common::names;
 
 use crate::{
-    engine::{Engine, ModeChoice},
-    generator::Mechanism,
-    lab::{self, Lab, in_netns},
-    latency::Percentiles,
-    rules::{Action, RuleSet},
+    kernel::{EngineError, ModeChoice, Tool, ToolProgram},
+    lab::{
+        self, Lab,
+        generator::{GenReport, Mechanism},
+        in_netns,
+    },
+    sink::{Percentiles, report::Line},
 };
+
+/// Why a scenario could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// A step failed with an I/O error.
+    #[error("{step} failed")]
+    Io {
+        /// What was being done.
+        step: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tool did not say what it says when ready.
+    #[error("{tool} did not start (is it installed?): no `{needle}` within {timeout:?}")]
+    NotReady {
+        /// The tool.
+        tool: &'static str,
+        /// What it should have printed.
+        needle: &'static str,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// A floor program could not be loaded or attached.
+    #[error("attaching the floor program failed")]
+    Floor(#[source] EngineError),
+    /// The generator failed.
+    #[error("traffic gen failed: {0}")]
+    Generator(String),
+    /// traffic ended without a summary.
+    #[error("traffic printed no summary")]
+    NoSummary,
+}
+
+fn io_step(step: &'static str) -> impl FnOnce(std::io::Error) -> LiveError {
+    move |source| LiveError::Io { step, source }
+}
 
 /// What receives the traffic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,7 +110,7 @@ impl Receiver {
 }
 
 /// One measured scenario.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct LiveResult {
     /// [`Receiver::name`].
     pub scenario: String,
@@ -178,7 +216,13 @@ impl Spawned {
     }
 
     /// Waits for a line on stdout (or stderr) containing `needle`.
-    fn wait_for(&self, needle: &str, on_stderr: bool, timeout: Duration) -> Result<String, String> {
+    fn wait_for(
+        &self,
+        tool: &'static str,
+        needle: &'static str,
+        on_stderr: bool,
+        timeout: Duration,
+    ) -> Result<String, LiveError> {
         let deadline = Instant::now() + timeout;
         let rx = if on_stderr { &self.stderr } else { &self.lines };
         loop {
@@ -186,7 +230,13 @@ impl Spawned {
             match rx.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return Ok(line),
                 Ok(_) => {}
-                Err(_) => return Err(format!("no `{needle}` within {timeout:?}")),
+                Err(_) => {
+                    return Err(LiveError::NotReady {
+                        tool,
+                        needle,
+                        timeout,
+                    });
+                }
             }
         }
     }
@@ -232,31 +282,33 @@ pub fn run_scenario(
     count: u64,
     rate: Option<u64>,
     mechanism: Mechanism,
-) -> Result<LiveResult, String> {
-    let lab = Lab::create("bench", 1).map_err(|e| format!("creating the lab: {e}"))?;
+) -> Result<LiveResult, LiveError> {
+    let lab = Lab::create("bench", 1).map_err(io_step("creating the lab"))?;
     let pcap = workdir.join("bench.pcap");
     let tcpdump_pcap = workdir.join("bench-tcpdump.pcap");
     let _ = std::fs::remove_file(&pcap);
     let _ = std::fs::remove_file(&tcpdump_pcap);
     let bin = traffic_bin.to_string_lossy().into_owned();
-    let traffic = |args: &[&str]| -> Result<Spawned, String> {
+    let traffic = |args: &[&str]| -> Result<Spawned, LiveError> {
         let mut cmd = Lab::command_in(&lab.rx_ns, &bin);
         cmd.args(["--iface", &lab.rx_if, "--json", "--interval", "0.5"])
             .args(args);
-        let s = Spawned::start(cmd).map_err(|e| format!("starting traffic: {e}"))?;
-        s.wait_for("\"type\":\"start\"", false, Duration::from_secs(30))
-            .map_err(|e| format!("traffic did not attach: {e}"))?;
+        let s = Spawned::start(cmd).map_err(io_step("starting traffic"))?;
+        s.wait_for(
+            "traffic",
+            "\"type\":\"start\"",
+            false,
+            Duration::from_secs(30),
+        )?;
         Ok(s)
     };
-    let tcpdump = |file: &Path| -> Result<Spawned, String> {
+    let tcpdump = |file: &Path| -> Result<Spawned, LiveError> {
         let mut cmd = Lab::command_in(&lab.rx_ns, "tcpdump");
         // The same buffer as traffic's ring (8 MiB), written to a file.
         cmd.args(["-i", &lab.rx_if, "-n", "-B", "8192", "-w"])
             .arg(file);
-        let s =
-            Spawned::start(cmd).map_err(|e| format!("starting tcpdump (is it installed?): {e}"))?;
-        s.wait_for("listening on", true, Duration::from_secs(10))
-            .map_err(|e| format!("tcpdump did not start: {e}"))?;
+        let s = Spawned::start(cmd).map_err(io_step("starting tcpdump"))?;
+        s.wait_for("tcpdump", "listening on", true, Duration::from_secs(10))?;
         Ok(s)
     };
     let pcap_arg = pcap.to_string_lossy().into_owned();
@@ -269,40 +321,19 @@ pub fn run_scenario(
     if mechanism == Mechanism::LiveFrames
         && matches!(receiver, Receiver::Nothing | Receiver::Tcpdump)
     {
-        let ifname = lab.rx_if.clone();
-        floor_guard = Some(
-            in_netns(&lab.rx_ns, move || -> Result<Engine, String> {
-                let mut engine =
-                    Engine::load(&RuleSet::new(Action::Pass)).map_err(|e| e.to_string())?;
-                engine
-                    .attach_floor(names::FLOOR_PROGRAM, &ifname, ModeChoice::Native)
-                    .map_err(|e| e.to_string())?;
-                Ok(engine)
-            })
-            .map_err(|e| e.to_string())??,
-        );
+        floor_guard = Some(attach_floor(&lab, Tool::FloorPass)?);
     }
     let mut tool: Option<Spawned> = None;
     let mut tcpdump_tool: Option<Spawned> = None;
     match receiver {
         Receiver::Nothing => {}
         Receiver::FloorPass | Receiver::FloorDrop => {
-            let program = if *receiver == Receiver::FloorPass {
-                names::FLOOR_PROGRAM
+            let tool = if *receiver == Receiver::FloorPass {
+                Tool::FloorPass
             } else {
-                names::FLOOR_DROP_PROGRAM
+                Tool::FloorDrop
             };
-            let ifname = lab.rx_if.clone();
-            let engine = in_netns(&lab.rx_ns, move || -> Result<Engine, String> {
-                let mut engine =
-                    Engine::load(&RuleSet::new(Action::Pass)).map_err(|e| e.to_string())?;
-                engine
-                    .attach_floor(program, &ifname, ModeChoice::Native)
-                    .map_err(|e| e.to_string())?;
-                Ok(engine)
-            })
-            .map_err(|e| e.to_string())??;
-            engine_guard = Some(engine);
+            engine_guard = Some(attach_floor(&lab, tool)?);
         }
         Receiver::TrafficDrop => tool = Some(traffic(&["--drop", PREFIX])?),
         Receiver::TrafficCapture => {
@@ -344,9 +375,8 @@ pub fn run_scenario(
             );
             let mut cmd = Lab::command_in(&lab.rx_ns, "sh");
             cmd.args(["-c", &script]);
-            let s = Spawned::start(cmd).map_err(|e| format!("starting xdp-filter: {e}"))?;
-            s.wait_for("READY", false, Duration::from_secs(20))
-                .map_err(|e| format!("xdp-filter did not load (is xdp-tools installed?): {e}"))?;
+            let s = Spawned::start(cmd).map_err(io_step("starting xdp-filter"))?;
+            s.wait_for("xdp-filter", "READY", false, Duration::from_secs(20))?;
             tool = Some(s);
         }
     }
@@ -377,17 +407,14 @@ pub fn run_scenario(
         rate_arg = r.to_string();
         sender.args(["--rate", &rate_arg]);
     }
-    let out = sender
-        .output()
-        .map_err(|e| format!("running traffic gen: {e}"))?;
+    let out = sender.output().map_err(io_step("running traffic gen"))?;
     if !out.status.success() {
-        return Err(format!(
-            "traffic gen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        return Err(LiveError::Generator(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         ));
     }
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("traffic gen printed no JSON: {e}"))?;
+    let report: GenReport = serde_json::from_slice(&out.stdout)
+        .map_err(|e| LiveError::Generator(format!("it printed no report ({e})")))?;
     // Let the receiving side finish what is queued: tcpdump hands libpcap's
     // ring blocks to userspace when they fill or after 1 s, so stopping it
     // sooner would count its last partial block as lost.
@@ -395,8 +422,8 @@ pub fn run_scenario(
     let busy_after = cpu_busy_jiffies();
     let tool_cpu_after = tool.as_ref().and_then(|t| process_cpu_s(t.child.id()));
 
-    let sent = report["sent"].as_u64().unwrap_or(0);
-    let seconds = report["elapsed_ns"].as_u64().unwrap_or(0) as f64 / 1e9;
+    let sent = report.sent;
+    let seconds = report.elapsed_ns as f64 / 1e9;
     let mut result = LiveResult {
         scenario: if floor_guard.is_some() {
             format!("{} (+ floor XDP_PASS)", receiver.name())
@@ -434,18 +461,19 @@ pub fn run_scenario(
                 let summary = Spawned::rest(&t.lines)
                     .into_iter()
                     .rev()
-                    .find_map(|l| {
-                        serde_json::from_str::<serde_json::Value>(&l)
-                            .ok()
-                            .filter(|v| v["type"] == "summary")
+                    .find_map(|l| match serde_json::from_str(&l) {
+                        Ok(Line::Summary(s)) => Some(s),
+                        _ => None,
                     })
-                    .ok_or("traffic printed no summary")?;
-                result.seen = summary["packets"].as_u64();
+                    .ok_or(LiveError::NoSummary)?;
+                result.seen = Some(summary.counts.packets);
                 if *receiver != Receiver::TrafficDrop {
-                    let events = summary["events"].as_u64().unwrap_or(0);
-                    result.captured = Some(events);
-                    result.capture_lost = Some(sent.saturating_sub(events));
-                    result.latency_ns = serde_json::from_value(summary["latency_ns"].clone()).ok();
+                    // traffic's own count of what it lost, not the
+                    // difference to what was sent: a test can then check
+                    // that the two add up.
+                    result.captured = Some(summary.counts.events);
+                    result.capture_lost = Some(summary.counts.events_lost);
+                    result.latency_ns = Some(summary.latency_ns);
                 }
             }
             Receiver::Tcpdump => {
@@ -466,6 +494,18 @@ pub fn run_scenario(
     drop(floor_guard);
     drop(lab);
     Ok(result)
+}
+
+/// Attaches a floor program to the lab's receiving end.
+fn attach_floor(lab: &Lab, tool: Tool) -> Result<ToolProgram, LiveError> {
+    let ifname = lab.rx_if.clone();
+    in_netns(&lab.rx_ns, move || -> Result<ToolProgram, EngineError> {
+        let mut program = ToolProgram::load(tool)?;
+        program.attach(&ifname, ModeChoice::Native)?;
+        Ok(program)
+    })
+    .map_err(io_step("entering the lab's receiving namespace"))?
+    .map_err(LiveError::Floor)
 }
 
 /// tcpdump's "N packets captured" and "M packets dropped by kernel".

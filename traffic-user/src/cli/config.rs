@@ -1,0 +1,253 @@
+//! The flags validated into what a run, or the generator, runs on; every
+//! bad flag is reported at once.
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+use super::args::{GenArgs, RunArgs};
+use crate::{
+    kernel::{ModeChoice, Settings},
+    lab::generator::{GenOptions, Mechanism, parse_mac},
+    rules::{Action, CidrError, Origin, RuleError, RuleSet},
+    sink::report::Format,
+    source::afxdp::{XskModeChoice, XskSizes},
+};
+
+/// One problem with the flags.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither `--iface` nor `--lab`.
+    #[error("say where to attach: --iface IFACE (see `ip link`), or --lab for the built-in lab")]
+    NoTarget,
+    /// A bad rule, from a flag or a file.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    /// A duration that is not a positive number of seconds.
+    #[error("{flag} must be a positive number of seconds, not {value}")]
+    Seconds {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        value: f64,
+    },
+    /// `--sample 0`.
+    #[error(
+        "--sample 0 would sample nothing; give N >= 1 (1 captures every packet) or leave it out"
+    )]
+    SampleZero,
+    /// A capture setting out of range, naming its flag.
+    #[error("{0}")]
+    Setting(String),
+    /// `--queues 0`.
+    #[error("--queues 0 would open no socket; give N >= 1 or leave it out")]
+    QueuesZero,
+    /// A bad `--src` prefix.
+    #[error("--src: bad prefix `{text}`: {source}")]
+    Source {
+        /// What was given.
+        text: String,
+        /// Why it is bad.
+        source: CidrError,
+    },
+    /// A bad `--dst-mac`.
+    #[error("--dst-mac: `{0}` is not a MAC address like 02:00:00:00:00:01")]
+    Mac(String),
+    /// A payload no MTU carries.
+    #[error("--payload {0} is larger than any MTU; use at most 9000")]
+    Payload(usize),
+}
+
+/// Every problem with the flags; nothing was attached.
+#[derive(Debug)]
+pub struct Invalid(pub Vec<ConfigError>);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("nothing was attached:")?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Where to attach.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A real interface.
+    Iface(String),
+    /// The built-in lab.
+    Lab,
+}
+
+/// A validated capture/filter run.
+#[derive(Debug)]
+pub struct RunConfig {
+    pub target: Target,
+    pub mode: ModeChoice,
+    pub force: bool,
+    pub rules: RuleSet,
+    /// Whether any rule was given (the lab adds demo rules when not).
+    pub rules_given: bool,
+    pub interval: Duration,
+    pub format: Format,
+    pub duration: Option<Duration>,
+    pub settings: Settings,
+    pub print: bool,
+    pub write: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+    pub afxdp: Option<Afxdp>,
+}
+
+/// The AF_XDP settings of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Afxdp {
+    pub mode: XskModeChoice,
+    pub queues: Option<u32>,
+    pub sizes: XskSizes,
+}
+
+/// A validated generator run.
+#[derive(Debug)]
+pub struct GenConfig {
+    pub options: GenOptions,
+    pub mechanism: Mechanism,
+    pub json: bool,
+}
+
+fn seconds(flag: &'static str, value: f64, errors: &mut Vec<ConfigError>) -> Duration {
+    if value.is_finite() && value > 0.0 && value < 1e9 {
+        Duration::from_secs_f64(value)
+    } else {
+        errors.push(ConfigError::Seconds { flag, value });
+        Duration::from_secs(1)
+    }
+}
+
+impl RunConfig {
+    /// Validates the flags, collecting every problem.
+    ///
+    /// # Errors
+    ///
+    /// [`Invalid`], with every problem found.
+    pub fn from_args(args: RunArgs) -> Result<Self, Invalid> {
+        let mut errors = Vec::new();
+        let target = match (args.iface, args.lab) {
+            (Some(iface), _) => Target::Iface(iface),
+            (None, true) => Target::Lab,
+            (None, false) => {
+                errors.push(ConfigError::NoTarget);
+                Target::Lab
+            }
+        };
+        let mut rules = RuleSet::new(args.default_action);
+        for (flag, action, cidrs) in [
+            ("--drop", Action::Drop, &args.drop),
+            ("--pass", Action::Pass, &args.pass),
+            ("--capture", Action::Capture, &args.capture),
+        ] {
+            for cidr in cidrs {
+                if let Err(err) = rules.add_str(action, cidr, Origin::Flag(flag)) {
+                    errors.push(err.into());
+                }
+            }
+        }
+        for path in &args.rules {
+            errors.extend(rules.add_file(path).into_iter().map(ConfigError::from));
+        }
+        let rules_given = !rules.rules().is_empty();
+        let interval = seconds("--interval", args.interval, &mut errors);
+        let duration = args.duration.map(|d| seconds("--duration", d, &mut errors));
+        if args.sample == Some(0) {
+            errors.push(ConfigError::SampleZero);
+        }
+        let settings = Settings {
+            snaplen: args.snaplen,
+            sample_every: args.sample.unwrap_or(0),
+            ring_bytes: args.ring_size,
+            wakeup_interval: Duration::from_micros(args.wakeup_us),
+            // Set when the interface's queues are known.
+            afxdp_queues: 0,
+        };
+        errors.extend(settings.problems().into_iter().map(ConfigError::Setting));
+        if args.queues == Some(0) {
+            errors.push(ConfigError::QueuesZero);
+        }
+        if !errors.is_empty() {
+            return Err(Invalid(errors));
+        }
+        Ok(Self {
+            target,
+            mode: args.mode,
+            force: args.force,
+            rules,
+            rules_given,
+            interval,
+            format: if args.json {
+                Format::Json
+            } else {
+                Format::Table
+            },
+            duration,
+            settings,
+            print: args.print,
+            write: args.write,
+            plot: args.plot,
+            afxdp: args.afxdp.then_some(Afxdp {
+                mode: args.afxdp_mode,
+                queues: args.queues,
+                sizes: XskSizes {
+                    ring: args.afxdp_ring,
+                    frame: args.afxdp_frame,
+                },
+            }),
+        })
+    }
+}
+
+impl GenConfig {
+    /// Validates the flags, collecting every problem.
+    ///
+    /// # Errors
+    ///
+    /// [`Invalid`], with every problem found.
+    pub fn from_args(args: GenArgs) -> Result<Self, Invalid> {
+        let mut errors = Vec::new();
+        let mut sources = Vec::new();
+        for s in &args.sources {
+            match s.parse() {
+                Ok(c) => sources.push(c),
+                Err(source) => errors.push(ConfigError::Source {
+                    text: s.clone(),
+                    source,
+                }),
+            }
+        }
+        let dst_mac = parse_mac(&args.dst_mac).unwrap_or_else(|| {
+            errors.push(ConfigError::Mac(args.dst_mac.clone()));
+            [0xff; 6]
+        });
+        if args.payload > 9000 {
+            errors.push(ConfigError::Payload(args.payload));
+        }
+        if !errors.is_empty() {
+            return Err(Invalid(errors));
+        }
+        Ok(Self {
+            options: GenOptions {
+                iface: args.iface,
+                count: args.count,
+                sources,
+                dst4: args.dst4,
+                dst6: args.dst6,
+                dst_mac,
+                rate: args.rate,
+                proto: args.proto,
+                payload_len: args.payload,
+            },
+            mechanism: args.mechanism,
+            json: args.json,
+        })
+    }
+}

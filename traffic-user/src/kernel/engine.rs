@@ -1,0 +1,306 @@
+//! The classifier as seen from userspace: loading the XDP program, filling
+//! its rule tables, attaching it to an interface and reading its counters.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use traffic::{kernel::{Engine, ModeChoice}, rules::{Action, RuleSet, Origin}};
+//!
+//! let mut rules = RuleSet::new(Action::Pass);
+//! rules.add_str(Action::Drop, "192.0.2.0/24", Origin::Flag("--drop"))?;
+//! let mut engine = Engine::load(&rules)?;
+//! let attached = engine.attach("veth0", ModeChoice::Auto, false)?;
+//! println!("attached in {} mode", attached.mode);
+//! let stats = engine.stats()?;
+//! println!("{} packets so far", stats.packets);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Minimum kernel version
+//!
+//! bpf_link attachment of XDP needs Linux 5.9; the LPM tries need 4.11.
+
+use std::time::Duration;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{
+        MapData, PerCpuArray, RingBuf, XskMap,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{Xdp, xdp::XdpLinkId},
+};
+use traffic_common::{Config, CpuState, MAX_SNAPLEN, Rule as KernelRule, Stats, names};
+
+use super::{
+    Attached, EngineError, ModeChoice, attach,
+    object::{self, load_program, take_map, xdp, xdp_mut},
+};
+use crate::rules::RuleSet;
+
+/// How the capture path behaves; fixed when the program is loaded.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Bytes of each captured frame to copy into its event (1 to 4096).
+    pub snaplen: u32,
+    /// Send 1 in this many packets to the capture path; 0 for none.
+    pub sample_every: u32,
+    /// Size of the event ring buffer in bytes: a power of two, at least a page.
+    pub ring_bytes: u32,
+    /// Wake the reader at most this often per CPU while events flow (zero:
+    /// for every event); see the wake-up comment in the XDP program.
+    pub wakeup_interval: Duration,
+    /// Redirect packets to capture to AF_XDP sockets, one per receive queue
+    /// (at most this many queues); 0 for the ring-buffer path.
+    pub afxdp_queues: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            snaplen: traffic_common::DEFAULT_SNAPLEN,
+            sample_every: 0,
+            ring_bytes: DEFAULT_RING_BYTES,
+            wakeup_interval: DEFAULT_WAKEUP_INTERVAL,
+            afxdp_queues: 0,
+        }
+    }
+}
+
+impl Settings {
+    /// What is wrong with these settings, one sentence each, naming the
+    /// command-line flag; empty when they can be loaded.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.snaplen == 0 || self.snaplen > MAX_SNAPLEN {
+            problems.push(format!(
+                "--snaplen {} is out of range: use 1 to {MAX_SNAPLEN} bytes",
+                self.snaplen
+            ));
+        }
+        let page = 4096;
+        if !self.ring_bytes.is_power_of_two() || self.ring_bytes < page {
+            problems.push(format!(
+                "--ring-size {} must be a power of two of at least {page} bytes (e.g. 8388608)",
+                self.ring_bytes
+            ));
+        }
+        problems
+    }
+}
+
+/// The default size of the event ring: 8 MiB, about 40,000 events of the
+/// default snaplen, or 40 ms of them at a million events per second.
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// The default bound on how long an event may wait for a wake-up; chosen by
+/// measurement, see the wake-up comment in the XDP program.
+pub const DEFAULT_WAKEUP_INTERVAL: Duration = Duration::from_micros(200);
+
+/// The loaded XDP program with its maps.
+pub struct Engine {
+    ebpf: Ebpf,
+    stats: PerCpuArray<MapData, CpuState>,
+    events: Option<RingBuf<MapData>>,
+    xsks: XskMap<MapData>,
+    attached: Option<(Attached, XdpLinkId)>,
+}
+
+impl Engine {
+    /// Loads the XDP program with `rules` in its tables.
+    ///
+    /// The rule tables are sized to the rule set; rules cannot be added later.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::NotBuilt`] when the binary has no XDP object;
+    /// [`EngineError::PermissionDenied`] without the needed capabilities; the
+    /// verifier's refusal as [`EngineError::Program`].
+    pub fn load(rules: &RuleSet) -> Result<Self, EngineError> {
+        Self::load_with(rules, &Settings::default())
+    }
+
+    /// Loads the XDP program with `rules` and capture `settings`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::load`], and [`EngineError::BadSetting`] for a snaplen or
+    /// ring size out of range.
+    pub fn load_with(rules: &RuleSet, settings: &Settings) -> Result<Self, EngineError> {
+        validate(settings)?;
+
+        let (v4, v6) = rules.counts();
+        let wakeup_ns = u64::try_from(settings.wakeup_interval.as_nanos()).unwrap_or(u64::MAX);
+        let config = Config {
+            default_action: rules.default_action().to_kernel(),
+            snaplen: settings.snaplen,
+            sample_every: settings.sample_every,
+            // Wake early when a quarter of the ring is full, whatever the
+            // interval, so a burst never waits for the timer to drain.
+            wakeup_bytes: settings.ring_bytes / 4,
+            wakeup_interval_ns: wakeup_ns,
+            afxdp: u32::from(settings.afxdp_queues > 0),
+            _pad: 0,
+        };
+        // A map needs at least one entry even when it will hold none.
+        let size = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        let mut ebpf = object::load(
+            object::CLASSIFIER,
+            EbpfLoader::new()
+                .override_global(names::CONFIG, &config, true)
+                .map_max_entries(names::RULES_V4, size(v4))
+                .map_max_entries(names::RULES_V6, size(v6))
+                .map_max_entries(names::EVENTS, settings.ring_bytes)
+                .map_max_entries(names::XSKS, settings.afxdp_queues.max(1)),
+        )?;
+
+        // The program must be loaded while the object still owns its maps:
+        // loading resolves map references to the maps' file descriptors.
+        load_program(&mut ebpf, names::PROGRAM)?;
+        fill_rules(&mut ebpf, rules)?;
+        let stats = take_map(&mut ebpf, names::STATS)?;
+        let events = take_map(&mut ebpf, names::EVENTS)?;
+        let xsks = take_map(&mut ebpf, names::XSKS)?;
+        Ok(Self {
+            ebpf,
+            stats,
+            events: Some(events),
+            xsks,
+            attached: None,
+        })
+    }
+
+    /// Puts the AF_XDP socket `fd` in the program's map for receive queue
+    /// `queue`: from then on, packets to capture that arrive on that queue
+    /// go to it.
+    ///
+    /// # Errors
+    ///
+    /// When the queue is beyond the map's size or the kernel refuses the fd.
+    pub fn set_xsk(
+        &mut self,
+        queue: u32,
+        fd: impl std::os::fd::AsRawFd,
+    ) -> Result<(), EngineError> {
+        self.xsks
+            .set(queue, fd, 0)
+            .map_err(|source| EngineError::Map {
+                name: names::XSKS,
+                source: Some(source),
+            })
+    }
+
+    /// The ring buffer the program writes capture events to. It can be taken
+    /// once, by the one reader.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// The classifier program, loaded; for `test_run`.
+    pub fn program(&self) -> &Xdp {
+        xdp(&self.ebpf, names::PROGRAM)
+    }
+
+    /// The counters summed over all CPUs.
+    ///
+    /// # Errors
+    ///
+    /// When the map cannot be read.
+    pub fn stats(&self) -> Result<Stats, EngineError> {
+        let per_cpu = self
+            .stats
+            .get(&0, 0)
+            .map_err(|source| EngineError::ReadStats { source })?;
+        let mut total = Stats::default();
+        for cpu in per_cpu.iter() {
+            total.accumulate(&cpu.stats);
+        }
+        Ok(total)
+    }
+
+    /// Attaches the classifier to `iface` through a bpf_link; see
+    /// [`attach::attach`].
+    ///
+    /// # Errors
+    ///
+    /// As [`attach::attach`].
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: ModeChoice,
+        force: bool,
+    ) -> Result<&Attached, EngineError> {
+        let program = xdp_mut(&mut self.ebpf, names::PROGRAM);
+        let (attached, link) = attach::attach(program, iface, mode, force)?;
+        Ok(&self.attached.insert((attached, link)).0)
+    }
+
+    /// Where the program is attached, if it is.
+    pub fn attached(&self) -> Option<&Attached> {
+        self.attached.as_ref().map(|(attached, _)| attached)
+    }
+
+    /// Detaches the program, if attached. Counters stay readable.
+    pub fn detach(&mut self) {
+        if let Some((_, link)) = self.attached.take() {
+            // Failure means the link is already gone (interface removed).
+            let _ = xdp_mut(&mut self.ebpf, names::PROGRAM).detach(link);
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+fn validate(settings: &Settings) -> Result<(), EngineError> {
+    match settings.problems().into_iter().next() {
+        Some(problem) => Err(EngineError::BadSetting(problem)),
+        None => Ok(()),
+    }
+}
+
+fn fill_rules(ebpf: &mut Ebpf, rules: &RuleSet) -> Result<(), EngineError> {
+    let mut v4: LpmTrie<MapData, [u8; 4], KernelRule> = take_map(ebpf, names::RULES_V4)?;
+    let mut v6: LpmTrie<MapData, [u8; 16], KernelRule> = take_map(ebpf, names::RULES_V6)?;
+    for (id, rule) in rules.rules().iter().enumerate() {
+        let value = KernelRule {
+            action: rule.action.to_kernel(),
+            id: u32::try_from(id).unwrap_or(u32::MAX - 1),
+        };
+        let len = u32::from(rule.cidr.len());
+        let result = match rule.cidr.addr() {
+            std::net::IpAddr::V4(a) => v4.insert(&Key::new(len, a.octets()), value, 0),
+            std::net::IpAddr::V6(a) => v6.insert(&Key::new(len, a.octets()), value, 0),
+        };
+        result.map_err(|source| EngineError::InsertRule {
+            cidr: rule.cidr,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+
+    #[test]
+    fn settings_problems_name_the_flags() {
+        assert!(Settings::default().problems().is_empty());
+        let bad = Settings {
+            snaplen: 5000,
+            ring_bytes: 5000,
+            ..Settings::default()
+        };
+        assert_eq!(
+            bad.problems(),
+            [
+                "--snaplen 5000 is out of range: use 1 to 4096 bytes",
+                "--ring-size 5000 must be a power of two of at least 4096 bytes (e.g. 8388608)",
+            ]
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! The kernel side: the XDP objects, loading and attaching them, and the
+//! system interfaces around them.
+//!
+//! - [`engine`]: the classifier with its rule tables, counters, event ring
+//!   and AF_XDP socket map.
+//! - [`tools`]: the floor and XDP_TX programs of the benchmark and the
+//!   generator, from an object of their own.
+//! - [`attach`]: bpf_link attachment, mode fallback, programs in the way.
+//! - [`netlink`]: interface indexes, queues, and XDP programs by netlink.
+//! - [`caps`]: the capabilities the process holds.
+
+pub mod attach;
+pub mod caps;
+pub mod engine;
+pub mod netlink;
+mod object;
+pub mod tools;
+
+pub use attach::{AttachMode, Attached, ModeChoice};
+pub use engine::{DEFAULT_RING_BYTES, DEFAULT_WAKEUP_INTERVAL, Engine, Settings};
+pub(crate) use object::os_error;
+pub use object::{EngineError, error_chain};
+pub use tools::{Tool, ToolProgram};

@@ -1,0 +1,264 @@
+//! The XDP objects embedded in the binary and the helpers that load them.
+
+use std::io;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, Xdp},
+};
+
+use super::AttachMode;
+use crate::rules::Cidr;
+
+/// The classifier's object built by `cargo xtask build`, or empty when this
+/// binary was built by plain cargo.
+pub(crate) static CLASSIFIER: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traffic.bpf.o"));
+
+/// The tools' object (floor and XDP_TX programs, no maps), likewise.
+pub(crate) static TOOLS: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traffic-tools.bpf.o"));
+
+/// Loads `object` with `loader` after checking it was embedded.
+pub(crate) fn load(object: &[u8], loader: &mut EbpfLoader<'_>) -> Result<Ebpf, EngineError> {
+    if object.is_empty() {
+        return Err(EngineError::NotBuilt);
+    }
+    // Before Linux 5.11 BPF memory was charged to RLIMIT_MEMLOCK; lift it
+    // so large rule sets load there too. See https://lwn.net/Articles/837122/
+    raise_memlock_limit();
+    loader.load(object).map_err(EngineError::from_load)
+}
+
+/// Errors from loading, attaching or reading the XDP program.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The binary carries no XDP object.
+    #[error(
+        "this traffic binary was built without its XDP program (plain `cargo build`); build it with `cargo xtask build`, or use `cargo xtask run -- ARGS`"
+    )]
+    NotBuilt,
+    /// The process may not load BPF programs.
+    #[error(
+        "permission denied while {action}: traffic needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON; run it as root"
+    )]
+    PermissionDenied {
+        /// What was being done.
+        action: &'static str,
+    },
+    /// The object could not be loaded (maps created, relocated).
+    #[error("loading the XDP object failed")]
+    Load {
+        /// aya's error.
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    /// The kernel refused the program; the verifier log is in the source.
+    #[error("the kernel refused to load the XDP program `{program}`")]
+    Program {
+        /// The program's name.
+        program: &'static str,
+        /// aya's error, with the verifier log.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// A map the program should have is missing or of the wrong type.
+    #[error("the XDP object has no usable map `{name}`; rebuild with `cargo xtask build`")]
+    Map {
+        /// The map's name.
+        name: &'static str,
+        /// aya's error.
+        #[source]
+        source: Option<aya::maps::MapError>,
+    },
+    /// A rule could not be written into the kernel's table.
+    #[error("writing rule {cidr} into the kernel's rule table failed")]
+    InsertRule {
+        /// The rule's prefix.
+        cidr: Cidr,
+        /// aya's error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// The interface does not exist.
+    #[error(
+        "there is no network interface named `{iface}` (in this network namespace); list them with `ip link`"
+    )]
+    NoSuchInterface {
+        /// The name given.
+        iface: String,
+    },
+    /// Another XDP program is attached and `--force` was not given.
+    #[error(
+        "{iface} already has an XDP program attached ({program}); remove it first (`ip link set dev {iface} xdp off`, or `xdp-loader unload {iface} --all`) or pass --force to replace it"
+    )]
+    AlreadyAttached {
+        /// The interface.
+        iface: String,
+        /// A description of the program found.
+        program: String,
+    },
+    /// Another XDP program is held by a bpf_link, which `--force` cannot remove.
+    #[error(
+        "{iface} has an XDP program attached through a bpf_link ({program}); only the process holding the link can remove it: stop that process (another traffic?) and try again"
+    )]
+    HeldByLink {
+        /// The interface.
+        iface: String,
+        /// A description of the program found.
+        program: String,
+    },
+    /// Removing the other program for `--force` failed.
+    #[error("could not remove the XDP program already on {iface} (--force)")]
+    ForceDetach {
+        /// The interface.
+        iface: String,
+        /// The netlink error.
+        #[source]
+        source: io::Error,
+    },
+    /// The driver or kernel refused the requested mode.
+    #[error("{iface} refused XDP in {mode} mode{hint}")]
+    ModeRefused {
+        /// The interface.
+        iface: String,
+        /// The mode asked for.
+        mode: AttachMode,
+        /// What to try instead.
+        hint: String,
+        /// aya's error.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// A capture setting is out of range.
+    #[error("{0}")]
+    BadSetting(String),
+    /// Reading the counters failed.
+    #[error("reading the packet counters failed")]
+    ReadStats {
+        /// aya's error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+impl EngineError {
+    pub(crate) fn from_load(source: aya::EbpfError) -> Self {
+        if is_eperm(&source) {
+            return EngineError::PermissionDenied {
+                action: "creating BPF maps",
+            };
+        }
+        EngineError::Load {
+            source: Box::new(source),
+        }
+    }
+}
+
+fn is_eperm(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && io.raw_os_error() == Some(libc::EPERM)
+        {
+            return true;
+        }
+        if let Some(sys) = e.downcast_ref::<aya::sys::SyscallError>()
+            && sys.io_error.raw_os_error() == Some(libc::EPERM)
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+pub(crate) fn os_error(err: &ProgramError) -> Option<i32> {
+    match err {
+        ProgramError::SyscallError(sys) => sys.io_error.raw_os_error(),
+        _ => {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+            while let Some(e) = cur {
+                if let Some(io) = e.downcast_ref::<io::Error>() {
+                    return io.raw_os_error();
+                }
+                cur = e.source();
+            }
+            None
+        }
+    }
+}
+
+/// `err` and its sources, joined by ": ".
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cur = e.source();
+    }
+    text
+}
+
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `rlim` is a valid rlimit; failure only matters on old kernels,
+    // where map creation then reports its own error.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+pub(crate) fn xdp<'a>(ebpf: &'a Ebpf, name: &'static str) -> &'a Xdp {
+    ebpf.program(name)
+        .and_then(|p| p.try_into().ok())
+        .unwrap_or_else(|| panic!("the embedded object has an XDP program `{name}`"))
+}
+
+pub(crate) fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> &'a mut Xdp {
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .unwrap_or_else(|| panic!("the embedded object has an XDP program `{name}`"))
+}
+
+pub(crate) fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), EngineError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(EngineError::Map { name, source: None })
+        .and_then(|p| {
+            p.try_into().map_err(|source| EngineError::Program {
+                program: name,
+                source: Box::new(source),
+            })
+        })?;
+    if program.fd().is_ok() {
+        return Ok(());
+    }
+    program.load().map_err(|source| {
+        if os_error(&source) == Some(libc::EPERM) {
+            EngineError::PermissionDenied {
+                action: "loading the XDP program",
+            }
+        } else {
+            EngineError::Program {
+                program: name,
+                source: Box::new(source),
+            }
+        }
+    })
+}
+
+pub(crate) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EngineError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(EngineError::Map { name, source: None })?;
+    T::try_from(map).map_err(|source| EngineError::Map {
+        name,
+        source: Some(source),
+    })
+}

@@ -1,0 +1,147 @@
+//! `traffic --lab` (and `cargo xtask run` without `--iface`): a lab whose
+//! generator sends a mix of IPv4 and IPv6 from documentation prefixes, and
+//! demo rules unless the user gave some.
+
+use std::{
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use super::{
+    Lab, RX_MAC, enter_netns,
+    generator::{self, GenOptions, Proto},
+    remove_stale,
+};
+use crate::{
+    cli::RunConfig,
+    rules::{Action, Origin, RuleError, RuleSet},
+    session::{self, Outcome, SetupError},
+};
+
+/// Sources of the lab's generator.
+pub const SOURCES: [&str; 6] = [
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "2001:db8:bad::/64",
+    "2001:db8:1::/64",
+    "2001:db8:c::/64",
+];
+/// The demo rules applied to them when no rule is given.
+pub const RULES: [(Action, &str); 4] = [
+    (Action::Drop, "192.0.2.0/25"),
+    (Action::Capture, "203.0.113.0/24"),
+    (Action::Drop, "2001:db8:bad::/48"),
+    (Action::Capture, "2001:db8:c::/48"),
+];
+/// Frames per second the lab's generator sends.
+pub const RATE: u64 = 10_000;
+
+/// Why the built-in lab failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A demo rule did not parse (a bug).
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    /// The namespaces or the veth pair could not be made.
+    #[error("creating the lab failed (it needs root, iproute2 and veth)")]
+    Create(#[source] io::Error),
+    /// A namespace could not be entered.
+    #[error("entering the lab's {which} namespace failed")]
+    Enter {
+        /// `sending` or `receiving`.
+        which: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The generator failed.
+    #[error("the lab's generator failed")]
+    Generator(#[source] io::Error),
+    /// The generator's thread panicked.
+    #[error("the lab's generator panicked")]
+    GeneratorPanicked,
+    /// Starting the runtime failed.
+    #[error("starting the tokio runtime failed")]
+    Runtime(#[source] io::Error),
+    /// The run failed.
+    #[error(transparent)]
+    Run(#[from] SetupError),
+}
+
+/// Runs `cfg` on a new lab, removing it afterwards; leftovers of a killed
+/// lab are removed first.
+///
+/// # Errors
+///
+/// [`LabError`].
+pub fn run(mut cfg: RunConfig) -> Result<Outcome, LabError> {
+    for name in remove_stale() {
+        eprintln!("traffic: removed namespace {name} left by a lab that was killed");
+    }
+    if !cfg.rules_given {
+        let mut rules = RuleSet::new(cfg.rules.default_action());
+        for (action, cidr) in RULES {
+            rules.add_str(action, cidr, Origin::Flag("--lab"))?;
+        }
+        cfg.rules = rules;
+    }
+    let lab = Lab::create("lab", 1).map_err(LabError::Create)?;
+    eprintln!(
+        "traffic: lab: {} (namespace {}) sends {RATE} frames/s to {} (namespace {}) from {}",
+        lab.tx_if,
+        lab.tx_ns,
+        lab.rx_if,
+        lab.rx_ns,
+        SOURCES.join(", ")
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = Arc::clone(&stop);
+        let ns = lab.tx_ns.clone();
+        let options = GenOptions {
+            iface: lab.tx_if.clone(),
+            count: RATE / 10,
+            sources: SOURCES
+                .iter()
+                .map(|s| s.parse().expect("valid lab prefix"))
+                .collect(),
+            dst4: "198.51.100.1".parse().expect("valid address"),
+            dst6: "2001:db8::1".parse().expect("valid address"),
+            dst_mac: RX_MAC,
+            rate: Some(RATE),
+            proto: Proto::Udp,
+            payload_len: 64,
+        };
+        std::thread::spawn(move || -> Result<(), LabError> {
+            enter_netns(&ns).map_err(|source| LabError::Enter {
+                which: "sending",
+                source,
+            })?;
+            // Rounds of a tenth of a second, until told to stop.
+            while !stop.load(Ordering::Relaxed) {
+                generator::run(&options).map_err(LabError::Generator)?;
+            }
+            Ok(())
+        })
+    };
+    let result = enter_netns(&lab.rx_ns)
+        .map_err(|source| LabError::Enter {
+            which: "receiving",
+            source,
+        })
+        .and_then(|()| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(LabError::Runtime)
+        })
+        .and_then(|rt| Ok(rt.block_on(session::watch(&cfg, &lab.rx_if))?));
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().map_err(|_| LabError::GeneratorPanicked)?;
+    drop(lab);
+    sent.and(result)
+}

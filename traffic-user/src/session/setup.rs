@@ -1,0 +1,240 @@
+//! Building a session from the command line's configuration: outputs
+//! opened, program loaded, AF_XDP sockets bound, program attached.
+
+use std::{io, time::Duration};
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{Outcome, Session, SessionError, Timing};
+use crate::{
+    cli::RunConfig,
+    kernel::{Engine, EngineError, netlink},
+    sink::{
+        Sink,
+        pcap::{PcapError, PcapWriter},
+        plot::PlotSink,
+        print::Printer,
+        report::{AfxdpStart, Format, Refused, Reporter, Start},
+    },
+    source::{
+        Source, SourceError,
+        afxdp::{self, XskError, XskSource},
+        ringbuf::RingSource,
+    },
+};
+
+/// Why a run could not start, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Installing a signal handler failed.
+    #[error("installing the {signal} handler failed")]
+    Signal {
+        /// The signal.
+        signal: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The pcap file could not be created.
+    #[error(transparent)]
+    Pcap(#[from] PcapError),
+    /// The interface's receive queues could not be counted.
+    #[error("asking how many receive queues {iface} has failed")]
+    Queues {
+        /// The interface.
+        iface: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The XDP program could not be loaded.
+    #[error("loading the XDP program failed")]
+    Load(#[source] Box<EngineError>),
+    /// AF_XDP sockets could not be opened.
+    #[error("opening AF_XDP sockets on {iface} failed")]
+    Afxdp {
+        /// The interface.
+        iface: String,
+        /// Why.
+        #[source]
+        source: XskError,
+    },
+    /// A socket could not be put in the program's map.
+    #[error("registering an AF_XDP socket failed")]
+    RegisterXsk(#[source] Box<EngineError>),
+    /// The program could not be attached.
+    #[error("attaching to {iface} failed")]
+    Attach {
+        /// The interface.
+        iface: String,
+        /// Why.
+        #[source]
+        source: Box<EngineError>,
+    },
+    /// The interface does not exist.
+    #[error(transparent)]
+    NoSuchInterface(Box<EngineError>),
+    /// A source could not be watched.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The run failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The event ring buffer was taken already (a bug).
+    #[error("the event ring buffer was already taken")]
+    RingTaken,
+}
+
+/// Loads and attaches the program on `iface` as `cfg` says, and runs the
+/// session until SIGINT, SIGTERM or `--duration`.
+///
+/// # Errors
+///
+/// [`SetupError`]: what could not be set up, or how the run failed.
+pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> {
+    // Installed first, so that a signal during loading also ends the run
+    // cleanly instead of killing it midway.
+    let sig = |kind: SignalKind, name| {
+        signal(kind).map_err(|source| SetupError::Signal {
+            signal: name,
+            source,
+        })
+    };
+    let mut sigint = sig(SignalKind::interrupt(), "SIGINT")?;
+    let mut sigterm = sig(SignalKind::terminate(), "SIGTERM")?;
+    let session = open(cfg, iface)?;
+    let duration = cfg.duration;
+    let stop = async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+            () = sleep_for(duration) => {}
+        }
+    };
+    Ok(session.run(stop).await?)
+}
+
+async fn sleep_for(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Opens the outputs, loads the program, binds AF_XDP sockets and attaches.
+///
+/// # Errors
+///
+/// [`SetupError`]; nothing is left attached.
+pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupError> {
+    // AF_XDP delivers whole frames: the pcap's snaplen is then the frame size.
+    let snaplen = cfg.afxdp.map_or(cfg.settings.snaplen, |x| x.sizes.frame);
+    let pcap = cfg
+        .write
+        .as_deref()
+        .map(|path| PcapWriter::create(path, snaplen))
+        .transpose()?;
+    let mut settings = cfg.settings.clone();
+    let xsk_plan = match cfg.afxdp {
+        Some(x) => {
+            let ifindex = netlink::ifindex(iface).ok_or_else(|| {
+                SetupError::NoSuchInterface(Box::new(EngineError::NoSuchInterface {
+                    iface: iface.to_owned(),
+                }))
+            })?;
+            let available =
+                netlink::rx_queues(iface, ifindex).map_err(|source| SetupError::Queues {
+                    iface: iface.to_owned(),
+                    source,
+                })?;
+            let queues = x.queues.map_or(available, |q| q.min(available));
+            settings.afxdp_queues = queues;
+            Some((x, ifindex, queues))
+        }
+        None => None,
+    };
+    let mut engine =
+        Engine::load_with(&cfg.rules, &settings).map_err(|e| SetupError::Load(Box::new(e)))?;
+    let pause_sockets = !cfg.settings.wakeup_interval.is_zero();
+    let mut sources: Vec<Box<dyn Source + 'a>> = Vec::new();
+    let mut afxdp_start = None;
+    if let Some((x, ifindex, queues)) = xsk_plan {
+        let afxdp::Opened {
+            queues: opened,
+            mode,
+            zerocopy_refused,
+        } = afxdp::open(ifindex, queues, x.mode, x.sizes).map_err(|source| SetupError::Afxdp {
+            iface: iface.to_owned(),
+            source,
+        })?;
+        for q in &opened {
+            engine
+                .set_xsk(q.queue, std::os::fd::AsRawFd::as_raw_fd(q))
+                .map_err(|e| SetupError::RegisterXsk(Box::new(e)))?;
+        }
+        sources.push(Box::new(XskSource::new(opened, pause_sockets)?));
+        afxdp_start = Some(AfxdpStart {
+            mode,
+            queues,
+            zerocopy_refused,
+        });
+    }
+    let ring = engine.take_events().ok_or(SetupError::RingTaken)?;
+    sources.push(Box::new(RingSource::new(ring)?));
+    let attached = engine
+        .attach(iface, cfg.mode, cfg.force)
+        .map_err(|source| SetupError::Attach {
+            iface: iface.to_owned(),
+            source: Box::new(source),
+        })?
+        .clone();
+    let (rules_v4, rules_v6) = cfg.rules.counts();
+    let start = Start {
+        iface: attached.iface,
+        ifindex: attached.ifindex,
+        mode: attached.mode,
+        refused: attached
+            .refused
+            .into_iter()
+            .map(|(mode, error)| Refused { mode, error })
+            .collect(),
+        replaced: attached.replaced,
+        rules_v4,
+        rules_v6,
+        default: cfg.rules.default_action(),
+        afxdp: afxdp_start,
+    };
+
+    let mut sinks: Vec<Box<dyn Sink + 'a>> = Vec::new();
+    // Packet lines own stdout in text mode; the table moves to stderr.
+    let reporter: Box<dyn Sink> = if cfg.print && cfg.format == Format::Table {
+        Box::new(Reporter::new(io::stderr(), cfg.format, "stderr"))
+    } else {
+        Box::new(Reporter::new(
+            io::LineWriter::new(io::stdout()),
+            cfg.format,
+            "stdout",
+        ))
+    };
+    sinks.push(reporter);
+    if cfg.print {
+        sinks.push(Box::new(Printer::new(cfg.format, &cfg.rules)));
+    }
+    if let Some(pcap) = pcap {
+        sinks.push(Box::new(pcap));
+    }
+    if let Some(path) = &cfg.plot {
+        sinks.push(Box::new(PlotSink::new(path.clone())));
+    }
+    Ok(Session::new(
+        start,
+        Box::new(engine),
+        sources,
+        sinks,
+        Timing {
+            interval: cfg.interval,
+            wakeup: cfg.settings.wakeup_interval,
+            exit_drain: super::EXIT_DRAIN,
+        },
+    ))
+}

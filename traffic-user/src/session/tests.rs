@@ -1,0 +1,251 @@
+//! The session without a kernel: a fake source and scripted counters.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
+    rc::Rc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use traffic_common::{EventHeader, Stats, action};
+
+use super::*;
+use crate::{
+    kernel::AttachMode,
+    rules::Action,
+    sink::report::Start,
+    source::{
+        Captured,
+        clock::{self, WallClock},
+        ringbuf::Event,
+    },
+};
+
+/// Counters that follow a script, one snapshot per reading, and remember
+/// when they were stopped.
+struct Script {
+    snapshots: Vec<Stats>,
+    reads: usize,
+    stopped: Rc<Cell<bool>>,
+}
+
+impl Counters for Script {
+    fn read(&mut self) -> Result<Stats, EngineError> {
+        let i = self.reads.min(self.snapshots.len() - 1);
+        self.reads += 1;
+        Ok(self.snapshots[i])
+    }
+
+    fn stop(&mut self) {
+        self.stopped.set(true);
+    }
+}
+
+/// A source that offers its batches one readiness at a time, and holds
+/// `late` back until the counters are stopped, as events still in a ring
+/// at exit.
+struct Fake {
+    batches: VecDeque<u64>,
+    late: u64,
+    stopped: Rc<Cell<bool>>,
+}
+
+fn event(i: u64) -> EventHeader {
+    EventHeader {
+        ts_ns: clock::monotonic_ns().saturating_sub(1_000 + i),
+        ip_version: 4,
+        action: action::CAPTURE,
+        rule_id: traffic_common::NO_RULE,
+        wire_len: 60,
+        ..EventHeader::default()
+    }
+}
+
+impl Source for Fake {
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), SourceError>> {
+        if self.batches.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn drain(
+        &mut self,
+        _timed: bool,
+        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), SinkError>,
+    ) -> Result<Drained, SourceError> {
+        let mut n = self.batches.pop_front().unwrap_or(0);
+        if self.stopped.get() {
+            n += std::mem::take(&mut self.late);
+        }
+        let clock = WallClock::new();
+        for i in 0..n {
+            let ev = Event {
+                header: event(i),
+                data: &[0; 60],
+            };
+            deliver(&ev.captured(&clock, clock::monotonic_ns()))?;
+        }
+        Ok(Drained {
+            delivered: n,
+            undecodable: 0,
+        })
+    }
+
+    fn handed_over(&self, stats: &Stats) -> u64 {
+        stats.events
+    }
+}
+
+#[derive(Default)]
+struct Record {
+    started: bool,
+    packets: u64,
+    intervals: Vec<Counts>,
+    summary: Option<Counts>,
+}
+
+struct Recorder(Rc<RefCell<Record>>);
+
+impl Sink for Recorder {
+    fn start(&mut self, _: &Start) -> Result<(), SinkError> {
+        self.0.borrow_mut().started = true;
+        Ok(())
+    }
+
+    fn packet(&mut self, p: &Captured<'_>) -> Result<(), SinkError> {
+        assert!(p.latency_ns.is_some_and(|ns| ns >= 1_000));
+        self.0.borrow_mut().packets += 1;
+        Ok(())
+    }
+
+    fn interval(&mut self, i: &Interval<'_>) -> Result<(), SinkError> {
+        self.0.borrow_mut().intervals.push(*i.counts);
+        Ok(())
+    }
+
+    fn finish(&mut self, s: &Summary<'_>) -> Result<(), SinkError> {
+        self.0.borrow_mut().summary = Some(*s.counts);
+        Ok(())
+    }
+}
+
+fn start() -> Start {
+    Start {
+        iface: "fake0".into(),
+        ifindex: 1,
+        mode: AttachMode::Native,
+        refused: Vec::new(),
+        replaced: None,
+        rules_v4: 1,
+        rules_v6: 0,
+        default: Action::Capture,
+        afxdp: None,
+    }
+}
+
+/// Snapshots of a kernel that captured `captured[i]` packets by reading
+/// `i`, of which it wrote `written[i]` events and lost the rest.
+fn snapshots(captured: &[u64], written: &[u64]) -> Vec<Stats> {
+    captured
+        .iter()
+        .zip(written)
+        .map(|(&c, &w)| Stats {
+            packets: c + 3,
+            bytes: (c + 3) * 60,
+            capture: c,
+            capture_bytes: c * 60,
+            pass: 3,
+            pass_bytes: 180,
+            ipv4: c,
+            non_ip: 3,
+            events: w,
+            events_lost: c - w,
+            ..Stats::default()
+        })
+        .collect()
+}
+
+/// Runs a session over `batches` (and `late`, only read at exit) against
+/// `script` for 150 ms with 20 ms intervals.
+fn run(batches: &[u64], late: u64, script: Vec<Stats>) -> (Outcome, Record) {
+    let stopped = Rc::new(Cell::new(false));
+    let record = Rc::new(RefCell::new(Record::default()));
+    let session = Session::new(
+        start(),
+        Box::new(Script {
+            snapshots: script,
+            reads: 0,
+            stopped: Rc::clone(&stopped),
+        }),
+        vec![Box::new(Fake {
+            batches: batches.iter().copied().collect(),
+            late,
+            stopped: Rc::clone(&stopped),
+        })],
+        vec![Box::new(Recorder(Rc::clone(&record)))],
+        Timing {
+            interval: Duration::from_millis(20),
+            wakeup: Duration::from_micros(200),
+            exit_drain: Duration::from_millis(50),
+        },
+    );
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            session
+                .run(tokio::time::sleep(Duration::from_millis(150)))
+                .await
+        })
+        .unwrap();
+    assert!(stopped.get(), "the kernel side is stopped at the end");
+    let record = Rc::try_unwrap(record).ok().unwrap().into_inner();
+    (outcome, record)
+}
+
+fn sum(intervals: &[Counts]) -> Counts {
+    let mut total = Counts::default();
+    for i in intervals {
+        total.accumulate(i);
+    }
+    total
+}
+
+#[test]
+fn intervals_add_up_to_the_summary_and_late_events_are_delivered() {
+    let script = snapshots(&[0, 10, 25, 40, 47], &[0, 10, 25, 40, 47]);
+    let (outcome, record) = run(&[10, 15, 15], 7, script);
+    assert!(record.started);
+    assert!(record.intervals.len() >= 3, "{}", record.intervals.len());
+    let summary = record.summary.expect("a summary");
+    assert_eq!(sum(&record.intervals), summary, "intervals add up");
+    assert_eq!(record.packets, 47, "the late events were read at exit");
+    assert_eq!((summary.events, summary.events_lost), (47, 0));
+    assert_eq!(summary.capture, 47);
+    assert_eq!(outcome.total, summary);
+    assert_eq!((outcome.lost(), outcome.exit_code()), (0, 0));
+}
+
+#[test]
+fn events_never_read_are_counted_lost_and_the_run_exits_1() {
+    // The kernel wrote 30 events and could not write 5 more; the source
+    // only ever delivers 24 of the 30.
+    let script = snapshots(&[0, 20, 35], &[0, 20, 30]);
+    let (outcome, record) = run(&[20, 4], 0, script);
+    let summary = record.summary.expect("a summary");
+    assert_eq!(sum(&record.intervals), summary, "intervals add up");
+    assert_eq!(record.packets, 24);
+    assert_eq!(outcome.unread, 6);
+    assert_eq!(summary.events, 24);
+    assert_eq!(summary.events_lost, 5 + 6);
+    assert_eq!(
+        summary.events + summary.events_lost,
+        summary.capture,
+        "every capture is delivered or counted lost"
+    );
+    assert_eq!(outcome.exit_code(), 1);
+}

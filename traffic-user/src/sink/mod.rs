@@ -1,0 +1,133 @@
+//! Sinks: where a run's packets and counts go.
+//!
+//! Every output is a [`Sink`], driven by the session the way a search
+//! tool's searcher drives its sink: [`Sink::start`] once the program is
+//! attached, [`Sink::packet`] for each captured packet, [`Sink::flush`] after
+//! each batch, [`Sink::interval`] every report interval and
+//! [`Sink::finish`] at the end, however the run ended.
+//!
+//! - [`report`]: the interval table or JSON lines, and the summary.
+//! - [`latency`]: delivery-latency histograms.
+//! - [`pcap`]: a pcap file of the captured packets.
+//! - [`print`]: one line (or JSON object) per packet.
+//! - [`plot`]: an SVG of the run.
+
+pub mod latency;
+pub mod pcap;
+pub mod plot;
+pub mod print;
+pub mod report;
+
+use std::{io, time::Duration};
+
+use crate::source::Captured;
+
+pub use latency::{Latency, Percentiles};
+pub use report::{Counts, QueueReport, Start};
+
+/// Why a sink could not take what it was given.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing an output failed.
+    #[error("writing {what} failed")]
+    Write {
+        /// The output: `stdout`, `the plot run.svg`...
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the pcap file failed.
+    #[error(transparent)]
+    Pcap(#[from] pcap::PcapError),
+}
+
+impl SinkError {
+    /// A [`SinkError::Write`] for `what`.
+    pub fn write(what: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+        let what = what.into();
+        move |source| SinkError::Write { what, source }
+    }
+}
+
+/// One report interval.
+#[derive(Clone, Copy, Debug)]
+pub struct Interval<'a> {
+    /// The counts of the interval (deltas).
+    pub counts: &'a Counts,
+    /// Delivery latency of the packets delivered in the interval.
+    pub latency: &'a Percentiles,
+    /// How long the interval was.
+    pub length: Duration,
+    /// When it ended, since the start of the run.
+    pub at: Duration,
+}
+
+/// The end of a run.
+#[derive(Clone, Copy)]
+pub struct Summary<'a> {
+    /// What was attached where.
+    pub start: &'a Start,
+    /// The counts since the start; the intervals add up to them.
+    pub counts: &'a Counts,
+    /// Delivery latency over the whole run.
+    pub latency: &'a Latency,
+    /// How long the run was.
+    pub duration: Duration,
+    /// Per-queue counts, with AF_XDP.
+    pub queues: Option<&'a [QueueReport]>,
+}
+
+/// An output of a run. Every method has a default that does nothing, so a
+/// sink implements only what it uses.
+pub trait Sink {
+    /// The program is attached.
+    ///
+    /// # Errors
+    ///
+    /// When the sink cannot write.
+    fn start(&mut self, start: &Start) -> Result<(), SinkError> {
+        let _ = start;
+        Ok(())
+    }
+
+    /// One captured packet.
+    ///
+    /// # Errors
+    ///
+    /// When the sink cannot write.
+    fn packet(&mut self, packet: &Captured<'_>) -> Result<(), SinkError> {
+        let _ = packet;
+        Ok(())
+    }
+
+    /// A batch of packets has been handed over: push out what a reader is
+    /// waiting for.
+    ///
+    /// # Errors
+    ///
+    /// When the sink cannot write.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// One report interval has ended.
+    ///
+    /// # Errors
+    ///
+    /// When the sink cannot write.
+    fn interval(&mut self, interval: &Interval<'_>) -> Result<(), SinkError> {
+        let _ = interval;
+        Ok(())
+    }
+
+    /// The run has ended.
+    ///
+    /// # Errors
+    ///
+    /// When the sink cannot write.
+    fn finish(&mut self, summary: &Summary<'_>) -> Result<(), SinkError> {
+        let _ = summary;
+        Ok(())
+    }
+}

@@ -1,0 +1,336 @@
+//! One line per captured packet, in the spirit of tcpdump's: time, VLAN,
+//! addresses and ports, protocol, length, and the rule that chose it.
+//!
+//! ```text
+//! 12:04:31.123456789 IP 203.0.113.7.40001 > 198.51.100.1.9: UDP, length 106 [capture 203.0.113.0/24]
+//! 12:04:31.123502113 vlan 100 IP6 2001:db8:c::3.443 > 2001:db8::1.80: TCP [S], length 74 [sample, pass default]
+//! ```
+//!
+//! The time is local wall-clock time at the XDP hook; `length` is the
+//! frame's length on the wire.
+
+use std::{
+    fmt::Write as _,
+    io::{self, BufWriter, Stdout, Write as _},
+    net::IpAddr,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Sink, SinkError, report::Format};
+use crate::{
+    packet::Outcome,
+    rules::{Action, RuleSet},
+    source::Captured,
+};
+
+/// `HH:MM:SS.nnnnnnnnn` in local time.
+pub fn time_of_day(unix: Duration) -> String {
+    let secs = unix.as_secs() as libc::time_t;
+    // SAFETY: an all-zero tm is valid; localtime_r fills it from `secs`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to locals.
+    let ok = !unsafe { libc::localtime_r(&secs, &mut tm) }.is_null();
+    let (h, m, s) = if ok {
+        (tm.tm_hour, tm.tm_min, tm.tm_sec)
+    } else {
+        let day = unix.as_secs() % 86_400;
+        (
+            (day / 3600) as i32,
+            (day / 60 % 60) as i32,
+            (day % 60) as i32,
+        )
+    };
+    format!("{h:02}:{m:02}:{s:02}.{:09}", unix.subsec_nanos())
+}
+
+/// tcpdump's rendering of TCP flags: `S`, `S.`, `F.`, `R`, `P.`...
+pub fn tcp_flags(flags: u8) -> String {
+    let mut out = String::new();
+    for (bit, c) in [
+        (0x01, 'F'),
+        (0x02, 'S'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x20, 'U'),
+        (0x40, 'E'),
+        (0x80, 'W'),
+    ] {
+        if flags & bit != 0 {
+            out.push(c);
+        }
+    }
+    if flags & 0x10 != 0 {
+        out.push('.');
+    }
+    if out.is_empty() {
+        out.push_str("none");
+    }
+    out
+}
+
+fn protocol_name(proto: u8) -> String {
+    match proto {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        1 => "ICMP".into(),
+        58 => "ICMP6".into(),
+        132 => "SCTP".into(),
+        47 => "GRE".into(),
+        50 => "ESP".into(),
+        p => format!("proto {p}"),
+    }
+}
+
+/// The rule that chose the packet: `capture 203.0.113.0/24`, `drop default`.
+pub fn rule_text(p: &Captured<'_>, rules: &RuleSet) -> String {
+    let action = p.action.map_or("?", Action::as_str);
+    let rule = match p.rule {
+        None => "default".to_owned(),
+        Some(id) => rules
+            .rules()
+            .get(id as usize)
+            .map_or_else(|| format!("rule #{id}"), |r| r.cidr.to_string()),
+    };
+    format!("{action} {rule}")
+}
+
+fn endpoint(ip: IpAddr, port: Option<u16>) -> String {
+    match port {
+        Some(p) => format!("{ip}.{p}"),
+        None => ip.to_string(),
+    }
+}
+
+/// One text line for a packet (no newline).
+pub fn line(p: &Captured<'_>, rules: &RuleSet) -> String {
+    let pkt = &p.packet;
+    let mut out = time_of_day(p.ts);
+    if let Some(vlan) = pkt.vlan_id {
+        let _ = write!(out, " vlan {vlan}");
+    }
+    match (pkt.src, pkt.dst) {
+        (Some(src), Some(dst)) => {
+            let family = if pkt.ip_version == 4 { "IP" } else { "IP6" };
+            let (sport, dport) = pkt.ports.map_or((None, None), |(s, d)| (Some(s), Some(d)));
+            let _ = write!(
+                out,
+                " {family} {} > {}: {}",
+                endpoint(src, sport),
+                endpoint(dst, dport),
+                protocol_name(pkt.protocol.unwrap_or(0))
+            );
+            if let Some(flags) = pkt.tcp_flags {
+                let _ = write!(out, " [{}]", tcp_flags(flags));
+            }
+        }
+        _ => out.push_str(" non-IP"),
+    }
+    let _ = write!(out, ", length {}", p.wire_len);
+    if pkt.outcome == Outcome::Malformed {
+        out.push_str(" (malformed)");
+    }
+    let sample = if p.sampled { "sample, " } else { "" };
+    let _ = write!(out, " [{sample}{}]", rule_text(p, rules));
+    out
+}
+
+/// The JSON form of a packet line (`"type": "packet"` in [`super::report::Line`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PacketLine {
+    /// Unix seconds at the XDP hook.
+    pub ts: f64,
+    /// The interface the packet arrived on.
+    pub ifindex: u32,
+    /// Its receive queue.
+    pub rx_queue: u32,
+    /// The outer VLAN id.
+    pub vlan: Option<u16>,
+    /// The source address.
+    pub src: Option<IpAddr>,
+    /// The destination address.
+    pub dst: Option<IpAddr>,
+    /// The IP protocol.
+    pub protocol: Option<u8>,
+    /// The source port.
+    pub sport: Option<u16>,
+    /// The destination port.
+    pub dport: Option<u16>,
+    /// TCP flags as tcpdump writes them.
+    pub tcp_flags: Option<String>,
+    /// The frame's length on the wire.
+    pub wire_len: u32,
+    /// Bytes captured.
+    pub cap_len: u32,
+    /// The action the packet got.
+    pub action: Option<Action>,
+    /// The rule that chose it, as in [`rule_text`].
+    pub rule: String,
+    /// Whether `--sample` chose it.
+    pub sampled: bool,
+    /// Delivery latency in nanoseconds.
+    pub latency_ns: Option<u64>,
+}
+
+impl PacketLine {
+    /// The JSON object for `p`.
+    pub fn new(p: &Captured<'_>, rules: &RuleSet) -> Self {
+        let pkt = &p.packet;
+        Self {
+            ts: p.ts.as_secs_f64(),
+            ifindex: p.ifindex,
+            rx_queue: p.rx_queue,
+            vlan: pkt.vlan_id,
+            src: pkt.src,
+            dst: pkt.dst,
+            protocol: pkt.protocol,
+            sport: pkt.ports.map(|p| p.0),
+            dport: pkt.ports.map(|p| p.1),
+            tcp_flags: pkt.tcp_flags.map(tcp_flags),
+            wire_len: p.wire_len,
+            cap_len: u32::try_from(p.data.len()).unwrap_or(u32::MAX),
+            action: p.action,
+            rule: rule_text(p, rules),
+            sampled: p.sampled,
+            latency_ns: p.latency_ns,
+        }
+    }
+}
+
+/// `--print`: one line, or one JSON `packet` object, per captured packet on
+/// stdout.
+pub struct Printer<'a> {
+    out: BufWriter<Stdout>,
+    format: Format,
+    rules: &'a RuleSet,
+}
+
+impl<'a> Printer<'a> {
+    /// A printer naming rules from `rules`.
+    pub fn new(format: Format, rules: &'a RuleSet) -> Self {
+        Self {
+            out: BufWriter::with_capacity(1 << 16, io::stdout()),
+            format,
+            rules,
+        }
+    }
+}
+
+impl Sink for Printer<'_> {
+    fn packet(&mut self, p: &Captured<'_>) -> Result<(), SinkError> {
+        let written = match self.format {
+            Format::Table => writeln!(self.out, "{}", line(p, self.rules)),
+            Format::Json => {
+                let line = super::report::Line::Packet(PacketLine::new(p, self.rules));
+                serde_json::to_writer(&mut self.out, &line)
+                    .map_err(io::Error::from)
+                    .and_then(|()| writeln!(self.out))
+            }
+        };
+        written.map_err(SinkError::write("stdout"))
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(SinkError::write("stdout"))
+    }
+
+    fn finish(&mut self, _: &super::Summary<'_>) -> Result<(), SinkError> {
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use traffic_common::{EventHeader, action, event_flags};
+
+    use super::*;
+    use crate::{
+        rules::Origin,
+        source::{clock::WallClock, ringbuf::Event},
+    };
+
+    fn captured(h: EventHeader, ts: Duration) -> Captured<'static> {
+        let mut c = Event {
+            header: h,
+            data: &[],
+        }
+        .captured(&WallClock::new(), 0);
+        c.ts = ts;
+        c
+    }
+
+    #[test]
+    fn lines_look_like_tcpdump() {
+        let mut rules = RuleSet::new(Action::Pass);
+        rules
+            .add_str(Action::Capture, "203.0.113.0/24", Origin::Flag("--capture"))
+            .unwrap();
+        let mut h = EventHeader {
+            ip_version: 4,
+            protocol: 6,
+            tcp_flags: 0x12,
+            sport: 40001,
+            dport: 80,
+            wire_len: 74,
+            rule_id: 0,
+            action: action::CAPTURE,
+            flags: event_flags::PORTS | event_flags::TCP_FLAGS,
+            vlan_depth: 1,
+            vlan_id: 100,
+            ..EventHeader::default()
+        };
+        h.src[..4].copy_from_slice(&[203, 0, 113, 7]);
+        h.dst[..4].copy_from_slice(&[198, 51, 100, 1]);
+        let ts = Duration::new(1_700_000_000, 5);
+        let text = line(&captured(h, ts), &rules);
+        let (_, rest) = text.split_once(' ').unwrap();
+        assert_eq!(
+            rest,
+            "vlan 100 IP 203.0.113.7.40001 > 198.51.100.1.80: TCP [S.], length 74 [capture 203.0.113.0/24]"
+        );
+        assert!(text.starts_with(&time_of_day(ts)));
+        assert!(text.split(' ').next().unwrap().ends_with(".000000005"));
+    }
+
+    #[test]
+    fn sampled_default_and_non_ip() {
+        let rules = RuleSet::new(Action::Drop);
+        let h = EventHeader {
+            wire_len: 42,
+            rule_id: traffic_common::NO_RULE,
+            action: action::PASS,
+            flags: event_flags::SAMPLED,
+            ..EventHeader::default()
+        };
+        let text = line(&captured(h, Duration::ZERO), &rules);
+        assert!(
+            text.ends_with(" non-IP, length 42 [sample, pass default]"),
+            "{text}"
+        );
+        assert_eq!(tcp_flags(0x11), "F.");
+        assert_eq!(tcp_flags(0), "none");
+    }
+
+    #[test]
+    fn packet_objects_read_back() {
+        let rules = RuleSet::new(Action::Capture);
+        let mut h = EventHeader {
+            ip_version: 6,
+            protocol: 17,
+            wire_len: 80,
+            rule_id: traffic_common::NO_RULE,
+            action: action::CAPTURE,
+            ..EventHeader::default()
+        };
+        h.src[0] = 0x20;
+        let line = super::super::report::Line::Packet(PacketLine::new(
+            &captured(h, Duration::from_secs(7)),
+            &rules,
+        ));
+        let text = serde_json::to_string(&line).unwrap();
+        assert!(text.starts_with(r#"{"type":"packet","#), "{text}");
+        let back: super::super::report::Line = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, line);
+    }
+}

@@ -1,0 +1,132 @@
+//! Sources: where captured packets come from.
+//!
+//! - [`ringbuf`]: events from the XDP program's BPF ring buffer (metadata
+//!   and the first `--snaplen` bytes).
+//! - [`afxdp`]: whole frames from AF_XDP sockets, one per receive queue.
+//!
+//! A session waits on every source at once ([`Source::poll_ready`]), reads
+//! what is waiting ([`Source::drain`]) and hands each packet, as a
+//! [`Captured`], to its sinks. At exit it drains until each source has what
+//! the kernel says it handed over ([`Source::handed_over`]); what never
+//! arrives is counted as lost.
+
+pub mod afxdp;
+pub mod clock;
+pub mod ringbuf;
+
+use std::{
+    io,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use traffic_common::{NO_RULE, Stats};
+
+use crate::{packet::Packet, rules::Action, sink::SinkError, sink::report::QueueReport};
+
+/// One captured packet, as every sink sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Captured<'a> {
+    /// What the XDP program (ring buffer) or the userspace parser (AF_XDP)
+    /// found in the frame; the two agree.
+    pub packet: Packet,
+    /// The captured bytes: the first snaplen bytes, or the whole frame.
+    pub data: &'a [u8],
+    /// The frame's length on the wire.
+    pub wire_len: u32,
+    /// Unix time at the XDP hook.
+    pub ts: Duration,
+    /// From the XDP hook to userspace's read, when the hook's time is known.
+    pub latency_ns: Option<u64>,
+    /// The interface the frame arrived on (0 when unknown).
+    pub ifindex: u32,
+    /// Its receive queue.
+    pub rx_queue: u32,
+    /// The action the frame got.
+    pub action: Option<Action>,
+    /// The index of the rule that matched, as the kernel reported it, or
+    /// `None` for the default action.
+    pub rule: Option<u32>,
+    /// Whether `--sample` chose the frame rather than a capture rule.
+    pub sampled: bool,
+}
+
+/// A rule id from the kernel as an index.
+pub(crate) fn rule_index(id: u32) -> Option<u32> {
+    (id != NO_RULE).then_some(id)
+}
+
+/// What one drain read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Packets handed to the sinks.
+    pub delivered: u64,
+    /// Records that could not be decoded (counted, never expected).
+    pub undecodable: u64,
+}
+
+impl std::ops::AddAssign for Drained {
+    fn add_assign(&mut self, other: Self) {
+        self.delivered += other.delivered;
+        self.undecodable += other.undecodable;
+    }
+}
+
+/// Why a source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Waiting on a file descriptor failed.
+    #[error("polling {what}")]
+    Poll {
+        /// What was polled.
+        what: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A sink refused a packet.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Where captured packets come from.
+pub trait Source {
+    /// Whether packets may be waiting. Readiness is consumed: a packet that
+    /// arrives after this returned makes the source ready again.
+    ///
+    /// # Errors
+    ///
+    /// When the reactor cannot poll the source.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SourceError>>;
+
+    /// Reads every packet waiting and hands each to `deliver`. `timed` is
+    /// true when a timer asked rather than readiness.
+    ///
+    /// # Errors
+    ///
+    /// What `deliver` returns, or a failure of the source itself.
+    fn drain(
+        &mut self,
+        timed: bool,
+        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), SinkError>,
+    ) -> Result<Drained, SourceError>;
+
+    /// How many packets the kernel had handed to this source by the counter
+    /// reading `stats`, whether or not they have been read yet.
+    fn handed_over(&self, stats: &Stats) -> u64;
+
+    /// Packets lost between the kernel and this source that the program's
+    /// counters do not show (AF_XDP socket drops), so far.
+    fn dropped(&self) -> u64 {
+        0
+    }
+
+    /// Called once per report interval: a time for upkeep such as following
+    /// NTP adjustments of the wall clock.
+    fn interval(&mut self) {}
+
+    /// Per-queue counts, for sources that read receive queues.
+    fn queues(&self) -> Vec<QueueReport> {
+        Vec::new()
+    }
+}
