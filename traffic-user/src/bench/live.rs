@@ -270,7 +270,9 @@ impl Drop for Spawned {
 const SOURCE: &str = "192.0.2.1/32";
 const PREFIX: &str = "192.0.2.0/24";
 
-/// Runs one scenario.
+/// Runs one scenario: starts the receiving side on a new lab, sends
+/// `count` frames at `rate` (or as fast as veth takes them), and collects
+/// what each side measured.
 ///
 /// # Errors
 ///
@@ -284,148 +286,29 @@ pub fn run_scenario(
     mechanism: Mechanism,
 ) -> Result<LiveResult, LiveError> {
     let lab = Lab::create("bench", 1).map_err(io_step("creating the lab"))?;
-    let pcap = workdir.join("bench.pcap");
-    let tcpdump_pcap = workdir.join("bench-tcpdump.pcap");
-    let _ = std::fs::remove_file(&pcap);
-    let _ = std::fs::remove_file(&tcpdump_pcap);
+    let files = Files {
+        pcap: workdir.join("bench.pcap"),
+        tcpdump: workdir.join("bench-tcpdump.pcap"),
+    };
+    let _ = std::fs::remove_file(&files.pcap);
+    let _ = std::fs::remove_file(&files.tcpdump);
     let bin = traffic_bin.to_string_lossy().into_owned();
-    let traffic = |args: &[&str]| -> Result<Spawned, LiveError> {
-        let mut cmd = Lab::command_in(&lab.rx_ns, &bin);
-        cmd.args(["--iface", &lab.rx_if, "--json", "--interval", "0.5"])
-            .args(args);
-        let s = Spawned::start(cmd).map_err(io_step("starting traffic"))?;
-        s.wait_for(
-            "traffic",
-            "\"type\":\"start\"",
-            false,
-            Duration::from_secs(30),
-        )?;
-        Ok(s)
-    };
-    let tcpdump = |file: &Path| -> Result<Spawned, LiveError> {
-        let mut cmd = Lab::command_in(&lab.rx_ns, "tcpdump");
-        // The same buffer as traffic's ring (8 MiB), written to a file.
-        cmd.args(["-i", &lab.rx_if, "-n", "-B", "8192", "-w"])
-            .arg(file);
-        let s = Spawned::start(cmd).map_err(io_step("starting tcpdump"))?;
-        s.wait_for("tcpdump", "listening on", true, Duration::from_secs(10))?;
-        Ok(s)
-    };
-    let pcap_arg = pcap.to_string_lossy().into_owned();
+    let mut side = Receiving::start(&lab, &bin, receiver, mechanism, &files)?;
 
-    // Start the receiving side. veth takes XDP frames (live frames) only
-    // when the receiving end runs an XDP program: give the receivers that
-    // attach none the pass floor.
-    let mut engine_guard = None;
-    let mut floor_guard = None;
-    if mechanism == Mechanism::LiveFrames
-        && matches!(receiver, Receiver::Nothing | Receiver::Tcpdump)
-    {
-        floor_guard = Some(attach_floor(&lab, Tool::FloorPass)?);
-    }
-    let mut tool: Option<Spawned> = None;
-    let mut tcpdump_tool: Option<Spawned> = None;
-    match receiver {
-        Receiver::Nothing => {}
-        Receiver::FloorPass | Receiver::FloorDrop => {
-            let tool = if *receiver == Receiver::FloorPass {
-                Tool::FloorPass
-            } else {
-                Tool::FloorDrop
-            };
-            engine_guard = Some(attach_floor(&lab, tool)?);
-        }
-        Receiver::TrafficDrop => tool = Some(traffic(&["--drop", PREFIX])?),
-        Receiver::TrafficCapture => {
-            tool = Some(traffic(&["--capture", PREFIX, "--write", &pcap_arg])?)
-        }
-        Receiver::TrafficCaptureMaxSnap => {
-            tool = Some(traffic(&[
-                "--capture",
-                PREFIX,
-                "--write",
-                &pcap_arg,
-                "--snaplen",
-                "4096",
-            ])?);
-        }
-        Receiver::TrafficAfxdp => {
-            tool = Some(traffic(&[
-                "--capture",
-                PREFIX,
-                "--write",
-                &pcap_arg,
-                "--afxdp",
-            ])?);
-        }
-        Receiver::TrafficAndTcpdump => {
-            tool = Some(traffic(&["--capture", PREFIX, "--write", &pcap_arg])?);
-            tcpdump_tool = Some(tcpdump(&tcpdump_pcap)?);
-        }
-        Receiver::Tcpdump => tool = Some(tcpdump(&tcpdump_pcap)?),
-        Receiver::XdpFilterDrop => {
-            // xdp-filter keeps its state pinned in a bpffs; `ip netns exec`
-            // gives each command a fresh /sys, so one shell does it all.
-            let script = format!(
-                "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; \
-                 xdp-filter load --mode native {ifname} && xdp-filter ip {ip} --mode src && echo READY && read _ ; \
-                 xdp-filter status {ifname} ; xdp-filter unload {ifname}",
-                ifname = lab.rx_if,
-                ip = SOURCE.trim_end_matches("/32"),
-            );
-            let mut cmd = Lab::command_in(&lab.rx_ns, "sh");
-            cmd.args(["-c", &script]);
-            let s = Spawned::start(cmd).map_err(io_step("starting xdp-filter"))?;
-            s.wait_for("xdp-filter", "READY", false, Duration::from_secs(20))?;
-            tool = Some(s);
-        }
-    }
-
-    let tool_cpu_before = tool.as_ref().and_then(|t| process_cpu_s(t.child.id()));
+    let tool_cpu_before = side.tool.as_ref().and_then(|t| process_cpu_s(t.child.id()));
     let busy_before = cpu_busy_jiffies();
-    let mut sender = Lab::command_in(&lab.tx_ns, &bin);
-    let count_arg = count.to_string();
-    sender
-        .args([
-            "gen",
-            "--iface",
-            &lab.tx_if,
-            "--count",
-            &count_arg,
-            "--src",
-            SOURCE,
-            "--payload",
-            "22",
-            "--json",
-        ])
-        .args(["--dst-mac", "02:74:72:66:00:02"]);
-    if mechanism == Mechanism::LiveFrames {
-        sender.args(["--mechanism", "live-frames"]);
-    }
-    let rate_arg;
-    if let Some(r) = rate {
-        rate_arg = r.to_string();
-        sender.args(["--rate", &rate_arg]);
-    }
-    let out = sender.output().map_err(io_step("running traffic gen"))?;
-    if !out.status.success() {
-        return Err(LiveError::Generator(
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ));
-    }
-    let report: GenReport = serde_json::from_slice(&out.stdout)
-        .map_err(|e| LiveError::Generator(format!("it printed no report ({e})")))?;
+    let report = send(&lab, &bin, count, rate, mechanism)?;
     // Let the receiving side finish what is queued: tcpdump hands libpcap's
     // ring blocks to userspace when they fill or after 1 s, so stopping it
     // sooner would count its last partial block as lost.
     std::thread::sleep(Duration::from_millis(1500));
     let busy_after = cpu_busy_jiffies();
-    let tool_cpu_after = tool.as_ref().and_then(|t| process_cpu_s(t.child.id()));
+    let tool_cpu_after = side.tool.as_ref().and_then(|t| process_cpu_s(t.child.id()));
 
     let sent = report.sent;
     let seconds = report.elapsed_ns as f64 / 1e9;
     let mut result = LiveResult {
-        scenario: if floor_guard.is_some() {
+        scenario: if side.floor.is_some() {
             format!("{} (+ floor XDP_PASS)", receiver.name())
         } else {
             receiver.name().to_owned()
@@ -443,14 +326,102 @@ pub fn run_scenario(
         tool_cpu_s: tool_cpu_before.zip(tool_cpu_after).map(|(a, b)| b - a),
         ..LiveResult::default()
     };
+    side.collect(receiver, &mut result)?;
+    drop(side);
+    drop(lab);
+    Ok(result)
+}
 
-    // Stop the receiving side and collect its counts.
-    if let Some(mut t) = tcpdump_tool.take() {
-        let (captured, lost) = stop_tcpdump(&mut t);
-        result.tcpdump_captured = captured;
-        result.tcpdump_lost = lost;
+/// The capture files of a scenario.
+struct Files {
+    /// traffic's.
+    pcap: PathBuf,
+    /// tcpdump's.
+    tcpdump: PathBuf,
+}
+
+/// What receives a scenario's frames, kept running until collected.
+struct Receiving {
+    /// The receiving tool, where there is one.
+    tool: Option<Spawned>,
+    /// tcpdump running beside traffic.
+    tcpdump: Option<Spawned>,
+    /// A floor program attached as the receiver itself.
+    program: Option<ToolProgram>,
+    /// The pass floor under a receiver that attaches nothing, for live
+    /// frames.
+    floor: Option<ToolProgram>,
+}
+
+impl Receiving {
+    fn start(
+        lab: &Lab,
+        bin: &str,
+        receiver: &Receiver,
+        mechanism: Mechanism,
+        files: &Files,
+    ) -> Result<Self, LiveError> {
+        let traffic = |args: &[&str]| -> Result<Spawned, LiveError> {
+            let mut cmd = Lab::command_in(&lab.rx_ns, bin);
+            cmd.args(["--iface", &lab.rx_if, "--json", "--interval", "0.5"])
+                .args(args);
+            let s = Spawned::start(cmd).map_err(io_step("starting traffic"))?;
+            s.wait_for(
+                "traffic",
+                "\"type\":\"start\"",
+                false,
+                Duration::from_secs(30),
+            )?;
+            Ok(s)
+        };
+        let pcap = files.pcap.to_string_lossy().into_owned();
+        let capture = ["--capture", PREFIX, "--write", pcap.as_str()];
+        let mut side = Receiving {
+            tool: None,
+            tcpdump: None,
+            program: None,
+            floor: None,
+        };
+        // veth takes XDP frames (live frames) only when the receiving end
+        // runs an XDP program: give the receivers that attach none the pass
+        // floor.
+        if mechanism == Mechanism::LiveFrames
+            && matches!(receiver, Receiver::Nothing | Receiver::Tcpdump)
+        {
+            side.floor = Some(attach_floor(lab, Tool::FloorPass)?);
+        }
+        match receiver {
+            Receiver::Nothing => {}
+            Receiver::FloorPass => side.program = Some(attach_floor(lab, Tool::FloorPass)?),
+            Receiver::FloorDrop => side.program = Some(attach_floor(lab, Tool::FloorDrop)?),
+            Receiver::TrafficDrop => side.tool = Some(traffic(&["--drop", PREFIX])?),
+            Receiver::TrafficCapture => side.tool = Some(traffic(&capture)?),
+            Receiver::TrafficCaptureMaxSnap => {
+                side.tool = Some(traffic(&[&capture[..], &["--snaplen", "4096"]].concat())?);
+            }
+            Receiver::TrafficAfxdp => {
+                side.tool = Some(traffic(&[&capture[..], &["--afxdp"]].concat())?);
+            }
+            Receiver::TrafficAndTcpdump => {
+                side.tool = Some(traffic(&capture)?);
+                side.tcpdump = Some(start_tcpdump(lab, &files.tcpdump)?);
+            }
+            Receiver::Tcpdump => side.tool = Some(start_tcpdump(lab, &files.tcpdump)?),
+            Receiver::XdpFilterDrop => side.tool = Some(start_xdp_filter(lab)?),
+        }
+        Ok(side)
     }
-    if let Some(mut t) = tool.take() {
+
+    /// Stops the receiving side and puts its counts in `result`.
+    fn collect(&mut self, receiver: &Receiver, result: &mut LiveResult) -> Result<(), LiveError> {
+        if let Some(mut t) = self.tcpdump.take() {
+            let (captured, lost) = stop_tcpdump(&mut t);
+            result.tcpdump_captured = captured;
+            result.tcpdump_lost = lost;
+        }
+        let Some(mut t) = self.tool.take() else {
+            return Ok(());
+        };
         match receiver {
             Receiver::TrafficDrop
             | Receiver::TrafficCapture
@@ -479,21 +450,87 @@ pub fn run_scenario(
             Receiver::Tcpdump => {
                 let (captured, lost) = stop_tcpdump(&mut t);
                 result.captured = captured;
-                result.capture_lost = captured.map(|c| sent.saturating_sub(c)).or(lost);
+                result.capture_lost = captured.map(|c| result.sent.saturating_sub(c)).or(lost);
             }
             Receiver::XdpFilterDrop => {
                 let _ = t.child.stdin.as_mut().map(|s| s.write_all(b"\n"));
                 let _ = t.child.wait();
-                let status = Spawned::rest(&t.lines);
-                result.seen = xdp_filter_drops(&status);
+                result.seen = xdp_filter_drops(&Spawned::rest(&t.lines));
             }
             _ => {}
         }
+        Ok(())
     }
-    drop(engine_guard);
-    drop(floor_guard);
-    drop(lab);
-    Ok(result)
+}
+
+/// Starts `tcpdump -w FILE` on the lab's receiving end.
+fn start_tcpdump(lab: &Lab, file: &Path) -> Result<Spawned, LiveError> {
+    let mut cmd = Lab::command_in(&lab.rx_ns, "tcpdump");
+    // The same buffer as traffic's ring (8 MiB), written to a file.
+    cmd.args(["-i", &lab.rx_if, "-n", "-B", "8192", "-w"])
+        .arg(file);
+    let s = Spawned::start(cmd).map_err(io_step("starting tcpdump"))?;
+    s.wait_for("tcpdump", "listening on", true, Duration::from_secs(10))?;
+    Ok(s)
+}
+
+/// Loads xdp-filter on the lab's receiving end, denying [`SOURCE`].
+fn start_xdp_filter(lab: &Lab) -> Result<Spawned, LiveError> {
+    // xdp-filter keeps its state pinned in a bpffs; `ip netns exec` gives
+    // each command a fresh /sys, so one shell does it all.
+    let script = format!(
+        "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; \
+         xdp-filter load --mode native {ifname} && xdp-filter ip {ip} --mode src && echo READY && read _ ; \
+         xdp-filter status {ifname} ; xdp-filter unload {ifname}",
+        ifname = lab.rx_if,
+        ip = SOURCE.trim_end_matches("/32"),
+    );
+    let mut cmd = Lab::command_in(&lab.rx_ns, "sh");
+    cmd.args(["-c", &script]);
+    let s = Spawned::start(cmd).map_err(io_step("starting xdp-filter"))?;
+    s.wait_for("xdp-filter", "READY", false, Duration::from_secs(20))?;
+    Ok(s)
+}
+
+/// Sends `count` frames from [`SOURCE`] with `traffic gen` in the lab's
+/// sending namespace.
+fn send(
+    lab: &Lab,
+    bin: &str,
+    count: u64,
+    rate: Option<u64>,
+    mechanism: Mechanism,
+) -> Result<GenReport, LiveError> {
+    let mut sender = Lab::command_in(&lab.tx_ns, bin);
+    let count_arg = count.to_string();
+    sender
+        .args([
+            "gen",
+            "--iface",
+            &lab.tx_if,
+            "--count",
+            &count_arg,
+            "--src",
+            SOURCE,
+            "--payload",
+            "22",
+            "--json",
+        ])
+        .args(["--dst-mac", "02:74:72:66:00:02"]);
+    if mechanism == Mechanism::LiveFrames {
+        sender.args(["--mechanism", "live-frames"]);
+    }
+    if let Some(r) = rate {
+        sender.args(["--rate", &r.to_string()]);
+    }
+    let out = sender.output().map_err(io_step("running traffic gen"))?;
+    if !out.status.success() {
+        return Err(LiveError::Generator(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| LiveError::Generator(format!("it printed no report ({e})")))
 }
 
 /// Attaches a floor program to the lab's receiving end.

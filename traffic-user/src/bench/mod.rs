@@ -194,12 +194,34 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     } else {
         live(args.quick)?
     };
-
     let mut out = io::stdout().lock();
+    let kernel = kernel_rows(&rules, args.repeat, &mut out)?;
+    let live = live_rows(live);
+    if !live.is_empty() {
+        writeln!(out, "\n{}", live_table(&live)).map_err(write_err("stdout"))?;
+    }
+    if let Some(dir) = &args.out {
+        let report = Report {
+            machine,
+            repeat: args.repeat,
+            kernel,
+            live,
+        };
+        write_report(dir, &report)?;
+        writeln!(out, "report written to {}", dir.display()).map_err(write_err("stdout"))?;
+    }
+    Ok(())
+}
+
+/// Measures the in-kernel costs, printing each figure to `out` as it comes.
+fn kernel_rows(
+    rules: &[usize],
+    repeat: u32,
+    out: &mut impl io::Write,
+) -> Result<Vec<KernelRow>, BenchError> {
     writeln!(
         out,
-        "# in-kernel cost per packet (BPF_PROG_TEST_RUN, {} runs per figure, median of {})",
-        args.repeat,
+        "# in-kernel cost per packet (BPF_PROG_TEST_RUN, {repeat} runs per figure, median of {})",
         kernel::ROUNDS
     )
     .and_then(|()| {
@@ -218,7 +240,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         .ok();
     let mut floor = std::collections::HashMap::new();
     let mut progress_err = None;
-    let costs = kernel::kernel_costs(&rules, args.repeat, pins.as_deref(), |cost| {
+    let costs = kernel::kernel_costs(rules, repeat, pins.as_deref(), |cost| {
         if cost.program == "floor" {
             floor.insert(cost.family.clone(), cost.ns_per_packet);
         }
@@ -234,52 +256,37 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         }
     })?;
     if let Some(e) = progress_err {
-        return Err(BenchError::Write {
-            what: "stdout".into(),
-            source: e,
-        });
+        return Err(write_err("stdout")(e));
     }
-
-    let kernel_rows: Vec<KernelRow> = costs
-        .iter()
+    Ok(costs
+        .into_iter()
         .map(|cost| KernelRow {
-            cost: cost.clone(),
             ratio_to_floor: floor
                 .get(&cost.family)
                 .map_or(f64::NAN, |f| cost.ns_per_packet / f),
+            cost,
         })
-        .collect();
-    // Each figure against the pass floor sent the same way.
-    let floor_of = |sender: &str| {
-        live.iter()
-            .find(|r| r.scenario == Receiver::FloorPass.name() && r.sender == sender)
-    };
-    let live_rows: Vec<LiveRow> = live
+        .collect())
+}
+
+/// Each live figure beside the pass floor sent the same way.
+fn live_rows(live: Vec<LiveResult>) -> Vec<LiveRow> {
+    let floors: Vec<LiveResult> = live
         .iter()
+        .filter(|r| r.scenario == Receiver::FloorPass.name())
+        .cloned()
+        .collect();
+    live.into_iter()
         .map(|result| {
-            let floor = floor_of(&result.sender);
+            let floor = floors.iter().find(|f| f.sender == result.sender);
             LiveRow {
-                result: result.clone(),
                 rate_ratio_to_floor: floor.map_or(f64::NAN, |f| result.rate_pps / f.rate_pps),
                 cpu_ratio_to_floor: floor
                     .map_or(f64::NAN, |f| result.cpu_ns_per_packet / f.cpu_ns_per_packet),
+                result,
             }
         })
-        .collect();
-    if !live_rows.is_empty() {
-        writeln!(out, "\n{}", live_table(&live_rows)).map_err(write_err("stdout"))?;
-    }
-    if let Some(dir) = &args.out {
-        let report = Report {
-            machine,
-            repeat: args.repeat,
-            kernel: kernel_rows,
-            live: live_rows,
-        };
-        write_report(dir, &report)?;
-        writeln!(out, "report written to {}", dir.display()).map_err(write_err("stdout"))?;
-    }
-    Ok(())
+        .collect()
 }
 
 /// The live scenarios of a run, in order.

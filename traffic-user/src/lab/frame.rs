@@ -1,4 +1,5 @@
-//! Building Ethernet frames: for the generator and for tests.
+//! Building Ethernet frames, with etherparse's headers: for the generator
+//! and for tests.
 //!
 //! Frames carry correct IPv4 header and UDP/TCP/ICMP checksums, so that a
 //! capture of them reads clean in tcpdump or Wireshark.
@@ -16,12 +17,17 @@
 
 use std::net::IpAddr;
 
+use etherparse::{
+    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header,
+    Icmpv4Type, Icmpv6Header, Icmpv6Type, IpFragOffset, IpNumber, Ipv4Header, Ipv4Options,
+    Ipv6FlowLabel, Ipv6FragmentHeader, Ipv6Header, SingleVlanHeader, TcpHeader, UdpHeader, VlanId,
+    VlanPcp,
+};
+
 /// EtherTypes.
 pub const ETH_P_IP: u16 = 0x0800;
 /// IPv6.
 pub const ETH_P_IPV6: u16 = 0x86dd;
-/// ARP.
-pub const ETH_P_ARP: u16 = 0x0806;
 /// 802.1Q VLAN tag.
 pub const ETH_P_8021Q: u16 = 0x8100;
 /// 802.1ad service tag (outer tag of QinQ).
@@ -101,94 +107,105 @@ impl FrameSpec {
         }
     }
 
-    /// The frame's bytes.
+    /// The frame's bytes, built from etherparse's headers.
     ///
     /// # Panics
     ///
-    /// When `src` and `dst` are of different families.
+    /// When `src` and `dst` are of different families, or the frame is
+    /// larger than IP allows.
     pub fn build(&self) -> Vec<u8> {
-        let mut f = Vec::with_capacity(64 + self.payload_len);
-        f.extend_from_slice(&self.dst_mac);
-        f.extend_from_slice(&self.src_mac);
-        for &(tpid, tci) in &self.vlans {
-            f.extend_from_slice(&tpid.to_be_bytes());
-            f.extend_from_slice(&tci.to_be_bytes());
-        }
-        let l4 = self.l4_bytes();
-        match (self.src, self.dst) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                f.extend_from_slice(&ETH_P_IP.to_be_bytes());
-                let mut opts = self.ipv4_options.clone();
-                opts.resize(opts.len().div_ceil(4) * 4, 0);
-                let ihl = (20 + opts.len()) / 4;
-                let total = 20 + opts.len() + l4.len();
-                let frag = self.fragment.map_or(0, |fr| {
-                    fr.offset & 0x1fff | if fr.more { 0x2000 } else { 0 }
-                });
-                let mut ip = Vec::with_capacity(20 + opts.len());
-                ip.push(0x40 | ihl as u8);
-                ip.push(0);
-                ip.extend_from_slice(&(total as u16).to_be_bytes());
-                ip.extend_from_slice(&0x1234u16.to_be_bytes());
-                ip.extend_from_slice(&frag.to_be_bytes());
-                ip.push(64);
-                ip.push(self.protocol());
-                ip.extend_from_slice(&[0, 0]);
-                ip.extend_from_slice(&src.octets());
-                ip.extend_from_slice(&dst.octets());
-                ip.extend_from_slice(&opts);
-                let sum = checksum(&[&ip]);
-                ip[10..12].copy_from_slice(&sum.to_be_bytes());
-                f.extend_from_slice(&ip);
-                let mut l4 = l4;
-                if self.fragment.is_none_or(|fr| fr.offset == 0) {
-                    let pseudo = [
-                        &src.octets()[..],
-                        &dst.octets()[..],
-                        &[0, self.protocol()],
-                        &(l4.len() as u16).to_be_bytes(),
-                    ]
-                    .concat();
-                    self.fill_l4_checksum(&mut l4, &pseudo);
-                }
-                f.extend_from_slice(&l4);
-            }
+        let (ether_type, l3) = match (self.src, self.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => (ETH_P_IP, self.ipv4(src.octets(), dst.octets())),
             (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
-                let frag_hdr = self.fragment.map(|fr| {
-                    let mut h = vec![self.protocol(), 0];
-                    h.extend_from_slice(&((fr.offset << 3) | u16::from(fr.more)).to_be_bytes());
-                    h.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-                    h
-                });
-                let ext_len = frag_hdr.as_ref().map_or(0, Vec::len);
-                f.extend_from_slice(&[0x60, 0, 0, 0]);
-                f.extend_from_slice(&((ext_len + l4.len()) as u16).to_be_bytes());
-                f.push(if frag_hdr.is_some() {
-                    44
-                } else {
-                    self.protocol()
-                });
-                f.push(64);
-                f.extend_from_slice(&src.octets());
-                f.extend_from_slice(&dst.octets());
-                if let Some(h) = &frag_hdr {
-                    f.extend_from_slice(h);
-                }
-                let mut l4 = l4;
-                let pseudo = [
-                    &src.octets()[..],
-                    &dst.octets()[..],
-                    &(l4.len() as u32).to_be_bytes(),
-                    &[0, 0, 0, self.protocol()],
-                ]
-                .concat();
-                self.fill_l4_checksum(&mut l4, &pseudo);
-                f.extend_from_slice(&l4);
+                (ETH_P_IPV6, self.ipv6(src.octets(), dst.octets()))
             }
             _ => panic!("source and destination must both be IPv4 or both IPv6"),
+        };
+        // Each tag names what follows it: the next tag's TPID, or the
+        // EtherType of the IP header.
+        let next: Vec<u16> = self
+            .vlans
+            .iter()
+            .skip(1)
+            .map(|&(tpid, _)| tpid)
+            .chain([ether_type])
+            .collect();
+        let mut f = Ethernet2Header {
+            source: self.src_mac,
+            destination: self.dst_mac,
+            ether_type: EtherType(self.vlans.first().map_or(ether_type, |&(tpid, _)| tpid)),
         }
+        .to_bytes()
+        .to_vec();
+        for (&(_, tci), &next) in self.vlans.iter().zip(&next) {
+            let tag = SingleVlanHeader {
+                pcp: VlanPcp::try_new((tci >> 13) as u8).expect("3 bits"),
+                drop_eligible_indicator: tci & 0x1000 != 0,
+                vlan_id: VlanId::try_new(tci & 0x0fff).expect("12 bits"),
+                ether_type: EtherType(next),
+            };
+            f.extend_from_slice(&tag.to_bytes());
+        }
+        f.extend(l3);
         f
+    }
+
+    fn ipv4(&self, src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let payload = self.payload();
+        let proto = IpNumber(self.protocol());
+        let mut ip = Ipv4Header::new(0, 64, proto, src, dst).expect("no payload yet");
+        ip.identification = 0x1234;
+        let mut options = self.ipv4_options.clone();
+        options.resize(options.len().div_ceil(4) * 4, 0);
+        ip.options = Ipv4Options::try_from(&options[..]).expect("at most 40 bytes of options");
+        if let Some(fr) = self.fragment {
+            ip.fragment_offset = IpFragOffset::try_new(fr.offset).expect("13 bits");
+            ip.more_fragments = fr.more;
+        }
+        // Only the first fragment (offset 0) carries the transport header.
+        let checksummed = self.fragment.is_none_or(|fr| fr.offset == 0);
+        let checksums = if checksummed {
+            Checksums::V4(ip.clone())
+        } else {
+            Checksums::None
+        };
+        let l4 = self.l4(&payload, &checksums);
+        ip.total_len = u16::try_from(ip.header_len() + l4.len()).expect("fits IPv4");
+        ip.header_checksum = ip.calc_header_checksum();
+        let mut out = ip.to_bytes().to_vec();
+        out.extend(l4);
+        out
+    }
+
+    fn ipv6(&self, src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+        let payload = self.payload();
+        let proto = IpNumber(self.protocol());
+        let mut ip = Ipv6Header {
+            traffic_class: 0,
+            flow_label: Ipv6FlowLabel::ZERO,
+            payload_length: 0,
+            next_header: proto,
+            hop_limit: 64,
+            source: src,
+            destination: dst,
+        };
+        let l4 = self.l4(&payload, &Checksums::V6(ip.clone()));
+        let mut body = Vec::with_capacity(8 + l4.len());
+        if let Some(fr) = self.fragment {
+            let frag = Ipv6FragmentHeader::new(
+                proto,
+                IpFragOffset::try_new(fr.offset).expect("13 bits"),
+                fr.more,
+                0x1234_5678,
+            );
+            body.extend_from_slice(&frag.to_bytes());
+            ip.next_header = IpNumber::IPV6_FRAGMENTATION_HEADER;
+        }
+        body.extend(l4);
+        ip.payload_length = u16::try_from(body.len()).expect("fits IPv6");
+        let mut out = ip.to_bytes().to_vec();
+        out.extend(body);
+        out
     }
 
     fn protocol(&self) -> u8 {
@@ -201,102 +218,120 @@ impl FrameSpec {
         }
     }
 
-    /// The transport header and payload, checksum zero.
-    fn l4_bytes(&self) -> Vec<u8> {
-        let payload = (0..self.payload_len).map(|i| (i % 251) as u8);
-        let mut l4 = match self.l4 {
-            L4::Udp { sport, dport } => {
-                let len = (8 + self.payload_len) as u16;
-                [
-                    sport.to_be_bytes(),
-                    dport.to_be_bytes(),
-                    len.to_be_bytes(),
-                    [0, 0],
-                ]
-                .concat()
-            }
-            L4::TcpSyn { sport, dport } => {
-                let mut h = Vec::with_capacity(20);
-                h.extend_from_slice(&sport.to_be_bytes());
-                h.extend_from_slice(&dport.to_be_bytes());
-                h.extend_from_slice(&1u32.to_be_bytes()); // sequence
-                h.extend_from_slice(&0u32.to_be_bytes()); // ack
-                h.push(5 << 4); // data offset: 5 words
-                h.push(0x02); // SYN
-                h.extend_from_slice(&64240u16.to_be_bytes());
-                h.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
-                h
-            }
-            L4::Echo => {
-                let kind = if self.src.is_ipv4() { 8 } else { 128 };
-                vec![kind, 0, 0, 0, 0x12, 0x34, 0, 1]
-            }
-            L4::Raw(_) => Vec::new(),
-        };
-        l4.extend(payload);
-        l4
+    /// The payload after the transport header: a recognisable pattern.
+    fn payload(&self) -> Vec<u8> {
+        (0..self.payload_len).map(|i| (i % 251) as u8).collect()
     }
 
-    fn fill_l4_checksum(&self, l4: &mut [u8], pseudo: &[u8]) {
-        let (at, with_pseudo) = match self.l4 {
-            L4::Udp { .. } => (6, true),
-            L4::TcpSyn { .. } => (16, true),
-            L4::Echo => (2, self.src.is_ipv6()),
-            L4::Raw(_) => return,
+    /// The transport header and `payload`, checksummed as `checksums` says.
+    fn l4(&self, payload: &[u8], checksums: &Checksums) -> Vec<u8> {
+        let mut out = match (self.l4, checksums) {
+            (L4::Udp { sport, dport }, Checksums::V4(ip)) => {
+                UdpHeader::with_ipv4_checksum(sport, dport, ip, payload)
+                    .expect("fits UDP")
+                    .to_bytes()
+                    .to_vec()
+            }
+            (L4::Udp { sport, dport }, Checksums::V6(ip)) => {
+                UdpHeader::with_ipv6_checksum(sport, dport, ip, payload)
+                    .expect("fits UDP")
+                    .to_bytes()
+                    .to_vec()
+            }
+            (L4::Udp { sport, dport }, Checksums::None) => {
+                UdpHeader::without_ipv4_checksum(sport, dport, payload.len())
+                    .expect("fits UDP")
+                    .to_bytes()
+                    .to_vec()
+            }
+            (L4::TcpSyn { sport, dport }, _) => {
+                let mut tcp = TcpHeader::new(sport, dport, 1, 64240);
+                tcp.syn = true;
+                tcp.checksum = match checksums {
+                    Checksums::V4(ip) => tcp.calc_checksum_ipv4(ip, payload).expect("fits"),
+                    Checksums::V6(ip) => tcp.calc_checksum_ipv6(ip, payload).expect("fits"),
+                    Checksums::None => 0,
+                };
+                tcp.to_bytes().to_vec()
+            }
+            (L4::Echo, Checksums::V6(ip)) => {
+                let kind = Icmpv6Type::EchoRequest(ECHO);
+                Icmpv6Header::with_checksum(kind, ip.source, ip.destination, payload)
+                    .expect("fits")
+                    .to_bytes()
+                    .to_vec()
+            }
+            (L4::Echo, _) => {
+                let kind = Icmpv4Type::EchoRequest(ECHO);
+                Icmpv4Header::with_checksum(kind, payload)
+                    .to_bytes()
+                    .to_vec()
+            }
+            (L4::Raw(_), _) => Vec::new(),
         };
-        let sum = if with_pseudo {
-            checksum(&[pseudo, l4])
-        } else {
-            checksum(&[l4])
-        };
-        // UDP sends an all-zero checksum as all ones.
-        let sum = if sum == 0 && matches!(self.l4, L4::Udp { .. }) {
-            0xffff
-        } else {
-            sum
-        };
-        l4[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
     }
 }
 
-/// The Internet checksum (RFC 1071) over the concatenation of `parts`.
-pub fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut odd: Option<u8> = None;
-    for part in parts {
-        for &b in *part {
-            match odd.take() {
-                Some(hi) => sum += u64::from(u16::from_be_bytes([hi, b])),
-                None => odd = Some(b),
-            }
-        }
-    }
-    if let Some(hi) = odd {
-        sum += u64::from(u16::from_be_bytes([hi, 0]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+/// The echo request's identifier and sequence number.
+const ECHO: IcmpEchoHeader = IcmpEchoHeader { id: 0x1234, seq: 1 };
+
+/// What a transport checksum covers.
+enum Checksums {
+    /// The IPv4 pseudo-header.
+    V4(Ipv4Header),
+    /// The IPv6 pseudo-header.
+    V6(Ipv6Header),
+    /// Nothing: a later fragment carries no transport header.
+    None,
 }
 
 /// An ARP request ("who has `target`? tell `sender`") from `src_mac`.
 pub fn arp_request(src_mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42);
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&sender);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target);
+    let mut f = Ethernet2Header {
+        source: src_mac,
+        destination: [0xff; 6],
+        ether_type: EtherType::ARP,
+    }
+    .to_bytes()
+    .to_vec();
+    let arp = ArpEthIpv4Packet {
+        operation: ArpOperation::REQUEST,
+        sender_mac: src_mac,
+        sender_ipv4: sender,
+        target_mac: [0; 6],
+        target_ipv4: target,
+    };
+    f.extend_from_slice(&arp.to_bytes());
     f
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Internet checksum (RFC 1071) over the concatenation of `parts`,
+    /// written independently of etherparse to check its output.
+    fn checksum(parts: &[&[u8]]) -> u16 {
+        let mut sum: u64 = 0;
+        let mut odd: Option<u8> = None;
+        for part in parts {
+            for &b in *part {
+                match odd.take() {
+                    Some(hi) => sum += u64::from(u16::from_be_bytes([hi, b])),
+                    None => odd = Some(b),
+                }
+            }
+        }
+        if let Some(hi) = odd {
+            sum += u64::from(u16::from_be_bytes([hi, 0]));
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
 
     #[test]
     fn ipv4_header_checksum_verifies() {

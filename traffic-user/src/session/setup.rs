@@ -7,7 +7,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{Outcome, Session, SessionError, Timing};
 use crate::{
-    cli::RunConfig,
+    cli::{Afxdp, RunConfig},
     kernel::{Engine, EngineError, netlink},
     sink::{
         Sink,
@@ -135,49 +135,17 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
         .map(|path| PcapWriter::create(path, snaplen))
         .transpose()?;
     let mut settings = cfg.settings.clone();
-    let xsk_plan = match cfg.afxdp {
-        Some(x) => {
-            let ifindex = netlink::ifindex(iface).ok_or_else(|| {
-                SetupError::NoSuchInterface(Box::new(EngineError::NoSuchInterface {
-                    iface: iface.to_owned(),
-                }))
-            })?;
-            let available =
-                netlink::rx_queues(iface, ifindex).map_err(|source| SetupError::Queues {
-                    iface: iface.to_owned(),
-                    source,
-                })?;
-            let queues = x.queues.map_or(available, |q| q.min(available));
-            settings.afxdp_queues = queues;
-            Some((x, ifindex, queues))
-        }
-        None => None,
-    };
+    let xsk_plan = cfg.afxdp.map(|x| plan_sockets(x, iface)).transpose()?;
+    settings.afxdp_queues = xsk_plan.map_or(0, |p| p.queues);
     let mut engine =
         Engine::load_with(&cfg.rules, &settings).map_err(|e| SetupError::Load(Box::new(e)))?;
-    let pause_sockets = !cfg.settings.wakeup_interval.is_zero();
     let mut sources: Vec<Box<dyn Source + 'a>> = Vec::new();
     let mut afxdp_start = None;
-    if let Some((x, ifindex, queues)) = xsk_plan {
-        let afxdp::Opened {
-            queues: opened,
-            mode,
-            zerocopy_refused,
-        } = afxdp::open(ifindex, queues, x.mode, x.sizes).map_err(|source| SetupError::Afxdp {
-            iface: iface.to_owned(),
-            source,
-        })?;
-        for q in &opened {
-            engine
-                .set_xsk(q.queue, std::os::fd::AsRawFd::as_raw_fd(q))
-                .map_err(|e| SetupError::RegisterXsk(Box::new(e)))?;
-        }
-        sources.push(Box::new(XskSource::new(opened, pause_sockets)?));
-        afxdp_start = Some(AfxdpStart {
-            mode,
-            queues,
-            zerocopy_refused,
-        });
+    if let Some(plan) = xsk_plan {
+        let pause = !cfg.settings.wakeup_interval.is_zero();
+        let (source, start) = open_sockets(&mut engine, plan, iface, pause)?;
+        sources.push(Box::new(source));
+        afxdp_start = Some(start);
     }
     let ring = engine.take_events().ok_or(SetupError::RingTaken)?;
     sources.push(Box::new(RingSource::new(ring)?));
@@ -204,19 +172,89 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
         default: cfg.rules.default_action(),
         afxdp: afxdp_start,
     };
+    Ok(Session::new(
+        start,
+        Box::new(engine),
+        sources,
+        sinks(cfg, pcap),
+        Timing {
+            interval: cfg.interval,
+            wakeup: cfg.settings.wakeup_interval,
+            exit_drain: super::EXIT_DRAIN,
+        },
+    ))
+}
 
+/// Where AF_XDP sockets go.
+#[derive(Clone, Copy)]
+struct SocketPlan {
+    afxdp: Afxdp,
+    ifindex: u32,
+    /// Sockets to open, on queues 0 to `queues - 1`.
+    queues: u32,
+}
+
+/// How many sockets `--afxdp` opens on `iface`: one per receive queue, or
+/// `--queues`.
+fn plan_sockets(afxdp: Afxdp, iface: &str) -> Result<SocketPlan, SetupError> {
+    let ifindex = netlink::ifindex(iface).ok_or_else(|| {
+        SetupError::NoSuchInterface(Box::new(EngineError::NoSuchInterface {
+            iface: iface.to_owned(),
+        }))
+    })?;
+    let available = netlink::rx_queues(iface, ifindex).map_err(|source| SetupError::Queues {
+        iface: iface.to_owned(),
+        source,
+    })?;
+    Ok(SocketPlan {
+        afxdp,
+        ifindex,
+        queues: afxdp.queues.map_or(available, |q| q.min(available)),
+    })
+}
+
+/// Binds the planned sockets and puts them in the program's map.
+fn open_sockets(
+    engine: &mut Engine,
+    plan: SocketPlan,
+    iface: &str,
+    pause: bool,
+) -> Result<(XskSource, AfxdpStart), SetupError> {
+    let x = plan.afxdp;
+    let afxdp::Opened {
+        queues,
+        mode,
+        zerocopy_refused,
+    } = afxdp::open(plan.ifindex, plan.queues, x.mode, x.sizes).map_err(|source| {
+        SetupError::Afxdp {
+            iface: iface.to_owned(),
+            source,
+        }
+    })?;
+    for q in &queues {
+        engine
+            .set_xsk(q.queue, std::os::fd::AsRawFd::as_raw_fd(q))
+            .map_err(|e| SetupError::RegisterXsk(Box::new(e)))?;
+    }
+    let start = AfxdpStart {
+        mode,
+        queues: plan.queues,
+        zerocopy_refused,
+    };
+    Ok((XskSource::new(queues, pause)?, start))
+}
+
+/// The outputs `cfg` asks for: the report always, packet lines, the pcap
+/// file and the plot when asked.
+fn sinks<'a>(cfg: &'a RunConfig, pcap: Option<PcapWriter>) -> Vec<Box<dyn Sink + 'a>> {
     let mut sinks: Vec<Box<dyn Sink + 'a>> = Vec::new();
     // Packet lines own stdout in text mode; the table moves to stderr.
-    let reporter: Box<dyn Sink> = if cfg.print && cfg.format == Format::Table {
-        Box::new(Reporter::new(io::stderr(), cfg.format, "stderr"))
+    if cfg.print && cfg.format == Format::Table {
+        sinks.push(Box::new(Reporter::new(io::stderr(), cfg.format, "stderr")));
     } else {
-        Box::new(Reporter::new(
-            io::LineWriter::new(io::stdout()),
-            cfg.format,
-            "stdout",
-        ))
-    };
-    sinks.push(reporter);
+        let out = io::LineWriter::new(io::stdout());
+        sinks.push(Box::new(Reporter::new(out, cfg.format, "stdout")));
+    }
     if cfg.print {
         sinks.push(Box::new(Printer::new(cfg.format, &cfg.rules)));
     }
@@ -226,15 +264,5 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
     if let Some(path) = &cfg.plot {
         sinks.push(Box::new(PlotSink::new(path.clone())));
     }
-    Ok(Session::new(
-        start,
-        Box::new(engine),
-        sources,
-        sinks,
-        Timing {
-            interval: cfg.interval,
-            wakeup: cfg.settings.wakeup_interval,
-            exit_drain: super::EXIT_DRAIN,
-        },
-    ))
+    sinks
 }

@@ -93,7 +93,7 @@ pub enum XskError {
     #[error("AF_XDP: {step} failed on queue {queue}: {error}{hint}")]
     Setup {
         /// What was being done.
-        step: &'static str,
+        step: Step,
         /// The receive queue.
         queue: u32,
         /// The OS error.
@@ -114,6 +114,42 @@ pub enum XskError {
     /// A size is out of range.
     #[error("{0}")]
     BadSize(String),
+}
+
+/// The steps of opening a socket, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Mapping the UMEM memory.
+    MapUmem,
+    /// Registering the UMEM with the kernel.
+    RegisterUmem,
+    /// Looking the interface up.
+    FindInterface,
+    /// Creating the socket.
+    CreateSocket,
+    /// Creating the fill and completion rings.
+    CreateFillRing,
+    /// Creating the RX ring.
+    CreateRxRing,
+    /// Mapping the RX ring.
+    MapRxRing,
+    /// Binding to the queue: where a driver refuses zero-copy.
+    Bind,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::MapUmem => "mapping UMEM memory",
+            Step::RegisterUmem => "registering UMEM",
+            Step::FindInterface => "finding the interface",
+            Step::CreateSocket => "creating the AF_XDP socket",
+            Step::CreateFillRing => "creating the fill ring",
+            Step::CreateRxRing => "creating the RX ring",
+            Step::MapRxRing => "mapping the RX ring",
+            Step::Bind => "binding",
+        })
+    }
 }
 
 fn errno(e: xdpilone::Errno) -> io::Error {
@@ -217,10 +253,10 @@ impl XskQueue {
         queue: u32,
         sizes: XskSizes,
         flags: u16,
-    ) -> Result<Self, (io::Error, &'static str)> {
+    ) -> Result<Self, (io::Error, Step)> {
         let frames = sizes.ring * 2;
-        let region = Region::new(frames as usize * sizes.frame as usize)
-            .map_err(|e| (e, "mapping UMEM memory"))?;
+        let region =
+            Region::new(frames as usize * sizes.frame as usize).map_err(|e| (e, Step::MapUmem))?;
         let config = UmemConfig {
             fill_size: sizes.ring,
             complete_size: sizes.ring,
@@ -231,16 +267,15 @@ impl XskQueue {
         // SAFETY: the area is a page-aligned mapping that `region` keeps alive
         // for as long as the Umem, which is dropped before it.
         let umem = unsafe { Umem::new(config, region.as_slice_ptr()) }
-            .map_err(|e| (errno(e), "registering UMEM"))?;
+            .map_err(|e| (errno(e), Step::RegisterUmem))?;
         let mut info = IfInfo::invalid();
         info.from_ifindex(ifindex)
-            .map_err(|e| (errno(e), "finding the interface"))?;
+            .map_err(|e| (errno(e), Step::FindInterface))?;
         info.set_queue(queue);
-        let sock = Socket::with_shared(&info, &umem)
-            .map_err(|e| (errno(e), "creating the AF_XDP socket"))?;
+        let sock = Socket::with_shared(&info, &umem).map_err(|e| (errno(e), Step::CreateSocket))?;
         let mut fq = umem
             .fq_cq(&sock)
-            .map_err(|e| (errno(e), "creating the fill ring"))?;
+            .map_err(|e| (errno(e), Step::CreateFillRing))?;
         let cfg = SocketConfig {
             rx_size: NonZeroU32::new(sizes.ring),
             tx_size: None,
@@ -248,11 +283,9 @@ impl XskQueue {
         };
         let user = umem
             .rx_tx(&sock, &cfg)
-            .map_err(|e| (errno(e), "creating the RX ring"))?;
-        let rx = user
-            .map_rx()
-            .map_err(|e| (errno(e), "mapping the RX ring"))?;
-        umem.bind(&user).map_err(|e| (errno(e), "binding"))?;
+            .map_err(|e| (errno(e), Step::CreateRxRing))?;
+        let rx = user.map_rx().map_err(|e| (errno(e), Step::MapRxRing))?;
+        umem.bind(&user).map_err(|e| (errno(e), Step::Bind))?;
         // Half the frames wait in the fill ring, half in reserve for when
         // the RX ring holds the others.
         let mut free: Vec<u64> = (0..frames)
@@ -439,7 +472,7 @@ pub fn open(
                     },
                 });
             }
-            Some((queue, (error, "binding"))) if mode == XskMode::Zerocopy => {
+            Some((queue, (error, Step::Bind))) if mode == XskMode::Zerocopy => {
                 last = Some(XskError::ZerocopyRefused { queue, error });
             }
             Some((queue, (error, step))) => {
