@@ -18,10 +18,7 @@ use std::{
 pub use traffic::lab::Lab;
 use traffic::{
     lab::generator::{self, GenOptions, GenReport},
-    sink::{
-        print::PacketLine,
-        report::{Line, Start, SummaryReport},
-    },
+    sink::json::{Line, PacketLine, Start, SummaryReport},
 };
 
 /// The `traffic` binary built by `cargo xtask test`.

@@ -7,7 +7,7 @@ use traffic::{
     kernel::{AttachMode, Tool, ToolProgram, netlink},
     lab::in_netns,
     rules::Action,
-    sink::report::{Line, SummaryReport},
+    sink::json::{Line, SummaryReport},
 };
 use traffic_tests::{Lab, Running, eventually, fails, has_xdp, send, traffic_in};
 

@@ -18,7 +18,7 @@
 //!
 //! Tooling lives beside the product: [`lab`] makes test traffic (veth pairs
 //! in network namespaces, frames, a generator, the built-in lab) and
-//! [`bench`] measures what traffic costs beside its peers.
+//! [`bench`](mod@bench) measures what traffic costs beside its peers.
 
 pub mod bench;
 pub mod cli;

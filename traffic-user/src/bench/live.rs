@@ -26,7 +26,7 @@ use crate::{
         generator::{GenReport, Mechanism},
         in_netns,
     },
-    sink::{Percentiles, report::Line},
+    sink::{Percentiles, json::Line},
 };
 
 /// Why a scenario could not be measured.

@@ -8,7 +8,7 @@ use crate::{
     kernel::{ModeChoice, Settings},
     lab::generator::{GenOptions, Mechanism, parse_mac},
     rules::{Action, CidrError, Origin, RuleError, RuleSet},
-    sink::report::Format,
+    sink::Format,
     source::afxdp::{XskModeChoice, XskSizes},
 };
 

@@ -2,7 +2,7 @@
 //! removing one attached through netlink (for `--force`).
 //!
 //! aya attaches through bpf_link and keeps its own netlink code private, so
-//! we speak rtnetlink directly. All socket calls go through [`Socket`].
+//! we speak rtnetlink directly. All socket calls go through one `Socket` type.
 
 use std::{
     io,

@@ -36,7 +36,7 @@ use traffic_common::Stats;
 use crate::{
     kernel::{Engine, EngineError},
     sink::{Counts, Interval, Latency, Sink, SinkError, Start, Summary},
-    source::{Drained, Source, SourceError, clock::TimerFd},
+    source::{Captured, Drained, Halt, Source, SourceError, clock::TimerFd},
 };
 
 pub use setup::{SetupError, watch};
@@ -214,14 +214,22 @@ impl<'a> Session<'a> {
             latency,
             ..
         } = self;
-        let mut deliver = |p: &crate::source::Captured<'_>| -> Result<(), SinkError> {
-            latency.packet(p)?;
-            for sink in sinks.iter_mut() {
-                sink.packet(p)?;
-            }
-            Ok(())
+        // A sink's error stops the read; the source only learns that.
+        let mut failed = None;
+        let mut deliver = |p: &Captured<'_>| -> Result<(), Halt> {
+            let delivered = latency
+                .packet(p)
+                .and_then(|()| sinks.iter_mut().try_for_each(|sink| sink.packet(p)));
+            delivered.map_err(|e| {
+                failed = Some(e);
+                Halt
+            })
         };
-        let d = sources[i].drain(timed, &mut deliver)?;
+        let drained = sources[i].drain(timed, &mut deliver);
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        let d = drained?;
         self.drained[i] += d;
         if d.delivered > 0 {
             for sink in &mut self.sinks {

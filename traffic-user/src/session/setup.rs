@@ -10,11 +10,12 @@ use crate::{
     cli::{Afxdp, RunConfig},
     kernel::{Engine, EngineError, netlink},
     sink::{
-        Sink,
+        Format, Sink,
+        json::{AfxdpStart, Refused, Start},
         pcap::{PcapError, PcapWriter},
         plot::PlotSink,
         print::Printer,
-        report::{AfxdpStart, Format, Refused, Reporter, Start},
+        report::Reporter,
     },
     source::{
         Source, SourceError,

@@ -14,7 +14,7 @@ use super::*;
 use crate::{
     kernel::AttachMode,
     rules::Action,
-    sink::report::Start,
+    sink::Start,
     source::{
         Captured,
         clock::{self, WallClock},
@@ -74,7 +74,7 @@ impl Source for Fake {
     fn drain(
         &mut self,
         _timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), SinkError>,
+        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), Halt>,
     ) -> Result<Drained, SourceError> {
         let mut n = self.batches.pop_front().unwrap_or(0);
         if self.stopped.get() {

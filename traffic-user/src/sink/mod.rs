@@ -6,12 +6,14 @@
 //! each batch, [`Sink::interval`] every report interval and
 //! [`Sink::finish`] at the end, however the run ended.
 //!
-//! - [`report`]: the interval table or JSON lines, and the summary.
+//! - [`report`]: the interval table or JSON lines, and the summary;
+//!   [`json`] holds the JSON lines' types.
 //! - [`latency`]: delivery-latency histograms.
 //! - [`pcap`]: a pcap file of the captured packets.
-//! - [`print`]: one line (or JSON object) per packet.
+//! - [`print`](mod@print): one line (or JSON object) per packet.
 //! - [`plot`]: an SVG of the run.
 
+pub mod json;
 pub mod latency;
 pub mod pcap;
 pub mod plot;
@@ -22,8 +24,24 @@ use std::{io, time::Duration};
 
 use crate::source::Captured;
 
+pub use crate::source::QueueReport;
+pub use json::Start;
 pub use latency::{Latency, Percentiles};
-pub use report::{Counts, QueueReport, Start};
+
+/// The counters of a report: the kernel's counters, named as in the JSON
+/// output, except that `events` is what userspace received (ring-buffer
+/// events and AF_XDP frames) and `events_lost` also counts what AF_XDP
+/// could not deliver and what was never read.
+pub type Counts = traffic_common::Stats;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A table for people.
+    Table,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Why a sink could not take what it was given.
 #[derive(Debug, thiserror::Error)]

@@ -16,9 +16,10 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
-
-use super::{Sink, SinkError, report::Format};
+use super::{
+    Format, Sink, SinkError,
+    json::{Line, PacketLine},
+};
 use crate::{
     packet::Outcome,
     rules::{Action, RuleSet},
@@ -136,65 +137,26 @@ pub fn line(p: &Captured<'_>, rules: &RuleSet) -> String {
     out
 }
 
-/// The JSON form of a packet line (`"type": "packet"` in [`super::report::Line`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PacketLine {
-    /// Unix seconds at the XDP hook.
-    pub ts: f64,
-    /// The interface the packet arrived on.
-    pub ifindex: u32,
-    /// Its receive queue.
-    pub rx_queue: u32,
-    /// The outer VLAN id.
-    pub vlan: Option<u16>,
-    /// The source address.
-    pub src: Option<IpAddr>,
-    /// The destination address.
-    pub dst: Option<IpAddr>,
-    /// The IP protocol.
-    pub protocol: Option<u8>,
-    /// The source port.
-    pub sport: Option<u16>,
-    /// The destination port.
-    pub dport: Option<u16>,
-    /// TCP flags as tcpdump writes them.
-    pub tcp_flags: Option<String>,
-    /// The frame's length on the wire.
-    pub wire_len: u32,
-    /// Bytes captured.
-    pub cap_len: u32,
-    /// The action the packet got.
-    pub action: Option<Action>,
-    /// The rule that chose it, as in [`rule_text`].
-    pub rule: String,
-    /// Whether `--sample` chose it.
-    pub sampled: bool,
-    /// Delivery latency in nanoseconds.
-    pub latency_ns: Option<u64>,
-}
-
-impl PacketLine {
-    /// The JSON object for `p`.
-    pub fn new(p: &Captured<'_>, rules: &RuleSet) -> Self {
-        let pkt = &p.packet;
-        Self {
-            ts: p.ts.as_secs_f64(),
-            ifindex: p.ifindex,
-            rx_queue: p.rx_queue,
-            vlan: pkt.vlan_id,
-            src: pkt.src,
-            dst: pkt.dst,
-            protocol: pkt.protocol,
-            sport: pkt.ports.map(|p| p.0),
-            dport: pkt.ports.map(|p| p.1),
-            tcp_flags: pkt.tcp_flags.map(tcp_flags),
-            wire_len: p.wire_len,
-            cap_len: u32::try_from(p.data.len()).unwrap_or(u32::MAX),
-            action: p.action,
-            rule: rule_text(p, rules),
-            sampled: p.sampled,
-            latency_ns: p.latency_ns,
-        }
+/// The JSON object for `p`.
+pub fn packet_line(p: &Captured<'_>, rules: &RuleSet) -> PacketLine {
+    let pkt = &p.packet;
+    PacketLine {
+        ts: p.ts.as_secs_f64(),
+        ifindex: p.ifindex,
+        rx_queue: p.rx_queue,
+        vlan: pkt.vlan_id,
+        src: pkt.src,
+        dst: pkt.dst,
+        protocol: pkt.protocol,
+        sport: pkt.ports.map(|p| p.0),
+        dport: pkt.ports.map(|p| p.1),
+        tcp_flags: pkt.tcp_flags.map(tcp_flags),
+        wire_len: p.wire_len,
+        cap_len: u32::try_from(p.data.len()).unwrap_or(u32::MAX),
+        action: p.action,
+        rule: rule_text(p, rules),
+        sampled: p.sampled,
+        latency_ns: p.latency_ns,
     }
 }
 
@@ -222,7 +184,7 @@ impl Sink for Printer<'_> {
         let written = match self.format {
             Format::Table => writeln!(self.out, "{}", line(p, self.rules)),
             Format::Json => {
-                let line = super::report::Line::Packet(PacketLine::new(p, self.rules));
+                let line = Line::Packet(packet_line(p, self.rules));
                 serde_json::to_writer(&mut self.out, &line)
                     .map_err(io::Error::from)
                     .and_then(|()| writeln!(self.out))
@@ -324,13 +286,10 @@ mod tests {
             ..EventHeader::default()
         };
         h.src[0] = 0x20;
-        let line = super::super::report::Line::Packet(PacketLine::new(
-            &captured(h, Duration::from_secs(7)),
-            &rules,
-        ));
+        let line = Line::Packet(packet_line(&captured(h, Duration::from_secs(7)), &rules));
         let text = serde_json::to_string(&line).unwrap();
         assert!(text.starts_with(r#"{"type":"packet","#), "{text}");
-        let back: super::super::report::Line = serde_json::from_str(&text).unwrap();
+        let back: Line = serde_json::from_str(&text).unwrap();
         assert_eq!(back, line);
     }
 }

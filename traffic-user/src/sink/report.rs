@@ -1,20 +1,7 @@
 //! Reports: one row per interval and a summary at the end, as a table for
 //! people or as JSON lines for programs.
 //!
-//! # JSON schema
-//!
-//! Every line is one object with a `type`:
-//!
-//! - `start`: `iface`, `ifindex`, `mode` (`native`/`skb`), `refused` (modes
-//!   tried first, each `{mode, error}`), `replaced` (the program `--force`
-//!   removed, or null), `rules_v4`, `rules_v6`, `default`.
-//! - `interval`: `ts` (Unix seconds), `interval_s`, and the counts of the
-//!   interval (see [`Counts`]) with `pps`, `bps` and `latency_ns`.
-//! - `summary`: `iface`, `mode`, `duration_s`, the counts since the start,
-//!   the average `pps` and `bps`, and `latency_ns` over the whole run.
-//! - `packet` (with `--print`): one captured packet, see [`super::print`].
-//!
-//! [`Line`] reads every line back.
+//! With `--json` every line is one object of [`super::json`]'s `Line`.
 //!
 //! The intervals add up to the summary: the last, partial interval is
 //! reported when the run stops.
@@ -24,139 +11,11 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use serde::{Deserialize, Serialize};
-use traffic_common::Stats;
-
-use super::{Interval, Percentiles, Sink, SinkError, Summary, print::PacketLine};
-use crate::{kernel::AttachMode, rules::Action, source::afxdp::XskMode};
-
-/// The counters of a report: the kernel's counters, named as in the JSON
-/// output, except that `events` is what userspace received (ring-buffer
-/// events and AF_XDP frames) and `events_lost` also counts what AF_XDP
-/// could not deliver and what was never read.
-pub type Counts = Stats;
-
-/// What was attached where, reported once at the start.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Start {
-    /// The interface.
-    pub iface: String,
-    /// Its index.
-    pub ifindex: u32,
-    /// The mode attached in.
-    pub mode: AttachMode,
-    /// Modes refused before, with the reason.
-    pub refused: Vec<Refused>,
-    /// The program `--force` removed.
-    pub replaced: Option<String>,
-    /// Number of IPv4 rules.
-    pub rules_v4: usize,
-    /// Number of IPv6 rules.
-    pub rules_v6: usize,
-    /// The default action.
-    pub default: Action,
-    /// AF_XDP sockets, with `--afxdp`.
-    pub afxdp: Option<AfxdpStart>,
-}
-
-/// One AF_XDP socket's counts, in the summary.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueReport {
-    /// The receive queue.
-    pub queue: u32,
-    /// Frames delivered.
-    pub delivered: u64,
-    /// Frames the kernel dropped because the RX ring was full.
-    pub rx_ring_full: u64,
-    /// Frames the kernel dropped for other reasons (no fill-ring frame).
-    pub rx_dropped: u64,
-    /// Times the kernel found the fill ring empty.
-    pub fill_ring_empty: u64,
-}
-
-/// How AF_XDP was set up, in the start line.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AfxdpStart {
-    /// `zerocopy` or `copy`.
-    pub mode: XskMode,
-    /// Sockets opened, one per receive queue from 0.
-    pub queues: u32,
-    /// Why zero-copy was refused, when auto fell back to copy.
-    pub zerocopy_refused: Option<String>,
-}
-
-/// A mode the kernel refused.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Refused {
-    /// The mode.
-    pub mode: AttachMode,
-    /// The kernel's reason.
-    pub error: String,
-}
-
-/// An `interval` line.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct IntervalReport {
-    /// Unix seconds at the end of the interval.
-    pub ts: f64,
-    /// The interval's length in seconds.
-    pub interval_s: f64,
-    /// The interval's counts.
-    #[serde(flatten)]
-    pub counts: Counts,
-    /// Packets per second.
-    pub pps: f64,
-    /// Bits per second.
-    pub bps: f64,
-    /// Delivery latency in the interval.
-    pub latency_ns: Percentiles,
-}
-
-/// The `summary` line.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SummaryReport {
-    /// The interface.
-    pub iface: String,
-    /// The mode attached in.
-    pub mode: AttachMode,
-    /// The run's length in seconds.
-    pub duration_s: f64,
-    /// The counts since the start.
-    #[serde(flatten)]
-    pub counts: Counts,
-    /// Packets per second on average.
-    pub pps: f64,
-    /// Bits per second on average.
-    pub bps: f64,
-    /// Delivery latency over the run.
-    pub latency_ns: Percentiles,
-    /// Per-queue counts, with `--afxdp`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub afxdp_queues: Option<Vec<QueueReport>>,
-}
-
-/// One line of `--json` output.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Line {
-    /// Where the program was attached.
-    Start(Start),
-    /// One report interval.
-    Interval(IntervalReport),
-    /// The whole run.
-    Summary(SummaryReport),
-    /// One captured packet (with `--print`).
-    Packet(PacketLine),
-}
-
-/// Output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// A table for people.
-    Table,
-    /// One JSON object per line.
-    Json,
-}
+use super::{
+    Counts, Format, Interval, Percentiles, Sink, SinkError, Summary,
+    json::{IntervalReport, Line, Start, SummaryReport},
+};
+use crate::{kernel::AttachMode, source::QueueReport};
 
 /// Writes reports to `out`, and notes for people to `note` (stderr).
 pub struct Reporter<W> {

@@ -30,11 +30,11 @@ use traffic_common::{AFXDP_META_LEN, Stats, XskMeta, action, event_flags};
 use xdpilone::{DeviceQueue, IfInfo, RingRx, Socket, SocketConfig, Umem, UmemConfig};
 
 use super::{
-    Captured, Drained, Source, SourceError,
+    Captured, Drained, Halt, QueueReport, Source, SourceError,
     clock::{WallClock, monotonic_ns},
     rule_index,
 };
-use crate::{packet, rules::Action, sink::SinkError, sink::report::QueueReport};
+use crate::{packet, rules::Action};
 
 /// Which AF_XDP mode the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -631,7 +631,7 @@ impl Source for XskSource {
     fn drain(
         &mut self,
         timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), SinkError>,
+        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), Halt>,
     ) -> Result<Drained, SourceError> {
         let mut drained = Drained::default();
         for s in &mut self.sockets {

@@ -22,7 +22,9 @@ use std::{
 
 use traffic_common::{NO_RULE, Stats};
 
-use crate::{packet::Packet, rules::Action, sink::SinkError, sink::report::QueueReport};
+use serde::{Deserialize, Serialize};
+
+use crate::{packet::Packet, rules::Action};
 
 /// One captured packet, as every sink sees it.
 #[derive(Clone, Copy, Debug)]
@@ -84,9 +86,35 @@ pub enum SourceError {
         #[source]
         source: io::Error,
     },
-    /// A sink refused a packet.
-    #[error(transparent)]
-    Sink(#[from] SinkError),
+    /// The receiver of the packets asked to stop ([`Halt`]).
+    #[error("the packets' receiver stopped the read")]
+    Halted,
+}
+
+/// What a source's `deliver` returns to stop the read: whoever delivers
+/// keeps the reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Halt;
+
+impl From<Halt> for SourceError {
+    fn from(_: Halt) -> Self {
+        SourceError::Halted
+    }
+}
+
+/// One AF_XDP socket's counts, in the summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueReport {
+    /// The receive queue.
+    pub queue: u32,
+    /// Frames delivered.
+    pub delivered: u64,
+    /// Frames the kernel dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Frames the kernel dropped for other reasons (no fill-ring frame).
+    pub rx_dropped: u64,
+    /// Times the kernel found the fill ring empty.
+    pub fill_ring_empty: u64,
 }
 
 /// Where captured packets come from.
@@ -104,11 +132,12 @@ pub trait Source {
     ///
     /// # Errors
     ///
-    /// What `deliver` returns, or a failure of the source itself.
+    /// [`SourceError::Halted`] when `deliver` returned [`Halt`], or a
+    /// failure of the source itself.
     fn drain(
         &mut self,
         timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), SinkError>,
+        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), Halt>,
     ) -> Result<Drained, SourceError>;
 
     /// How many packets the kernel had handed to this source by the counter

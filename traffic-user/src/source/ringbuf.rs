@@ -39,11 +39,11 @@ use tokio::io::{Interest, unix::AsyncFd};
 use traffic_common::{EventHeader, Stats, event_flags};
 
 use super::{
-    Captured, Drained, Source, SourceError,
+    Captured, Drained, Halt, Source, SourceError,
     clock::{WallClock, monotonic_ns},
     rule_index,
 };
-use crate::{packet::Packet, rules::Action, sink::SinkError};
+use crate::{packet::Packet, rules::Action};
 
 /// One capture event: the program's metadata and the captured bytes.
 #[derive(Clone, Copy, Debug)]
@@ -131,7 +131,7 @@ impl Source for RingSource {
     fn drain(
         &mut self,
         timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), SinkError>,
+        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), Halt>,
     ) -> Result<Drained, SourceError> {
         let _ = timed;
         let mut drained = Drained::default();

@@ -1,0 +1,155 @@
+//! The JSON lines of `--json`: one object per line, told apart by `type`.
+//!
+//! - `start`: [`Start`], where the program was attached.
+//! - `interval`: [`IntervalReport`], the counts of one interval.
+//! - `summary`: [`SummaryReport`], the counts of the whole run.
+//! - `packet` (with `--print`): [`PacketLine`], one captured packet.
+//!
+//! [`Line`] writes and reads every one of them, so programs (and the tests)
+//! read reports as types rather than by key.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Counts, Percentiles};
+use crate::{
+    kernel::AttachMode,
+    rules::Action,
+    source::{QueueReport, afxdp::XskMode},
+};
+
+/// What was attached where, reported once at the start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    /// The interface.
+    pub iface: String,
+    /// Its index.
+    pub ifindex: u32,
+    /// The mode attached in.
+    pub mode: AttachMode,
+    /// Modes refused before, with the reason.
+    pub refused: Vec<Refused>,
+    /// The program `--force` removed.
+    pub replaced: Option<String>,
+    /// Number of IPv4 rules.
+    pub rules_v4: usize,
+    /// Number of IPv6 rules.
+    pub rules_v6: usize,
+    /// The default action.
+    pub default: Action,
+    /// AF_XDP sockets, with `--afxdp`.
+    pub afxdp: Option<AfxdpStart>,
+}
+
+/// How AF_XDP was set up, in the start line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AfxdpStart {
+    /// `zerocopy` or `copy`.
+    pub mode: XskMode,
+    /// Sockets opened, one per receive queue from 0.
+    pub queues: u32,
+    /// Why zero-copy was refused, when auto fell back to copy.
+    pub zerocopy_refused: Option<String>,
+}
+
+/// A mode the kernel refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Refused {
+    /// The mode.
+    pub mode: AttachMode,
+    /// The kernel's reason.
+    pub error: String,
+}
+
+/// An `interval` line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IntervalReport {
+    /// Unix seconds at the end of the interval.
+    pub ts: f64,
+    /// The interval's length in seconds.
+    pub interval_s: f64,
+    /// The interval's counts.
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Packets per second.
+    pub pps: f64,
+    /// Bits per second.
+    pub bps: f64,
+    /// Delivery latency in the interval.
+    pub latency_ns: Percentiles,
+}
+
+/// The `summary` line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SummaryReport {
+    /// The interface.
+    pub iface: String,
+    /// The mode attached in.
+    pub mode: AttachMode,
+    /// The run's length in seconds.
+    pub duration_s: f64,
+    /// The counts since the start.
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Packets per second on average.
+    pub pps: f64,
+    /// Bits per second on average.
+    pub bps: f64,
+    /// Delivery latency over the run.
+    pub latency_ns: Percentiles,
+    /// Per-queue counts, with `--afxdp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub afxdp_queues: Option<Vec<QueueReport>>,
+}
+
+/// One line of `--json` output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Line {
+    /// Where the program was attached.
+    Start(Start),
+    /// One report interval.
+    Interval(IntervalReport),
+    /// The whole run.
+    Summary(SummaryReport),
+    /// One captured packet (with `--print`).
+    Packet(PacketLine),
+}
+
+/// A captured packet (`"type": "packet"`, with `--print --json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PacketLine {
+    /// Unix seconds at the XDP hook.
+    pub ts: f64,
+    /// The interface the packet arrived on.
+    pub ifindex: u32,
+    /// Its receive queue.
+    pub rx_queue: u32,
+    /// The outer VLAN id.
+    pub vlan: Option<u16>,
+    /// The source address.
+    pub src: Option<IpAddr>,
+    /// The destination address.
+    pub dst: Option<IpAddr>,
+    /// The IP protocol.
+    pub protocol: Option<u8>,
+    /// The source port.
+    pub sport: Option<u16>,
+    /// The destination port.
+    pub dport: Option<u16>,
+    /// TCP flags as tcpdump writes them.
+    pub tcp_flags: Option<String>,
+    /// The frame's length on the wire.
+    pub wire_len: u32,
+    /// Bytes captured.
+    pub cap_len: u32,
+    /// The action the packet got.
+    pub action: Option<Action>,
+    /// The rule that chose it, as in [`super::print::rule_text`].
+    pub rule: String,
+    /// Whether `--sample` chose it.
+    pub sampled: bool,
+    /// Delivery latency in nanoseconds.
+    pub latency_ns: Option<u64>,
+}
