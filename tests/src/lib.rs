@@ -231,6 +231,37 @@ impl Running {
         (summary, status, stderr, packets)
     }
 
+    /// Waits up to `timeout` for traffic to exit by itself; returns the
+    /// summary line if it printed one, the exit status and stderr.
+    ///
+    /// # Panics
+    ///
+    /// When it is still running after `timeout`.
+    pub fn wait_exit(
+        mut self,
+        timeout: Duration,
+    ) -> (Option<SummaryReport>, std::process::ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for traffic") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "traffic did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = self.take_stderr();
+        let mut summary = None;
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            if let Line::Summary(s) = line {
+                summary = Some(s);
+            }
+        }
+        (summary, status, stderr)
+    }
+
     /// Kills traffic with SIGKILL and waits for it.
     pub fn kill9(mut self) {
         signal(self.pid(), libc::SIGKILL);

@@ -131,6 +131,54 @@ fn ipv4_tcp_behind_two_vlan_tags_is_described_exactly() {
     assert_eq!(hdr.rx_queue, 0);
 }
 
+/// An IPv6 UDP frame whose transport header starts past byte 1,024: two
+/// destination-options headers of 600 bytes each in front of it.
+fn deep_ipv6_udp() -> Vec<u8> {
+    use etherparse::{IpNumber, Ipv6RawExtHeader, UdpHeader};
+    let mut spec = FrameSpec::udp(ip("2001:db8:c::7"), ip("2001:db8::1"));
+    spec.l4 = L4::Raw(60);
+    let mut frame = spec.build();
+    let udp = UdpHeader {
+        source_port: 4000,
+        destination_port: 53,
+        length: 8,
+        checksum: 0,
+    };
+    let inner = Ipv6RawExtHeader::new_raw(IpNumber::UDP, &[0; 598]).unwrap();
+    let outer = Ipv6RawExtHeader::new_raw(IpNumber::IPV6_DESTINATION_OPTIONS, &[0; 598]).unwrap();
+    frame.extend_from_slice(&outer.to_bytes());
+    frame.extend_from_slice(&inner.to_bytes());
+    frame.extend_from_slice(&udp.to_bytes());
+    let payload = (frame.len() - 14 - 40) as u16;
+    frame[14 + 4..14 + 6].copy_from_slice(&payload.to_be_bytes());
+    frame
+}
+
+#[test]
+fn extension_headers_past_1024_bytes_are_walked() {
+    // Issue 9: the walk used to stop at byte 1,024, so such a packet was
+    // counted as IPv6 even when its transport header was cut, and its
+    // events lacked protocol and ports.
+    let mut h = Harness::new(&capture_rules(), Settings::default());
+    let frame = deep_ipv6_udp();
+    assert!(frame.len() > 14 + 40 + 1024 + 8);
+    let events = h.run(&frame, 1);
+    let (hdr, _) = &events[0];
+    assert_eq!(
+        (hdr.protocol, hdr.sport, hdr.dport, hdr.flags),
+        (17, 4000, 53, event_flags::PORTS)
+    );
+    let before = h.engine.stats().unwrap();
+    // The UDP header cut to 4 bytes, the payload length saying so.
+    let mut cut = frame[..frame.len() - 4].to_vec();
+    let payload = (cut.len() - 14 - 40) as u16;
+    cut[14 + 4..14 + 6].copy_from_slice(&payload.to_be_bytes());
+    let events = h.run(&cut, 1);
+    let after = h.engine.stats().unwrap().since(&before);
+    assert_eq!((after.malformed, after.ipv6), (1, 0));
+    assert_eq!(events[0].0.flags, event_flags::MALFORMED);
+}
+
 #[test]
 fn ipv6_events_and_every_snaplen_class() {
     for (snaplen, payload) in [

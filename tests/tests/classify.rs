@@ -290,10 +290,17 @@ fn bad_headers_are_malformed_and_never_abort() {
     let e = standard();
     let good = udp("192.0.2.1", "198.51.100.1").build();
 
-    // IHL below 5: no trustworthy source address, so the frame is passed.
-    let mut bad_ihl = good.clone();
-    bad_ihl[14] = 0x44;
-    check(&e, &bad_ihl, Action::Pass, Outcome::Malformed);
+    // IHL below 5 (issue 9: it used to bypass every rule): malformed, but
+    // the fixed header and its source are there, so the drop rule applies,
+    // for every IHL from 0 to 4; a capture rule captures it.
+    for ihl in 0..5u8 {
+        let mut bad_ihl = good.clone();
+        bad_ihl[14] = 0x40 | ihl;
+        check(&e, &bad_ihl, Action::Drop, Outcome::Malformed);
+    }
+    let mut captured = udp("203.0.113.9", "198.51.100.1").build();
+    captured[14] = 0x44;
+    check(&e, &captured, Action::Capture, Outcome::Malformed);
 
     // Version 6 in an IPv4 EtherType.
     let mut bad_version = good.clone();

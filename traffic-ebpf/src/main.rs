@@ -76,9 +76,10 @@ const IPPROTO_DSTOPTS: u8 = 60;
 /// How many IPv6 extension headers we walk before giving up on finding the
 /// transport header. Real traffic rarely carries more than two.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
-/// Bounds the cursor so the verifier can prove every packet access safe. An
-/// IPv6 header chain that goes past it is not checked further.
-const MAX_L3_OFFSET: usize = 1024;
+/// Bounds the cursor so the verifier can prove every packet access safe.
+/// Four extension headers of the largest size (2,048 bytes each) end
+/// before it, so in practice the walk is bounded by the header count.
+const MAX_L3_OFFSET: usize = 16 * 1024 - 1;
 
 /// How the parser classified a frame: exactly one per frame.
 #[derive(Clone, Copy)]
@@ -639,8 +640,8 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
     };
     // SAFETY: bounds checked by `take`.
     let ip = unsafe { &*ip };
-    let ihl = (ip.version_ihl & 0x0f) as usize * 4;
-    if ip.version_ihl >> 4 != 4 || ihl < IPV4_HLEN {
+    // A version that contradicts the EtherType: not an IPv4 header at all.
+    if ip.version_ihl >> 4 != 4 {
         return Verdict::unclassified(Outcome::Malformed);
     }
     let (action, rule_id) =
@@ -658,6 +659,13 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
         l4: 0,
         later_fragment: frag_offset != 0,
     };
+    // An IHL below 5 is malformed, but the fixed header and its source
+    // address are there: the source's rule applies, so that setting the
+    // IHL to 4 cannot slip a packet past a drop or capture rule.
+    let ihl = (ip.version_ihl & 0x0f) as usize * 4;
+    if ihl < IPV4_HLEN {
+        return verdict.with_outcome(Outcome::Malformed);
+    }
 
     // The frame may carry Ethernet padding after the datagram, never less.
     let total = be16(ip.tot_len) as usize;

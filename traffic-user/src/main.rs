@@ -13,7 +13,7 @@ use traffic::{
     cli::{GenConfig, LowArgs, RunConfig, Sub, Target},
     kernel::caps,
     lab::{builtin, generator},
-    session::{self, Outcome},
+    session::{self, Outcome, Stop},
     sink::report::si,
 };
 
@@ -80,7 +80,24 @@ fn run(cfg: RunConfig) -> Result<u8> {
             .block_on(session::watch(&cfg, &iface))?,
         Target::Lab => builtin::run(cfg)?,
     };
+    if let Stop::InterfaceGone { iface } = &outcome.stopped {
+        eprintln!(
+            "traffic: error: {iface} went away while traffic ran (deleted, or moved to another network namespace); the summary covers the run until then"
+        );
+    }
     report_loss(&outcome);
+    for f in outcome
+        .failed
+        .iter()
+        .filter(|f| !f.error.is_closed_stdout())
+    {
+        eprintln!(
+            "traffic: {}; the run went on without it: {} packets were written there before, {} after were not",
+            traffic::kernel::error_chain(&f.error),
+            f.packets_before,
+            f.packets_missed
+        );
+    }
     Ok(outcome.exit_code())
 }
 

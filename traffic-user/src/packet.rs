@@ -43,8 +43,9 @@ use traffic_common::{EventHeader, event_flags};
 /// is no longer looked for (the XDP program's bound).
 pub const MAX_IPV6_EXT_HEADERS: usize = 4;
 /// An IPv6 extension header that starts past this offset is not walked (the
-/// XDP program's bound, which lets the verifier prove its reads safe).
-pub const MAX_L3_OFFSET: usize = 1024;
+/// XDP program's bound, which lets the verifier prove its reads safe). Four
+/// extension headers of the largest size end before it.
+pub const MAX_L3_OFFSET: usize = 16 * 1024 - 1;
 /// VLAN tags looked through before the EtherType must say IPv4 or IPv6.
 pub const MAX_VLAN_TAGS: usize = 2;
 
@@ -284,14 +285,19 @@ fn ipv4(f: &Frame<'_>, l3: usize) -> Packet {
     let Some(ip) = f.at(l3, IPV4_HLEN) else {
         return Packet::unclassified(Outcome::Malformed);
     };
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ip[0] >> 4 != 4 || ihl < IPV4_HLEN {
+    // A version that contradicts the EtherType: not an IPv4 header at all.
+    if ip[0] >> 4 != 4 {
         return Packet::unclassified(Outcome::Malformed);
     }
     let addr = |at: usize| IpAddr::V4(Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]));
     let mut p = classified(4, addr(12), addr(16), ip[9]);
     let frag_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
     p.later_fragment = frag_offset != 0;
+    // Malformed, but the source is there: its rule applies.
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ihl < IPV4_HLEN {
+        return malformed(p);
+    }
 
     // The frame may carry Ethernet padding after the datagram, never less.
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));

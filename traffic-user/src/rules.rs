@@ -110,6 +110,15 @@ impl Cidr {
         if len > max {
             return Err(CidrError::PrefixTooLong { len, max });
         }
+        if let IpAddr::V6(a) = addr
+            && len >= 96
+            && let Some(v4) = a.to_ipv4_mapped()
+        {
+            return Err(match Cidr::new(IpAddr::V4(v4), len - 96) {
+                Ok(ipv4) => CidrError::Ipv4Mapped { ipv4 },
+                Err(e) => e,
+            });
+        }
         let cidr = Cidr { addr, len };
         if cidr.network() != addr {
             return Err(CidrError::HostBitsSet {
@@ -217,6 +226,15 @@ pub enum CidrError {
     HostBitsSet {
         /// The prefix with its host bits cleared.
         network: Cidr,
+    },
+    /// An IPv4-mapped IPv6 prefix (`::ffff:a.b.c.d/96+n`): IPv4 packets
+    /// carry IPv4 source addresses, so it would never match.
+    #[error(
+        "an IPv4-mapped IPv6 prefix never matches IPv4 packets (they carry IPv4 addresses); write it as {ipv4}"
+    )]
+    Ipv4Mapped {
+        /// The same prefix in IPv4.
+        ipv4: Cidr,
     },
 }
 
@@ -326,6 +344,34 @@ pub enum RuleError {
         /// Where it was first given.
         earlier: Origin,
     },
+    /// A rules-file line longer than [`MAX_LINE`].
+    #[error(
+        "{origin}: the line is longer than {MAX_LINE} bytes; is this a rules file? (reading stopped there)"
+    )]
+    LongLine {
+        /// Where.
+        origin: Origin,
+    },
+    /// A rules-file line that is not UTF-8 text.
+    #[error(
+        "{origin}: byte 0x{byte:02x} in column {column} is not UTF-8 text; is this a rules file? (reading stopped there)"
+    )]
+    NotText {
+        /// Where.
+        origin: Origin,
+        /// The first byte that is not text.
+        byte: u8,
+        /// Its column, from 1.
+        column: usize,
+    },
+    /// Too many bad lines in one file.
+    #[error("{path}: more than {MAX_ERRORS} bad lines; reading stopped at line {line}")]
+    TooManyErrors {
+        /// The file.
+        path: PathBuf,
+        /// Where reading stopped.
+        line: usize,
+    },
     /// A rules file could not be read.
     #[error("cannot read rules file {path}: {source}")]
     Read {
@@ -335,6 +381,84 @@ pub enum RuleError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The longest line a rules file may have, in bytes.
+pub const MAX_LINE: usize = 4096;
+/// Bad lines reported from one rules file before reading stops.
+pub const MAX_ERRORS: usize = 50;
+/// How long a rules FIFO may take to have something to read.
+pub const FIFO_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads one line, without its newline, into `line`; at most [`MAX_LINE`]
+/// bytes. Returns the bytes consumed (0 at the end).
+///
+/// # Errors
+///
+/// `InvalidData` for a longer line; I/O errors.
+fn read_line(reader: &mut impl std::io::BufRead, line: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(consumed);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let content = &buf[..if done { take - 1 } else { take }];
+        if line.len() + content.len() > MAX_LINE {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidData));
+        }
+        line.extend_from_slice(content);
+        reader.consume(take);
+        consumed += take;
+        if done {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(consumed);
+        }
+    }
+}
+
+/// Opens a rules file for reading without blocking on a FIFO that has no
+/// writer: such a FIFO is waited on for [`FIFO_WAIT`], then refused.
+fn open_rules(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let ty = file.metadata()?.file_type();
+    if ty.is_dir() {
+        return Err(std::io::Error::other(
+            "it is a directory; give a rules file",
+        ));
+    }
+    if ty.is_fifo() {
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&file),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = FIFO_WAIT.as_millis() as libc::c_int;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n <= 0 {
+            return Err(std::io::Error::other(format!(
+                "it is a FIFO and nothing was written to it within {} s; start its writer first",
+                FIFO_WAIT.as_secs()
+            )));
+        }
+    }
+    crate::sink::file::set_blocking(&file)?;
+    Ok(file)
 }
 
 /// All rules, with the default action for packets that match none.
@@ -415,45 +539,106 @@ impl RuleSet {
     pub fn add_file_text(&mut self, path: &Path, text: &str) -> Vec<RuleError> {
         let mut errors = Vec::new();
         for (i, line) in text.lines().enumerate() {
-            let origin = Origin::File {
-                path: path.to_owned(),
-                line: i + 1,
-            };
-            let content = line.split('#').next().unwrap_or("").trim();
-            if content.is_empty() {
-                continue;
-            }
-            let words: Vec<&str> = content.split_whitespace().collect();
-            let [word, cidr] = words[..] else {
-                errors.push(RuleError::BadLine {
-                    origin,
-                    line: content.to_owned(),
-                });
-                continue;
-            };
-            let Ok(action) = word.parse::<Action>() else {
-                errors.push(RuleError::BadAction {
-                    origin,
-                    word: word.to_owned(),
-                });
-                continue;
-            };
-            if let Err(err) = self.add_str(action, cidr, origin) {
-                errors.push(err);
-            }
+            self.add_line(path, i + 1, line, &mut errors);
         }
         errors
     }
 
-    /// Reads and adds a rules file. See [`RuleSet::add_file_text`].
+    /// Adds one line of a rules file, pushing what is wrong with it.
+    fn add_line(&mut self, path: &Path, number: usize, line: &str, errors: &mut Vec<RuleError>) {
+        let origin = Origin::File {
+            path: path.to_owned(),
+            line: number,
+        };
+        let content = line.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            return;
+        }
+        let words: Vec<&str> = content.split_whitespace().collect();
+        let [word, cidr] = words[..] else {
+            errors.push(RuleError::BadLine {
+                origin,
+                line: content.to_owned(),
+            });
+            return;
+        };
+        let Ok(action) = word.parse::<Action>() else {
+            errors.push(RuleError::BadAction {
+                origin,
+                word: word.to_owned(),
+            });
+            return;
+        };
+        if let Err(err) = self.add_str(action, cidr, origin) {
+            errors.push(err);
+        }
+    }
+
+    /// Reads and adds a rules file, line by line: a file of any size is
+    /// streamed, and reading stops with an error at a line longer than
+    /// [`MAX_LINE`] bytes (`/dev/zero` has none), at a line that is not
+    /// UTF-8 (a binary file), or after [`MAX_ERRORS`] bad lines. A UTF-8
+    /// byte-order mark is skipped. A FIFO must have a writer already: one
+    /// without is refused after [`FIFO_WAIT`] instead of blocking.
     pub fn add_file(&mut self, path: &Path) -> Vec<RuleError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => self.add_file_text(path, &text),
-            Err(source) => vec![RuleError::Read {
+        let read_err = |source| {
+            vec![RuleError::Read {
                 path: path.to_owned(),
                 source,
-            }],
+            }]
+        };
+        let file = match open_rules(path) {
+            Ok(file) => file,
+            Err(e) => return read_err(e),
+        };
+        let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
+        let mut errors = Vec::new();
+        let mut line = Vec::with_capacity(256);
+        for number in 1.. {
+            line.clear();
+            match read_line(&mut reader, &mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    errors.push(RuleError::LongLine {
+                        origin: Origin::File {
+                            path: path.to_owned(),
+                            line: number,
+                        },
+                    });
+                    break;
+                }
+                Err(e) => {
+                    errors.extend(read_err(e));
+                    break;
+                }
+            }
+            let bytes = match (number, line.strip_prefix(b"\xef\xbb\xbf")) {
+                (1, Some(rest)) => rest,
+                _ => &line[..],
+            };
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                let at = std::str::from_utf8(bytes).unwrap_err().valid_up_to();
+                errors.push(RuleError::NotText {
+                    origin: Origin::File {
+                        path: path.to_owned(),
+                        line: number,
+                    },
+                    byte: bytes[at],
+                    column: at + 1,
+                });
+                break;
+            };
+            self.add_line(path, number, text, &mut errors);
+            if errors.len() >= MAX_ERRORS {
+                errors.push(RuleError::TooManyErrors {
+                    path: path.to_owned(),
+                    line: number,
+                });
+                break;
+            }
         }
+        errors
     }
 
     /// The rule with the longest prefix containing `ip`, if any.
@@ -636,5 +821,78 @@ capture 203.0.113.0/24
         );
         let c6: Cidr = "2001:db8::/126".parse().unwrap();
         assert_eq!(c6.nth(6).to_string(), "2001:db8::2");
+    }
+
+    #[test]
+    fn ipv4_mapped_prefixes_are_refused_with_their_ipv4_form() {
+        let err = "::ffff:198.51.100.0/120".parse::<Cidr>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "an IPv4-mapped IPv6 prefix never matches IPv4 packets (they carry IPv4 addresses); write it as 198.51.100.0/24"
+        );
+        assert!("::ffff:0:0/96".parse::<Cidr>().is_err());
+        // Shorter prefixes cover much more than the mapped range: allowed.
+        assert!("::/64".parse::<Cidr>().is_ok());
+    }
+
+    fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("traffic-rules-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn rules_files_are_streamed_with_a_line_limit() {
+        // /dev/zero: no newline ever; memory stays bounded.
+        let mut set = RuleSet::new(Action::Pass);
+        let errors = set.add_file(Path::new("/dev/zero"));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            errors[0].to_string(),
+            format!(
+                "/dev/zero:1: the line is longer than {MAX_LINE} bytes; is this a rules file? (reading stopped there)"
+            )
+        );
+        // Binary: the line is named.
+        let path = temp_file("binary", b"drop 192.0.2.0/24\n\x7fELF\xff\xfe\n");
+        let errors = RuleSet::new(Action::Pass).add_file(&path);
+        assert!(
+            errors[0].to_string().ends_with(":2: byte 0xff in column 5 is not UTF-8 text; is this a rules file? (reading stopped there)"),
+            "{}",
+            errors[0]
+        );
+        // A byte-order mark and CRLF line ends are taken in stride.
+        let path2 = temp_file(
+            "bom",
+            b"\xef\xbb\xbfdrop 192.0.2.0/24\r\ncapture 2001:db8::/32\r\n",
+        );
+        let mut set = RuleSet::new(Action::Pass);
+        assert!(set.add_file(&path2).is_empty());
+        assert_eq!(set.counts(), (1, 1));
+        // A directory says so.
+        let errors = RuleSet::new(Action::Pass).add_file(&std::env::temp_dir());
+        assert!(errors[0].to_string().contains("directory"), "{}", errors[0]);
+        for p in [path, path2] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_rules_fifo_without_writer_is_refused_not_waited_on_forever() {
+        let path = std::env::temp_dir().join(format!("traffic-rules-{}-fifo", std::process::id()));
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let started = std::time::Instant::now();
+        let errors = RuleSet::new(Action::Pass).add_file(&path);
+        assert!(started.elapsed() < FIFO_WAIT * 2);
+        assert!(
+            errors[0].to_string().contains("start its writer first"),
+            "{}",
+            errors[0]
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -98,20 +98,28 @@ pub struct RunArgs {
     #[arg(long = "default", value_enum, default_value_t = Action::Pass)]
     pub default_action: Action,
     /// Seconds between reports.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub interval: f64,
     /// Print one JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Stop after SECS seconds (default: run until Ctrl-C or SIGTERM).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Print one line per captured packet (tcpdump-like; a `packet` object
     /// with --json). The interval table then goes to stderr.
     #[arg(long)]
     pub print: bool,
-    /// Write captured packets to FILE as pcap (nanosecond timestamps), mode
-    /// 0600; a symbolic link is refused.
+    /// Write captured packets to FILE as pcap (nanosecond timestamps); `-`
+    /// is stdout. A new file is created with mode 0600, an existing one is
+    /// truncated and keeps its mode; a device or FIFO (with a reader) is
+    /// written as it is; a symbolic link is followed only to a device or
+    /// FIFO.
     #[arg(short = 'w', long, value_name = "FILE")]
     pub write: Option<PathBuf>,
     /// Capture whole packets through AF_XDP sockets, one per receive queue,

@@ -40,6 +40,14 @@ pub enum ConfigError {
     /// `--queues 0`.
     #[error("--queues 0 would open no socket; give N >= 1 or leave it out")]
     QueuesZero,
+    /// `-w -` and `--print` both want stdout.
+    #[error(
+        "-w - writes the pcap to stdout, where --print writes its lines too; drop one, or write the pcap to a file"
+    )]
+    StdoutTwice,
+    /// `--plot -`.
+    #[error("--plot needs a file name (an SVG on stdout would mix with the report)")]
+    PlotToStdout,
     /// A bad `--src` prefix.
     #[error("--src: bad prefix `{text}`: {source}")]
     Source {
@@ -174,6 +182,20 @@ impl RunConfig {
         if args.queues == Some(0) {
             errors.push(ConfigError::QueuesZero);
         }
+        let sizes = XskSizes {
+            ring: args.afxdp_ring,
+            frame: args.afxdp_frame,
+        };
+        if args.afxdp {
+            errors.extend(sizes.problems().into_iter().map(ConfigError::Setting));
+        }
+        let dash = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str() == "-");
+        if dash(&args.write) && args.print {
+            errors.push(ConfigError::StdoutTwice);
+        }
+        if dash(&args.plot) {
+            errors.push(ConfigError::PlotToStdout);
+        }
         if !errors.is_empty() {
             return Err(Invalid(errors));
         }
@@ -197,10 +219,7 @@ impl RunConfig {
             afxdp: args.afxdp.then_some(Afxdp {
                 mode: args.afxdp_mode,
                 queues: args.queues,
-                sizes: XskSizes {
-                    ring: args.afxdp_ring,
-                    frame: args.afxdp_frame,
-                },
+                sizes,
             }),
         })
     }

@@ -11,6 +11,9 @@ use std::{
 };
 
 const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+/// `RTMGRP_LINK`: the multicast group of link changes.
+const RTMGRP_LINK: u32 = 1;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const NLMSG_ERROR: u16 = 2;
@@ -336,3 +339,112 @@ pub fn ifindex(name: &str) -> Option<u32> {
 }
 
 const _: () = assert!(size_of::<libc::nlmsghdr>() == 16);
+
+/// A subscription to the kernel's link events, to learn when an interface
+/// goes away (deleted, or moved to another namespace) while traffic runs.
+pub struct LinkWatch {
+    sock: Socket,
+    ifindex: u32,
+}
+
+impl LinkWatch {
+    /// Subscribes to link events about interface `ifindex`.
+    ///
+    /// # Errors
+    ///
+    /// When the netlink socket cannot be opened or bound.
+    pub fn open(ifindex: u32) -> io::Result<Self> {
+        let sock = Socket::open()?;
+        let fd = sock.0.as_raw_fd();
+        // SAFETY: an all-zero sockaddr_nl is valid; the fields are set below.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = RTMGRP_LINK;
+        // SAFETY: `addr` is a valid sockaddr_nl of the length given.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fcntl on the descriptor `sock` owns.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { sock, ifindex })
+    }
+
+    /// Reads the events waiting; true when one says the interface is gone.
+    /// An overflowed queue (`ENOBUFS`) is answered by asking the kernel
+    /// whether the interface still exists.
+    ///
+    /// # Errors
+    ///
+    /// When the socket fails otherwise.
+    pub fn gone(&self) -> io::Result<bool> {
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut gone = false;
+        loop {
+            // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes.
+            let n = unsafe {
+                libc::recv(
+                    self.sock.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(gone),
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ENOBUFS) => {
+                        gone |= !self.exists()?;
+                        continue;
+                    }
+                    _ => return Err(err),
+                }
+            }
+            let mut rest = &buf[..n as usize];
+            while rest.len() >= 16 + 8 {
+                let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
+                let kind = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
+                if len < 16 || len > rest.len() {
+                    break;
+                }
+                // struct ifinfomsg: family, pad, type, then the index.
+                let index = i32::from_ne_bytes(rest[20..24].try_into().unwrap());
+                if kind == RTM_DELLINK && u32::try_from(index) == Ok(self.ifindex) {
+                    gone = true;
+                }
+                rest = &rest[align4(len).min(rest.len())..];
+            }
+        }
+    }
+
+    /// Whether the interface still exists in this namespace.
+    ///
+    /// # Errors
+    ///
+    /// When the query fails for another reason than the interface's absence.
+    pub fn exists(&self) -> io::Result<bool> {
+        match attached_programs(self.ifindex) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl std::os::fd::AsRawFd for LinkWatch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.0.as_raw_fd()
+    }
+}

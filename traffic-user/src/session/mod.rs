@@ -35,8 +35,8 @@ use traffic_common::Stats;
 
 use crate::{
     kernel::{Engine, EngineError},
-    sink::{Counts, Interval, Latency, Sink, SinkError, Start, Summary},
-    source::{Captured, Drained, Halt, Source, SourceError, clock::TimerFd},
+    sink::{Counts, FailedOutput, Interval, Latency, Sink, SinkError, Start, Summary},
+    source::{Captured, Drained, Source, SourceError, clock::TimerFd},
 };
 
 pub use setup::{SetupError, watch};
@@ -70,9 +70,6 @@ pub enum SessionError {
     /// A source failed.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// A sink failed.
-    #[error(transparent)]
-    Sink(#[from] SinkError),
     /// The counters could not be read.
     #[error("reading the packet counters failed")]
     Counters(#[source] EngineError),
@@ -87,9 +84,26 @@ impl From<SessionError> for io::Error {
     }
 }
 
+/// Why a run stopped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Stop {
+    /// A signal asked it to: `SIGINT`, `SIGTERM` or `SIGHUP`.
+    Signal(&'static str),
+    /// `--duration` passed.
+    #[default]
+    Duration,
+    /// The interface went away (deleted, or moved to another namespace).
+    InterfaceGone {
+        /// Its name.
+        iface: String,
+    },
+}
+
 /// How a run ended.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Outcome {
+    /// Why it stopped.
+    pub stopped: Stop,
     /// The counts since the start, as in the summary.
     pub total: Counts,
     /// Records no source could decode (never expected).
@@ -97,6 +111,30 @@ pub struct Outcome {
     /// Packets handed to a source that were still unread when the run
     /// gave up waiting for them (included in `total.events_lost`).
     pub unread: u64,
+    /// Outputs that failed during the run, with what they missed.
+    pub failed: Vec<Failed>,
+}
+
+/// An output that failed: the run went on without it.
+#[derive(Debug)]
+pub struct Failed {
+    /// Why, naming the output.
+    pub error: SinkError,
+    /// Packets it had been given before it failed.
+    pub packets_before: u64,
+    /// Packets it was not given because it had failed.
+    pub packets_missed: u64,
+}
+
+impl Failed {
+    /// The report's description of the failure.
+    pub fn report(&self) -> FailedOutput {
+        FailedOutput {
+            error: crate::kernel::error_chain(&self.error),
+            packets_written: self.packets_before,
+            packets_not_written: self.packets_missed,
+        }
+    }
 }
 
 impl Outcome {
@@ -106,9 +144,15 @@ impl Outcome {
         self.total.events_lost + self.undecodable
     }
 
-    /// The exit status: 0, or 1 when capture events were lost.
+    /// The exit status: 2 when the interface went away, 1 when capture
+    /// events were lost or an output failed (stdout closed by its reader, as
+    /// when piped into `head`, is not a failure), else 0.
     pub fn exit_code(&self) -> u8 {
-        u8::from(self.lost() > 0)
+        if matches!(self.stopped, Stop::InterfaceGone { .. }) {
+            return 2;
+        }
+        let failed = self.failed.iter().any(|f| !f.error.is_closed_stdout());
+        u8::from(self.lost() > 0 || failed)
     }
 }
 
@@ -172,12 +216,50 @@ pub struct Timing {
     pub exit_drain: Duration,
 }
 
+/// A sink and, once it failed, what it missed.
+struct Slot<'a> {
+    sink: Box<dyn Sink + 'a>,
+    /// Packets given to it.
+    packets: u64,
+    failed: Option<Failed>,
+}
+
+impl Slot<'_> {
+    /// Runs `f` on the sink unless it failed; a failure is kept, not
+    /// returned: the run goes on without this output.
+    fn call(&mut self, f: impl FnOnce(&mut dyn Sink) -> Result<(), SinkError>) {
+        if self.failed.is_none()
+            && let Err(error) = f(self.sink.as_mut())
+        {
+            self.failed = Some(Failed {
+                error,
+                packets_before: self.packets,
+                packets_missed: 0,
+            });
+        }
+    }
+
+    fn packet(&mut self, p: &Captured<'_>) {
+        match &mut self.failed {
+            Some(failed) => failed.packets_missed += 1,
+            None => {
+                self.call(|sink| sink.packet(p));
+                match &mut self.failed {
+                    // The packet it failed on is one it missed.
+                    Some(failed) => failed.packets_missed += 1,
+                    None => self.packets += 1,
+                }
+            }
+        }
+    }
+}
+
 /// A run: counters and sources driven into sinks.
 pub struct Session<'a> {
     start: Start,
     counters: Box<dyn Counters + 'a>,
     sources: Vec<Box<dyn Source + 'a>>,
-    sinks: Vec<Box<dyn Sink + 'a>>,
+    sinks: Vec<Slot<'a>>,
     latency: Latency,
     timing: Timing,
     /// Delivered and undecodable, per source, since the start.
@@ -185,6 +267,11 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
+    /// Where the program is attached.
+    pub fn start(&self) -> &Start {
+        &self.start
+    }
+
     /// A session that reports `start` and reads `counters` and `sources`
     /// into `sinks`.
     pub fn new(
@@ -195,6 +282,14 @@ impl<'a> Session<'a> {
         timing: Timing,
     ) -> Self {
         let drained = vec![Drained::default(); sources.len()];
+        let sinks = sinks
+            .into_iter()
+            .map(|sink| Slot {
+                sink,
+                packets: 0,
+                failed: None,
+            })
+            .collect();
         Self {
             start,
             counters,
@@ -214,26 +309,17 @@ impl<'a> Session<'a> {
             latency,
             ..
         } = self;
-        // A sink's error stops the read; the source only learns that.
-        let mut failed = None;
-        let mut deliver = |p: &Captured<'_>| -> Result<(), Halt> {
-            let delivered = latency
-                .packet(p)
-                .and_then(|()| sinks.iter_mut().try_for_each(|sink| sink.packet(p)));
-            delivered.map_err(|e| {
-                failed = Some(e);
-                Halt
-            })
+        let mut deliver = |p: &Captured<'_>| {
+            latency.record_packet(p);
+            for slot in sinks.iter_mut() {
+                slot.packet(p);
+            }
         };
-        let drained = sources[i].drain(timed, &mut deliver);
-        if let Some(e) = failed {
-            return Err(e.into());
-        }
-        let d = drained?;
+        let d = sources[i].drain(timed, &mut deliver)?;
         self.drained[i] += d;
         if d.delivered > 0 {
-            for sink in &mut self.sinks {
-                sink.flush()?;
+            for slot in &mut self.sinks {
+                slot.call(|sink| sink.flush());
             }
         }
         Ok(d.delivered)
@@ -278,9 +364,10 @@ impl<'a> Session<'a> {
     ///
     /// When a source, a sink, the counters or the timer fail. A run that
     /// lost packets is not an error: see [`Outcome::lost`].
-    pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<Outcome, SessionError> {
-        for sink in &mut self.sinks {
-            sink.start(&self.start)?;
+    pub async fn run(mut self, stop: impl Future<Output = Stop>) -> Result<Outcome, SessionError> {
+        let start = &self.start;
+        for slot in &mut self.sinks {
+            slot.call(|sink| sink.start(start));
         }
         let started = Instant::now();
         let mut ticker = tokio::time::interval_at(
@@ -316,10 +403,9 @@ impl<'a> Session<'a> {
                     self.report_interval(&last, &now, started, 0)?;
                     last = now;
                 }
-                () = &mut stop => break,
+                stopped = &mut stop => break self.finish(started, last, stopped).await,
             }
         }
-        self.finish(started, last).await
     }
 
     /// A reading of everything the intervals are differences of.
@@ -355,15 +441,20 @@ impl<'a> Session<'a> {
             length: to.at - from.at,
             at: to.at - started,
         };
-        for sink in &mut self.sinks {
-            sink.interval(&interval)?;
+        for slot in &mut self.sinks {
+            slot.call(|sink| sink.interval(&interval));
         }
         Ok(())
     }
 
     /// Stops the kernel side, reads what it handed over, reports the last
     /// interval and the summary.
-    async fn finish(mut self, started: Instant, last: Mark) -> Result<Outcome, SessionError> {
+    async fn finish(
+        mut self,
+        started: Instant,
+        last: Mark,
+        stopped: Stop,
+    ) -> Result<Outcome, SessionError> {
         // Stop before the last reading, so that no packet is counted after
         // it, then read every packet the kernel handed over.
         self.counters.stop();
@@ -403,20 +494,30 @@ impl<'a> Session<'a> {
         };
         let total = self.counts(&start, &end, unread);
         let queues: Vec<_> = self.sources.iter().flat_map(|s| s.queues()).collect();
+        // Outputs that failed are reported by those still working; one that
+        // fails while finishing is reported by the caller.
+        let failed: Vec<FailedOutput> = self
+            .sinks
+            .iter()
+            .filter_map(|slot| slot.failed.as_ref().map(Failed::report))
+            .collect();
         let summary = Summary {
             start: &self.start,
             counts: &total,
             latency: &self.latency,
             duration: end.at - started,
             queues: (!queues.is_empty()).then_some(queues.as_slice()),
+            failed: &failed,
         };
-        for sink in &mut self.sinks {
-            sink.finish(&summary)?;
+        for slot in &mut self.sinks {
+            slot.call(|sink| sink.finish(&summary));
         }
         Ok(Outcome {
+            stopped,
             total,
             undecodable: self.drained.iter().map(|d| d.undecodable).sum(),
             unread,
+            failed: self.sinks.into_iter().filter_map(|s| s.failed).collect(),
         })
     }
 }

@@ -3,14 +3,21 @@
 
 use std::{io, time::Duration};
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
 
-use super::{Outcome, Session, SessionError, Timing};
+use super::{Outcome, Session, SessionError, Stop, Timing};
 use crate::{
     cli::{Afxdp, RunConfig},
-    kernel::{Engine, EngineError, netlink},
+    kernel::{
+        Engine, EngineError,
+        netlink::{self, LinkWatch},
+    },
     sink::{
         Format, Sink,
+        file::{Output, OutputError},
         json::{AfxdpStart, Refused, Start},
         pcap::{PcapError, PcapWriter},
         plot::PlotSink,
@@ -39,6 +46,9 @@ pub enum SetupError {
     /// The pcap file could not be created.
     #[error(transparent)]
     Pcap(#[from] PcapError),
+    /// The plot's file cannot be written.
+    #[error("--plot: {0}")]
+    Plot(#[source] OutputError),
     /// The interface's receive queues could not be counted.
     #[error("asking how many receive queues {iface} has failed")]
     Queues {
@@ -81,6 +91,9 @@ pub enum SetupError {
     /// The run failed.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// The link events cannot be watched.
+    #[error("subscribing to the interface's link events failed")]
+    LinkWatch(#[source] io::Error),
     /// The event ring buffer was taken already (a bug).
     #[error("the event ring buffer was already taken")]
     RingTaken,
@@ -103,13 +116,20 @@ pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> 
     };
     let mut sigint = sig(SignalKind::interrupt(), "SIGINT")?;
     let mut sigterm = sig(SignalKind::terminate(), "SIGTERM")?;
+    // SIGHUP ends the run like SIGTERM (a terminal closing, a supervisor's
+    // stop), with the summary.
+    let mut sighup = sig(SignalKind::hangup(), "SIGHUP")?;
     let session = open(cfg, iface)?;
+    let links = watch_link(session.start().ifindex)?;
     let duration = cfg.duration;
+    let name = iface.to_owned();
     let stop = async move {
         tokio::select! {
-            _ = sigint.recv() => {}
-            _ = sigterm.recv() => {}
-            () = sleep_for(duration) => {}
+            _ = sigint.recv() => Stop::Signal("SIGINT"),
+            _ = sigterm.recv() => Stop::Signal("SIGTERM"),
+            _ = sighup.recv() => Stop::Signal("SIGHUP"),
+            () = sleep_for(duration) => Stop::Duration,
+            () = link_gone(links) => Stop::InterfaceGone { iface: name },
         }
     };
     Ok(session.run(stop).await?)
@@ -122,19 +142,64 @@ async fn sleep_for(duration: Option<Duration>) {
     }
 }
 
+/// Subscribes to the link events of `ifindex`, and checks once that it is
+/// still there (it could have gone between the attach and now).
+fn watch_link(ifindex: u32) -> Result<AsyncFd<LinkWatch>, SetupError> {
+    let watch = LinkWatch::open(ifindex).map_err(SetupError::LinkWatch)?;
+    // SAFETY: the LinkWatch owns its socket for as long as the AsyncFd owns it.
+    unsafe { AsyncFd::register_with_interest(watch, Interest::READABLE) }
+        .map_err(|e| SetupError::LinkWatch(io::Error::from(e)))
+}
+
+/// Completes when the watched interface goes away. A failing watch stops
+/// watching (the run goes on) and says so.
+async fn link_gone(watch: AsyncFd<LinkWatch>) {
+    if !watch.get_ref().exists().unwrap_or(true) {
+        return;
+    }
+    loop {
+        let Ok(mut guard) = watch.readable().await else {
+            break;
+        };
+        guard.clear_ready();
+        match watch.get_ref().gone() {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("traffic: warning: no longer watching the interface's link events: {e}");
+                break;
+            }
+        }
+    }
+    std::future::pending().await
+}
+
 /// Opens the outputs, loads the program, binds AF_XDP sockets and attaches.
 ///
 /// # Errors
 ///
 /// [`SetupError`]; nothing is left attached.
 pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupError> {
+    // Every output is opened first: a path that cannot be written is
+    // refused before anything is attached.
     // AF_XDP delivers whole frames: the pcap's snaplen is then the frame size.
     let snaplen = cfg.afxdp.map_or(cfg.settings.snaplen, |x| x.sizes.frame);
-    let pcap = cfg
-        .write
-        .as_deref()
-        .map(|path| PcapWriter::create(path, snaplen))
-        .transpose()?;
+    let pcap = match cfg.write.as_deref() {
+        Some(path) => {
+            let out = Output::create(path).map_err(PcapError::from)?;
+            note(&out);
+            Some(PcapWriter::new(out, snaplen)?)
+        }
+        None => None,
+    };
+    let plot = match cfg.plot.as_deref() {
+        Some(path) => {
+            let out = Output::create(path).map_err(SetupError::Plot)?;
+            note(&out);
+            Some(out)
+        }
+        None => None,
+    };
     let mut settings = cfg.settings.clone();
     let xsk_plan = cfg.afxdp.map(|x| plan_sockets(x, iface)).transpose()?;
     settings.afxdp_queues = xsk_plan.map_or(0, |p| p.queues);
@@ -177,13 +242,20 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
         start,
         Box::new(engine),
         sources,
-        sinks(cfg, pcap),
+        sinks(cfg, pcap, plot),
         Timing {
             interval: cfg.interval,
             wakeup: cfg.settings.wakeup_interval,
             exit_drain: super::EXIT_DRAIN,
         },
     ))
+}
+
+/// Says on stderr what a user should know about an output.
+fn note(out: &Output) {
+    if let Some(note) = out.note() {
+        eprintln!("traffic: note: {note}");
+    }
 }
 
 /// Where AF_XDP sockets go.
@@ -247,10 +319,16 @@ fn open_sockets(
 
 /// The outputs `cfg` asks for: the report always, packet lines, the pcap
 /// file and the plot when asked.
-fn sinks<'a>(cfg: &'a RunConfig, pcap: Option<PcapWriter>) -> Vec<Box<dyn Sink + 'a>> {
+fn sinks<'a>(
+    cfg: &'a RunConfig,
+    pcap: Option<PcapWriter>,
+    plot: Option<Output>,
+) -> Vec<Box<dyn Sink + 'a>> {
     let mut sinks: Vec<Box<dyn Sink + 'a>> = Vec::new();
-    // Packet lines own stdout in text mode; the table moves to stderr.
-    if cfg.print && cfg.format == Format::Table {
+    // Packet lines own stdout in text mode, and so does a pcap written to
+    // `-w -`; the report moves to stderr.
+    let pcap_on_stdout = cfg.write.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if (cfg.print && cfg.format == Format::Table) || pcap_on_stdout {
         sinks.push(Box::new(Reporter::new(io::stderr(), cfg.format, "stderr")));
     } else {
         let out = io::LineWriter::new(io::stdout());
@@ -262,8 +340,8 @@ fn sinks<'a>(cfg: &'a RunConfig, pcap: Option<PcapWriter>) -> Vec<Box<dyn Sink +
     if let Some(pcap) = pcap {
         sinks.push(Box::new(pcap));
     }
-    if let Some(path) = &cfg.plot {
-        sinks.push(Box::new(PlotSink::new(path.clone())));
+    if let Some(plot) = plot {
+        sinks.push(Box::new(PlotSink::new(plot)));
     }
     sinks
 }

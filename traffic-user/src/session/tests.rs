@@ -74,7 +74,7 @@ impl Source for Fake {
     fn drain(
         &mut self,
         _timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), Halt>,
+        deliver: &mut dyn FnMut(&Captured<'_>),
     ) -> Result<Drained, SourceError> {
         let mut n = self.batches.pop_front().unwrap_or(0);
         if self.stopped.get() {
@@ -86,7 +86,7 @@ impl Source for Fake {
                 header: event(i),
                 data: &[0; 60],
             };
-            deliver(&ev.captured(&clock, clock::monotonic_ns()))?;
+            deliver(&ev.captured(&clock, clock::monotonic_ns()));
         }
         Ok(Drained {
             delivered: n,
@@ -168,9 +168,37 @@ fn snapshots(captured: &[u64], written: &[u64]) -> Vec<Stats> {
         .collect()
 }
 
+/// A sink that fails on its `fail_at`-th packet, as a full disk would.
+struct Failing {
+    taken: u64,
+    fail_at: u64,
+}
+
+impl Sink for Failing {
+    fn packet(&mut self, _: &Captured<'_>) -> Result<(), SinkError> {
+        self.taken += 1;
+        if self.taken == self.fail_at {
+            return Err(SinkError::Write {
+                what: "the test file".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Runs a session over `batches` (and `late`, only read at exit) against
 /// `script` for 150 ms with 20 ms intervals.
 fn run(batches: &[u64], late: u64, script: Vec<Stats>) -> (Outcome, Record) {
+    run_with(batches, late, script, Vec::new())
+}
+
+fn run_with(
+    batches: &[u64],
+    late: u64,
+    script: Vec<Stats>,
+    extra: Vec<Box<dyn Sink>>,
+) -> (Outcome, Record) {
     let stopped = Rc::new(Cell::new(false));
     let record = Rc::new(RefCell::new(Record::default()));
     let session = Session::new(
@@ -185,7 +213,9 @@ fn run(batches: &[u64], late: u64, script: Vec<Stats>) -> (Outcome, Record) {
             late,
             stopped: Rc::clone(&stopped),
         })],
-        vec![Box::new(Recorder(Rc::clone(&record)))],
+        std::iter::once(Box::new(Recorder(Rc::clone(&record))) as Box<dyn Sink>)
+            .chain(extra)
+            .collect(),
         Timing {
             interval: Duration::from_millis(20),
             wakeup: Duration::from_micros(200),
@@ -197,9 +227,11 @@ fn run(batches: &[u64], late: u64, script: Vec<Stats>) -> (Outcome, Record) {
         .build()
         .unwrap()
         .block_on(async {
-            session
-                .run(tokio::time::sleep(Duration::from_millis(150)))
-                .await
+            let stop = async {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                Stop::Duration
+            };
+            session.run(stop).await
         })
         .unwrap();
     assert!(stopped.get(), "the kernel side is stopped at the end");
@@ -248,4 +280,27 @@ fn events_never_read_are_counted_lost_and_the_run_exits_1() {
         "every capture is delivered or counted lost"
     );
     assert_eq!(outcome.exit_code(), 1);
+}
+
+#[test]
+fn a_failing_output_is_reported_and_the_run_goes_on() {
+    let script = snapshots(&[0, 30, 40], &[0, 30, 40]);
+    let failing = Failing {
+        taken: 0,
+        fail_at: 12,
+    };
+    let (outcome, record) = run_with(&[30, 10], 0, script, vec![Box::new(failing)]);
+    let summary = record.summary.expect("the summary is printed all the same");
+    assert_eq!(record.packets, 40, "the other outputs got every packet");
+    assert_eq!((summary.events, summary.events_lost), (40, 0));
+    let [failed] = &outcome.failed[..] else {
+        panic!("{:?}", outcome.failed)
+    };
+    assert!(failed.error.to_string().contains("the test file"));
+    assert_eq!((failed.packets_before, failed.packets_missed), (11, 29));
+    assert_eq!(
+        outcome.exit_code(),
+        1,
+        "an output that failed makes the run exit 1"
+    );
 }

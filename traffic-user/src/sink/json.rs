@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Counts, Percentiles};
+use super::{Counts, FailedOutput, Percentiles};
 use crate::{
     kernel::AttachMode,
     rules::Action,
@@ -101,6 +101,10 @@ pub struct SummaryReport {
     /// Per-queue counts, with `--afxdp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub afxdp_queues: Option<Vec<QueueReport>>,
+    /// Outputs that failed during the run (a full disk, a FIFO whose
+    /// reader left), with what they missed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_outputs: Vec<FailedOutput>,
 }
 
 /// One line of `--json` output.

@@ -88,11 +88,18 @@ impl Latency {
     }
 }
 
-impl super::Sink for Latency {
-    fn packet(&mut self, packet: &crate::source::Captured<'_>) -> Result<(), super::SinkError> {
+impl Latency {
+    /// Records a packet's delivery latency, when it is known.
+    pub fn record_packet(&mut self, packet: &crate::source::Captured<'_>) {
         if let Some(ns) = packet.latency_ns {
             self.record(ns);
         }
+    }
+}
+
+impl super::Sink for Latency {
+    fn packet(&mut self, packet: &crate::source::Captured<'_>) -> Result<(), super::SinkError> {
+        self.record_packet(packet);
         Ok(())
     }
 }

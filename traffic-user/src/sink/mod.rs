@@ -13,6 +13,7 @@
 //! - [`print`](mod@print): one line (or JSON object) per packet.
 //! - [`plot`]: an SVG of the run.
 
+pub mod file;
 pub mod json;
 pub mod latency;
 pub mod pcap;
@@ -61,6 +62,20 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// Whether the output was standard output and its reader went away
+    /// (EPIPE), as when traffic is piped into `head`: not a failure, as
+    /// for other command-line tools. A named FIFO whose reader leaves is one.
+    pub fn is_closed_stdout(&self) -> bool {
+        let (stdout, source) = match self {
+            SinkError::Write { what, source } => (what == "stdout", source),
+            SinkError::Pcap(pcap::PcapError::Io { path, source }) => {
+                (path.as_os_str() == "-", source)
+            }
+            SinkError::Pcap(_) => return false,
+        };
+        stdout && source.kind() == io::ErrorKind::BrokenPipe
+    }
+
     /// A [`SinkError::Write`] for `what`.
     pub fn write(what: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let what = what.into();
@@ -94,6 +109,20 @@ pub struct Summary<'a> {
     pub duration: Duration,
     /// Per-queue counts, with AF_XDP.
     pub queues: Option<&'a [QueueReport]>,
+    /// Outputs that failed during the run.
+    pub failed: &'a [FailedOutput],
+}
+
+/// An output that failed during a run, as the summary reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FailedOutput {
+    /// What failed and why: `writing the pcap file out.pcap failed: No
+    /// space left on device`.
+    pub error: String,
+    /// Packets it had taken before it failed.
+    pub packets_written: u64,
+    /// Packets it missed after.
+    pub packets_not_written: u64,
 }
 
 /// An output of a run. Every method has a default that does nothing, so a

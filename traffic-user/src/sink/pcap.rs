@@ -2,12 +2,13 @@
 //! tcpdump, tshark and Wireshark read.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, BufWriter, Write},
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     time::Duration,
 };
+
+use super::file::{Output, OutputError};
 
 /// The pcap magic for nanosecond-resolution timestamps.
 const MAGIC_NS: u32 = 0xa1b2_3c4d;
@@ -17,15 +18,10 @@ const LINKTYPE_ETHERNET: u32 = 1;
 /// Why a pcap file could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum PcapError {
-    /// The path is a symbolic link, which we refuse to follow.
-    #[error(
-        "refusing to write {path}: it is a symbolic link (a link could point anywhere); remove it or choose another path"
-    )]
-    Symlink {
-        /// The path.
-        path: PathBuf,
-    },
-    /// Creating or writing failed.
+    /// The path cannot be opened for writing.
+    #[error(transparent)]
+    Open(#[from] OutputError),
+    /// Writing failed.
     #[error("cannot write the pcap file {path}")]
     Io {
         /// The path.
@@ -45,37 +41,29 @@ pub struct PcapWriter {
 }
 
 impl PcapWriter {
-    /// Creates (or truncates) `path` with mode 0600, without following a
-    /// symbolic link, and writes the header.
+    /// Opens `path` as [`Output::create`] does (a new file is private, an
+    /// existing one keeps its mode, devices and FIFOs are written as they
+    /// are, `-` is stdout) and writes the header.
     ///
     /// # Errors
     ///
-    /// [`PcapError::Symlink`] when `path` is a symbolic link; otherwise I/O.
+    /// [`PcapError::Open`] when `path` cannot be written; otherwise I/O.
     pub fn create(path: &Path, snaplen: u32) -> Result<Self, PcapError> {
+        Self::new(Output::create(path)?, snaplen)
+    }
+
+    /// Writes the header to an opened output.
+    ///
+    /// # Errors
+    ///
+    /// When writing fails.
+    pub fn new(output: Output, snaplen: u32) -> Result<Self, PcapError> {
+        let path = output.path;
         let io_err = |source| PcapError::Io {
-            path: path.to_owned(),
+            path: path.clone(),
             source,
         };
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::ELOOP) {
-                    PcapError::Symlink {
-                        path: path.to_owned(),
-                    }
-                } else {
-                    io_err(e)
-                }
-            })?;
-        // An existing file keeps its mode through O_TRUNC; captures are
-        // private whatever was there before.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err)?;
+        let file = output.file;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut header = Vec::with_capacity(24);
         header.extend_from_slice(&MAGIC_NS.to_ne_bytes());
@@ -88,7 +76,7 @@ impl PcapWriter {
         out.write_all(&header).map_err(io_err)?;
         Ok(Self {
             out,
-            path: path.to_owned(),
+            path,
             frames: 0,
         })
     }
@@ -145,6 +133,8 @@ impl super::Sink for PcapWriter {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     fn temp(name: &str) -> PathBuf {
@@ -158,8 +148,6 @@ mod tests {
     fn writes_header_and_records_privately() {
         let dir = temp("records");
         let path = dir.join("out.pcap");
-        std::fs::write(&path, b"old").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let mut w = PcapWriter::create(&path, 256).unwrap();
         w.write(Duration::new(1_700_000_000, 123_456_789), 60, &[1, 2, 3])
             .unwrap();
@@ -194,7 +182,10 @@ mod tests {
         let link = dir.join("link.pcap");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = PcapWriter::create(&link, 128).err().unwrap();
-        assert!(matches!(err, PcapError::Symlink { .. }), "{err}");
+        assert!(
+            matches!(err, PcapError::Open(OutputError::Symlink { .. })),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
         std::fs::remove_dir_all(&dir).unwrap();
     }

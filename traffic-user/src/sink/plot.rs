@@ -5,11 +5,11 @@
 //! draws a latency distribution on a logarithmic axis; [`bars`] draws
 //! labelled horizontal bars, for benchmark reports.
 
-use std::{fmt::Write as _, path::PathBuf};
+use std::{fmt::Write as _, io::Write as _};
 
 use hdrhistogram::Histogram;
 
-use super::{Interval, Sink, SinkError, Summary};
+use super::{Interval, Sink, SinkError, Summary, file::Output};
 
 const W: f64 = 760.0;
 const H: f64 = 300.0;
@@ -260,7 +260,7 @@ pub fn run_report(title: &str, timeline_svg: &str, histogram_svg: &str) -> Strin
 /// `--plot FILE.svg`: at the end of the run, packets per second per action
 /// over time, and the delivery-latency histogram.
 pub struct PlotSink {
-    path: PathBuf,
+    out: Option<Output>,
     seconds: Vec<f64>,
     pass: Vec<f64>,
     drop: Vec<f64>,
@@ -268,10 +268,11 @@ pub struct PlotSink {
 }
 
 impl PlotSink {
-    /// A plot to be written to `path`.
-    pub fn new(path: PathBuf) -> Self {
+    /// A plot to be written to `out`, opened before the run so that a path
+    /// that cannot be written is refused before anything is attached.
+    pub fn new(out: Output) -> Self {
         Self {
-            path,
+            out: Some(out),
             seconds: Vec::new(),
             pass: Vec::new(),
             drop: Vec::new(),
@@ -302,10 +303,13 @@ impl Sink for PlotSink {
             &timeline(&title, &self.seconds, &series, "packets/s"),
             &histogram("delivery latency", s.latency.total_histogram()),
         );
-        std::fs::write(&self.path, svg).map_err(SinkError::write(format!(
-            "the plot {}",
-            self.path.display()
-        )))
+        let Some(mut out) = self.out.take() else {
+            return Ok(());
+        };
+        let what = format!("the plot {}", out.path.display());
+        out.file
+            .write_all(svg.as_bytes())
+            .map_err(SinkError::write(what))
     }
 }
 

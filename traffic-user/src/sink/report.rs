@@ -15,7 +15,7 @@ use super::{
     Counts, Format, Interval, Percentiles, Sink, SinkError, Summary,
     json::{IntervalReport, Line, Start, SummaryReport},
 };
-use crate::{kernel::AttachMode, source::QueueReport};
+use crate::source::QueueReport;
 
 /// Writes reports to `out`, and notes for people to `note` (stderr).
 pub struct Reporter<W> {
@@ -203,74 +203,64 @@ impl<W: Write> Reporter<W> {
     /// # Errors
     ///
     /// When writing fails.
-    pub fn summary(
-        &mut self,
-        iface: &str,
-        mode: AttachMode,
-        counts: &Counts,
-        latency: &Percentiles,
-        duration: Duration,
-        afxdp_queues: Option<&[QueueReport]>,
-    ) -> io::Result<()> {
-        let secs = duration.as_secs_f64();
-        let pps = rate(counts.packets, secs);
-        let bps = rate(counts.bytes * 8, secs);
-        match self.format {
-            Format::Json => self.json(&Line::Summary(SummaryReport {
-                iface: iface.to_owned(),
-                mode,
-                duration_s: secs,
-                counts: *counts,
-                pps,
-                bps,
-                latency_ns: *latency,
-                afxdp_queues: afxdp_queues.map(<[QueueReport]>::to_vec),
-            })),
-            Format::Table => {
-                let c = counts;
-                writeln!(self.out, "--- {iface} ({mode} mode), {secs:.1} s ---")?;
-                writeln!(
-                    self.out,
-                    "{} packets, {} bytes ({} pkts/s, {} bits/s on average)",
-                    c.packets,
-                    c.bytes,
-                    si(pps),
-                    si(bps)
-                )?;
-                writeln!(
-                    self.out,
-                    "pass {} ({} bytes), drop {} ({} bytes), capture {} ({} bytes)",
-                    c.pass, c.pass_bytes, c.drop, c.drop_bytes, c.capture, c.capture_bytes
-                )?;
-                writeln!(
-                    self.out,
-                    "ipv4 {}, ipv6 {}, non-ip {}, malformed {}",
-                    c.ipv4, c.ipv6, c.non_ip, c.malformed
-                )?;
-                if c.capture + c.sampled + c.events_lost > 0 {
-                    let l = latency;
-                    writeln!(
-                        self.out,
-                        "events {} delivered, {} lost; delivery latency p50 {} p90 {} p99 {} p99.9 {} max {}",
-                        c.events,
-                        c.events_lost,
-                        duration_text(l.p50, l.count),
-                        duration_text(l.p90, l.count),
-                        duration_text(l.p99, l.count),
-                        duration_text(l.p999, l.count),
-                        duration_text(l.max, l.count),
-                    )?;
-                }
-                for q in afxdp_queues.unwrap_or_default() {
-                    writeln!(
-                        self.out,
-                        "AF_XDP queue {}: {} delivered, {} dropped (RX ring full), {} dropped (no fill-ring frame)",
-                        q.queue, q.delivered, q.rx_ring_full, q.rx_dropped
-                    )?;
-                }
-                self.out.flush()
-            }
+    pub fn summary(&mut self, report: &SummaryReport) -> io::Result<()> {
+        if self.format == Format::Json {
+            return self.json(&Line::Summary(report.clone()));
         }
+        let c = &report.counts;
+        let l = &report.latency_ns;
+        let out = &mut self.out;
+        writeln!(
+            out,
+            "--- {} ({} mode), {:.1} s ---",
+            report.iface, report.mode, report.duration_s
+        )?;
+        writeln!(
+            out,
+            "{} packets, {} bytes ({} pkts/s, {} bits/s on average)",
+            c.packets,
+            c.bytes,
+            si(report.pps),
+            si(report.bps)
+        )?;
+        writeln!(
+            out,
+            "pass {} ({} bytes), drop {} ({} bytes), capture {} ({} bytes)",
+            c.pass, c.pass_bytes, c.drop, c.drop_bytes, c.capture, c.capture_bytes
+        )?;
+        writeln!(
+            out,
+            "ipv4 {}, ipv6 {}, non-ip {}, malformed {}",
+            c.ipv4, c.ipv6, c.non_ip, c.malformed
+        )?;
+        if c.capture + c.sampled + c.events_lost > 0 {
+            writeln!(
+                out,
+                "events {} delivered, {} lost; delivery latency p50 {} p90 {} p99 {} p99.9 {} max {}",
+                c.events,
+                c.events_lost,
+                duration_text(l.p50, l.count),
+                duration_text(l.p90, l.count),
+                duration_text(l.p99, l.count),
+                duration_text(l.p999, l.count),
+                duration_text(l.max, l.count),
+            )?;
+        }
+        for q in report.afxdp_queues.iter().flatten() {
+            writeln!(
+                out,
+                "AF_XDP queue {}: {} delivered, {} dropped (RX ring full), {} dropped (no fill-ring frame)",
+                q.queue, q.delivered, q.rx_ring_full, q.rx_dropped
+            )?;
+        }
+        for f in &report.failed_outputs {
+            writeln!(
+                out,
+                "output failed: {}; it took {} packets before, and missed {} after",
+                f.error, f.packets_written, f.packets_not_written
+            )?;
+        }
+        out.flush()
     }
 
     fn json(&mut self, line: &Line) -> io::Result<()> {
@@ -291,21 +281,26 @@ impl<W: Write> Sink for Reporter<W> {
     }
 
     fn finish(&mut self, s: &Summary<'_>) -> Result<(), SinkError> {
-        self.summary(
-            &s.start.iface,
-            s.start.mode,
-            s.counts,
-            &s.latency.total(),
-            s.duration,
-            s.queues,
-        )
-        .map_err(SinkError::write(self.what))
+        let secs = s.duration.as_secs_f64();
+        let report = SummaryReport {
+            iface: s.start.iface.clone(),
+            mode: s.start.mode,
+            duration_s: secs,
+            counts: *s.counts,
+            pps: rate(s.counts.packets, secs),
+            bps: rate(s.counts.bytes * 8, secs),
+            latency_ns: s.latency.total(),
+            afxdp_queues: s.queues.map(<[QueueReport]>::to_vec),
+            failed_outputs: s.failed.to_vec(),
+        };
+        self.summary(&report).map_err(SinkError::write(self.what))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::AttachMode;
 
     #[test]
     fn table_header_names_every_column() {
@@ -359,14 +354,17 @@ mod tests {
         };
         r.interval(&counts, &latency, Duration::from_secs(2))
             .unwrap();
-        r.summary(
-            "veth0",
-            AttachMode::Native,
-            &counts,
-            &latency,
-            Duration::from_secs(4),
-            None,
-        )
+        r.summary(&SummaryReport {
+            iface: "veth0".into(),
+            mode: AttachMode::Native,
+            duration_s: 4.0,
+            counts,
+            pps: 2.5,
+            bps: 2000.0,
+            latency_ns: latency,
+            afxdp_queues: None,
+            failed_outputs: Vec::new(),
+        })
         .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<serde_json::Value> = text

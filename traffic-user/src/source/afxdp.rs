@@ -30,7 +30,7 @@ use traffic_common::{AFXDP_META_LEN, Stats, XskMeta, action, event_flags};
 use xdpilone::{DeviceQueue, IfInfo, RingRx, Socket, SocketConfig, Umem, UmemConfig};
 
 use super::{
-    Captured, Drained, Halt, QueueReport, Source, SourceError,
+    Captured, Drained, QueueReport, Source, SourceError,
     clock::{WallClock, monotonic_ns},
     rule_index,
 };
@@ -73,6 +73,28 @@ pub struct XskSizes {
     pub ring: u32,
     /// Bytes per UMEM frame: 2048 or 4096 (whole frames up to that size).
     pub frame: u32,
+}
+
+/// The largest ring: each queue's UMEM holds twice as many frames, so at
+/// 4,096 bytes a frame this is 512 MiB a queue.
+pub const MAX_RING: u32 = 1 << 16;
+
+impl XskSizes {
+    /// What is wrong with these sizes, one sentence each naming the flag;
+    /// empty when they can be used.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.ring.is_power_of_two() || self.ring < 64 || self.ring > MAX_RING {
+            problems.push(format!(
+                "--afxdp-ring {} must be a power of two from 64 to {MAX_RING} (each queue's memory is twice the ring times --afxdp-frame); lower it",
+                self.ring
+            ));
+        }
+        if self.frame != 2048 && self.frame != 4096 {
+            problems.push(format!("--afxdp-frame {} must be 2048 or 4096", self.frame));
+        }
+        problems
+    }
 }
 
 impl Default for XskSizes {
@@ -310,17 +332,10 @@ impl XskQueue {
 
     /// Reads every frame waiting, calls `each(bytes, metadata)` for it (the
     /// metadata is zero when the program could not write it), and gives the
-    /// frames back to the kernel. Returns how many.
-    ///
-    /// # Errors
-    ///
-    /// What `each` returns.
-    pub fn drain<E>(
-        &mut self,
-        mut each: impl FnMut(&[u8], XskMeta) -> Result<(), E>,
-    ) -> Result<u64, E> {
-        let mut n = 0u64;
-        let mut result = Ok(());
+    /// frames back to the kernel. A descriptor that points outside the UMEM
+    /// (never expected) is counted as undecodable.
+    pub fn drain(&mut self, mut each: impl FnMut(&[u8], XskMeta)) -> Drained {
+        let mut drained = Drained::default();
         let available = self.rx.available();
         if available > 0 {
             let mut batch = self.rx.receive(available);
@@ -331,21 +346,22 @@ impl XskQueue {
                     .checked_sub(meta_len)
                     .and_then(|at| self.region.bytes(at, AFXDP_META_LEN))
                     .map_or_else(XskMeta::default, bytemuck::pod_read_unaligned);
-                if result.is_ok()
-                    && let Some(bytes) = self.region.bytes(desc.addr, desc.len as usize)
-                {
-                    result = each(bytes, meta);
+                match self.region.bytes(desc.addr, desc.len as usize) {
+                    Some(bytes) => {
+                        each(bytes, meta);
+                        drained.delivered += 1;
+                    }
+                    None => drained.undecodable += 1,
                 }
                 // The frame's start: addresses are aligned to the frame size.
                 self.free
                     .push(desc.addr - desc.addr % u64::from(self.frame));
-                n += 1;
             }
             batch.release();
         }
-        self.delivered += n;
+        self.delivered += drained.delivered;
         self.refill();
-        result.map(|()| n)
+        drained
     }
 
     fn refill(&mut self) {
@@ -424,17 +440,8 @@ pub fn open(
     choice: XskModeChoice,
     sizes: XskSizes,
 ) -> Result<Opened, XskError> {
-    if !sizes.ring.is_power_of_two() || sizes.ring < 64 {
-        return Err(XskError::BadSize(format!(
-            "--afxdp-ring {} must be a power of two of at least 64",
-            sizes.ring
-        )));
-    }
-    if sizes.frame != 2048 && sizes.frame != 4096 {
-        return Err(XskError::BadSize(format!(
-            "--afxdp-frame {} must be 2048 or 4096",
-            sizes.frame
-        )));
+    if let Some(problem) = sizes.problems().into_iter().next() {
+        return Err(XskError::BadSize(problem));
     }
     let modes: &[XskMode] = match choice {
         XskModeChoice::Auto => &[XskMode::Zerocopy, XskMode::Copy],
@@ -631,17 +638,18 @@ impl Source for XskSource {
     fn drain(
         &mut self,
         timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), Halt>,
+        deliver: &mut dyn FnMut(&Captured<'_>),
     ) -> Result<Drained, SourceError> {
         let mut drained = Drained::default();
         for s in &mut self.sockets {
             let q = s.queue_mut();
             let queue = q.queue;
             let clock = &self.clock;
-            let n = q.drain(|frame, meta| {
-                deliver(&captured(frame, meta, queue, clock, monotonic_ns()))
-            })?;
-            drained.delivered += n;
+            let d = q.drain(|frame, meta| {
+                deliver(&captured(frame, meta, queue, clock, monotonic_ns()));
+            });
+            drained += d;
+            let n = d.delivered + d.undecodable;
             let moved = std::mem::replace(s, Watched::Moving);
             *s = match moved {
                 // Frames are flowing: read on the timer until they stop.

@@ -86,20 +86,6 @@ pub enum SourceError {
         #[source]
         source: io::Error,
     },
-    /// The receiver of the packets asked to stop ([`Halt`]).
-    #[error("the packets' receiver stopped the read")]
-    Halted,
-}
-
-/// What a source's `deliver` returns to stop the read: whoever delivers
-/// keeps the reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Halt;
-
-impl From<Halt> for SourceError {
-    fn from(_: Halt) -> Self {
-        SourceError::Halted
-    }
 }
 
 /// One AF_XDP socket's counts, in the summary.
@@ -132,12 +118,11 @@ pub trait Source {
     ///
     /// # Errors
     ///
-    /// [`SourceError::Halted`] when `deliver` returned [`Halt`], or a
-    /// failure of the source itself.
+    /// A failure of the source itself.
     fn drain(
         &mut self,
         timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), Halt>,
+        deliver: &mut dyn FnMut(&Captured<'_>),
     ) -> Result<Drained, SourceError>;
 
     /// How many packets the kernel had handed to this source by the counter

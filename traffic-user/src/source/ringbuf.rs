@@ -39,7 +39,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 use traffic_common::{EventHeader, Stats, event_flags};
 
 use super::{
-    Captured, Drained, Halt, Source, SourceError,
+    Captured, Drained, Source, SourceError,
     clock::{WallClock, monotonic_ns},
     rule_index,
 };
@@ -131,7 +131,7 @@ impl Source for RingSource {
     fn drain(
         &mut self,
         timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>) -> Result<(), Halt>,
+        deliver: &mut dyn FnMut(&Captured<'_>),
     ) -> Result<Drained, SourceError> {
         let _ = timed;
         let mut drained = Drained::default();
@@ -142,7 +142,7 @@ impl Source for RingSource {
                 drained.undecodable += 1;
                 continue;
             };
-            deliver(&ev.captured(&self.clock, read_ns))?;
+            deliver(&ev.captured(&self.clock, read_ns));
             drained.delivered += 1;
         }
         Ok(drained)

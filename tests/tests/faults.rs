@@ -1,0 +1,288 @@
+//! traffic tried as a careless or hostile user would (issue 9): odd output
+//! paths, odd rules files, a vanished interface, signals, full outputs. Each
+//! test failed before its fix.
+
+use std::{
+    io::Read as _,
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use traffic_tests::{
+    Lab, Running, TempDir, fails, has_xdp, read_pcap, send, tcpdump_read, traffic_in,
+};
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn writing_to_dev_null_leaves_its_mode_alone() {
+    let lab = Lab::create("devnull", 1).expect("create the lab");
+    let before = mode(Path::new("/dev/null"));
+    let (running, _) = Running::watch(
+        &lab,
+        &["--write", "/dev/null", "--capture", "203.0.113.0/24"],
+    );
+    send(&lab, &["--count", "100", "--src", "203.0.113.0/24"]);
+    let (summary, status, stderr) = running.expect_packets(100).stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary.counts.events, 100);
+    assert_eq!(
+        mode(Path::new("/dev/null")),
+        before,
+        "/dev/null keeps its mode"
+    );
+}
+
+#[test]
+fn a_full_output_is_reported_and_counting_goes_on() {
+    // /dev/full fails every write with ENOSPC, as a full disk does.
+    let lab = Lab::create("full", 1).expect("create the lab");
+    let before = mode(Path::new("/dev/full"));
+    let (running, _) = Running::watch(
+        &lab,
+        &["--write", "/dev/full", "--capture", "203.0.113.0/24"],
+    );
+    send(&lab, &["--count", "300", "--src", "203.0.113.0/24"]);
+    send(&lab, &["--count", "200", "--src", "192.0.2.0/24"]);
+    let (summary, status, stderr) = running.expect_packets(500).stop();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        (
+            summary.counts.packets,
+            summary.counts.capture,
+            summary.counts.events
+        ),
+        (500, 300, 300),
+        "counting went on after the output failed"
+    );
+    let [failed] = &summary.failed_outputs[..] else {
+        panic!("{summary:?}")
+    };
+    assert!(
+        failed.error.contains("No space left on device"),
+        "{failed:?}"
+    );
+    assert_eq!(failed.packets_written + failed.packets_not_written, 300);
+    assert!(stderr.contains("the run went on without it"), "{stderr}");
+    assert_eq!(mode(Path::new("/dev/full")), before);
+}
+
+#[test]
+fn fifos_need_a_reader_and_a_reader_that_leaves_is_reported() {
+    let lab = Lab::create("fifo", 1).expect("create the lab");
+    let dir = TempDir::new("fifo");
+    let fifo = dir.0.join("capture.fifo");
+    mkfifo(&fifo);
+    let fifo_arg = fifo.to_str().unwrap().to_owned();
+
+    // No reader: refused at once instead of blocking where Ctrl-C cannot
+    // reach it.
+    let started = Instant::now();
+    let err = fails(&lab.rx_ns, &["--iface", &lab.rx_if, "--write", &fifo_arg]);
+    assert!(err.contains("nobody is reading the FIFO"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!has_xdp(&lab.rx_ns, &lab.rx_if), "nothing was attached");
+
+    // A reader that takes the pcap header and the first records, then
+    // leaves.
+    let mut reader = Command::new("head")
+        .args(["-c", "200"])
+        .arg(&fifo)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (running, _) = Running::watch(&lab, &["--write", &fifo_arg, "--capture", "203.0.113.0/24"]);
+    for _ in 0..3 {
+        send(&lab, &["--count", "200", "--src", "203.0.113.0/24"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut head = Vec::new();
+    reader
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut head)
+        .unwrap();
+    reader.wait().unwrap();
+    assert_eq!(&head[..4], &0xa1b2_3c4du32.to_ne_bytes(), "a pcap header");
+    let (summary, status, stderr) = running.expect_packets(600).stop();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        summary.counts.events, 600,
+        "every capture was still counted"
+    );
+    let [failed] = &summary.failed_outputs[..] else {
+        panic!("{summary:?}")
+    };
+    assert!(failed.error.contains("Broken pipe"), "{failed:?}");
+    assert_eq!(mode(&fifo), 0o600, "the FIFO keeps its mode");
+}
+
+#[test]
+fn pcap_on_stdout_with_dash() {
+    let lab = Lab::create("dash", 1).expect("create the lab");
+    let dir = TempDir::new("dash");
+    let file = dir.0.join("stdout.pcap");
+    let child = traffic_in(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "-w",
+            "-",
+            "--capture",
+            "203.0.113.0/24",
+            "--duration",
+            "3",
+        ],
+    )
+    .stdout(std::fs::File::create(&file).unwrap())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert!(
+        traffic_tests::eventually(Duration::from_secs(5), || has_xdp(&lab.rx_ns, &lab.rx_if)),
+        "traffic did not attach"
+    );
+    send(&lab, &["--count", "50", "--src", "203.0.113.0/24"]);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("events 50 delivered"),
+        "the report went to stderr: {stderr}"
+    );
+    let (_, _, records) = read_pcap(&file);
+    assert_eq!(records.len(), 50);
+    assert_eq!(tcpdump_read(&file).len(), 50);
+}
+
+#[test]
+fn a_rules_file_of_zeros_is_refused_quickly() {
+    let lab = Lab::create("zero", 1).expect("create the lab");
+    let started = Instant::now();
+    let err = fails(&lab.rx_ns, &["--iface", &lab.rx_if, "--rules", "/dev/zero"]);
+    assert!(
+        err.contains("/dev/zero:1: the line is longer than 4096 bytes"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_vanished_interface_ends_the_run_with_a_summary_and_status_2() {
+    let lab = Lab::create("gone", 1).expect("create the lab");
+    let (running, _) = Running::watch(&lab, &["--drop", "192.0.2.0/24"]);
+    send(&lab, &["--count", "100", "--src", "192.0.2.0/24"]);
+    let running = running.expect_packets(100);
+    traffic::lab::ip(&["-n", &lab.rx_ns, "link", "del", &lab.rx_if]).unwrap();
+    let (summary, status, stderr) = running.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("went away while traffic ran"), "{stderr}");
+    let summary = summary.expect("the summary is printed");
+    assert_eq!(summary.counts.drop, 100);
+}
+
+#[test]
+fn sighup_ends_the_run_with_a_summary() {
+    let lab = Lab::create("hup", 1).expect("create the lab");
+    let (running, _) = Running::watch(&lab, &["--drop", "192.0.2.0/24"]);
+    send(&lab, &["--count", "50", "--src", "192.0.2.0/24"]);
+    let running = running.expect_packets(50);
+    traffic_tests::signal(running.pid(), libc::SIGHUP);
+    let (summary, status, stderr) = running.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary.expect("a summary").counts.drop, 50);
+}
+
+#[test]
+fn outputs_are_checked_before_anything_is_attached() {
+    let lab = Lab::create("paths", 1).expect("create the lab");
+    let dir = TempDir::new("paths");
+    let dir_arg = dir.0.to_str().unwrap().to_owned();
+    let missing = dir.0.join("no-such-dir/run.svg");
+    let missing_arg = missing.to_str().unwrap().to_owned();
+    for args in [
+        vec!["--plot", dir_arg.as_str()],
+        vec!["--plot", missing_arg.as_str()],
+        vec!["--write", dir_arg.as_str()],
+    ] {
+        let mut all = vec!["--iface", lab.rx_if.as_str()];
+        all.extend(args.iter().copied());
+        let err = fails(&lab.rx_ns, &all);
+        assert!(
+            err.contains("a directory") || err.contains("No such file or directory"),
+            "{args:?}: {err}"
+        );
+        assert!(!has_xdp(&lab.rx_ns, &lab.rx_if));
+    }
+}
+
+#[test]
+fn odd_numbers_get_traffics_own_messages() {
+    let lab = Lab::create("msgs", 1).expect("create the lab");
+    let err = fails(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--interval",
+            "-1",
+            "--duration",
+            "-1",
+        ],
+    );
+    assert!(
+        err.contains("--interval must be a positive number of seconds, not -1")
+            && err.contains("--duration must be a positive number of seconds, not -1"),
+        "{err}"
+    );
+    let err = fails(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--afxdp",
+            "--afxdp-ring",
+            "2147483648",
+        ],
+    );
+    assert!(
+        err.contains("--afxdp-ring 2147483648") && err.contains("lower it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_full_stdout_is_named_as_stdout() {
+    let lab = Lab::create("stdout", 1).expect("create the lab");
+    let out = traffic_in(
+        &lab.rx_ns,
+        &["--iface", &lab.rx_if, "--json", "--duration", "0.5"],
+    )
+    .stdout(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap(),
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("writing stdout failed: No space left on device"),
+        "{stderr}"
+    );
+}
