@@ -71,7 +71,7 @@ fn run_gen(cfg: &GenConfig) -> Result<()> {
 
 /// Runs the engine; the exit status is 1 when capture events were lost.
 fn run(cfg: RunConfig) -> Result<u8> {
-    caps::check()?;
+    caps::check(cfg.afxdp.is_some())?;
     let outcome = match cfg.target.clone() {
         Target::Iface(iface) => tokio::runtime::Builder::new_current_thread()
             .enable_all()

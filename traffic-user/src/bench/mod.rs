@@ -175,7 +175,7 @@ fn machine() -> Machine {
 ///
 /// [`BenchError`].
 pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
-    caps::check()?;
+    caps::check(!args.kernel_only)?;
     let rules = if !args.rules.is_empty() {
         args.rules.clone()
     } else if args.quick {

@@ -154,6 +154,10 @@ pub struct RunArgs {
     /// Size of the kernel's event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BYTES)]
     pub ring_size: u32,
+    /// After attaching and opening its sockets, maps and files, switch to
+    /// USER (and its group) and drop every capability, as tcpdump does.
+    #[arg(short = 'Z', long = "user", value_name = "USER")]
+    pub user: Option<String>,
     /// While events flow, wake the reader at most once per this many
     /// microseconds per CPU (0: for every event). Bounds delivery latency
     /// from above and wake-ups per second from above.

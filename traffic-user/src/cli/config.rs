@@ -5,7 +5,10 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use super::args::{GenArgs, RunArgs};
 use crate::{
-    kernel::{ModeChoice, Settings},
+    kernel::{
+        ModeChoice, Settings,
+        caps::{CapsError, User},
+    },
     lab::generator::{GenOptions, Mechanism, parse_mac},
     rules::{Action, CidrError, Origin, RuleError, RuleSet},
     sink::Format,
@@ -48,6 +51,14 @@ pub enum ConfigError {
     /// `--plot -`.
     #[error("--plot needs a file name (an SVG on stdout would mix with the report)")]
     PlotToStdout,
+    /// `-Z` names no user.
+    #[error(transparent)]
+    User(CapsError),
+    /// `-Z` with `--lab`, whose generator needs root all along.
+    #[error(
+        "-Z/--user cannot be used with --lab: the lab's generator needs root for the whole run"
+    )]
+    UserInLab,
     /// A bad `--src` prefix.
     #[error("--src: bad prefix `{text}`: {source}")]
     Source {
@@ -106,6 +117,8 @@ pub struct RunConfig {
     pub write: Option<PathBuf>,
     pub plot: Option<PathBuf>,
     pub afxdp: Option<Afxdp>,
+    /// Who to run as once everything is open (`-Z`).
+    pub user: Option<User>,
 }
 
 /// The AF_XDP settings of a run.
@@ -196,10 +209,22 @@ impl RunConfig {
         if dash(&args.plot) {
             errors.push(ConfigError::PlotToStdout);
         }
+        let user = match args.user.as_deref().map(User::lookup) {
+            Some(Ok(user)) => Some(user),
+            Some(Err(e)) => {
+                errors.push(ConfigError::User(e));
+                None
+            }
+            None => None,
+        };
+        if user.is_some() && matches!(target, Target::Lab) {
+            errors.push(ConfigError::UserInLab);
+        }
         if !errors.is_empty() {
             return Err(Invalid(errors));
         }
         Ok(Self {
+            user,
             target,
             mode: args.mode,
             force: args.force,

@@ -201,14 +201,30 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn raise_memlock_limit() {
-    let rlim = libc::rlimit {
+/// Lifts the locked-memory limit: to infinity where the process may (root,
+/// CAP_SYS_RESOURCE), else the soft limit to the hard one. AF_XDP charges
+/// its UMEM to it.
+pub(crate) fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
-    // SAFETY: `rlim` is a valid rlimit; failure only matters on old kernels,
-    // where map creation then reports its own error.
-    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    // SAFETY: `unlimited` is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+        return;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a valid rlimit; then setrlimit reads it. A
+    // failure only matters where the kernel then reports its own error.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
+        }
+    }
 }
 
 pub(crate) fn xdp<'a>(ebpf: &'a Ebpf, name: &'static str) -> &'a Xdp {

@@ -13,6 +13,7 @@ use crate::{
     cli::{Afxdp, RunConfig},
     kernel::{
         Engine, EngineError,
+        caps::CapsError,
         netlink::{self, LinkWatch},
     },
     sink::{
@@ -91,6 +92,9 @@ pub enum SetupError {
     /// The run failed.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// `-Z`: the switch to the user failed.
+    #[error(transparent)]
+    User(#[from] CapsError),
     /// The link events cannot be watched.
     #[error("subscribing to the interface's link events failed")]
     LinkWatch(#[source] io::Error),
@@ -121,6 +125,14 @@ pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> 
     let mut sighup = sig(SignalKind::hangup(), "SIGHUP")?;
     let session = open(cfg, iface)?;
     let links = watch_link(session.start().ifindex)?;
+    // Everything is open: give up root now, before the first packet.
+    if let Some(user) = &cfg.user {
+        user.switch()?;
+        eprintln!(
+            "traffic: running as {} (uid {}, gid {}) with no capabilities",
+            user.name, user.uid, user.gid
+        );
+    }
     let duration = cfg.duration;
     let name = iface.to_owned();
     let stop = async move {

@@ -121,7 +121,7 @@ pub enum XskError {
         /// The OS error.
         error: io::Error,
         /// What to try.
-        hint: &'static str,
+        hint: String,
     },
     /// Zero-copy was asked for and refused.
     #[error(
@@ -415,6 +415,45 @@ impl AsRawFd for XskQueue {
     }
 }
 
+/// What to do about a failed set-up step.
+fn setup_hint(error: &io::Error, step: Step, sizes: XskSizes) -> String {
+    let umem = u64::from(sizes.ring) * 2 * u64::from(sizes.frame);
+    match error.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => {
+            "; AF_XDP sockets need CAP_NET_RAW (and CAP_BPF for the socket map): run as root or grant them".to_owned()
+        }
+        Some(libc::EBUSY) => {
+            "; another AF_XDP socket is bound to this queue: stop that program".to_owned()
+        }
+        // The kernel charges UMEM to the locked-memory limit unless the
+        // process has CAP_IPC_LOCK, and says ENOBUFS when it is over.
+        Some(libc::ENOBUFS) if step == Step::RegisterUmem => format!(
+            "; each queue's UMEM ({} MiB) is locked memory, over this process's limit (RLIMIT_MEMLOCK, {}): run as root, grant CAP_IPC_LOCK, raise the limit (`ulimit -l`, LimitMEMLOCK= in systemd), or lower --afxdp-ring",
+            umem >> 20,
+            memlock_text()
+        ),
+        Some(libc::ENOMEM) => "; lower --afxdp-ring".to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// The locked-memory limit, for messages.
+fn memlock_text() -> String {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return "unknown".to_owned();
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY {
+        "unlimited".to_owned()
+    } else {
+        format!("{} KiB", lim.rlim_cur / 1024)
+    }
+}
+
 /// Sockets opened by [`open`].
 pub struct Opened {
     /// One per receive queue, from queue 0.
@@ -483,14 +522,7 @@ pub fn open(
                 last = Some(XskError::ZerocopyRefused { queue, error });
             }
             Some((queue, (error, step))) => {
-                let hint = match error.raw_os_error() {
-                    Some(libc::EPERM) => "; run as root (CAP_NET_RAW and CAP_BPF)",
-                    Some(libc::EBUSY) => {
-                        "; another AF_XDP socket is bound to this queue: stop that program"
-                    }
-                    Some(libc::ENOMEM) => "; lower --afxdp-ring",
-                    _ => "",
-                };
+                let hint = setup_hint(&error, step, sizes);
                 return Err(XskError::Setup {
                     step,
                     queue,
