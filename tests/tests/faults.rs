@@ -286,3 +286,142 @@ fn a_full_stdout_is_named_as_stdout() {
         "{stderr}"
     );
 }
+
+/// The pcap files in `dir`, by name, with their record counts (read back
+/// with the independent reader, and each one by tcpdump too).
+fn pcap_files(dir: &Path) -> Vec<(String, usize)> {
+    let mut files: Vec<(String, usize)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let n = read_pcap(&p).2.len();
+            assert_eq!(tcpdump_read(&p).len(), n, "{}", p.display());
+            (p.file_name().unwrap().to_string_lossy().into_owned(), n)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn dash_c_rotates_by_size_with_tcpdumps_names_and_dash_w_reuses_them() {
+    let lab = Lab::create("rotc", 1).expect("create the lab");
+    let dir = TempDir::new("rotc");
+    // Files created after -Z are the user's: the directory lets it write.
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let base = dir.0.join("cap.pcap");
+    let base_arg = base.to_str().unwrap().to_owned();
+    let (running, _) = Running::watch(
+        &lab,
+        &[
+            "-w",
+            &base_arg,
+            "-C",
+            "4k",
+            "-Z",
+            "nobody",
+            "--capture",
+            "203.0.113.0/24",
+        ],
+    );
+    // 100-byte payloads: 158-byte records (128 captured), 25 a file.
+    send(
+        &lab,
+        &[
+            "--count",
+            "200",
+            "--src",
+            "203.0.113.0/24",
+            "--payload",
+            "100",
+        ],
+    );
+    let (summary, status, stderr) = running.expect_packets(200).stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary.counts.events, 200);
+    let files = pcap_files(&dir.0);
+    assert_eq!(files.iter().map(|f| f.1).sum::<usize>(), 200, "{files:?}");
+    assert!(files.len() >= 7, "{files:?}");
+    assert_eq!(files[0].0, "cap.pcap");
+    assert!(files.iter().any(|f| f.0 == "cap.pcap1") && files.iter().any(|f| f.0 == "cap.pcap6"));
+    for name in files.iter().map(|f| &f.0).filter(|n| *n != "cap.pcap") {
+        let meta = std::fs::metadata(dir.0.join(name)).unwrap();
+        assert_eq!(
+            (
+                std::os::unix::fs::MetadataExt::uid(&meta),
+                mode(&dir.0.join(name))
+            ),
+            (65534, 0o600),
+            "{name} was made by the user, private"
+        );
+    }
+
+    // -W 3: three names in turn.
+    let dir = TempDir::new("rotw");
+    let base = dir.0.join("ring.pcap");
+    let base_arg = base.to_str().unwrap().to_owned();
+    let (running, _) = Running::watch(
+        &lab,
+        &[
+            "-w",
+            &base_arg,
+            "-C",
+            "4k",
+            "-W",
+            "3",
+            "--capture",
+            "203.0.113.0/24",
+        ],
+    );
+    send(
+        &lab,
+        &[
+            "--count",
+            "200",
+            "--src",
+            "203.0.113.0/24",
+            "--payload",
+            "100",
+        ],
+    );
+    let (_, status, stderr) = running.expect_packets(200).stop();
+    assert!(status.success(), "{stderr}");
+    let names: Vec<String> = pcap_files(&dir.0).into_iter().map(|f| f.0).collect();
+    assert_eq!(names, ["ring.pcap0", "ring.pcap1", "ring.pcap2"]);
+}
+
+#[test]
+fn dash_g_with_dash_w_stops_after_that_many_files() {
+    let lab = Lab::create("rotg", 1).expect("create the lab");
+    let dir = TempDir::new("rotg");
+    let base = dir.0.join("cap-%H%M%S.pcap");
+    let base_arg = base.to_str().unwrap().to_owned();
+    let (running, _) = Running::watch(
+        &lab,
+        &[
+            "-w",
+            &base_arg,
+            "-G",
+            "1",
+            "-W",
+            "2",
+            "--capture",
+            "203.0.113.0/24",
+        ],
+    );
+    // Packets for about three seconds: the second file ends the run.
+    for _ in 0..15 {
+        send(&lab, &["--count", "10", "--src", "203.0.113.0/24"]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (summary, status, stderr) = running.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+    assert!(summary.is_some(), "a summary");
+    let files = pcap_files(&dir.0);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f.0.starts_with("cap-") && f.0.ends_with(".pcap") && f.1 > 0)
+    );
+}

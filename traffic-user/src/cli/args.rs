@@ -122,6 +122,19 @@ pub struct RunArgs {
     /// FIFO.
     #[arg(short = 'w', long, value_name = "FILE")]
     pub write: Option<PathBuf>,
+    /// With -w: start a new file before a packet once the current one is
+    /// larger than SIZE millions of bytes (suffix k, m or g for KiB, MiB,
+    /// GiB), named as tcpdump does: FILE, FILE1, FILE2...
+    #[arg(short = 'C', value_name = "SIZE")]
+    pub file_size: Option<String>,
+    /// With -w: start a new file every SECS seconds; FILE may hold
+    /// strftime(3) conversions (e.g. `cap-%H%M%S.pcap`).
+    #[arg(short = 'G', value_name = "SECS")]
+    pub rotate_seconds: Option<u64>,
+    /// With -C: reuse COUNT file names in turn (FILE0 to FILE<COUNT-1>);
+    /// with -G alone: stop after COUNT files.
+    #[arg(short = 'W', value_name = "COUNT")]
+    pub file_count: Option<u32>,
     /// Capture whole packets through AF_XDP sockets, one per receive queue,
     /// instead of the ring buffer. Packets whose action is capture are then
     /// redirected to the sockets and do NOT reach the host's network stack:

@@ -11,7 +11,7 @@ use crate::{
     },
     lab::generator::{GenOptions, Mechanism, parse_mac},
     rules::{Action, CidrError, Origin, RuleError, RuleSet},
-    sink::Format,
+    sink::{Format, pcap::Rotation},
     source::afxdp::{XskModeChoice, XskSizes},
 };
 
@@ -51,6 +51,9 @@ pub enum ConfigError {
     /// `--plot -`.
     #[error("--plot needs a file name (an SVG on stdout would mix with the report)")]
     PlotToStdout,
+    /// Bad `-C`, `-G` or `-W`.
+    #[error("{0}")]
+    Rotation(String),
     /// `-Z` names no user.
     #[error(transparent)]
     User(CapsError),
@@ -119,6 +122,8 @@ pub struct RunConfig {
     pub afxdp: Option<Afxdp>,
     /// Who to run as once everything is open (`-Z`).
     pub user: Option<User>,
+    /// When to start a new pcap file (`-C`, `-G`, `-W`).
+    pub rotation: Rotation,
 }
 
 /// The AF_XDP settings of a run.
@@ -146,6 +151,58 @@ fn seconds(flag: &'static str, value: f64, errors: &mut Vec<ConfigError>) -> Dur
     }
 }
 
+/// `-C SIZE`: millions of bytes, or KiB, MiB, GiB with a suffix.
+fn file_size(text: &str) -> Option<u64> {
+    let (digits, unit) = match text.char_indices().last()? {
+        (i, 'k' | 'K') => (&text[..i], 1 << 10),
+        (i, 'm' | 'M') => (&text[..i], 1 << 20),
+        (i, 'g' | 'G') => (&text[..i], 1 << 30),
+        _ => (text, 1_000_000),
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(unit).filter(|&b| b > 0)
+}
+
+/// The rotation flags, checked against each other and `-w`.
+fn rotation(args: &RunArgs, errors: &mut Vec<ConfigError>) -> Rotation {
+    let size = args.file_size.as_deref().and_then(|text| {
+        let size = file_size(text);
+        if size.is_none() {
+            errors.push(ConfigError::Rotation(format!(
+                "-C {text} is not a size: give millions of bytes (1), or a number with k, m or g"
+            )));
+        }
+        size
+    });
+    if args.rotate_seconds == Some(0) {
+        errors.push(ConfigError::Rotation(
+            "-G 0 would start a new file for every packet; give at least 1 second".into(),
+        ));
+    }
+    if args.file_count == Some(0) {
+        errors.push(ConfigError::Rotation(
+            "-W 0 allows no file; give at least 1".into(),
+        ));
+    }
+    let rotation = Rotation {
+        size,
+        seconds: args.rotate_seconds.filter(|&g| g > 0),
+        count: args.file_count.filter(|&w| w > 0),
+    };
+    let named = args.write.as_ref().is_some_and(|p| p.as_os_str() != "-");
+    if (args.file_size.is_some() || args.rotate_seconds.is_some()) && !named {
+        errors.push(ConfigError::Rotation(
+            "-C and -G rotate the file of -w FILE; give one (not -)".into(),
+        ));
+    }
+    if args.file_count.is_some() && args.file_size.is_none() && args.rotate_seconds.is_none() {
+        errors.push(ConfigError::Rotation(
+            "-W counts the files of -C or -G; give one of them".into(),
+        ));
+    }
+    rotation
+}
+
 impl RunConfig {
     /// Validates the flags, collecting every problem.
     ///
@@ -154,6 +211,7 @@ impl RunConfig {
     /// [`Invalid`], with every problem found.
     pub fn from_args(args: RunArgs) -> Result<Self, Invalid> {
         let mut errors = Vec::new();
+        let rotation = rotation(&args, &mut errors);
         let target = match (args.iface, args.lab) {
             (Some(iface), _) => Target::Iface(iface),
             (None, true) => Target::Lab,
@@ -225,6 +283,7 @@ impl RunConfig {
         }
         Ok(Self {
             user,
+            rotation,
             target,
             mode: args.mode,
             force: args.force,

@@ -92,6 +92,8 @@ pub enum Stop {
     /// `--duration` passed.
     #[default]
     Duration,
+    /// An output has done its job (`-G` with `-W`: that many files).
+    OutputDone,
     /// The interface went away (deleted, or moved to another namespace).
     InterfaceGone {
         /// Its name.
@@ -388,11 +390,17 @@ impl<'a> Session<'a> {
                 ready = Self::ready(&mut self.sources) => {
                     let n = self.drain_one(ready?, false)?;
                     straggler.after_batch(n)?;
+                    if self.output_done() {
+                        break self.finish(started, last, Stop::OutputDone).await;
+                    }
                 }
                 fired = straggler.fired() => {
                     fired?;
                     let n = self.drain_all(true)?;
                     straggler.after_batch(n)?;
+                    if self.output_done() {
+                        break self.finish(started, last, Stop::OutputDone).await;
+                    }
                 }
                 _ = ticker.tick() => {
                     self.drain_all(true)?;
@@ -406,6 +414,13 @@ impl<'a> Session<'a> {
                 stopped = &mut stop => break self.finish(started, last, stopped).await,
             }
         }
+    }
+
+    /// Whether a working output asks the run to stop.
+    fn output_done(&self) -> bool {
+        self.sinks
+            .iter()
+            .any(|s| s.failed.is_none() && s.sink.wants_stop())
     }
 
     /// A reading of everything the intervals are differences of.

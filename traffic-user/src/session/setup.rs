@@ -20,7 +20,7 @@ use crate::{
         Format, Sink,
         file::{Output, OutputError},
         json::{AfxdpStart, Refused, Start},
-        pcap::{PcapError, PcapWriter},
+        pcap::{PcapError, PcapFiles, PcapWriter},
         plot::PlotSink,
         print::Printer,
         report::Reporter,
@@ -197,10 +197,21 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
     // AF_XDP delivers whole frames: the pcap's snaplen is then the frame size.
     let snaplen = cfg.afxdp.map_or(cfg.settings.snaplen, |x| x.sizes.frame);
     let pcap = match cfg.write.as_deref() {
-        Some(path) => {
-            let out = Output::create(path).map_err(PcapError::from)?;
+        Some(base) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let first = cfg.rotation.file_name(base, 0, now);
+            let out = Output::create(&first).map_err(PcapError::from)?;
             note(&out);
-            Some(PcapWriter::new(out, snaplen)?)
+            let writer = PcapWriter::new(out, snaplen)?;
+            Some(PcapFiles::new(
+                writer,
+                base.to_owned(),
+                cfg.rotation,
+                snaplen,
+                now,
+            ))
         }
         None => None,
     };
@@ -333,7 +344,7 @@ fn open_sockets(
 /// file and the plot when asked.
 fn sinks<'a>(
     cfg: &'a RunConfig,
-    pcap: Option<PcapWriter>,
+    pcap: Option<PcapFiles>,
     plot: Option<Output>,
 ) -> Vec<Box<dyn Sink + 'a>> {
     let mut sinks: Vec<Box<dyn Sink + 'a>> = Vec::new();

@@ -177,4 +177,10 @@ pub trait Sink {
         let _ = summary;
         Ok(())
     }
+
+    /// Whether this output has done its job and the run should stop, as
+    /// after `-G` and `-W` files.
+    fn wants_stop(&self) -> bool {
+        false
+    }
 }

@@ -38,6 +38,8 @@ pub struct PcapWriter {
     path: PathBuf,
     /// Frames written.
     pub frames: u64,
+    /// Bytes written, the header included.
+    pub bytes: u64,
 }
 
 impl PcapWriter {
@@ -78,6 +80,7 @@ impl PcapWriter {
             out,
             path,
             frames: 0,
+            bytes: header.len() as u64,
         })
     }
 
@@ -101,6 +104,7 @@ impl PcapWriter {
                 source,
             })?;
         self.frames += 1;
+        self.bytes += (rec.len() + data.len()) as u64;
         Ok(())
     }
 
@@ -117,17 +121,166 @@ impl PcapWriter {
     }
 }
 
-impl super::Sink for PcapWriter {
+/// tcpdump's `-C`, `-G` and `-W`: when to start a new pcap file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// `-C`: start a new file before a packet once the current one is
+    /// larger than this many bytes.
+    pub size: Option<u64>,
+    /// `-G`: start a new file once the current one is this old; the name
+    /// given to `-w` may hold strftime(3) conversions, filled in with the
+    /// time the file starts.
+    pub seconds: Option<u64>,
+    /// `-W`: with `-C`, reuse this many names in turn; with `-G` alone,
+    /// stop the run once this many files are written.
+    pub count: Option<u32>,
+}
+
+impl Rotation {
+    /// Whether any rotation was asked for.
+    pub fn is_on(&self) -> bool {
+        self.size.is_some() || self.seconds.is_some()
+    }
+
+    /// Digits of the file counter: enough for `count - 1` with `-W`.
+    fn digits(&self) -> usize {
+        match self.count {
+            Some(n) if self.size.is_some() => n.saturating_sub(1).max(1).to_string().len(),
+            _ => 0,
+        }
+    }
+
+    /// The name of file `n` (from 0) of a `-C` series, started at Unix
+    /// time `at` for `-G`: tcpdump's naming. The first file of a `-C`
+    /// series without `-W` has no number.
+    pub fn file_name(&self, base: &Path, n: u32, at: Duration) -> PathBuf {
+        let mut name = base.as_os_str().to_owned();
+        if self.seconds.is_some() {
+            name = strftime(&base.to_string_lossy(), at).into();
+        }
+        let digits = self.digits();
+        if self.size.is_some() && (n > 0 || digits > 0) {
+            name.push(format!("{n:0digits$}"));
+        }
+        PathBuf::from(name)
+    }
+}
+
+/// `format` with its strftime(3) conversions filled in for Unix time `at`,
+/// in local time.
+fn strftime(format: &str, at: Duration) -> String {
+    let Ok(c_format) = std::ffi::CString::new(format) else {
+        return format.to_owned();
+    };
+    let secs = at.as_secs() as libc::time_t;
+    // SAFETY: an all-zero tm is valid; localtime_r fills it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to locals.
+    if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
+        return format.to_owned();
+    }
+    let mut buf = vec![0u8; format.len() * 4 + 256];
+    // SAFETY: `buf` is writable for its length; the format is a C string.
+    let n = unsafe { libc::strftime(buf.as_mut_ptr().cast(), buf.len(), c_format.as_ptr(), &tm) };
+    if n == 0 {
+        return format.to_owned();
+    }
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The pcap output of a run: one file, or a series of them (`-C`, `-G`).
+pub struct PcapFiles {
+    current: PcapWriter,
+    base: PathBuf,
+    rotation: Rotation,
+    snaplen: u32,
+    /// Files started so far, the current one included.
+    files: u32,
+    /// When the current file was started (Unix time), for `-G`.
+    started: Duration,
+    /// `-G -W`: the last file is full; the run should stop.
+    done: bool,
+}
+
+impl PcapFiles {
+    /// Starts with `first`, opened before the run as `rotation`'s file 0
+    /// of `base`, started at `now`.
+    pub fn new(
+        first: PcapWriter,
+        base: PathBuf,
+        rotation: Rotation,
+        snaplen: u32,
+        now: Duration,
+    ) -> Self {
+        Self {
+            current: first,
+            base,
+            rotation,
+            snaplen,
+            files: 1,
+            started: now,
+            done: false,
+        }
+    }
+
+    /// Starts the next file, at Unix time `now`. Files are created after a
+    /// `-Z` switch as that user, the way the first was: a new file 0600, an
+    /// existing one truncated, a link refused.
+    fn rotate(&mut self, now: Duration) -> Result<(), PcapError> {
+        self.current.flush()?;
+        let n = match self.rotation.count {
+            Some(w) if self.rotation.size.is_some() => self.files % w,
+            _ => self.files,
+        };
+        let name = self.rotation.file_name(&self.base, n, now);
+        self.current = PcapWriter::create(&name, self.snaplen)?;
+        self.files += 1;
+        self.started = now;
+        Ok(())
+    }
+
+    /// Whether a packet at `ts` belongs in a new file.
+    fn due(&self, ts: Duration) -> bool {
+        let by_size = self
+            .rotation
+            .size
+            .is_some_and(|limit| self.current.bytes > limit);
+        let by_time = self
+            .rotation
+            .seconds
+            .is_some_and(|g| ts.saturating_sub(self.started).as_secs() >= g);
+        by_size || by_time
+    }
+}
+
+impl super::Sink for PcapFiles {
     fn packet(&mut self, p: &crate::source::Captured<'_>) -> Result<(), super::SinkError> {
-        Ok(self.write(p.ts, p.wire_len, p.data)?)
+        if self.done {
+            return Ok(());
+        }
+        if self.due(p.ts) {
+            // -G with -W and no -C: stop after that many files.
+            if self.rotation.size.is_none() && self.rotation.count.is_some_and(|w| self.files >= w)
+            {
+                self.current.flush()?;
+                self.done = true;
+                return Ok(());
+            }
+            self.rotate(p.ts)?;
+        }
+        Ok(self.current.write(p.ts, p.wire_len, p.data)?)
     }
 
     fn interval(&mut self, _: &super::Interval<'_>) -> Result<(), super::SinkError> {
-        Ok(self.flush()?)
+        Ok(self.current.flush()?)
     }
 
     fn finish(&mut self, _: &super::Summary<'_>) -> Result<(), super::SinkError> {
-        Ok(self.flush()?)
+        Ok(self.current.flush()?)
+    }
+
+    fn wants_stop(&self) -> bool {
+        self.done
     }
 }
 
@@ -188,5 +341,39 @@ mod tests {
         );
         assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotated_names_follow_tcpdump() {
+        let base = Path::new("/tmp/cap.pcap");
+        let at = Duration::from_secs(1_700_000_000);
+        let c = Rotation {
+            size: Some(1),
+            ..Rotation::default()
+        };
+        assert_eq!(c.file_name(base, 0, at), Path::new("/tmp/cap.pcap"));
+        assert_eq!(c.file_name(base, 1, at), Path::new("/tmp/cap.pcap1"));
+        assert_eq!(c.file_name(base, 12, at), Path::new("/tmp/cap.pcap12"));
+        let cw = Rotation {
+            size: Some(1),
+            count: Some(10),
+            ..Rotation::default()
+        };
+        assert_eq!(cw.file_name(base, 0, at), Path::new("/tmp/cap.pcap0"));
+        assert_eq!(cw.file_name(base, 9, at), Path::new("/tmp/cap.pcap9"));
+        let cw100 = Rotation {
+            count: Some(100),
+            ..cw
+        };
+        assert_eq!(cw100.file_name(base, 7, at), Path::new("/tmp/cap.pcap07"));
+        let g = Rotation {
+            seconds: Some(60),
+            ..Rotation::default()
+        };
+        assert_eq!(
+            g.file_name(Path::new("/tmp/cap-%Y.pcap"), 3, at),
+            Path::new("/tmp/cap-2023.pcap"),
+            "-G fills in strftime and adds no counter"
+        );
     }
 }
