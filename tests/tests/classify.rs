@@ -447,3 +447,66 @@ fn the_kernel_agrees_with_the_userspace_model_of_longest_prefix_match() {
         );
     }
 }
+
+/// Collects the XDP program's log lines.
+#[derive(Clone, Default)]
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl log::Log for Lines {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(traffic::source::explain::render(&record.args().to_string()));
+    }
+
+    fn flush(&self) {}
+}
+
+#[test]
+fn explain_says_why_for_the_first_n_frames() {
+    // One CPU, so that the per-CPU budget of explanations is the only one.
+    // SAFETY: an all-zero cpu_set_t is valid; CPU_SET fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+    let mut set = RuleSet::new(Action::Pass);
+    set.add_str(Action::Drop, "192.0.2.0/24", Origin::Flag("test"))
+        .unwrap();
+    let settings = traffic::kernel::Settings {
+        explain: 3,
+        ..traffic::kernel::Settings::default()
+    };
+    let mut e = Engine::load_with(&set, &settings).unwrap();
+    let lines = Lines::default();
+    let mut log = e.take_log(lines.clone()).unwrap();
+    let good = udp("192.0.2.1", "198.51.100.1").build();
+    let mut ihl = good.clone();
+    ihl[14] = 0x44;
+    let arp = arp_request([2, 0, 0, 0, 0, 1], [192, 0, 2, 1], [192, 0, 2, 2]);
+    let mut vlans = udp("192.0.2.1", "198.51.100.1");
+    vlans.vlans = vec![(ETH_P_8021Q, 1), (ETH_P_8021Q, 2), (ETH_P_8021Q, 3)];
+    for frame in [&good, &ihl, &arp, &vlans.build(), &ihl, &arp] {
+        run(&e, frame);
+    }
+    log.flush();
+    let got = lines.0.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        [
+            "malformed frame of 42 bytes on queue 0: IPv4 header length (IHL) below 5; dropped",
+            "non-IP frame of 42 bytes on queue 0: the EtherType is neither IPv4 nor IPv6; passed",
+            "non-IP frame of 54 bytes on queue 0: more than two VLAN tags; passed",
+        ],
+        "the well-formed frame is not explained, and only the first three are"
+    );
+}

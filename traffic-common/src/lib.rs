@@ -83,8 +83,10 @@ pub struct Config {
     /// Nonzero: redirect packets whose action is capture, whole, to the
     /// AF_XDP socket of their receive queue instead of writing events.
     pub afxdp: u32,
-    /// Zero; keeps the struct a multiple of 8 bytes.
-    pub _pad: u32,
+    /// `--explain N`: log why for the first N frames per CPU counted as
+    /// malformed or non-IP; 0 turns the logging code off (the verifier
+    /// prunes it).
+    pub explain: u32,
 }
 
 /// The XDP metadata in front of a frame redirected to AF_XDP: what the
@@ -113,7 +115,7 @@ impl Default for Config {
             wakeup_bytes: 0,
             wakeup_interval_ns: 0,
             afxdp: 0,
-            _pad: 0,
+            explain: 0,
         }
     }
 }
@@ -243,6 +245,66 @@ pub struct CpuState {
     pub sample_left: u64,
     /// When this CPU last woke the ring-buffer reader.
     pub last_wakeup_ns: u64,
+    /// Frames this CPU explained (`--explain`).
+    pub explained: u64,
+}
+
+/// Why a frame is malformed or not IP: the codes of `--explain`.
+pub mod why {
+    /// Nothing wrong.
+    pub const NONE: u8 = 0;
+    /// Shorter than an Ethernet header.
+    pub const ETH_SHORT: u8 = 1;
+    /// A VLAN tag cut short.
+    pub const VLAN_SHORT: u8 = 2;
+    /// More than two VLAN tags.
+    pub const THIRD_VLAN: u8 = 3;
+    /// An EtherType that is neither IPv4 nor IPv6.
+    pub const NOT_IP: u8 = 4;
+    /// Fewer than the 20 bytes of an IPv4 header.
+    pub const IPV4_SHORT: u8 = 5;
+    /// EtherType IPv4 but another IP version.
+    pub const IPV4_VERSION: u8 = 6;
+    /// An IPv4 header length (IHL) below 5.
+    pub const IPV4_IHL: u8 = 7;
+    /// An IPv4 total length beyond the frame or below the header.
+    pub const IPV4_TOTAL: u8 = 8;
+    /// A transport header shorter than its protocol's minimum.
+    pub const L4_SHORT: u8 = 9;
+    /// A TCP data offset below 5, or beyond the datagram.
+    pub const TCP_OFFSET: u8 = 10;
+    /// Fewer than the 40 bytes of an IPv6 header.
+    pub const IPV6_SHORT: u8 = 11;
+    /// EtherType IPv6 but another IP version.
+    pub const IPV6_VERSION: u8 = 12;
+    /// An IPv6 payload length beyond the frame.
+    pub const IPV6_PAYLOAD: u8 = 13;
+    /// An IPv6 extension header cut short by the frame.
+    pub const EXT_SHORT: u8 = 14;
+    /// An IPv6 extension header that runs past the payload length.
+    pub const EXT_BEYOND: u8 = 15;
+
+    /// The words for a code.
+    pub const fn text(code: u8) -> &'static str {
+        match code {
+            ETH_SHORT => "shorter than an Ethernet header",
+            VLAN_SHORT => "a VLAN tag is cut short",
+            THIRD_VLAN => "more than two VLAN tags",
+            NOT_IP => "the EtherType is neither IPv4 nor IPv6",
+            IPV4_SHORT => "fewer than the 20 bytes of an IPv4 header",
+            IPV4_VERSION => "EtherType IPv4, but the IP version is not 4",
+            IPV4_IHL => "IPv4 header length (IHL) below 5",
+            IPV4_TOTAL => "IPv4 total length beyond the frame or below the header",
+            L4_SHORT => "transport header shorter than its protocol's minimum",
+            TCP_OFFSET => "TCP data offset below 5 or beyond the datagram",
+            IPV6_SHORT => "fewer than the 40 bytes of an IPv6 header",
+            IPV6_VERSION => "EtherType IPv6, but the IP version is not 6",
+            IPV6_PAYLOAD => "IPv6 payload length beyond the frame",
+            EXT_SHORT => "an IPv6 extension header is cut short",
+            EXT_BEYOND => "an IPv6 extension header runs past the payload",
+            _ => "nothing wrong",
+        }
+    }
 }
 
 impl Stats {

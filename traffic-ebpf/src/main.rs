@@ -21,7 +21,10 @@ use aya_ebpf::{
     maps::{LpmTrie, PerCpuArray, RingBuf, XskMap, lpm_trie::Key},
     programs::XdpContext,
 };
-use traffic_common::{Config, CpuState, EventHeader, NO_RULE, Rule, XskMeta, action, event_flags};
+use aya_log_ebpf::info;
+use traffic_common::{
+    Config, CpuState, EventHeader, NO_RULE, Rule, XskMeta, action, event_flags, why,
+};
 
 // Keys are the address bytes in network order, as 16-bit words (see
 // `Ipv4Hdr`); the loader writes them as bytes, which is the same memory.
@@ -53,7 +56,7 @@ static CONFIG: Config = Config {
     wakeup_bytes: 0,
     wakeup_interval_ns: 0,
     afxdp: 0,
-    _pad: 0,
+    explain: 0,
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -107,12 +110,15 @@ struct Verdict {
     /// Offset of the transport header, or 0 when there is none to read.
     l4: u16,
     later_fragment: bool,
+    /// Why the frame is malformed or not IP ([`why`]).
+    why: u8,
 }
 
 impl Verdict {
     /// A frame with no source address to classify: passed, whatever the rules.
-    const fn unclassified(outcome: Outcome) -> Self {
+    const fn unclassified(outcome: Outcome, why: u8) -> Self {
         Self {
+            why,
             outcome,
             action: action::PASS,
             rule_id: NO_RULE,
@@ -126,8 +132,10 @@ impl Verdict {
         }
     }
 
-    const fn with_outcome(mut self, outcome: Outcome) -> Self {
-        self.outcome = outcome;
+    /// This frame, classified by its source, counted as malformed.
+    const fn malformed(mut self, why: u8) -> Self {
+        self.outcome = Outcome::Malformed;
+        self.why = why;
         self
     }
 }
@@ -240,6 +248,15 @@ fn try_traffic(ctx: &XdpContext) -> Result<u32, ()> {
     let state = unsafe { &mut *state };
     let ret = record(state, &verdict, len);
     let cfg = config();
+    // A constant to the verifier (frozen read-only config): with --explain
+    // off, this branch is pruned and costs nothing.
+    if cfg.explain != 0
+        && !matches!(verdict.outcome, Outcome::Ipv4 | Outcome::Ipv6)
+        && state.explained < u64::from(cfg.explain)
+    {
+        state.explained += 1;
+        explain(ctx, &verdict, len);
+    }
     let mut flags = 0;
     let mut deliver = verdict.action == action::CAPTURE;
     if cfg.sample_every != 0 {
@@ -261,6 +278,34 @@ fn try_traffic(ctx: &XdpContext) -> Result<u32, ()> {
         emit_event(ctx, state, &verdict, flags, &cfg);
     }
     Ok(ret)
+}
+
+/// Logs why a frame is malformed or not IP, through aya-log. The reason goes
+/// as its [`why`] code, which userspace turns into words: a lookup of the
+/// words here would make the verifier track every path's code apart.
+/// Inlined: as a call of its own, its frame on top of the classifier's
+/// would pass the 512-byte stack limit.
+#[inline(always)]
+fn explain(ctx: &XdpContext, v: &Verdict, len: u64) {
+    let kind = if matches!(v.outcome, Outcome::NonIp) {
+        "non-IP"
+    } else {
+        "malformed"
+    };
+    let act = match v.action {
+        action::DROP => "dropped",
+        action::CAPTURE => "captured",
+        _ => "passed",
+    };
+    info!(
+        ctx,
+        "{} frame of {} bytes on queue {}: reason {}; {}",
+        kind,
+        len,
+        ctx.rx_queue_index(),
+        v.why,
+        act
+    );
 }
 
 /// Sends a frame to capture, whole, to the AF_XDP socket of its receive
@@ -511,7 +556,7 @@ fn be16(bytes: [u8; 2]) -> u16 {
 fn classify(ctx: &XdpContext) -> Verdict {
     let mut cur = Cursor::new(ctx);
     let Some(eth) = cur.take::<EthHdr>() else {
-        return Verdict::unclassified(Outcome::Malformed);
+        return Verdict::unclassified(Outcome::Malformed, why::ETH_SHORT);
     };
     // SAFETY: `take` checked that the header lies inside the frame.
     let mut proto = be16(unsafe { (*eth).proto });
@@ -523,7 +568,7 @@ fn classify(ctx: &XdpContext) -> Verdict {
             break;
         }
         let Some(vlan) = cur.take::<VlanHdr>() else {
-            return Verdict::unclassified(Outcome::Malformed);
+            return Verdict::unclassified(Outcome::Malformed, why::VLAN_SHORT);
         };
         // SAFETY: bounds checked by `take`.
         let vlan = unsafe { &*vlan };
@@ -536,7 +581,8 @@ fn classify(ctx: &XdpContext) -> Verdict {
     let mut verdict = match proto {
         ETH_P_IP => classify_ipv4(&mut cur),
         ETH_P_IPV6 => classify_ipv6(&mut cur),
-        _ => Verdict::unclassified(Outcome::NonIp),
+        ETH_P_8021Q | ETH_P_8021AD => Verdict::unclassified(Outcome::NonIp, why::THIRD_VLAN),
+        _ => Verdict::unclassified(Outcome::NonIp, why::NOT_IP),
     };
     verdict.vlan_depth = vlan_depth;
     verdict.vlan_id = vlan_id;
@@ -636,13 +682,13 @@ fn tcp_header_fits(cur: &Cursor, l4: usize, room: usize) -> bool {
 fn classify_ipv4(cur: &mut Cursor) -> Verdict {
     let l3 = cur.pos;
     let Some(ip) = cur.take::<Ipv4Hdr>() else {
-        return Verdict::unclassified(Outcome::Malformed);
+        return Verdict::unclassified(Outcome::Malformed, why::IPV4_SHORT);
     };
     // SAFETY: bounds checked by `take`.
     let ip = unsafe { &*ip };
     // A version that contradicts the EtherType: not an IPv4 header at all.
     if ip.version_ihl >> 4 != 4 {
-        return Verdict::unclassified(Outcome::Malformed);
+        return Verdict::unclassified(Outcome::Malformed, why::IPV4_VERSION);
     }
     let (action, rule_id) =
         rule_action(RULES_V4.get(AlignedKey::new(32, load_words(&ip.src)).as_key()));
@@ -658,19 +704,20 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
         l3: l3 as u16,
         l4: 0,
         later_fragment: frag_offset != 0,
+        why: why::NONE,
     };
     // An IHL below 5 is malformed, but the fixed header and its source
     // address are there: the source's rule applies, so that setting the
     // IHL to 4 cannot slip a packet past a drop or capture rule.
     let ihl = (ip.version_ihl & 0x0f) as usize * 4;
     if ihl < IPV4_HLEN {
-        return verdict.with_outcome(Outcome::Malformed);
+        return verdict.malformed(why::IPV4_IHL);
     }
 
     // The frame may carry Ethernet padding after the datagram, never less.
     let total = be16(ip.tot_len) as usize;
     if total < ihl || total > cur.remaining_from(l3) {
-        return verdict.with_outcome(Outcome::Malformed);
+        return verdict.malformed(why::IPV4_TOTAL);
     }
     // Only the first fragment (offset 0) carries the transport header.
     if frag_offset != 0 {
@@ -679,10 +726,10 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
     let l4 = l3 + (ihl & 0x3c);
     let room = total - ihl;
     if room < min_l4_len(ip.proto) {
-        return verdict.with_outcome(Outcome::Malformed);
+        return verdict.malformed(why::L4_SHORT);
     }
     if ip.proto == IPPROTO_TCP && !tcp_header_fits(cur, l4, room) {
-        return verdict.with_outcome(Outcome::Malformed);
+        return verdict.malformed(why::TCP_OFFSET);
     }
     verdict.l4 = l4 as u16;
     verdict
@@ -692,12 +739,12 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
 fn classify_ipv6(cur: &mut Cursor) -> Verdict {
     let l3 = cur.pos;
     let Some(ip) = cur.take::<Ipv6Hdr>() else {
-        return Verdict::unclassified(Outcome::Malformed);
+        return Verdict::unclassified(Outcome::Malformed, why::IPV6_SHORT);
     };
     // SAFETY: bounds checked by `take`.
     let ip = unsafe { &*ip };
     if ip.version_tc_flow[0] >> 4 != 6 {
-        return Verdict::unclassified(Outcome::Malformed);
+        return Verdict::unclassified(Outcome::Malformed, why::IPV6_VERSION);
     }
     let (action, rule_id) =
         rule_action(RULES_V6.get(AlignedKey::new(128, load_words(&ip.src)).as_key()));
@@ -712,11 +759,12 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
         l3: l3 as u16,
         l4: 0,
         later_fragment: false,
+        why: why::NONE,
     };
 
     let payload = be16(ip.payload_len) as usize;
     if payload > cur.remaining_from(l3 + IPV6_HLEN) {
-        return verdict.with_outcome(Outcome::Malformed);
+        return verdict.malformed(why::IPV6_PAYLOAD);
     }
     // Walk the extension headers to find the transport header, so that a
     // truncated one is reported the same way as for IPv4.
@@ -732,14 +780,14 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
                     return verdict;
                 }
                 let Some(ext) = cur.at::<Ipv6ExtHdr>(pos) else {
-                    return verdict.with_outcome(Outcome::Malformed);
+                    return verdict.malformed(why::EXT_SHORT);
                 };
                 // SAFETY: bounds checked by `at`.
                 let ext = unsafe { &*ext };
                 let len = match next {
                     IPPROTO_FRAGMENT => {
                         let Some(frag) = cur.at::<[u8; 8]>(pos) else {
-                            return verdict.with_outcome(Outcome::Malformed);
+                            return verdict.malformed(why::EXT_SHORT);
                         };
                         // SAFETY: bounds checked by `at`.
                         let frag = unsafe { &*frag };
@@ -748,7 +796,7 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
                             verdict.proto = frag[0];
                             verdict.later_fragment = true;
                             if pos + 8 > end {
-                                return verdict.with_outcome(Outcome::Malformed);
+                                return verdict.malformed(why::EXT_BEYOND);
                             }
                             return verdict;
                         }
@@ -764,16 +812,16 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
         };
         pos += hdr_len;
         if pos > end {
-            return verdict.with_outcome(Outcome::Malformed);
+            return verdict.malformed(why::EXT_BEYOND);
         }
     }
     verdict.proto = next;
     let room = end - pos.min(end);
     if room < min_l4_len(next) {
-        return verdict.with_outcome(Outcome::Malformed);
+        return verdict.malformed(why::L4_SHORT);
     }
     if next == IPPROTO_TCP && !tcp_header_fits(cur, pos, room) {
-        return verdict.with_outcome(Outcome::Malformed);
+        return verdict.malformed(why::TCP_OFFSET);
     }
     if pos <= MAX_L3_OFFSET {
         verdict.l4 = pos as u16;

@@ -22,6 +22,13 @@ pub struct Options {
     /// Only the in-kernel (test_run) measurements.
     #[arg(long)]
     pub kernel_only: bool,
+    /// Only the soak: ten minutes of capture at a steady rate, reporting
+    /// memory, open descriptors and exact counts.
+    #[arg(long)]
+    pub soak: bool,
+    /// The soak's length in seconds (default 600).
+    #[arg(long, value_name = "SECS", requires = "soak")]
+    pub soak_seconds: Option<u64>,
 }
 
 pub fn bench(opts: &Options) -> Result<()> {
@@ -59,6 +66,12 @@ pub fn bench(opts: &Options) -> Result<()> {
     }
     if opts.kernel_only {
         cmd.arg("--kernel-only");
+    }
+    if opts.soak {
+        cmd.arg("--soak");
+    }
+    if let Some(secs) = opts.soak_seconds {
+        cmd.args(["--soak-seconds", &secs.to_string()]);
     }
     exec(&mut cmd)?;
     let latest = workspace_root().join("target/bench/latest");

@@ -62,7 +62,7 @@ pub enum LiveError {
     NoSummary,
 }
 
-fn io_step(step: &'static str) -> impl FnOnce(std::io::Error) -> LiveError {
+pub(crate) fn io_step(step: &'static str) -> impl FnOnce(std::io::Error) -> LiveError {
     move |source| LiveError::Io { step, source }
 }
 
@@ -160,7 +160,7 @@ fn cpu_busy_jiffies() -> u64 {
 }
 
 /// CPU seconds of process `pid` (user + system), or `None` when it is gone.
-fn process_cpu_s(pid: u32) -> Option<f64> {
+pub(crate) fn process_cpu_s(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -177,14 +177,14 @@ fn clock_ticks() -> f64 {
 }
 
 /// A child process whose stdout lines arrive on a channel.
-struct Spawned {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) lines: mpsc::Receiver<String>,
+    pub(crate) stderr: mpsc::Receiver<String>,
 }
 
 impl Spawned {
-    fn start(mut cmd: Command) -> std::io::Result<Self> {
+    pub(crate) fn start(mut cmd: Command) -> std::io::Result<Self> {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -216,7 +216,7 @@ impl Spawned {
     }
 
     /// Waits for a line on stdout (or stderr) containing `needle`.
-    fn wait_for(
+    pub(crate) fn wait_for(
         &self,
         tool: &'static str,
         needle: &'static str,
@@ -241,13 +241,13 @@ impl Spawned {
         }
     }
 
-    fn interrupt(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn interrupt(&mut self) -> std::process::ExitStatus {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.child.wait().expect("wait for a child")
     }
 
-    fn rest(rx: &mpsc::Receiver<String>) -> Vec<String> {
+    pub(crate) fn rest(rx: &mpsc::Receiver<String>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
             out.push(line);

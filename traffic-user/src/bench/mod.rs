@@ -20,6 +20,7 @@ use crate::{
 
 pub mod kernel;
 pub mod live;
+pub mod soak;
 
 use kernel::{Cost, CostError};
 use live::{LiveError, LiveResult, Receiver};
@@ -31,8 +32,11 @@ pub enum BenchError {
     #[error(transparent)]
     Caps(#[from] CapsError),
     /// A size given is zero.
-    #[error("--repeat and every --rules size must be at least 1")]
+    #[error("--repeat, every --rules size, --soak-seconds and --soak-rate must be at least 1")]
     Zero,
+    /// The soak's counts are not exact.
+    #[error("the soak's counts are not exact: {0}")]
+    Inexact(String),
     /// An in-kernel measurement failed.
     #[error("measuring with BPF_PROG_TEST_RUN failed")]
     Kernel(#[from] CostError),
@@ -183,8 +187,11 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     } else {
         vec![1, 1_000, 100_000, 1_000_000]
     };
-    if args.repeat < 1 || rules.contains(&0) {
+    if args.repeat < 1 || rules.contains(&0) || args.soak_seconds == 0 || args.soak_rate == 0 {
         return Err(BenchError::Zero);
+    }
+    if args.soak {
+        return soak(args);
     }
     let machine = machine();
     // Live runs come first: the private mount namespace the kernel part
@@ -287,6 +294,43 @@ fn live_rows(live: Vec<LiveResult>) -> Vec<LiveRow> {
             }
         })
         .collect()
+}
+
+/// `--soak`: the long run, its report written to `--out`.
+fn soak(args: &BenchArgs) -> Result<(), BenchError> {
+    for name in live::cleanup() {
+        eprintln!("traffic: removed namespace {name} left by a killed run");
+    }
+    let bin = std::env::current_exe().map_err(write_err("the path of the traffic binary"))?;
+    let workdir = live::workdir();
+    std::fs::create_dir_all(&workdir).map_err(write_err(workdir.display().to_string()))?;
+    eprintln!(
+        "traffic bench: soak of {} s at {} frames/s",
+        args.soak_seconds, args.soak_rate
+    );
+    let result =
+        soak::run(&bin, &workdir, args.soak_seconds, args.soak_rate, 30).map_err(|source| {
+            BenchError::Live {
+                scenario: "soak",
+                source,
+            }
+        });
+    let _ = std::fs::remove_dir_all(&workdir);
+    let result = result?;
+    let md = soak::table(&result);
+    let mut out = io::stdout().lock();
+    writeln!(out, "{md}").map_err(write_err("stdout"))?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).map_err(write_err(dir.display().to_string()))?;
+        let json =
+            serde_json::to_string_pretty(&result).map_err(|e| write_err("soak.json")(e.into()))?;
+        std::fs::write(dir.join("soak.json"), json).map_err(write_err("soak.json"))?;
+        std::fs::write(dir.join("soak.md"), &md).map_err(write_err("soak.md"))?;
+    }
+    if !result.exact() {
+        return Err(BenchError::Inexact(md));
+    }
+    Ok(())
 }
 
 /// The live scenarios of a run, in order.

@@ -54,6 +54,16 @@ pub struct BenchArgs {
     /// Only the in-kernel (test_run) measurements; no live lab.
     #[arg(long)]
     pub kernel_only: bool,
+    /// Only the soak: a long capture at a steady rate, reporting memory,
+    /// open descriptors and exact counts (soak.md, soak.json).
+    #[arg(long)]
+    pub soak: bool,
+    /// Seconds of the soak.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub soak_seconds: u64,
+    /// Frames per second of the soak.
+    #[arg(long, value_name = "PPS", default_value_t = 20_000)]
+    pub soak_rate: u64,
     /// Write the report here: summary.md, raw.json, kernel.svg, live.svg,
     /// README.SETUP (the machine).
     #[arg(long, value_name = "DIR")]
@@ -167,6 +177,10 @@ pub struct RunArgs {
     /// Size of the kernel's event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BYTES)]
     pub ring_size: u32,
+    /// Say on stderr why, for the first N frames per CPU counted as
+    /// malformed or non-IP (the XDP program logs it).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub explain: u32,
     /// After attaching and opening its sockets, maps and files, switch to
     /// USER (and its group) and drop every capability, as tcpdump does.
     #[arg(short = 'Z', long = "user", value_name = "USER")]

@@ -246,6 +246,7 @@ impl RunConfig {
             sample_every: args.sample.unwrap_or(0),
             ring_bytes: args.ring_size,
             wakeup_interval: Duration::from_micros(args.wakeup_us),
+            explain: args.explain,
             // Set when the interface's queues are known.
             afxdp_queues: 0,
         };

@@ -50,6 +50,9 @@ pub struct Settings {
     /// Wake the reader at most this often per CPU while events flow (zero:
     /// for every event); see the wake-up comment in the XDP program.
     pub wakeup_interval: Duration,
+    /// `--explain N`: log why for the first N malformed or non-IP frames
+    /// per CPU; 0 for none.
+    pub explain: u32,
     /// Redirect packets to capture to AF_XDP sockets, one per receive queue
     /// (at most this many queues); 0 for the ring-buffer path.
     pub afxdp_queues: u32,
@@ -63,6 +66,7 @@ impl Default for Settings {
             ring_bytes: DEFAULT_RING_BYTES,
             wakeup_interval: DEFAULT_WAKEUP_INTERVAL,
             afxdp_queues: 0,
+            explain: 0,
         }
     }
 }
@@ -140,7 +144,7 @@ impl Engine {
             wakeup_bytes: settings.ring_bytes / 4,
             wakeup_interval_ns: wakeup_ns,
             afxdp: u32::from(settings.afxdp_queues > 0),
-            _pad: 0,
+            explain: settings.explain,
         };
         // A map needs at least one entry even when it will hold none.
         let size = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
@@ -188,6 +192,27 @@ impl Engine {
                 name: names::XSKS,
                 source: Some(source),
             })
+    }
+
+    /// The reader of the program's log (`--explain`), handing each record
+    /// to `logger`. It can be taken once.
+    ///
+    /// # Errors
+    ///
+    /// When the object has no log map.
+    pub fn take_log<T: log::Log>(
+        &mut self,
+        logger: T,
+    ) -> Result<aya_log::EbpfLogger<T>, EngineError> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger).map_err(|e| {
+            EngineError::Map {
+                name: "AYA_LOGS",
+                source: match e {
+                    aya_log::Error::MapError(m) => Some(m),
+                    _ => None,
+                },
+            }
+        })
     }
 
     /// The ring buffer the program writes capture events to. It can be taken

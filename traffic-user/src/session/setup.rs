@@ -28,6 +28,7 @@ use crate::{
     source::{
         Source, SourceError,
         afxdp::{self, XskError, XskSource},
+        explain::{ExplainLog, ExplainSource},
         ringbuf::RingSource,
     },
 };
@@ -238,6 +239,12 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
     }
     let ring = engine.take_events().ok_or(SetupError::RingTaken)?;
     sources.push(Box::new(RingSource::new(ring)?));
+    if cfg.settings.explain > 0 {
+        let log = engine
+            .take_log(ExplainLog)
+            .map_err(|e| SetupError::Load(Box::new(e)))?;
+        sources.push(Box::new(ExplainSource::new(log)?));
+    }
     let attached = engine
         .attach(iface, cfg.mode, cfg.force)
         .map_err(|source| SetupError::Attach {

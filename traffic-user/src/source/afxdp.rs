@@ -251,6 +251,9 @@ pub struct XskQueue {
     fq: DeviceQueue,
     free: Vec<u64>,
     frame: u32,
+    /// The last counters the kernel gave, kept for when a reading fails:
+    /// counters only grow, so they stand until the next good reading.
+    last_drops: std::cell::Cell<XskDrops>,
     // Dropped after the rings and sockets above: the kernel stops using the
     // memory when the sockets close.
     _umem: Umem,
@@ -325,6 +328,7 @@ impl XskQueue {
             fq,
             free,
             frame: sizes.frame,
+            last_drops: std::cell::Cell::new(XskDrops::default()),
             _umem: umem,
             region,
         })
@@ -381,7 +385,9 @@ impl XskQueue {
         }
     }
 
-    /// The kernel's drop counters for this socket.
+    /// The kernel's drop counters for this socket; the last good reading
+    /// when the kernel does not answer (whatever a failed reading hides is
+    /// still counted: the session counts what never arrives as lost).
     pub fn drops(&self) -> XskDrops {
         let mut stats = xdpilone::xdp::XdpStatisticsV2::default();
         let mut len = size_of::<xdpilone::xdp::XdpStatisticsV2>() as libc::socklen_t;
@@ -396,13 +402,15 @@ impl XskQueue {
             )
         };
         if rc != 0 {
-            return XskDrops::default();
+            return self.last_drops.get();
         }
-        XskDrops {
+        let drops = XskDrops {
             rx_ring_full: stats.rx_ring_full,
             rx_dropped: stats.rx_dropped,
             fill_ring_empty: stats.rx_fill_ring_empty_descs,
-        }
+        };
+        self.last_drops.set(drops);
+        drops
     }
 }
 

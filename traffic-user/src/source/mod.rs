@@ -3,6 +3,8 @@
 //! - [`ringbuf`]: events from the XDP program's BPF ring buffer (metadata
 //!   and the first `--snaplen` bytes).
 //! - [`afxdp`]: whole frames from AF_XDP sockets, one per receive queue.
+//! - [`explain`]: no packets, but the program's words on malformed and
+//!   non-IP frames (`--explain`).
 //!
 //! A session waits on every source at once ([`Source::poll_ready`]), reads
 //! what is waiting ([`Source::drain`]) and hands each packet, as a
@@ -12,6 +14,7 @@
 
 pub mod afxdp;
 pub mod clock;
+pub mod explain;
 pub mod ringbuf;
 
 use std::{
