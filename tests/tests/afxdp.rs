@@ -161,3 +161,28 @@ fn a_refused_zero_copy_mode_says_what_to_do() {
     );
     assert!(!traffic_tests::has_xdp(&lab.rx_ns, &lab.rx_if));
 }
+
+#[test]
+fn with_sampling_both_paths_account_for_every_packet() {
+    // Issue 9: with --afxdp --sample the exit drain compared AF_XDP frames
+    // against ring events and could stop early; each source now waits for
+    // its own, and events + events_lost = capture + sampled.
+    let lab = Lab::create("xsksample", 1).expect("create the lab");
+    let (running, _) = Running::watch(
+        &lab,
+        &["--afxdp", "--sample", "10", "--capture", "203.0.113.0/24"],
+    );
+    send(&lab, &["--count", "400", "--src", "203.0.113.0/24"]);
+    send(&lab, &["--count", "600", "--src", "192.0.2.0/24"]);
+    let (summary, status, stderr) = running.expect_packets(1000).stop();
+    assert!(status.success(), "{stderr}");
+    let c = summary.counts;
+    assert_eq!(c.capture, 400);
+    assert!(c.sampled > 0, "{c:?}");
+    assert_eq!(
+        c.events + c.events_lost,
+        c.capture + c.sampled,
+        "every packet sent to either path is delivered or counted lost: {c:?}"
+    );
+    assert_eq!(c.events_lost, 0, "{c:?}");
+}

@@ -26,6 +26,9 @@ pub mod names {
     pub const RULES_V6: &str = "RULES_V6";
     /// Per-CPU counters and state: `PerCpuArray<CpuState>` with one entry.
     pub const STATS: &str = "STATS";
+    /// Frames each CPU has explained (`--explain`): `PerCpuArray<u64>`,
+    /// apart from [`STATS`] so the hot path's entry keeps its layout.
+    pub const EXPLAINED: &str = "EXPLAINED";
     /// Capture events: a `RingBuf` of [`EventHeader`](super::EventHeader)
     /// records, each followed by the captured bytes.
     pub const EVENTS: &str = "EVENTS";
@@ -245,8 +248,6 @@ pub struct CpuState {
     pub sample_left: u64,
     /// When this CPU last woke the ring-buffer reader.
     pub last_wakeup_ns: u64,
-    /// Frames this CPU explained (`--explain`).
-    pub explained: u64,
 }
 
 /// Why a frame is malformed or not IP: the codes of `--explain`.

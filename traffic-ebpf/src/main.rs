@@ -37,6 +37,11 @@ static RULES_V6: LpmTrie<[u16; 8], Rule> = LpmTrie::with_max_entries(1, 0);
 #[map(name = "STATS")]
 static STATS: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
+/// Frames this CPU explained (`--explain`); only its copy of the program
+/// touches it.
+#[map(name = "EXPLAINED")]
+static EXPLAINED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Capture events. The loader sets the size (`--ring-size`).
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
@@ -232,14 +237,26 @@ impl Cursor {
 
 #[xdp]
 pub fn traffic(ctx: XdpContext) -> u32 {
-    match try_traffic(&ctx) {
+    // Two copies of the program, one with --explain's code and one without:
+    // `explain` is a constant to the verifier (frozen read-only config), so
+    // it keeps one and drops the other. The copy without is the program as
+    // it was before --explain existed, but for 11 instructions over all its
+    // paths (xlated 10,224 bytes against 10,136; JIT 6,189 against 6,169);
+    // with a single copy and a branch on `explain`, LLVM laid the hot path
+    // out worse and the drop path measured slower.
+    let result = if config().explain != 0 {
+        try_traffic::<true>(&ctx)
+    } else {
+        try_traffic::<false>(&ctx)
+    };
+    match result {
         Ok(ret) => ret,
         Err(()) => xdp_action::XDP_ABORTED,
     }
 }
 
 #[inline(always)]
-fn try_traffic(ctx: &XdpContext) -> Result<u32, ()> {
+fn try_traffic<const EXPLAIN: bool>(ctx: &XdpContext) -> Result<u32, ()> {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let verdict = classify(ctx);
     let state = STATS.get_ptr_mut(0).ok_or(())?;
@@ -248,14 +265,16 @@ fn try_traffic(ctx: &XdpContext) -> Result<u32, ()> {
     let state = unsafe { &mut *state };
     let ret = record(state, &verdict, len);
     let cfg = config();
-    // A constant to the verifier (frozen read-only config): with --explain
-    // off, this branch is pruned and costs nothing.
-    if cfg.explain != 0
+    if EXPLAIN
         && !matches!(verdict.outcome, Outcome::Ipv4 | Outcome::Ipv6)
-        && state.explained < u64::from(cfg.explain)
+        && let Some(explained) = EXPLAINED.get_ptr_mut(0)
     {
-        state.explained += 1;
-        explain(ctx, &verdict, len);
+        // SAFETY: this CPU's entry of a per-CPU array, as for STATS.
+        let explained = unsafe { &mut *explained };
+        if *explained < u64::from(cfg.explain) {
+            *explained += 1;
+            explain(ctx, &verdict, len);
+        }
     }
     let mut flags = 0;
     let mut deliver = verdict.action == action::CAPTURE;
