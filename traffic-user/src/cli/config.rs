@@ -151,6 +151,81 @@ fn seconds(flag: &'static str, value: f64, errors: &mut Vec<ConfigError>) -> Dur
     }
 }
 
+/// The rules of `--drop`, `--pass`, `--capture` and `--rules`.
+fn rule_set(args: &RunArgs, errors: &mut Vec<ConfigError>) -> RuleSet {
+    let mut rules = RuleSet::new(args.default_action);
+    for (flag, action, cidrs) in [
+        ("--drop", Action::Drop, &args.drop),
+        ("--pass", Action::Pass, &args.pass),
+        ("--capture", Action::Capture, &args.capture),
+    ] {
+        for cidr in cidrs {
+            if let Err(err) = rules.add_str(action, cidr, Origin::Flag(flag)) {
+                errors.push(err.into());
+            }
+        }
+    }
+    for path in &args.rules {
+        errors.extend(rules.add_file(path).into_iter().map(ConfigError::from));
+    }
+    rules
+}
+
+/// The capture path's settings and the AF_XDP sizes, checked.
+fn capture_settings(args: &RunArgs, errors: &mut Vec<ConfigError>) -> (Settings, XskSizes) {
+    if args.sample == Some(0) {
+        errors.push(ConfigError::SampleZero);
+    }
+    let settings = Settings {
+        snaplen: args.snaplen,
+        sample_every: args.sample.unwrap_or(0),
+        ring_bytes: args.ring_size,
+        wakeup_interval: Duration::from_micros(args.wakeup_us),
+        explain: args.explain,
+        // Set when the interface's queues are known.
+        afxdp_queues: 0,
+    };
+    errors.extend(settings.problems().into_iter().map(ConfigError::Setting));
+    if args.queues == Some(0) {
+        errors.push(ConfigError::QueuesZero);
+    }
+    let sizes = XskSizes {
+        ring: args.afxdp_ring,
+        frame: args.afxdp_frame,
+    };
+    if args.afxdp {
+        errors.extend(sizes.problems().into_iter().map(ConfigError::Setting));
+    }
+    (settings, sizes)
+}
+
+/// What two outputs on stdout would garble.
+fn outputs_problems(args: &RunArgs, errors: &mut Vec<ConfigError>) {
+    let dash = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if dash(&args.write) && args.print {
+        errors.push(ConfigError::StdoutTwice);
+    }
+    if dash(&args.plot) {
+        errors.push(ConfigError::PlotToStdout);
+    }
+}
+
+/// `-Z USER`, looked up.
+fn user(args: &RunArgs, target: &Target, errors: &mut Vec<ConfigError>) -> Option<User> {
+    let user = match args.user.as_deref().map(User::lookup) {
+        Some(Ok(user)) => Some(user),
+        Some(Err(e)) => {
+            errors.push(ConfigError::User(e));
+            None
+        }
+        None => None,
+    };
+    if user.is_some() && matches!(target, Target::Lab) {
+        errors.push(ConfigError::UserInLab);
+    }
+    user
+}
+
 /// `-C SIZE`: millions of bytes, or KiB, MiB, GiB with a suffix.
 fn file_size(text: &str) -> Option<u64> {
     let (digits, unit) = match text.char_indices().last()? {
@@ -212,7 +287,7 @@ impl RunConfig {
     pub fn from_args(args: RunArgs) -> Result<Self, Invalid> {
         let mut errors = Vec::new();
         let rotation = rotation(&args, &mut errors);
-        let target = match (args.iface, args.lab) {
+        let target = match (args.iface.clone(), args.lab) {
             (Some(iface), _) => Target::Iface(iface),
             (None, true) => Target::Lab,
             (None, false) => {
@@ -220,65 +295,13 @@ impl RunConfig {
                 Target::Lab
             }
         };
-        let mut rules = RuleSet::new(args.default_action);
-        for (flag, action, cidrs) in [
-            ("--drop", Action::Drop, &args.drop),
-            ("--pass", Action::Pass, &args.pass),
-            ("--capture", Action::Capture, &args.capture),
-        ] {
-            for cidr in cidrs {
-                if let Err(err) = rules.add_str(action, cidr, Origin::Flag(flag)) {
-                    errors.push(err.into());
-                }
-            }
-        }
-        for path in &args.rules {
-            errors.extend(rules.add_file(path).into_iter().map(ConfigError::from));
-        }
+        let rules = rule_set(&args, &mut errors);
         let rules_given = !rules.rules().is_empty();
         let interval = seconds("--interval", args.interval, &mut errors);
         let duration = args.duration.map(|d| seconds("--duration", d, &mut errors));
-        if args.sample == Some(0) {
-            errors.push(ConfigError::SampleZero);
-        }
-        let settings = Settings {
-            snaplen: args.snaplen,
-            sample_every: args.sample.unwrap_or(0),
-            ring_bytes: args.ring_size,
-            wakeup_interval: Duration::from_micros(args.wakeup_us),
-            explain: args.explain,
-            // Set when the interface's queues are known.
-            afxdp_queues: 0,
-        };
-        errors.extend(settings.problems().into_iter().map(ConfigError::Setting));
-        if args.queues == Some(0) {
-            errors.push(ConfigError::QueuesZero);
-        }
-        let sizes = XskSizes {
-            ring: args.afxdp_ring,
-            frame: args.afxdp_frame,
-        };
-        if args.afxdp {
-            errors.extend(sizes.problems().into_iter().map(ConfigError::Setting));
-        }
-        let dash = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str() == "-");
-        if dash(&args.write) && args.print {
-            errors.push(ConfigError::StdoutTwice);
-        }
-        if dash(&args.plot) {
-            errors.push(ConfigError::PlotToStdout);
-        }
-        let user = match args.user.as_deref().map(User::lookup) {
-            Some(Ok(user)) => Some(user),
-            Some(Err(e)) => {
-                errors.push(ConfigError::User(e));
-                None
-            }
-            None => None,
-        };
-        if user.is_some() && matches!(target, Target::Lab) {
-            errors.push(ConfigError::UserInLab);
-        }
+        let (settings, sizes) = capture_settings(&args, &mut errors);
+        outputs_problems(&args, &mut errors);
+        let user = user(&args, &target, &mut errors);
         if !errors.is_empty() {
             return Err(Invalid(errors));
         }

@@ -462,6 +462,29 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Reads until each source has what the kernel had handed it by the
+    /// reading `end`, or [`Timing::exit_drain`] passes. Returns how many
+    /// never arrived.
+    async fn drain_to_end(&mut self, end: &Stats) -> Result<u64, SessionError> {
+        let deadline = Instant::now() + self.timing.exit_drain;
+        loop {
+            self.drain_all(true)?;
+            let missing: u64 = self
+                .sources
+                .iter()
+                .zip(&self.drained)
+                .map(|(s, d)| {
+                    s.handed_over(end)
+                        .saturating_sub(d.delivered + d.undecodable)
+                })
+                .sum();
+            if missing == 0 || Instant::now() > deadline {
+                return Ok(missing);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Stops the kernel side, reads what it handed over, reports the last
     /// interval and the summary.
     async fn finish(
@@ -474,23 +497,7 @@ impl<'a> Session<'a> {
         // it, then read every packet the kernel handed over.
         self.counters.stop();
         let end_stats = self.counters.read().map_err(SessionError::Counters)?;
-        let deadline = Instant::now() + self.timing.exit_drain;
-        let unread = loop {
-            self.drain_all(true)?;
-            let missing: u64 = self
-                .sources
-                .iter()
-                .zip(&self.drained)
-                .map(|(s, d)| {
-                    s.handed_over(&end_stats)
-                        .saturating_sub(d.delivered + d.undecodable)
-                })
-                .sum();
-            if missing == 0 || Instant::now() > deadline {
-                break missing;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
+        let unread = self.drain_to_end(&end_stats).await?;
         let end = Mark {
             stats: end_stats,
             at: Instant::now(),

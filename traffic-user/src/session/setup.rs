@@ -195,35 +195,7 @@ async fn link_gone(watch: AsyncFd<LinkWatch>) {
 pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupError> {
     // Every output is opened first: a path that cannot be written is
     // refused before anything is attached.
-    // AF_XDP delivers whole frames: the pcap's snaplen is then the frame size.
-    let snaplen = cfg.afxdp.map_or(cfg.settings.snaplen, |x| x.sizes.frame);
-    let pcap = match cfg.write.as_deref() {
-        Some(base) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let first = cfg.rotation.file_name(base, 0, now);
-            let out = Output::create(&first).map_err(PcapError::from)?;
-            note(&out);
-            let writer = PcapWriter::new(out, snaplen)?;
-            Some(PcapFiles::new(
-                writer,
-                base.to_owned(),
-                cfg.rotation,
-                snaplen,
-                now,
-            ))
-        }
-        None => None,
-    };
-    let plot = match cfg.plot.as_deref() {
-        Some(path) => {
-            let out = Output::create(path).map_err(SetupError::Plot)?;
-            note(&out);
-            Some(out)
-        }
-        None => None,
-    };
+    let (pcap, plot) = open_outputs(cfg)?;
     let mut settings = cfg.settings.clone();
     let xsk_plan = cfg.afxdp.map(|x| plan_sockets(x, iface)).transpose()?;
     settings.afxdp_queues = xsk_plan.map_or(0, |p| p.queues);
@@ -279,6 +251,35 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
             exit_drain: super::EXIT_DRAIN,
         },
     ))
+}
+
+/// Opens `--write`'s first file and `--plot`'s.
+fn open_outputs(cfg: &RunConfig) -> Result<(Option<PcapFiles>, Option<Output>), SetupError> {
+    // AF_XDP delivers whole frames: the pcap's snaplen is then the frame size.
+    let snaplen = cfg.afxdp.map_or(cfg.settings.snaplen, |x| x.sizes.frame);
+    let pcap = match cfg.write.as_deref() {
+        Some(base) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let first = cfg.rotation.file_name(base, 0, now);
+            let out = Output::create(&first).map_err(PcapError::from)?;
+            note(&out);
+            let writer = PcapWriter::new(out, snaplen)?;
+            let files = PcapFiles::new(writer, base.to_owned(), cfg.rotation, snaplen, now);
+            Some(files)
+        }
+        None => None,
+    };
+    let plot = match cfg.plot.as_deref() {
+        Some(path) => {
+            let out = Output::create(path).map_err(SetupError::Plot)?;
+            note(&out);
+            Some(out)
+        }
+        None => None,
+    };
+    Ok((pcap, plot))
 }
 
 /// Says on stderr what a user should know about an output.
