@@ -425,3 +425,35 @@ fn dash_g_with_dash_w_stops_after_that_many_files() {
             .all(|f| f.0.starts_with("cap-") && f.0.ends_with(".pcap") && f.1 > 0)
     );
 }
+
+#[test]
+fn lost_events_are_named_by_their_ring_and_flag() {
+    // A 4 KiB ring holds about twenty events: two thousand sent at once
+    // overflow it.
+    let lab = Lab::create("lossmsg", 1).expect("create the lab");
+    let (running, _) = Running::watch(
+        &lab,
+        &[
+            "--capture",
+            "203.0.113.0/24",
+            "--ring-size",
+            "4096",
+            "--wakeup-us",
+            "100000",
+        ],
+    );
+    send(&lab, &["--count", "2000", "--src", "203.0.113.0/24"]);
+    let (summary, status, stderr) = running.expect_packets(2000).stop();
+    let c = summary.counts;
+    assert!(c.events_lost > 0, "{c:?}");
+    assert_eq!(c.events + c.events_lost, 2000);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} capture events were lost because the event ring buffer was full",
+            c.events_lost
+        )) && stderr.contains("--ring-size")
+            && !stderr.contains("--afxdp-ring"),
+        "{stderr}"
+    );
+}

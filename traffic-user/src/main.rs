@@ -103,17 +103,7 @@ fn run(cfg: RunConfig) -> Result<u8> {
 
 /// Lost packets are not fatal, but they must not pass unnoticed.
 fn report_loss(outcome: &Outcome) {
-    if outcome.lost() == 0 {
-        return;
+    if let Some(message) = outcome.loss_message() {
+        eprintln!("traffic: of the packets to capture, {message}");
     }
-    eprintln!(
-        "traffic: {} capture events were lost because the ring buffer was full{}; \
-         raise --ring-size, lower --snaplen, or capture less",
-        outcome.total.events_lost,
-        if outcome.undecodable > 0 {
-            format!(" and {} were undecodable", outcome.undecodable)
-        } else {
-            String::new()
-        }
-    );
 }

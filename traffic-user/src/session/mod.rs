@@ -115,6 +115,9 @@ pub struct Outcome {
     pub unread: u64,
     /// Outputs that failed during the run, with what they missed.
     pub failed: Vec<Failed>,
+    /// Frames the AF_XDP sockets dropped (RX ring full, no fill-ring
+    /// frame); included in `total.events_lost`.
+    pub socket_drops: u64,
 }
 
 /// An output that failed: the run went on without it.
@@ -144,6 +147,48 @@ impl Outcome {
     /// socket dropped them, they were never read, or could not be decoded.
     pub fn lost(&self) -> u64 {
         self.total.events_lost + self.undecodable
+    }
+
+    /// What was lost and where, and what to do about it: one sentence for
+    /// stderr, or `None` when nothing was lost. Each path's loss names its
+    /// own ring and flag.
+    pub fn loss_message(&self) -> Option<String> {
+        if self.lost() == 0 {
+            return None;
+        }
+        let t = &self.total;
+        let ring = t
+            .events_lost
+            .saturating_sub(t.xsk_unbound + self.socket_drops + self.unread);
+        let mut parts = Vec::new();
+        if ring > 0 {
+            parts.push(format!(
+                "{ring} capture events were lost because the event ring buffer was full (raise --ring-size, lower --snaplen, or capture less)"
+            ));
+        }
+        if self.socket_drops > 0 {
+            parts.push(format!(
+                "{} frames were dropped by the AF_XDP sockets, their RX ring full or no frame in their fill ring (raise --afxdp-ring)",
+                self.socket_drops
+            ));
+        }
+        if t.xsk_unbound > 0 {
+            parts.push(format!(
+                "{} frames arrived on a receive queue with no AF_XDP socket and were passed to the stack uncaptured (leave out --queues to open one on every queue)",
+                t.xsk_unbound
+            ));
+        }
+        if self.unread > 0 {
+            parts.push(format!(
+                "{} were handed to traffic but still unread {} s after the end",
+                self.unread,
+                EXIT_DRAIN.as_secs()
+            ));
+        }
+        if self.undecodable > 0 {
+            parts.push(format!("{} were undecodable", self.undecodable));
+        }
+        Some(parts.join("; "))
     }
 
     /// The exit status: 2 when the interface went away, 1 when capture
@@ -540,6 +585,7 @@ impl<'a> Session<'a> {
             undecodable: self.drained.iter().map(|d| d.undecodable).sum(),
             unread,
             failed: self.sinks.into_iter().filter_map(|s| s.failed).collect(),
+            socket_drops: end.dropped,
         })
     }
 }

@@ -304,3 +304,43 @@ fn a_failing_output_is_reported_and_the_run_goes_on() {
         "an output that failed makes the run exit 1"
     );
 }
+
+#[test]
+fn the_loss_message_names_each_paths_ring_and_flag() {
+    let ring = Outcome {
+        total: Stats {
+            capture: 10,
+            events: 7,
+            events_lost: 3,
+            ..Stats::default()
+        },
+        ..Outcome::default()
+    };
+    let text = ring.loss_message().unwrap();
+    assert!(
+        text.contains("3 capture events were lost because the event ring buffer was full")
+            && text.contains("--ring-size")
+            && !text.contains("AF_XDP"),
+        "{text}"
+    );
+    let afxdp = Outcome {
+        total: Stats {
+            capture: 10,
+            events: 5,
+            events_lost: 5,
+            xsk_unbound: 1,
+            ..Stats::default()
+        },
+        socket_drops: 4,
+        ..Outcome::default()
+    };
+    let text = afxdp.loss_message().unwrap();
+    assert!(
+        text.contains("4 frames were dropped by the AF_XDP sockets")
+            && text.contains("--afxdp-ring")
+            && text.contains("1 frames arrived on a receive queue with no AF_XDP socket")
+            && !text.contains("--ring-size"),
+        "{text}"
+    );
+    assert_eq!(Outcome::default().loss_message(), None);
+}

@@ -130,10 +130,9 @@ impl Source for RingSource {
 
     fn drain(
         &mut self,
-        timed: bool,
+        _timed: bool,
         deliver: &mut dyn FnMut(&Captured<'_>),
     ) -> Result<Drained, SourceError> {
-        let _ = timed;
         let mut drained = Drained::default();
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
