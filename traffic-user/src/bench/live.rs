@@ -26,7 +26,10 @@ use crate::{
         generator::{GenReport, Mechanism},
         in_netns,
     },
-    sink::{Percentiles, json::Line},
+    sink::{
+        Percentiles,
+        json::{Line, SummaryReport},
+    },
 };
 
 /// Why a scenario could not be measured.
@@ -429,14 +432,7 @@ impl Receiving {
             | Receiver::TrafficAfxdp
             | Receiver::TrafficAndTcpdump => {
                 t.interrupt();
-                let summary = Spawned::rest(&t.lines)
-                    .into_iter()
-                    .rev()
-                    .find_map(|l| match serde_json::from_str(&l) {
-                        Ok(Line::Summary(s)) => Some(s),
-                        _ => None,
-                    })
-                    .ok_or(LiveError::NoSummary)?;
+                let summary = last_summary(&t).ok_or(LiveError::NoSummary)?;
                 result.seen = Some(summary.counts.packets);
                 if *receiver != Receiver::TrafficDrop {
                     // traffic's own count of what it lost, not the
@@ -531,6 +527,17 @@ fn send(
     }
     serde_json::from_slice(&out.stdout)
         .map_err(|e| LiveError::Generator(format!("it printed no report ({e})")))
+}
+
+/// The summary line among what traffic printed after it was stopped.
+pub(crate) fn last_summary(traffic: &Spawned) -> Option<SummaryReport> {
+    Spawned::rest(&traffic.lines)
+        .into_iter()
+        .rev()
+        .find_map(|l| match serde_json::from_str(&l) {
+            Ok(Line::Summary(s)) => Some(s),
+            _ => None,
+        })
 }
 
 /// Attaches a floor program to the lab's receiving end.

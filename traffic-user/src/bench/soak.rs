@@ -14,10 +14,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::live::{LiveError, Spawned, io_step};
+use super::live::{LiveError, Spawned, io_step, last_summary};
 use crate::{
     lab::{Lab, RX_MAC},
-    sink::json::{Line, SummaryReport},
+    sink::json::SummaryReport,
 };
 
 /// What a soak measured.
@@ -138,13 +138,7 @@ pub fn run(
         .zip(super::live::process_cpu_s(pid))
         .map(|(a, b)| b - a);
     traffic.interrupt();
-    result.summary = Spawned::rest(&traffic.lines)
-        .into_iter()
-        .rev()
-        .find_map(|l| match serde_json::from_str(&l) {
-            Ok(Line::Summary(s)) => Some(s),
-            _ => None,
-        });
+    result.summary = last_summary(&traffic);
     drop(traffic);
     drop(lab);
     Ok(result)

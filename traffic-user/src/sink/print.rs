@@ -106,7 +106,7 @@ fn endpoint(ip: IpAddr, port: Option<u16>) -> String {
 
 /// One text line for a packet (no newline).
 pub fn line(p: &Captured<'_>, rules: &RuleSet) -> String {
-    let pkt = &p.packet;
+    let pkt = &p.packet();
     let mut out = time_of_day(p.ts);
     if let Some(vlan) = pkt.vlan_id {
         let _ = write!(out, " vlan {vlan}");
@@ -139,7 +139,7 @@ pub fn line(p: &Captured<'_>, rules: &RuleSet) -> String {
 
 /// The JSON object for `p`.
 pub fn packet_line(p: &Captured<'_>, rules: &RuleSet) -> PacketLine {
-    let pkt = &p.packet;
+    let pkt = &p.packet();
     PacketLine {
         ts: p.ts.as_secs_f64(),
         ifindex: p.ifindex,

@@ -25,16 +25,16 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio::io::{Interest, unix::AsyncFd};
+use tokio::io::unix::AsyncFd;
 use traffic_common::{AFXDP_META_LEN, Stats, XskMeta, action, event_flags};
 use xdpilone::{DeviceQueue, IfInfo, RingRx, Socket, SocketConfig, Umem, UmemConfig};
 
 use super::{
     Captured, Drained, QueueReport, Source, SourceError,
     clock::{WallClock, monotonic_ns},
-    rule_index,
+    poll_readable, rule_index, watch,
 };
-use crate::{packet, rules::Action};
+use crate::rules::Action;
 
 /// Which AF_XDP mode the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -553,7 +553,7 @@ fn captured<'a>(
 ) -> Captured<'a> {
     let known = meta.ts_ns != 0;
     Captured {
-        packet: packet::parse(frame),
+        described: None,
         data: frame,
         wire_len: u32::try_from(frame.len()).unwrap_or(u32::MAX),
         ts: clock.unix(if known { meta.ts_ns } else { read_ns }),
@@ -600,12 +600,7 @@ impl Watched {
 fn register(q: XskQueue) -> Result<AsyncFd<XskQueue>, SourceError> {
     // SAFETY: the XskQueue owns its socket fd for as long as the AsyncFd
     // owns the XskQueue.
-    unsafe { AsyncFd::register_with_interest(q, Interest::READABLE) }.map_err(|source| {
-        SourceError::Poll {
-            what: "an AF_XDP socket",
-            source: io::Error::from(source),
-        }
-    })
+    unsafe { watch(q, "an AF_XDP socket") }
 }
 
 /// The AF_XDP sockets of a run, as one source.
@@ -656,20 +651,10 @@ impl XskSource {
 impl Source for XskSource {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SourceError>> {
         for s in &mut self.sockets {
-            if let Watched::Live(fd) = s {
-                match fd.poll_read_ready_mut(cx) {
-                    Poll::Ready(Ok(mut guard)) => {
-                        guard.clear_ready();
-                        return Poll::Ready(Ok(()));
-                    }
-                    Poll::Ready(Err(source)) => {
-                        return Poll::Ready(Err(SourceError::Poll {
-                            what: "an AF_XDP socket",
-                            source,
-                        }));
-                    }
-                    Poll::Pending => {}
-                }
+            if let Watched::Live(fd) = s
+                && let ready @ Poll::Ready(_) = poll_readable(fd, "an AF_XDP socket", cx)
+            {
+                return ready;
             }
         }
         Poll::Pending

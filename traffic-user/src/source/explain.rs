@@ -11,10 +11,10 @@ use std::{
 };
 
 use aya_log::EbpfLogger;
-use tokio::io::{Interest, unix::AsyncFd};
+use tokio::io::unix::AsyncFd;
 use traffic_common::Stats;
 
-use super::{Captured, Drained, Source, SourceError};
+use super::{Captured, Drained, Source, SourceError, poll_readable, watch};
 
 /// Writes each record of the program's log as one line on stderr:
 /// `traffic: explain: malformed frame of 60 bytes on queue 0: IPv4 header
@@ -54,6 +54,8 @@ pub fn render(message: &str) -> String {
     }
 }
 
+const WHAT: &str = "the XDP program's log";
+
 /// The program's log ring, watched by the reactor.
 pub struct ExplainSource {
     log: AsyncFd<EbpfLogger<ExplainLog>>,
@@ -68,29 +70,14 @@ impl ExplainSource {
     pub fn new(log: EbpfLogger<ExplainLog>) -> Result<Self, SourceError> {
         // SAFETY: the logger owns its ring's map fd for as long as the
         // AsyncFd owns the logger.
-        let log = unsafe { AsyncFd::register_with_interest(log, Interest::READABLE) }.map_err(
-            |source| SourceError::Poll {
-                what: "the XDP program's log",
-                source: io::Error::from(source),
-            },
-        )?;
+        let log = unsafe { watch(log, WHAT) }?;
         Ok(Self { log })
     }
 }
 
 impl Source for ExplainSource {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SourceError>> {
-        match self.log.poll_read_ready_mut(cx) {
-            Poll::Ready(Ok(mut guard)) => {
-                guard.clear_ready();
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(source)) => Poll::Ready(Err(SourceError::Poll {
-                what: "the XDP program's log",
-                source,
-            })),
-            Poll::Pending => Poll::Pending,
-        }
+        poll_readable(&mut self.log, WHAT, cx)
     }
 
     fn drain(

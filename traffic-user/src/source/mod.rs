@@ -32,9 +32,10 @@ use crate::{packet::Packet, rules::Action};
 /// One captured packet, as every sink sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct Captured<'a> {
-    /// What the XDP program (ring buffer) or the userspace parser (AF_XDP)
-    /// found in the frame; the two agree.
-    pub packet: Packet,
+    /// What the XDP program found in the frame (ring-buffer events); `None`
+    /// for whole AF_XDP frames, which [`Captured::packet`] parses only when
+    /// a sink asks, so that writing them to pcap parses nothing.
+    pub described: Option<Packet>,
     /// The captured bytes: the first snaplen bytes, or the whole frame.
     pub data: &'a [u8],
     /// The frame's length on the wire.
@@ -54,6 +55,51 @@ pub struct Captured<'a> {
     pub rule: Option<u32>,
     /// Whether `--sample` chose the frame rather than a capture rule.
     pub sampled: bool,
+}
+
+impl Captured<'_> {
+    /// What is in the frame: the XDP program's description, or the
+    /// userspace parser's, which agrees with it.
+    pub fn packet(&self) -> Packet {
+        self.described
+            .unwrap_or_else(|| crate::packet::parse(self.data))
+    }
+}
+
+/// Registers `io` with the reactor for readability, as `what` in errors.
+///
+/// # Safety
+///
+/// `io` must own its file descriptor, open and the same, for as long as the
+/// returned `AsyncFd` owns `io` (tokio's requirement).
+unsafe fn watch<T: std::os::fd::AsRawFd>(
+    io: T,
+    what: &'static str,
+) -> Result<tokio::io::unix::AsyncFd<T>, SourceError> {
+    // SAFETY: the caller's guarantee.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(io, tokio::io::Interest::READABLE) }
+        .map_err(|source| SourceError::Poll {
+            what,
+            source: io::Error::from(source),
+        })
+}
+
+/// Whether `fd` is readable. Readiness is cleared before the read that
+/// follows, so that data arriving during that read makes it readable again
+/// instead of waiting.
+fn poll_readable<T: std::os::fd::AsRawFd>(
+    fd: &mut tokio::io::unix::AsyncFd<T>,
+    what: &'static str,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), SourceError>> {
+    match fd.poll_read_ready_mut(cx) {
+        Poll::Ready(Ok(mut guard)) => {
+            guard.clear_ready();
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Err(source)) => Poll::Ready(Err(SourceError::Poll { what, source })),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 /// A rule id from the kernel as an index.

@@ -29,19 +29,16 @@
 //! assert_eq!(event.data, [0xaa, 0xbb]);
 //! ```
 
-use std::{
-    io,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::io::{Interest, unix::AsyncFd};
+use tokio::io::unix::AsyncFd;
 use traffic_common::{EventHeader, Stats, event_flags};
 
 use super::{
     Captured, Drained, Source, SourceError,
     clock::{WallClock, monotonic_ns},
-    rule_index,
+    poll_readable, rule_index, watch,
 };
 use crate::{packet::Packet, rules::Action};
 
@@ -68,7 +65,7 @@ impl<'a> Event<'a> {
     pub fn captured(&self, clock: &WallClock, read_ns: u64) -> Captured<'a> {
         let h = &self.header;
         Captured {
-            packet: Packet::from_event(h),
+            described: Some(Packet::from_event(h)),
             data: self.data,
             wire_len: h.wire_len,
             ts: clock.unix(h.ts_ns),
@@ -81,6 +78,8 @@ impl<'a> Event<'a> {
         }
     }
 }
+
+const WHAT: &str = "the event ring buffer";
 
 /// The event ring buffer, watched by the reactor.
 pub struct RingSource {
@@ -98,12 +97,7 @@ impl RingSource {
         // SAFETY: the ring buffer owns its map fd, which stays open and the
         // same for as long as the RingBuf lives, and the AsyncFd owns the
         // RingBuf.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(
-            |source| SourceError::Poll {
-                what: "the event ring buffer",
-                source: io::Error::from(source),
-            },
-        )?;
+        let ring = unsafe { watch(ring, WHAT) }?;
         Ok(Self {
             ring,
             clock: WallClock::new(),
@@ -113,19 +107,7 @@ impl RingSource {
 
 impl Source for RingSource {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SourceError>> {
-        match self.ring.poll_read_ready_mut(cx) {
-            Poll::Ready(Ok(mut guard)) => {
-                // Cleared before reading, so that an event arriving during
-                // the read makes the ring readable again instead of waiting.
-                guard.clear_ready();
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(source)) => Poll::Ready(Err(SourceError::Poll {
-                what: "the event ring buffer",
-                source,
-            })),
-            Poll::Pending => Poll::Pending,
-        }
+        poll_readable(&mut self.ring, WHAT, cx)
     }
 
     fn drain(
@@ -187,8 +169,8 @@ mod tests {
         header.src[..4].copy_from_slice(&[192, 0, 2, 1]);
         let ev = Event { header, data: &[] };
         let c = ev.captured(&WallClock::new(), 1_500);
-        assert_eq!(c.packet.src, Some("192.0.2.1".parse().unwrap()));
-        assert_eq!(c.packet.ports, None);
+        assert_eq!(c.packet().src, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(c.packet().ports, None);
         assert_eq!((c.latency_ns, c.rule, c.sampled), (Some(500), None, true));
         assert_eq!(c.action, Some(Action::Capture));
     }
