@@ -32,6 +32,13 @@ pub mod names {
     /// Capture events: a `RingBuf` of [`EventHeader`](super::EventHeader)
     /// records, each followed by the captured bytes.
     pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU room to assemble an event before it goes into the ring:
+    /// `PerCpuArray<[u8; EVENT_HEADER_LEN + MAX_SNAPLEN]>`.
+    pub const SCRATCH: &str = "SCRATCH";
+    /// The reader's wake-up request: an mmapable `Array<u32>` of one entry,
+    /// [`WAKE_ME`](super::WAKE_ME) while the reader sleeps until the next
+    /// event, 0 while it reads on its own schedule.
+    pub const WAKE: &str = "WAKE";
     /// AF_XDP sockets by receive queue: an `XskMap` (with `--afxdp`).
     pub const XSKS: &str = "XSKS";
     /// The read-only global holding [`Config`](super::Config).
@@ -78,11 +85,6 @@ pub struct Config {
     /// Send 1 in this many packets (of any action) to the capture path as a
     /// sample; 0 for none.
     pub sample_every: u32,
-    /// Wake the reader when at least this many bytes wait in the ring.
-    pub wakeup_bytes: u32,
-    /// Wake the reader when this long has passed since this CPU last woke
-    /// it; 0 wakes it for every event.
-    pub wakeup_interval_ns: u64,
     /// Nonzero: redirect packets whose action is capture, whole, to the
     /// AF_XDP socket of their receive queue instead of writing events.
     pub afxdp: u32,
@@ -101,7 +103,7 @@ pub struct XskMeta {
     pub ts_ns: u64,
     /// [`Rule::id`] of the rule that matched, or [`NO_RULE`].
     pub rule_id: u32,
-    /// [`event_flags`] of the parse (`MALFORMED`, `LATER_FRAGMENT`).
+    /// [`event_flags`] of the parse (all but `SAMPLED`).
     pub flags: u32,
 }
 
@@ -115,78 +117,63 @@ impl Default for Config {
             default_action: action::PASS,
             snaplen: DEFAULT_SNAPLEN,
             sample_every: 0,
-            wakeup_bytes: 0,
-            wakeup_interval_ns: 0,
             afxdp: 0,
             explain: 0,
         }
     }
 }
 
+/// [`names::WAKE`]'s value while the reader waits to be woken by the next
+/// event; the program sets it back to 0 when it wakes the reader.
+pub const WAKE_ME: u32 = 1;
+
 /// The default `snaplen`.
 pub const DEFAULT_SNAPLEN: u32 = 128;
 /// The largest `snaplen`.
 pub const MAX_SNAPLEN: u32 = 4096;
-/// Event records come in these sizes of captured data (the verifier needs a
-/// constant size for each ring-buffer reservation); a snaplen uses the
-/// smallest class that holds it.
-pub const SNAP_CLASSES: [u32; 7] = [64, 128, 256, 512, 1024, 2048, 4096];
 
 /// The head of every capture event in the ring buffer; `cap_len` bytes of the
 /// frame follow it.
+///
+/// 24 bytes: what the program knows that the captured bytes do not say.
+/// Addresses, ports and VLAN tags are in the bytes, and userspace's parser
+/// (which agrees with the program's) reads them there when a sink asks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct EventHeader {
     /// `CLOCK_MONOTONIC` nanoseconds at the XDP hook.
     pub ts_ns: u64,
-    /// The interface the frame arrived on.
-    pub ifindex: u32,
-    /// Its receive queue.
-    pub rx_queue: u32,
     /// The frame's length on the wire (without FCS), all buffers included.
     pub wire_len: u32,
-    /// Bytes of the frame that follow this header.
-    pub cap_len: u32,
     /// [`Rule::id`] of the rule that matched, or [`NO_RULE`].
     pub rule_id: u32,
+    /// Bytes of the frame that follow this header.
+    pub cap_len: u16,
+    /// The receive queue the frame arrived on.
+    pub rx_queue: u16,
     /// The [`action`] applied to the frame.
-    pub action: u32,
+    pub action: u8,
     /// [`event_flags`].
-    pub flags: u32,
-    /// 4, 6, or 0 when the frame had no classifiable IP header.
-    pub ip_version: u8,
-    /// The IP protocol (of the transport header for IPv6).
-    pub protocol: u8,
-    /// TCP flags, when [`event_flags::TCP_FLAGS`] is set.
-    pub tcp_flags: u8,
-    /// How many VLAN tags preceded the IP header.
-    pub vlan_depth: u8,
-    /// Source port, when [`event_flags::PORTS`] is set.
-    pub sport: u16,
-    /// Destination port, when [`event_flags::PORTS`] is set.
-    pub dport: u16,
-    /// The outer VLAN id, when `vlan_depth > 0`.
-    pub vlan_id: u16,
-    /// Zero; keeps the addresses 8-byte aligned.
+    pub flags: u8,
+    /// Zero.
     pub _pad: u16,
-    /// Source address: 4 bytes for IPv4, then zeros.
-    pub src: [u8; 16],
-    /// Destination address, likewise.
-    pub dst: [u8; 16],
 }
 
-/// Bits of [`EventHeader::flags`].
+/// Bytes of [`EventHeader`].
+pub const EVENT_HEADER_LEN: usize = size_of::<EventHeader>();
+
+/// Bits of [`EventHeader::flags`] and [`XskMeta::flags`].
 pub mod event_flags {
     /// The frame was chosen by `--sample`, not by a capture rule.
-    pub const SAMPLED: u32 = 1 << 0;
-    /// `sport` and `dport` are valid.
-    pub const PORTS: u32 = 1 << 1;
-    /// `tcp_flags` is valid.
-    pub const TCP_FLAGS: u32 = 1 << 2;
+    pub const SAMPLED: u8 = 1 << 0;
     /// The frame was counted as malformed.
-    pub const MALFORMED: u32 = 1 << 3;
+    pub const MALFORMED: u8 = 1 << 1;
     /// An IP fragment other than the first.
-    pub const LATER_FRAGMENT: u32 = 1 << 4;
+    pub const LATER_FRAGMENT: u8 = 1 << 2;
+    /// The frame had an IPv4 source address to classify.
+    pub const IPV4: u8 = 1 << 3;
+    /// The frame had an IPv6 source address to classify.
+    pub const IPV6: u8 = 1 << 4;
 }
 
 /// Per-CPU packet counters, one entry per CPU.
@@ -246,8 +233,6 @@ pub struct CpuState {
     pub stats: Stats,
     /// Packets to skip before the next sample.
     pub sample_left: u64,
-    /// When this CPU last woke the ring-buffer reader.
-    pub last_wakeup_ns: u64,
 }
 
 /// Why a frame is malformed or not IP: the codes of `--explain`.

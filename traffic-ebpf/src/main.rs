@@ -12,18 +12,19 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
+    bindings::{BPF_F_MMAPABLE, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
     helpers::{
         bpf_ktime_get_ns,
         generated::{bpf_xdp_adjust_meta, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
-    maps::{LpmTrie, PerCpuArray, RingBuf, XskMap, lpm_trie::Key},
+    maps::{Array, LpmTrie, PerCpuArray, RingBuf, XskMap, lpm_trie::Key},
     programs::XdpContext,
 };
 use aya_log_ebpf::info;
 use traffic_common::{
-    Config, CpuState, EventHeader, NO_RULE, Rule, XskMeta, action, event_flags, why,
+    Config, CpuState, EVENT_HEADER_LEN, EventHeader, MAX_SNAPLEN, NO_RULE, Rule, XskMeta, action,
+    event_flags, why,
 };
 
 // Keys are the address bytes in network order, as 16-bit words (see
@@ -46,6 +47,16 @@ static EXPLAINED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
+/// Room to assemble an event (header, then the captured bytes) before one
+/// `bpf_ringbuf_output` copies exactly its length into the ring.
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The reader's wake-up request (see [`wake_reader_if_asked`]). Mapped into
+/// the reader's memory, so asking costs it no system call.
+#[map(name = "WAKE")]
+static WAKE: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
 /// AF_XDP sockets by receive queue (`--afxdp`). The loader sizes it to the
 /// interface's queues.
 #[map(name = "XSKS")]
@@ -58,8 +69,6 @@ static CONFIG: Config = Config {
     default_action: action::PASS,
     snaplen: traffic_common::DEFAULT_SNAPLEN,
     sample_every: 0,
-    wakeup_bytes: 0,
-    wakeup_interval_ns: 0,
     afxdp: 0,
     explain: 0,
 };
@@ -98,8 +107,7 @@ enum Outcome {
     Ipv6,
 }
 
-/// The whole pass over the frame: what it was, what to do with it, and
-/// where its headers are (for the capture event).
+/// The whole pass over the frame: what it was and what to do with it.
 #[derive(Clone, Copy)]
 struct Verdict {
     outcome: Outcome,
@@ -107,13 +115,6 @@ struct Verdict {
     rule_id: u32,
     /// 4, 6, or 0 when no IP header was classified.
     version: u8,
-    proto: u8,
-    vlan_depth: u8,
-    vlan_id: u16,
-    /// Offset of the IP header.
-    l3: u16,
-    /// Offset of the transport header, or 0 when there is none to read.
-    l4: u16,
     later_fragment: bool,
     /// Why the frame is malformed or not IP ([`why`]).
     why: u8,
@@ -128,11 +129,6 @@ impl Verdict {
             action: action::PASS,
             rule_id: NO_RULE,
             version: 0,
-            proto: 0,
-            vlan_depth: 0,
-            vlan_id: 0,
-            l3: 0,
-            l4: 0,
             later_fragment: false,
         }
     }
@@ -344,7 +340,7 @@ fn redirect_to_socket(ctx: &XdpContext, state: &mut CpuState, v: &Verdict) -> u3
             let value = XskMeta {
                 ts_ns: now,
                 rule_id: v.rule_id,
-                flags: parse_flags(v),
+                flags: u32::from(parse_flags(v)),
             };
             // SAFETY: the metadata lies between data_meta and data, checked
             // just above as the verifier requires.
@@ -394,174 +390,121 @@ fn record(state: &mut CpuState, verdict: &Verdict, len: u64) -> u32 {
     }
 }
 
-/// One capture event: the header, then up to `N` bytes of the frame.
+/// An event as it is assembled: the header, then up to [`MAX_SNAPLEN`]
+/// bytes of the frame.
 #[repr(C)]
-struct Record<const N: usize> {
+struct Scratch {
     header: EventHeader,
-    data: [u8; N],
+    data: [u8; MAX_SNAPLEN as usize],
 }
 
 /// Writes a capture event, or counts it lost when the ring is full.
 ///
-/// The ring-buffer reservation must have a size the verifier knows, so each
-/// snaplen class has its own instance of [`emit`]; `cfg.snaplen` is a
-/// constant to the verifier (frozen read-only map), which prunes the rest.
+/// The event takes exactly `EVENT_HEADER_LEN + cap_len` bytes of the ring
+/// (rounded up to 8 with the ring's own 8-byte header): the header and the
+/// captured bytes are assembled in this CPU's [`SCRATCH`] entry and copied
+/// in by one `bpf_ringbuf_output`, whose length, unlike a reservation's,
+/// need not be a constant. A 60-byte frame at the default snaplen takes 96
+/// bytes, where a reservation sized for the snaplen took 224.
+///
+/// The reader is not woken here unless it asked to be ([`WAKE`]): it reads
+/// on its own schedule while events flow, and nothing in this path touches
+/// the consumer's cache lines (no ring query).
 #[inline(always)]
-fn emit_event(ctx: &XdpContext, state: &mut CpuState, v: &Verdict, flags: u32, cfg: &Config) {
-    match cfg.snaplen {
-        0..=64 => emit::<64>(ctx, state, v, flags, cfg),
-        65..=128 => emit::<128>(ctx, state, v, flags, cfg),
-        129..=256 => emit::<256>(ctx, state, v, flags, cfg),
-        257..=512 => emit::<512>(ctx, state, v, flags, cfg),
-        513..=1024 => emit::<1024>(ctx, state, v, flags, cfg),
-        1025..=2048 => emit::<2048>(ctx, state, v, flags, cfg),
-        _ => emit::<4096>(ctx, state, v, flags, cfg),
-    }
-}
-
-#[inline(always)]
-fn emit<const N: usize>(
-    ctx: &XdpContext,
-    state: &mut CpuState,
-    v: &Verdict,
-    mut flags: u32,
-    cfg: &Config,
-) {
-    let Some(mut entry) = EVENTS.reserve::<Record<N>>(0) else {
+fn emit_event(ctx: &XdpContext, state: &mut CpuState, v: &Verdict, flags: u8, cfg: &Config) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         state.stats.events_lost += 1;
         return;
     };
-    let rec = entry.as_mut_ptr();
+    // SAFETY: this CPU's entry of a per-CPU array; XDP runs with migration
+    // disabled, so nothing else uses it until this program returns.
+    let scratch = unsafe { &mut *scratch };
     // SAFETY: helper calls with the program's own context.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: as above; the length covers every buffer of a multi-buffer frame.
     let wire_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as u32;
-    let cur = Cursor::new(ctx);
-    let mut header = EventHeader {
-        ts_ns: now,
-        ifindex: ctx.ingress_ifindex() as u32,
-        rx_queue: ctx.rx_queue_index(),
-        wire_len,
-        cap_len: 0,
-        rule_id: v.rule_id,
-        action: v.action,
-        flags: 0,
-        ip_version: v.version,
-        protocol: v.proto,
-        tcp_flags: 0,
-        vlan_depth: v.vlan_depth,
-        sport: 0,
-        dport: 0,
-        vlan_id: v.vlan_id,
-        _pad: 0,
-        src: [0; 16],
-        dst: [0; 16],
-    };
-    let l3 = v.l3 as usize;
-    if v.version == 4 {
-        if let Some(addrs) = cur.at::<[[u16; 2]; 2]>(l3 + 12) {
-            // SAFETY: bounds checked by `at`.
-            let addrs = unsafe { &*addrs };
-            store_words(&mut header.src, &load_words(&addrs[0]));
-            store_words(&mut header.dst, &load_words(&addrs[1]));
-        }
-    } else if v.version == 6
-        && let Some(addrs) = cur.at::<[[u16; 8]; 2]>(l3 + 8)
-    {
-        // SAFETY: bounds checked by `at`.
-        let addrs = unsafe { &*addrs };
-        store_words(&mut header.src, &load_words(&addrs[0]));
-        store_words(&mut header.dst, &load_words(&addrs[1]));
-    }
-    if v.l4 != 0 && (v.proto == IPPROTO_TCP || v.proto == IPPROTO_UDP) {
-        if let Some(ports) = cur.at::<[u8; 4]>(v.l4 as usize) {
-            // SAFETY: bounds checked by `at`.
-            let ports = unsafe { &*ports };
-            header.sport = be16([ports[0], ports[1]]);
-            header.dport = be16([ports[2], ports[3]]);
-            flags |= event_flags::PORTS;
-        }
-        if v.proto == IPPROTO_TCP
-            && let Some(tcp) = cur.at::<[u8; 14]>(v.l4 as usize)
-        {
-            // SAFETY: bounds checked by `at`.
-            header.tcp_flags = unsafe { (*tcp)[13] };
-            flags |= event_flags::TCP_FLAGS;
-        }
-    }
-    header.flags = flags | parse_flags(v);
-
-    let want = if wire_len < cfg.snaplen {
+    let mut cap = if wire_len < cfg.snaplen {
         wire_len
     } else {
         cfg.snaplen
     };
-    let cap = if want as usize > N { N as u32 } else { want };
+    if cap > MAX_SNAPLEN {
+        cap = MAX_SNAPLEN;
+    }
     if cap > 0 {
-        // SAFETY: `rec` points at a reserved record of N data bytes and
-        // `cap <= N`; the helper copies from the frame, any of its buffers.
-        let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, (*rec).data.as_mut_ptr().cast(), cap) };
-        if rc == 0 {
-            header.cap_len = cap;
+        // SAFETY: the scratch entry has MAX_SNAPLEN data bytes and `cap` is
+        // at most that; the helper copies from any of the frame's buffers.
+        let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, scratch.data.as_mut_ptr().cast(), cap) };
+        if rc != 0 {
+            cap = 0;
         }
     }
-    // SAFETY: `rec` points at the reserved record.
-    unsafe { (*rec).header = header };
-
-    // Wake the reader only when this CPU has not woken it for
-    // `wakeup_interval_ns` (a sixteenth of that once a quarter of the ring is
-    // full). At low rates every
-    // event wakes it (low latency); at high rates wake-ups are bounded per CPU
-    // per second instead of one per event, and the reader drains batches.
-    // The reader arms a timer of the same interval after each batch, so an
-    // event whose wake-up was skipped waits at most about that long.
-    //
-    // Measured on the veth lab (2 cores, 1,000,000 captured 42-byte frames
-    // offered as fast as the sender could, none lost in any setting), CPU
-    // time of the reader and delivery latency by interval:
-    //
-    //   every event (0):  3.10 s  p50  13 us  p99  28 us  (and the sender
-    //                                                      slowed to 104k/s)
-    //   50 us:            1.01 s  p50  21 us  p99  75 us
-    //   100 us:           0.68 s  p50  36 us  p99 108 us
-    //   200 us:           0.48 s  p50  64 us  p99 197 us   <- default
-    //   1 ms:             0.30 s  p50 309 us  p99 935 us
-    //
-    // A wake-up per event costs six times the CPU of 200 us for a latency
-    // gain nobody reading a capture needs; past 200 us the saving is small
-    // while the latency keeps growing. (tcpdump's libpcap hands over a ring
-    // block when it fills or after a second.)
-    //
-    // A forced wake-up raises an IPI (a VM exit under virtualisation, about
-    // 2 us), so even a filling ring must not force one per event: above the
-    // threshold the interval shrinks sixteenfold instead.
-    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let interval = if avail >= u64::from(cfg.wakeup_bytes) {
-        cfg.wakeup_interval_ns / 16
-    } else {
-        cfg.wakeup_interval_ns
+    scratch.header = EventHeader {
+        ts_ns: now,
+        wire_len,
+        rule_id: v.rule_id,
+        cap_len: cap as u16,
+        rx_queue: ctx.rx_queue_index() as u16,
+        action: v.action as u8,
+        flags: flags | parse_flags(v),
+        _pad: 0,
     };
-    let wake = now.wrapping_sub(state.last_wakeup_ns) >= interval;
-    if wake {
-        state.last_wakeup_ns = now;
+    let len = EVENT_HEADER_LEN + cap as usize;
+    // SAFETY: `len` is at most the size of the scratch entry.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), len) };
+    if EVENTS
+        .output::<[u8]>(bytes, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
+        state.stats.events_lost += 1;
+        return;
     }
-    entry.submit(if wake {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    } as u64);
     state.stats.events += 1;
+    wake_reader_if_asked();
+}
+
+/// Wakes the reader if it asked to be woken by the next event.
+///
+/// At low rates the reader sleeps with [`WAKE`] set and each event wakes it
+/// at once; at high rates it leaves [`WAKE`] clear and reads on a timer it
+/// paces by the rate, so events cost no wake-up at all (a wake-up raises an
+/// IPI, a VM exit under virtualisation). The request is read after the event
+/// is committed (the commit is a full barrier) and the reader sets it before
+/// its last look at the ring, so either the reader sees this event or this
+/// sees the request. The wake-up itself goes out with an empty record,
+/// discarded at once, which the reader skips.
+#[inline(always)]
+fn wake_reader_if_asked() {
+    let Some(wake) = WAKE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a valid map value; volatile because the reader writes it.
+    if unsafe { core::ptr::read_volatile(wake) } == 0 {
+        return;
+    }
+    // SAFETY: as above. Two CPUs may both see the request and both wake the
+    // reader, which is harmless.
+    unsafe { core::ptr::write_volatile(wake, 0) };
+    if let Some(entry) = EVENTS.reserve::<u64>(0) {
+        entry.discard(BPF_RB_FORCE_WAKEUP as u64);
+    }
 }
 
 /// The [`event_flags`] that describe what the parser found.
 #[inline(always)]
-fn parse_flags(v: &Verdict) -> u32 {
+fn parse_flags(v: &Verdict) -> u8 {
     let mut flags = 0;
     if matches!(v.outcome, Outcome::Malformed) {
         flags |= event_flags::MALFORMED;
     }
     if v.later_fragment {
         flags |= event_flags::LATER_FRAGMENT;
+    }
+    match v.version {
+        4 => flags |= event_flags::IPV4,
+        6 => flags |= event_flags::IPV6,
+        _ => {}
     }
     flags
 }
@@ -579,8 +522,6 @@ fn classify(ctx: &XdpContext) -> Verdict {
     };
     // SAFETY: `take` checked that the header lies inside the frame.
     let mut proto = be16(unsafe { (*eth).proto });
-    let mut vlan_depth = 0u8;
-    let mut vlan_id = 0u16;
     // Up to two tags: 802.1Q, or 802.1ad outer with 802.1Q inner (QinQ).
     for _ in 0..2 {
         if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
@@ -590,22 +531,14 @@ fn classify(ctx: &XdpContext) -> Verdict {
             return Verdict::unclassified(Outcome::Malformed, why::VLAN_SHORT);
         };
         // SAFETY: bounds checked by `take`.
-        let vlan = unsafe { &*vlan };
-        if vlan_depth == 0 {
-            vlan_id = be16(vlan.tci) & 0x0fff;
-        }
-        vlan_depth += 1;
-        proto = be16(vlan.proto);
+        proto = be16(unsafe { (*vlan).proto });
     }
-    let mut verdict = match proto {
+    match proto {
         ETH_P_IP => classify_ipv4(&mut cur),
         ETH_P_IPV6 => classify_ipv6(&mut cur),
         ETH_P_8021Q | ETH_P_8021AD => Verdict::unclassified(Outcome::NonIp, why::THIRD_VLAN),
         _ => Verdict::unclassified(Outcome::NonIp, why::NOT_IP),
-    };
-    verdict.vlan_depth = vlan_depth;
-    verdict.vlan_id = vlan_id;
-    verdict
+    }
 }
 
 #[inline(always)]
@@ -662,17 +595,6 @@ fn load_words<const N: usize>(words: &[u16; N]) -> [u16; N] {
     out
 }
 
-/// Writes 16-bit words, as loaded by [`load_words`], back as the bytes they
-/// were read from.
-#[inline(always)]
-fn store_words<const N: usize>(out: &mut [u8; 16], words: &[u16; N]) {
-    for i in 0..N {
-        let [a, b] = words[i].to_ne_bytes();
-        out[2 * i] = a;
-        out[2 * i + 1] = b;
-    }
-}
-
 /// The smallest transport header we expect for `proto`, or 0 for protocols
 /// whose header we do not inspect.
 #[inline(always)]
@@ -712,16 +634,11 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
     let (action, rule_id) =
         rule_action(RULES_V4.get(AlignedKey::new(32, load_words(&ip.src)).as_key()));
     let frag_offset = be16(ip.frag_off) & 0x1fff;
-    let mut verdict = Verdict {
+    let verdict = Verdict {
         outcome: Outcome::Ipv4,
         action,
         rule_id,
         version: 4,
-        proto: ip.proto,
-        vlan_depth: 0,
-        vlan_id: 0,
-        l3: l3 as u16,
-        l4: 0,
         later_fragment: frag_offset != 0,
         why: why::NONE,
     };
@@ -750,7 +667,6 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
     if ip.proto == IPPROTO_TCP && !tcp_header_fits(cur, l4, room) {
         return verdict.malformed(why::TCP_OFFSET);
     }
-    verdict.l4 = l4 as u16;
     verdict
 }
 
@@ -772,11 +688,6 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
         action,
         rule_id,
         version: 6,
-        proto: ip.next_hdr,
-        vlan_depth: 0,
-        vlan_id: 0,
-        l3: l3 as u16,
-        l4: 0,
         later_fragment: false,
         why: why::NONE,
     };
@@ -795,7 +706,6 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH => {
                 if pos > MAX_L3_OFFSET {
                     // Too deep to follow: classified, transport unknown.
-                    verdict.proto = next;
                     return verdict;
                 }
                 let Some(ext) = cur.at::<Ipv6ExtHdr>(pos) else {
@@ -812,7 +722,6 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
                         let frag = unsafe { &*frag };
                         if be16([frag[2], frag[3]]) & 0xfff8 != 0 {
                             // A later fragment: no transport header here.
-                            verdict.proto = frag[0];
                             verdict.later_fragment = true;
                             if pos + 8 > end {
                                 return verdict.malformed(why::EXT_BEYOND);
@@ -834,16 +743,12 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
             return verdict.malformed(why::EXT_BEYOND);
         }
     }
-    verdict.proto = next;
     let room = end - pos.min(end);
     if room < min_l4_len(next) {
         return verdict.malformed(why::L4_SHORT);
     }
     if next == IPPROTO_TCP && !tcp_header_fits(cur, pos, room) {
         return verdict.malformed(why::TCP_OFFSET);
-    }
-    if pos <= MAX_L3_OFFSET {
-        verdict.l4 = pos as u16;
     }
     verdict
 }

@@ -37,7 +37,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::{EtherType, IpNumber, Ipv6FragmentHeaderSlice, SingleVlanHeaderSlice};
-use traffic_common::{EventHeader, event_flags};
+use traffic_common::event_flags;
 
 /// How many IPv6 extension headers are walked before the transport header
 /// is no longer looked for (the XDP program's bound).
@@ -110,37 +110,45 @@ impl Packet {
         }
     }
 
-    /// The description the XDP program wrote into a ring-buffer event.
-    pub fn from_event(h: &EventHeader) -> Self {
-        let addr = |bytes: [u8; 16]| match h.ip_version {
-            4 => Some(IpAddr::V4(Ipv4Addr::new(
-                bytes[0], bytes[1], bytes[2], bytes[3],
-            ))),
-            6 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
-            _ => None,
+    /// A captured frame as the XDP program saw it: what its first bytes
+    /// `data` say, with the program's verdict (`flags`, [`event_flags`] of
+    /// its event or AF_XDP metadata) on how the whole frame was counted.
+    ///
+    /// When `data` is the whole frame the two agree (the differential test
+    /// holds them to it); when the snaplen cut the frame short, this parser
+    /// cannot see the lengths the program checked, so the program's word on
+    /// the outcome stands and the rest is what the bytes show.
+    pub fn from_capture(data: &[u8], wire_len: u32, flags: u8) -> Self {
+        let mut p = parse_start(data, wire_len as usize);
+        let version = if flags & event_flags::IPV4 != 0 {
+            4
+        } else if flags & event_flags::IPV6 != 0 {
+            6
+        } else {
+            0
         };
-        let malformed = h.flags & event_flags::MALFORMED != 0;
-        Self {
-            outcome: match (malformed, h.ip_version) {
-                (true, _) => Outcome::Malformed,
-                (false, 4) => Outcome::Ipv4,
-                (false, 6) => Outcome::Ipv6,
-                (false, _) => Outcome::NonIp,
-            },
-            ip_version: h.ip_version,
-            src: addr(h.src),
-            dst: addr(h.dst),
-            protocol: (h.ip_version != 0).then_some(h.protocol),
-            ports: (h.flags & event_flags::PORTS != 0).then_some((h.sport, h.dport)),
-            tcp_flags: (h.flags & event_flags::TCP_FLAGS != 0).then_some(h.tcp_flags),
-            vlan_depth: h.vlan_depth,
-            vlan_id: (h.vlan_depth > 0).then_some(h.vlan_id),
-            later_fragment: h.flags & event_flags::LATER_FRAGMENT != 0,
+        p.outcome = match (flags & event_flags::MALFORMED != 0, version) {
+            (true, _) => Outcome::Malformed,
+            (false, 4) => Outcome::Ipv4,
+            (false, 6) => Outcome::Ipv6,
+            (false, _) => Outcome::NonIp,
+        };
+        if p.ip_version != version {
+            // The bytes end before the IP header the program read.
+            p.ip_version = version;
+            p.src = None;
+            p.dst = None;
+            p.protocol = None;
+            p.ports = None;
+            p.tcp_flags = None;
         }
+        p.later_fragment = flags & event_flags::LATER_FRAGMENT != 0;
+        p
     }
 
-    /// The `event_flags` the XDP program sets for this parse.
-    pub fn flags(&self) -> u32 {
+    /// The [`event_flags`] the XDP program sets for this parse (all but
+    /// `SAMPLED`).
+    pub fn flags(&self) -> u8 {
         let mut flags = 0;
         if self.outcome == Outcome::Malformed {
             flags |= event_flags::MALFORMED;
@@ -148,23 +156,27 @@ impl Packet {
         if self.later_fragment {
             flags |= event_flags::LATER_FRAGMENT;
         }
-        if self.ports.is_some() {
-            flags |= event_flags::PORTS;
-        }
-        if self.tcp_flags.is_some() {
-            flags |= event_flags::TCP_FLAGS;
+        match self.ip_version {
+            4 => flags |= event_flags::IPV4,
+            6 => flags |= event_flags::IPV6,
+            _ => {}
         }
         flags
     }
 }
 
-/// A frame and the bounds checks the XDP program makes on it.
-struct Frame<'a>(&'a [u8]);
+/// A frame (or the captured start of one) and the bounds checks the XDP
+/// program makes on it.
+struct Frame<'a> {
+    bytes: &'a [u8],
+    /// The whole frame's length, which the length checks compare with.
+    len: usize,
+}
 
 impl<'a> Frame<'a> {
     /// `len` bytes at `at`, if the frame has them.
     fn at(&self, at: usize, len: usize) -> Option<&'a [u8]> {
-        self.0.get(at..at.checked_add(len)?)
+        self.bytes.get(at..at.checked_add(len)?)
     }
 
     fn be16(&self, at: usize) -> Option<u16> {
@@ -172,13 +184,22 @@ impl<'a> Frame<'a> {
     }
 
     fn remaining_from(&self, at: usize) -> usize {
-        self.0.len().saturating_sub(at)
+        self.len.saturating_sub(at)
     }
 }
 
 /// Describes `frame` as the XDP program classifies it.
 pub fn parse(frame: &[u8]) -> Packet {
-    let f = Frame(frame);
+    parse_start(frame, frame.len())
+}
+
+/// Describes a frame of `wire_len` bytes from its first bytes, `start`: as
+/// [`parse`] would the whole frame, but for what lies past `start`.
+pub fn parse_start(start: &[u8], wire_len: usize) -> Packet {
+    let f = Frame {
+        bytes: start,
+        len: wire_len.max(start.len()),
+    };
     let Some(mut proto) = f.be16(12) else {
         return Packet::unclassified(Outcome::Malformed);
     };
@@ -463,23 +484,29 @@ mod tests {
     }
 
     #[test]
-    fn event_headers_read_back_as_the_same_description() {
+    fn a_whole_capture_reads_back_as_the_parse_and_a_cut_one_keeps_the_verdict() {
         let mut spec = FrameSpec::udp(ip("192.0.2.9"), ip("198.51.100.1"));
         spec.vlans = vec![(ETH_P_8021Q, 100)];
-        let p = parse(&spec.build());
-        let mut h = EventHeader {
-            ip_version: 4,
-            protocol: 17,
-            sport: 40000,
-            dport: 9,
-            vlan_depth: 1,
-            vlan_id: 100,
-            flags: p.flags(),
-            ..EventHeader::default()
-        };
-        h.src[..4].copy_from_slice(&[192, 0, 2, 9]);
-        h.dst[..4].copy_from_slice(&[198, 51, 100, 1]);
-        assert_eq!(Packet::from_event(&h), p);
+        let frame = spec.build();
+        let p = parse(&frame);
+        let len = frame.len() as u32;
+        assert_eq!(Packet::from_capture(&frame, len, p.flags()), p);
+        // Cut after the ports: the same description.
+        assert_eq!(
+            Packet::from_capture(&frame[..14 + 4 + 20 + 4], len, p.flags()),
+            p
+        );
+        // Cut inside the UDP header: the program counted it as IPv4.
+        let cut = Packet::from_capture(&frame[..14 + 4 + 20 + 2], len, p.flags());
+        assert_eq!(cut.outcome, Outcome::Ipv4);
+        assert_eq!(cut.src, p.src);
+        assert_eq!(cut.ports, None);
+        // Cut before the IP header: no addresses, still IPv4.
+        let cut = Packet::from_capture(&frame[..14], len, p.flags());
+        assert_eq!(
+            (cut.outcome, cut.ip_version, cut.src),
+            (Outcome::Ipv4, 4, None)
+        );
     }
 
     #[test]

@@ -107,10 +107,10 @@ pub fn measure_draining(
     frame: &[u8],
     repeat: u32,
     want: u32,
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    ring: &mut crate::kernel::EventRing,
 ) -> Result<(f64, Vec<f64>), CostError> {
     measure_rounds(program, frame, repeat, CAPTURE_BATCH, want, || {
-        while ring.next().is_some() {}
+        ring.read(|_| {});
     })
 }
 

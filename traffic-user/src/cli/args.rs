@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    kernel::{DEFAULT_RING_BYTES, DEFAULT_WAKEUP_INTERVAL, ModeChoice},
+    kernel::{DEFAULT_MAX_WAIT, DEFAULT_RING_BYTES, ModeChoice},
     lab::generator::{Mechanism, Proto},
     rules::Action,
     source::afxdp::XskModeChoice,
@@ -185,11 +185,17 @@ pub struct RunArgs {
     /// USER (and its group) and drop every capability, as tcpdump does.
     #[arg(short = 'Z', long = "user", value_name = "USER")]
     pub user: Option<String>,
-    /// While events flow, wake the reader at most once per this many
-    /// microseconds per CPU (0: for every event). Bounds delivery latency
-    /// from above and wake-ups per second from above.
-    #[arg(long, value_name = "US", default_value_t = DEFAULT_WAKEUP_INTERVAL.as_micros() as u64)]
-    pub wakeup_us: u64,
+    /// While packets flow, read them at least every US microseconds. Below
+    /// about 20,000 packets/s each packet wakes the reader at once; above,
+    /// the reader reads in batches paced by the rate, and never waits
+    /// longer than this (0: wake for every packet at any rate).
+    #[arg(long, value_name = "US", default_value_t = DEFAULT_MAX_WAIT.as_micros() as u64)]
+    pub max_wait_us: u64,
+    /// Spin on the ring buffer (or AF_XDP sockets) instead of sleeping: the
+    /// lowest delivery latency, for a whole CPU core. Pin traffic to a core
+    /// of its own (e.g. `taskset -c 1`).
+    #[arg(long)]
+    pub busy_poll: bool,
 }
 
 #[derive(Debug, Args)]

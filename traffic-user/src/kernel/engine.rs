@@ -25,7 +25,7 @@ use std::time::Duration;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        MapData, PerCpuArray, RingBuf, XskMap,
+        Map, MapData, PerCpuArray, XskMap,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{Xdp, xdp::XdpLinkId},
@@ -33,7 +33,7 @@ use aya::{
 use traffic_common::{Config, CpuState, MAX_SNAPLEN, Rule as KernelRule, Stats, names};
 
 use super::{
-    Attached, EngineError, ModeChoice, attach,
+    Attached, EngineError, EventRing, ModeChoice, attach,
     object::{self, load_program, take_map, xdp, xdp_mut},
 };
 use crate::rules::RuleSet;
@@ -47,9 +47,11 @@ pub struct Settings {
     pub sample_every: u32,
     /// Size of the event ring buffer in bytes: a power of two, at least a page.
     pub ring_bytes: u32,
-    /// Wake the reader at most this often per CPU while events flow (zero:
-    /// for every event); see the wake-up comment in the XDP program.
-    pub wakeup_interval: Duration,
+    /// While events flow, read them at least this often (the longest an
+    /// event waits in the ring; see `source::pace`).
+    pub max_wait: Duration,
+    /// Spin on the ring instead of sleeping (`--busy-poll`).
+    pub busy_poll: bool,
     /// `--explain N`: log why for the first N malformed or non-IP frames
     /// per CPU; 0 for none.
     pub explain: u32,
@@ -64,7 +66,8 @@ impl Default for Settings {
             snaplen: traffic_common::DEFAULT_SNAPLEN,
             sample_every: 0,
             ring_bytes: DEFAULT_RING_BYTES,
-            wakeup_interval: DEFAULT_WAKEUP_INTERVAL,
+            max_wait: DEFAULT_MAX_WAIT,
+            busy_poll: false,
             afxdp_queues: 0,
             explain: 0,
         }
@@ -97,15 +100,15 @@ impl Settings {
 /// default snaplen, or 40 ms of them at a million events per second.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 
-/// The default bound on how long an event may wait for a wake-up; chosen by
-/// measurement, see the wake-up comment in the XDP program.
-pub const DEFAULT_WAKEUP_INTERVAL: Duration = Duration::from_micros(200);
+/// The default bound on how long an event waits in the ring while events
+/// flow; see `source::pace` for how the reader paces itself below it.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(10);
 
 /// The loaded XDP program with its maps.
 pub struct Engine {
     ebpf: Ebpf,
     stats: PerCpuArray<MapData, CpuState>,
-    events: Option<RingBuf<MapData>>,
+    events: Option<EventRing>,
     xsks: XskMap<MapData>,
     attached: Option<(Attached, XdpLinkId)>,
 }
@@ -134,15 +137,10 @@ impl Engine {
         validate(settings)?;
 
         let (v4, v6) = rules.counts();
-        let wakeup_ns = u64::try_from(settings.wakeup_interval.as_nanos()).unwrap_or(u64::MAX);
         let config = Config {
             default_action: rules.default_action().to_kernel(),
             snaplen: settings.snaplen,
             sample_every: settings.sample_every,
-            // Wake early when a quarter of the ring is full, whatever the
-            // interval, so a burst never waits for the timer to drain.
-            wakeup_bytes: settings.ring_bytes / 4,
-            wakeup_interval_ns: wakeup_ns,
             afxdp: u32::from(settings.afxdp_queues > 0),
             explain: settings.explain,
         };
@@ -163,7 +161,12 @@ impl Engine {
         load_program(&mut ebpf, names::PROGRAM)?;
         fill_rules(&mut ebpf, rules)?;
         let stats = take_map(&mut ebpf, names::STATS)?;
-        let events = take_map(&mut ebpf, names::EVENTS)?;
+        let events = EventRing::new(
+            raw_map(&mut ebpf, names::EVENTS)?,
+            raw_map(&mut ebpf, names::WAKE)?,
+            settings.ring_bytes,
+        )
+        .map_err(EngineError::MapRing)?;
         let xsks = take_map(&mut ebpf, names::XSKS)?;
         Ok(Self {
             ebpf,
@@ -217,7 +220,7 @@ impl Engine {
 
     /// The ring buffer the program writes capture events to. It can be taken
     /// once, by the one reader.
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_events(&mut self) -> Option<EventRing> {
         self.events.take()
     }
 
@@ -327,5 +330,13 @@ mod tests {
                 "--ring-size 5000 must be a power of two of at least 4096 bytes (e.g. 8388608)",
             ]
         );
+    }
+}
+
+/// The map `name` as the kernel object it is, whatever its type.
+fn raw_map(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, EngineError> {
+    match ebpf.take_map(name) {
+        Some(Map::RingBuf(m) | Map::Array(m)) => Ok(m),
+        _ => Err(EngineError::Map { name, source: None }),
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`engine`]: the classifier with its rule tables, counters, event ring
 //!   and AF_XDP socket map.
+//! - [`ring`]: the event ring buffer, mapped and read in batches.
 //! - [`tools`]: the floor and XDP_TX programs of the benchmark and the
 //!   generator, from an object of their own.
 //! - [`attach`]: bpf_link attachment, mode fallback, programs in the way.
@@ -14,10 +15,12 @@ pub mod caps;
 pub mod engine;
 pub mod netlink;
 mod object;
+pub mod ring;
 pub mod tools;
 
 pub use attach::{AttachMode, Attached, ModeChoice};
-pub use engine::{DEFAULT_RING_BYTES, DEFAULT_WAKEUP_INTERVAL, Engine, Settings};
+pub use engine::{DEFAULT_MAX_WAIT, DEFAULT_RING_BYTES, Engine, Settings};
 pub(crate) use object::os_error;
 pub use object::{EngineError, error_chain};
+pub use ring::EventRing;
 pub use tools::{Tool, ToolProgram};

@@ -71,6 +71,11 @@ pub enum EngineError {
         #[source]
         source: Option<aya::maps::MapError>,
     },
+    /// The event ring could not be mapped into this process.
+    #[error(
+        "mapping the event ring buffer into memory failed (is RLIMIT_MEMLOCK or the address space limited?)"
+    )]
+    MapRing(#[source] std::io::Error),
     /// A rule could not be written into the kernel's table.
     #[error("writing rule {cidr} into the kernel's rule table failed")]
     InsertRule {

@@ -122,9 +122,16 @@ pub fn run_with(opts: &GenOptions, mechanism: Mechanism) -> io::Result<GenReport
     let mut report = GenReport::default();
     let mut frames: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
     let mut next = 0u64;
+    // Paced, a batch holds about 0.1 ms of frames (one frame at 10,000/s),
+    // so a rate is a steady stream and not a burst of BATCH frames now and
+    // then; as fast as possible, full batches.
+    let batch = opts
+        .rate
+        .filter(|&r| r > 0)
+        .map_or(BATCH as u64, |r| (r / 10_000).clamp(1, BATCH as u64));
     while next < opts.count {
         frames.clear();
-        let n = (opts.count - next).min(BATCH as u64);
+        let n = (opts.count - next).min(batch);
         for i in next..next + n {
             frames.push(frame(opts, src_mac, i));
         }

@@ -12,14 +12,14 @@
 //! kernel handed to a source is either delivered to the sinks or counted in
 //! `events_lost`.
 //!
-//! # Reading without spinning
+//! # When to read
 //!
-//! The kernel wakes the reader as the XDP program decides (see `emit` in
-//! the program): for every event at low rates, at most once per wake-up
-//! interval per CPU at high rates, or as soon as a quarter of the ring is
-//! full. After each batch the session arms a one-shot timer of the same
-//! interval to pick up events whose wake-up was skipped; when the sources
-//! are idle, nothing runs.
+//! Each source paces itself by the rate it reads at ([`crate::source::pace`]):
+//! after a read it says whether it waits to be woken by the next packet,
+//! wants to be read again after a while, or at once (`--busy-poll`). The
+//! session waits on the readiness of the sources that wait, and on one
+//! nanosecond timer set for the soonest of the others; when the sources are
+//! idle, nothing runs.
 
 pub mod setup;
 
@@ -36,7 +36,7 @@ use traffic_common::Stats;
 use crate::{
     kernel::{Engine, EngineError},
     sink::{Counts, FailedOutput, Interval, Latency, Sink, SinkError, Start, Summary},
-    source::{Captured, Drained, Source, SourceError, clock::TimerFd},
+    source::{Captured, Drained, Source, SourceError, clock::TimerFd, pace::Next},
 };
 
 pub use setup::{SetupError, watch};
@@ -207,46 +207,52 @@ impl Outcome {
 /// the sources have not yet read ([`Timing::exit_drain`]).
 pub const EXIT_DRAIN: Duration = Duration::from_secs(2);
 
-/// The one-shot timer that reads packets whose wake-up the program skipped.
-struct Straggler {
+/// The timer for the sources that read on their own schedule.
+struct Pace {
     fd: AsyncFd<TimerFd>,
-    armed: bool,
-    interval: Duration,
+    next: Next,
 }
 
-impl Straggler {
-    fn new(interval: Duration) -> Result<Self, SessionError> {
+impl Pace {
+    fn new() -> Result<Self, SessionError> {
         let timer = TimerFd::new().map_err(SessionError::Timer)?;
         // SAFETY: the TimerFd owns its fd for as long as the AsyncFd owns it.
         let fd = unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
             .map_err(|e| SessionError::Timer(io::Error::from(e)))?;
         Ok(Self {
             fd,
-            armed: false,
-            interval,
+            next: Next::Woken,
         })
     }
 
-    /// After a batch of `n` packets: arm the timer unless it is armed
-    /// already (arming is a syscall, and batches come as often as the kernel
-    /// wakes us) or nothing came.
-    fn after_batch(&mut self, n: u64) -> Result<(), SessionError> {
-        if n > 0 && !self.armed && !self.interval.is_zero() {
-            self.fd
-                .get_ref()
-                .arm(self.interval)
-                .map_err(SessionError::Timer)?;
-            self.armed = true;
+    /// Sets the next timed read. A timer left armed from before fires into
+    /// a read that finds little, which is harmless; disarming it would cost
+    /// a system call per read.
+    fn set(&mut self, next: Next) -> Result<(), SessionError> {
+        if let Next::After(d) = next {
+            self.fd.get_ref().arm(d).map_err(SessionError::Timer)?;
         }
+        self.next = next;
         Ok(())
     }
 
-    async fn fired(&mut self) -> Result<(), SessionError> {
-        let mut guard = self.fd.readable().await.map_err(SessionError::Timer)?;
-        guard.get_inner().clear();
-        guard.clear_ready();
-        self.armed = false;
-        Ok(())
+    /// Completes when the sources are to be read.
+    async fn due(&mut self) -> Result<(), SessionError> {
+        match self.next {
+            Next::Woken => std::future::pending().await,
+            Next::Now => {
+                // Busy polling: let the runtime look at signals and timers
+                // between reads.
+                tokio::task::yield_now().await;
+                Ok(())
+            }
+            Next::After(_) => {
+                let mut guard = self.fd.readable().await.map_err(SessionError::Timer)?;
+                guard.get_inner().clear();
+                guard.clear_ready();
+                Ok(())
+            }
+        }
     }
 }
 
@@ -255,9 +261,6 @@ impl Straggler {
 pub struct Timing {
     /// Between reports.
     pub interval: Duration,
-    /// The wake-up bound: after a batch, read again this soon (zero: the
-    /// kernel wakes the reader for every packet, no timer is needed).
-    pub wakeup: Duration,
     /// At the end, how long to wait for packets the kernel handed over but
     /// the sources have not yet read; what is still missing then is lost.
     pub exit_drain: Duration,
@@ -422,7 +425,9 @@ impl<'a> Session<'a> {
             self.timing.interval,
         );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut straggler = Straggler::new(self.timing.wakeup)?;
+        let mut pace = Pace::new()?;
+        // The sources arrange to be woken (or timed) before the first read.
+        pace.set(self.next_read())?;
         let mut last = Mark {
             stats: Stats::default(),
             at: started,
@@ -433,16 +438,16 @@ impl<'a> Session<'a> {
         loop {
             tokio::select! {
                 ready = Self::ready(&mut self.sources) => {
-                    let n = self.drain_one(ready?, false)?;
-                    straggler.after_batch(n)?;
+                    self.drain_one(ready?, false)?;
+                    pace.set(self.next_read())?;
                     if self.output_done() {
                         break self.finish(started, last, Stop::OutputDone).await;
                     }
                 }
-                fired = straggler.fired() => {
-                    fired?;
-                    let n = self.drain_all(true)?;
-                    straggler.after_batch(n)?;
+                due = pace.due() => {
+                    due?;
+                    self.drain_all(true)?;
+                    pace.set(self.next_read())?;
                     if self.output_done() {
                         break self.finish(started, last, Stop::OutputDone).await;
                     }
@@ -459,6 +464,13 @@ impl<'a> Session<'a> {
                 stopped = &mut stop => break self.finish(started, last, stopped).await,
             }
         }
+    }
+
+    /// When to read next: the soonest any source asks for.
+    fn next_read(&mut self) -> Next {
+        self.sources
+            .iter_mut()
+            .fold(Next::Woken, |next, s| next.min(s.next_read()))
     }
 
     /// Whether a working output asks the run to stop.

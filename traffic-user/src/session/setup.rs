@@ -12,7 +12,7 @@ use super::{Outcome, Session, SessionError, Stop, Timing};
 use crate::{
     cli::{Afxdp, RunConfig},
     kernel::{
-        Engine, EngineError,
+        Engine, EngineError, Settings,
         caps::CapsError,
         netlink::{self, LinkWatch},
     },
@@ -29,6 +29,7 @@ use crate::{
         Source, SourceError,
         afxdp::{self, XskError, XskSource},
         explain::{ExplainLog, ExplainSource},
+        pace::Mode,
         ringbuf::RingSource,
     },
 };
@@ -203,14 +204,13 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
         Engine::load_with(&cfg.rules, &settings).map_err(|e| SetupError::Load(Box::new(e)))?;
     let mut sources: Vec<Box<dyn Source + 'a>> = Vec::new();
     let mut afxdp_start = None;
+    let mode = read_mode(&cfg.settings);
     if let Some(plan) = xsk_plan {
-        let pause = !cfg.settings.wakeup_interval.is_zero();
-        let (source, start) = open_sockets(&mut engine, plan, iface, pause)?;
+        let (source, start) = open_sockets(&mut engine, plan, iface, mode)?;
         sources.push(Box::new(source));
         afxdp_start = Some(start);
     }
     let ring = engine.take_events().ok_or(SetupError::RingTaken)?;
-    sources.push(Box::new(RingSource::new(ring)?));
     if cfg.settings.explain > 0 {
         let log = engine
             .take_log(ExplainLog)
@@ -224,6 +224,7 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
             source: Box::new(source),
         })?
         .clone();
+    sources.push(Box::new(RingSource::new(ring, attached.ifindex, mode)?));
     let (rules_v4, rules_v6) = cfg.rules.counts();
     let start = Start {
         iface: attached.iface,
@@ -247,7 +248,6 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
         sinks(cfg, pcap, plot),
         Timing {
             interval: cfg.interval,
-            wakeup: cfg.settings.wakeup_interval,
             exit_drain: super::EXIT_DRAIN,
         },
     ))
@@ -322,7 +322,7 @@ fn open_sockets(
     engine: &mut Engine,
     plan: SocketPlan,
     iface: &str,
-    pause: bool,
+    read: Mode,
 ) -> Result<(XskSource, AfxdpStart), SetupError> {
     let x = plan.afxdp;
     let afxdp::Opened {
@@ -345,7 +345,20 @@ fn open_sockets(
         queues: plan.queues,
         zerocopy_refused,
     };
-    Ok((XskSource::new(queues, pause)?, start))
+    let source = XskSource::new(queues, plan.ifindex, x.sizes.ring, read)?;
+    Ok((source, start))
+}
+
+/// How the sources are read: `--busy-poll`, or paced by the rate below
+/// `--max-wait-us`.
+fn read_mode(settings: &Settings) -> Mode {
+    if settings.busy_poll {
+        Mode::Busy
+    } else {
+        Mode::Adaptive {
+            max_wait: settings.max_wait,
+        }
+    }
 }
 
 /// The outputs `cfg` asks for: the report always, packet lines, the pcap

@@ -54,8 +54,8 @@ struct Fake {
 fn event(i: u64) -> EventHeader {
     EventHeader {
         ts_ns: clock::monotonic_ns().saturating_sub(1_000 + i),
-        ip_version: 4,
-        action: action::CAPTURE,
+        action: action::CAPTURE as u8,
+        flags: traffic_common::event_flags::IPV4,
         rule_id: traffic_common::NO_RULE,
         wire_len: 60,
         ..EventHeader::default()
@@ -86,7 +86,7 @@ impl Source for Fake {
                 header: event(i),
                 data: &[0; 60],
             };
-            deliver(&ev.captured(&clock, clock::monotonic_ns()));
+            deliver(&ev.captured(&clock, 0, clock::monotonic_ns()));
         }
         Ok(Drained {
             delivered: n,
@@ -218,7 +218,6 @@ fn run_with(
             .collect(),
         Timing {
             interval: Duration::from_millis(20),
-            wakeup: Duration::from_micros(200),
             exit_drain: Duration::from_millis(50),
         },
     );

@@ -3,7 +3,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufWriter, Write},
+    io::{self, Write},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -32,9 +32,15 @@ pub enum PcapError {
     },
 }
 
+/// Bytes buffered before a write: a write per megabyte, or per batch of
+/// packets (see [`PcapWriter::flush`]), whichever comes first.
+const BUFFER: usize = 1 << 20;
+
 /// A pcap file being written.
 pub struct PcapWriter {
-    out: BufWriter<File>,
+    file: File,
+    /// Records not yet written; one copy per record, no allocation.
+    buf: Vec<u8>,
     path: PathBuf,
     /// Frames written.
     pub frames: u64,
@@ -65,8 +71,7 @@ impl PcapWriter {
             path: path.clone(),
             source,
         };
-        let file = output.file;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut file = output.file;
         let mut header = Vec::with_capacity(24);
         header.extend_from_slice(&MAGIC_NS.to_ne_bytes());
         header.extend_from_slice(&2u16.to_ne_bytes());
@@ -75,9 +80,10 @@ impl PcapWriter {
         header.extend_from_slice(&0u32.to_ne_bytes()); // sigfigs
         header.extend_from_slice(&snaplen.to_ne_bytes());
         header.extend_from_slice(&LINKTYPE_ETHERNET.to_ne_bytes());
-        out.write_all(&header).map_err(io_err)?;
+        file.write_all(&header).map_err(io_err)?;
         Ok(Self {
-            out,
+            file,
+            buf: Vec::with_capacity(BUFFER),
             path,
             frames: 0,
             bytes: header.len() as u64,
@@ -91,20 +97,21 @@ impl PcapWriter {
     ///
     /// When writing fails.
     pub fn write(&mut self, ts: Duration, wire_len: u32, data: &[u8]) -> Result<(), PcapError> {
-        let mut rec = [0u8; 16];
-        rec[0..4].copy_from_slice(&(ts.as_secs() as u32).to_ne_bytes());
-        rec[4..8].copy_from_slice(&ts.subsec_nanos().to_ne_bytes());
-        rec[8..12].copy_from_slice(&(data.len() as u32).to_ne_bytes());
-        rec[12..16].copy_from_slice(&wire_len.max(data.len() as u32).to_ne_bytes());
-        self.out
-            .write_all(&rec)
-            .and_then(|()| self.out.write_all(data))
-            .map_err(|source| PcapError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        let len = 16 + data.len();
+        if self.buf.len() + len > BUFFER {
+            self.flush()?;
+        }
+        let cap = data.len() as u32;
+        let rec: [u32; 4] = [
+            ts.as_secs() as u32,
+            ts.subsec_nanos(),
+            cap,
+            wire_len.max(cap),
+        ];
+        self.buf.extend_from_slice(bytemuck::bytes_of(&rec));
+        self.buf.extend_from_slice(data);
         self.frames += 1;
-        self.bytes += (rec.len() + data.len()) as u64;
+        self.bytes += len as u64;
         Ok(())
     }
 
@@ -114,10 +121,25 @@ impl PcapWriter {
     ///
     /// When writing fails.
     pub fn flush(&mut self) -> Result<(), PcapError> {
-        self.out.flush().map_err(|source| PcapError::Io {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(&self.buf);
+        // What could not be written is not tried again: the error says so,
+        // and the run reports this output as failed from here on.
+        self.buf.clear();
+        written.map_err(|source| PcapError::Io {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+impl Drop for PcapWriter {
+    fn drop(&mut self) {
+        // Whatever fails here was reported, or will be, by a flush that
+        // returns its error: every path that ends a file flushes it first.
+        let _ = self.flush();
     }
 }
 

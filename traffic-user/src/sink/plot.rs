@@ -301,7 +301,7 @@ impl Sink for PlotSink {
         let svg = run_report(
             &title,
             &timeline(&title, &self.seconds, &series, "packets/s"),
-            &histogram("delivery latency", s.latency.total_histogram()),
+            &histogram("delivery latency", &s.latency.total_histogram()),
         );
         let Some(mut out) = self.out.take() else {
             return Ok(());

@@ -208,18 +208,26 @@ mod tests {
 
     use super::*;
     use crate::{
+        lab::frame::{ETH_P_8021Q, FrameSpec, L4},
         rules::Origin,
         source::{clock::WallClock, ringbuf::Event},
     };
 
-    fn captured(h: EventHeader, ts: Duration) -> Captured<'static> {
+    fn captured(h: EventHeader, frame: Vec<u8>, ts: Duration) -> Captured<'static> {
+        let frame: &'static [u8] = Box::leak(frame.into_boxed_slice());
+        let mut h = h;
+        h.cap_len = frame.len() as u16;
         let mut c = Event {
             header: h,
-            data: &[],
+            data: frame,
         }
-        .captured(&WallClock::new(), 0);
+        .captured(&WallClock::new(), 0, 0);
         c.ts = ts;
         c
+    }
+
+    fn ip(s: &str) -> std::net::IpAddr {
+        s.parse().unwrap()
     }
 
     #[test]
@@ -228,28 +236,25 @@ mod tests {
         rules
             .add_str(Action::Capture, "203.0.113.0/24", Origin::Flag("--capture"))
             .unwrap();
-        let mut h = EventHeader {
-            ip_version: 4,
-            protocol: 6,
-            tcp_flags: 0x12,
+        let mut spec = FrameSpec::udp(ip("203.0.113.7"), ip("198.51.100.1"));
+        spec.l4 = L4::TcpSyn {
             sport: 40001,
             dport: 80,
+        };
+        spec.vlans = vec![(ETH_P_8021Q, 100)];
+        let h = EventHeader {
             wire_len: 74,
             rule_id: 0,
-            action: action::CAPTURE,
-            flags: event_flags::PORTS | event_flags::TCP_FLAGS,
-            vlan_depth: 1,
-            vlan_id: 100,
+            action: action::CAPTURE as u8,
+            flags: event_flags::IPV4,
             ..EventHeader::default()
         };
-        h.src[..4].copy_from_slice(&[203, 0, 113, 7]);
-        h.dst[..4].copy_from_slice(&[198, 51, 100, 1]);
         let ts = Duration::new(1_700_000_000, 5);
-        let text = line(&captured(h, ts), &rules);
+        let text = line(&captured(h, spec.build(), ts), &rules);
         let (_, rest) = text.split_once(' ').unwrap();
         assert_eq!(
             rest,
-            "vlan 100 IP 203.0.113.7.40001 > 198.51.100.1.80: TCP [S.], length 74 [capture 203.0.113.0/24]"
+            "vlan 100 IP 203.0.113.7.40001 > 198.51.100.1.80: TCP [S], length 74 [capture 203.0.113.0/24]"
         );
         assert!(text.starts_with(&time_of_day(ts)));
         assert!(text.split(' ').next().unwrap().ends_with(".000000005"));
@@ -261,11 +266,13 @@ mod tests {
         let h = EventHeader {
             wire_len: 42,
             rule_id: traffic_common::NO_RULE,
-            action: action::PASS,
+            action: action::PASS as u8,
             flags: event_flags::SAMPLED,
             ..EventHeader::default()
         };
-        let text = line(&captured(h, Duration::ZERO), &rules);
+        let arp =
+            crate::lab::frame::arp_request([2, 0, 0, 0, 0, 1], [192, 0, 2, 1], [192, 0, 2, 2]);
+        let text = line(&captured(h, arp, Duration::ZERO), &rules);
         assert!(
             text.ends_with(" non-IP, length 42 [sample, pass default]"),
             "{text}"
@@ -277,16 +284,18 @@ mod tests {
     #[test]
     fn packet_objects_read_back() {
         let rules = RuleSet::new(Action::Capture);
-        let mut h = EventHeader {
-            ip_version: 6,
-            protocol: 17,
+        let h = EventHeader {
             wire_len: 80,
             rule_id: traffic_common::NO_RULE,
-            action: action::CAPTURE,
+            action: action::CAPTURE as u8,
+            flags: event_flags::IPV6,
             ..EventHeader::default()
         };
-        h.src[0] = 0x20;
-        let line = Line::Packet(packet_line(&captured(h, Duration::from_secs(7)), &rules));
+        let frame = FrameSpec::udp(ip("2001:db8::7"), ip("2001:db8::1")).build();
+        let line = Line::Packet(packet_line(
+            &captured(h, frame, Duration::from_secs(7)),
+            &rules,
+        ));
         let text = serde_json::to_string(&line).unwrap();
         assert!(text.starts_with(r#"{"type":"packet","#), "{text}");
         let back: Line = serde_json::from_str(&text).unwrap();

@@ -26,12 +26,13 @@ use std::{
 };
 
 use tokio::io::unix::AsyncFd;
-use traffic_common::{AFXDP_META_LEN, Stats, XskMeta, action, event_flags};
+use traffic_common::{AFXDP_META_LEN, Stats, XskMeta, action};
 use xdpilone::{DeviceQueue, IfInfo, RingRx, Socket, SocketConfig, Umem, UmemConfig};
 
 use super::{
     Captured, Drained, QueueReport, Source, SourceError,
     clock::{WallClock, monotonic_ns},
+    pace::{Mode, Next, Pacer},
     poll_readable, rule_index, watch,
 };
 use crate::rules::Action;
@@ -334,6 +335,11 @@ impl XskQueue {
         })
     }
 
+    /// Whether frames wait in the RX ring.
+    pub fn pending(&mut self) -> bool {
+        self.rx.available() > 0
+    }
+
     /// Reads every frame waiting, calls `each(bytes, metadata)` for it (the
     /// metadata is zero when the program could not write it), and gives the
     /// frames back to the kernel. A descriptor that points outside the UMEM
@@ -547,18 +553,21 @@ pub fn open(
 fn captured<'a>(
     frame: &'a [u8],
     meta: XskMeta,
-    queue: u32,
+    at: (u32, u32),
     clock: &WallClock,
     read_ns: u64,
 ) -> Captured<'a> {
     let known = meta.ts_ns != 0;
+    let (ifindex, queue) = at;
     Captured {
-        described: None,
+        // The frame is whole, so the parser sees what the program saw; the
+        // flags add nothing but are the program's word.
+        flags: known.then_some(meta.flags as u8),
         data: frame,
         wire_len: u32::try_from(frame.len()).unwrap_or(u32::MAX),
         ts: clock.unix(if known { meta.ts_ns } else { read_ns }),
         latency_ns: known.then(|| read_ns.saturating_sub(meta.ts_ns)),
-        ifindex: 0,
+        ifindex,
         rx_queue: queue,
         // Only packets whose action is capture are redirected.
         action: Action::from_kernel(action::CAPTURE),
@@ -567,7 +576,7 @@ fn captured<'a>(
         } else {
             None
         },
-        sampled: meta.flags & event_flags::SAMPLED != 0,
+        sampled: false,
     }
 }
 
@@ -595,6 +604,17 @@ impl Watched {
             Watched::Moving => unreachable!("a socket is never left moving"),
         }
     }
+
+    /// Watched by the reactor when `live`, else not.
+    fn set_live(&mut self, live: bool) -> Result<(), SourceError> {
+        let moved = std::mem::replace(self, Watched::Moving);
+        *self = match moved {
+            Watched::Live(fd) if !live => Watched::Paused(fd.into_inner()),
+            Watched::Paused(q) if live => Watched::Live(register(q)?),
+            other => other,
+        };
+        Ok(())
+    }
 }
 
 fn register(q: XskQueue) -> Result<AsyncFd<XskQueue>, SourceError> {
@@ -605,33 +625,41 @@ fn register(q: XskQueue) -> Result<AsyncFd<XskQueue>, SourceError> {
 
 /// The AF_XDP sockets of a run, as one source.
 ///
-/// AF_XDP makes its socket readable at every receive batch of the driver;
-/// an epoll registration would wake this thread for each, even with no
-/// task waiting. While frames keep coming, a socket is therefore taken out
-/// of epoll after a read and read on the session's wake-up timer instead,
-/// and put back when a timed read finds nothing.
+/// Read at the pace of [`super::pace`]: a socket is readable at every
+/// receive batch of the driver, so while frames flow fast the sockets are
+/// taken out of epoll and read on a timer set by the rate (well before the
+/// RX ring could fill), and put back when a timed read finds nothing or the
+/// rate falls.
 pub struct XskSource {
     sockets: Vec<Watched>,
-    /// Whether to pause sockets while frames flow (not with a zero wake-up
-    /// interval: there is no timer then).
-    pause: bool,
+    ifindex: u32,
+    pacer: Pacer,
+    next: Next,
     clock: WallClock,
 }
 
 impl XskSource {
-    /// Watches `queues`; `pause` as described on the type.
+    /// Watches `queues` of interface `ifindex`, each with an RX ring of
+    /// `ring` entries, read in `mode`.
     ///
     /// # Errors
     ///
     /// When the reactor cannot poll a socket.
-    pub fn new(queues: Vec<XskQueue>, pause: bool) -> Result<Self, SourceError> {
+    pub fn new(
+        queues: Vec<XskQueue>,
+        ifindex: u32,
+        ring: u32,
+        mode: Mode,
+    ) -> Result<Self, SourceError> {
         let sockets = queues
             .into_iter()
             .map(|q| register(q).map(Watched::Live))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             sockets,
-            pause,
+            ifindex,
+            pacer: Pacer::new(mode, f64::from(ring)),
+            next: Next::Woken,
             clock: WallClock::new(),
         })
     }
@@ -662,30 +690,36 @@ impl Source for XskSource {
 
     fn drain(
         &mut self,
-        timed: bool,
+        _timed: bool,
         deliver: &mut dyn FnMut(&Captured<'_>),
     ) -> Result<Drained, SourceError> {
         let mut drained = Drained::default();
+        let mut read_ns = monotonic_ns();
         for s in &mut self.sockets {
             let q = s.queue_mut();
-            let queue = q.queue;
+            let at = (self.ifindex, q.queue);
             let clock = &self.clock;
-            let d = q.drain(|frame, meta| {
-                deliver(&captured(frame, meta, queue, clock, monotonic_ns()));
-            });
-            drained += d;
-            let n = d.delivered + d.undecodable;
-            let moved = std::mem::replace(s, Watched::Moving);
-            *s = match moved {
-                // Frames are flowing: read on the timer until they stop.
-                Watched::Live(fd) if n > 0 && self.pause && !timed => {
-                    Watched::Paused(fd.into_inner())
-                }
-                Watched::Paused(q) if n == 0 && timed => Watched::Live(register(q)?),
-                other => other,
-            };
+            read_ns = monotonic_ns();
+            drained += q.drain(|frame, meta| deliver(&captured(frame, meta, at, clock, read_ns)));
         }
+        self.next = self
+            .pacer
+            .after_read(drained.delivered + drained.undecodable, read_ns);
         Ok(drained)
+    }
+
+    fn next_read(&mut self) -> Next {
+        let live = self.next == Next::Woken;
+        for s in &mut self.sockets {
+            if s.set_live(live).is_err() {
+                // Not watched: read on a timer instead.
+                return Next::After(super::pace::MIN_WAIT);
+            }
+        }
+        if live && self.sockets.iter_mut().any(|s| s.queue_mut().pending()) {
+            return Next::Now;
+        }
+        self.next
     }
 
     fn handed_over(&self, stats: &Stats) -> u64 {

@@ -15,6 +15,7 @@
 pub mod afxdp;
 pub mod clock;
 pub mod explain;
+pub mod pace;
 pub mod ringbuf;
 
 use std::{
@@ -28,14 +29,16 @@ use traffic_common::{NO_RULE, Stats};
 use serde::{Deserialize, Serialize};
 
 use crate::{packet::Packet, rules::Action};
+use pace::Next;
 
 /// One captured packet, as every sink sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct Captured<'a> {
-    /// What the XDP program found in the frame (ring-buffer events); `None`
-    /// for whole AF_XDP frames, which [`Captured::packet`] parses only when
-    /// a sink asks, so that writing them to pcap parses nothing.
-    pub described: Option<Packet>,
+    /// The XDP program's verdict on the frame ([`traffic_common::event_flags`]),
+    /// when it sent one. Addresses and ports are in `data`, which
+    /// [`Captured::packet`] parses only when a sink asks, so that writing
+    /// packets to pcap parses nothing.
+    pub flags: Option<u8>,
     /// The captured bytes: the first snaplen bytes, or the whole frame.
     pub data: &'a [u8],
     /// The frame's length on the wire.
@@ -58,11 +61,14 @@ pub struct Captured<'a> {
 }
 
 impl Captured<'_> {
-    /// What is in the frame: the XDP program's description, or the
-    /// userspace parser's, which agrees with it.
+    /// What is in the frame: the userspace parser's reading of the captured
+    /// bytes (which agrees with the program's), with the program's verdict
+    /// on the whole frame when it sent one.
     pub fn packet(&self) -> Packet {
-        self.described
-            .unwrap_or_else(|| crate::packet::parse(self.data))
+        match self.flags {
+            Some(flags) => Packet::from_capture(self.data, self.wire_len, flags),
+            None => crate::packet::parse(self.data),
+        }
     }
 }
 
@@ -182,6 +188,13 @@ pub trait Source {
     /// counters do not show (AF_XDP socket drops), so far.
     fn dropped(&self) -> u64 {
         0
+    }
+
+    /// After a drain: when to read this source next. A source that answers
+    /// [`Next::Woken`] has arranged to become ready ([`Source::poll_ready`])
+    /// when a packet arrives.
+    fn next_read(&mut self) -> Next {
+        Next::Woken
     }
 
     /// Called once per report interval: a time for upkeep such as following

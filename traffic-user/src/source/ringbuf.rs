@@ -3,18 +3,15 @@
 //! # Ring buffer, not perf buffer
 //!
 //! A BPF ring buffer is one buffer shared by all CPUs, so events keep their
-//! order across CPUs and memory is not reserved per CPU; a record is reserved,
-//! filled in place and committed, with no copy through the stack. The perf
-//! buffer it replaces needs one buffer per CPU and a copy per event.
+//! order across CPUs and memory is not reserved per CPU. Each event takes
+//! what it needs: a 24-byte header and the captured bytes.
 //!
-//! # Reading without spinning
+//! # Reading
 //!
-//! The reader waits on the ring's file descriptor with tokio's `AsyncFd`; the
-//! kernel wakes it as the program decides (see `emit` in the XDP program):
-//! for every event at low rates, at most once per wake-up interval per CPU at
-//! high rates, or as soon as a quarter of the ring is full. After each batch
-//! the reader arms a one-shot timer of the same interval to pick up events
-//! whose wake-up was skipped; when the ring is idle, nothing runs.
+//! The reader reads in batches ([`EventRing`]) and paces itself by the rate
+//! ([`super::pace`]): at low rates it asks the program to wake it with the
+//! next event, at high rates it reads on a timer and the program wakes
+//! nobody; `--busy-poll` spins. The time is read once per batch.
 //!
 //! # Examples
 //!
@@ -31,16 +28,16 @@
 
 use std::task::{Context, Poll};
 
-use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
-use traffic_common::{EventHeader, Stats, event_flags};
+use traffic_common::{EVENT_HEADER_LEN, EventHeader, Stats, event_flags};
 
 use super::{
     Captured, Drained, Source, SourceError,
     clock::{WallClock, monotonic_ns},
+    pace::{Mode, Next, Pacer},
     poll_readable, rule_index, watch,
 };
-use crate::{packet::Packet, rules::Action};
+use crate::{kernel::EventRing, rules::Action};
 
 /// One capture event: the program's metadata and the captured bytes.
 #[derive(Clone, Copy, Debug)]
@@ -54,25 +51,25 @@ pub struct Event<'a> {
 /// Reads an event out of a ring-buffer record, or `None` when the record is
 /// too short for its header and the length it announces.
 pub fn decode(record: &[u8]) -> Option<Event<'_>> {
-    let size = size_of::<EventHeader>();
-    let header: EventHeader = bytemuck::pod_read_unaligned(record.get(..size)?);
-    let data = record.get(size..size + header.cap_len as usize)?;
+    let header: EventHeader = bytemuck::pod_read_unaligned(record.get(..EVENT_HEADER_LEN)?);
+    let data = record.get(EVENT_HEADER_LEN..EVENT_HEADER_LEN + usize::from(header.cap_len))?;
     Some(Event { header, data })
 }
 
 impl<'a> Event<'a> {
-    /// The event as sinks see it, read at `read_ns` (monotonic).
-    pub fn captured(&self, clock: &WallClock, read_ns: u64) -> Captured<'a> {
+    /// The event as sinks see it, from interface `ifindex`, read at
+    /// `read_ns` (monotonic).
+    pub fn captured(&self, clock: &WallClock, ifindex: u32, read_ns: u64) -> Captured<'a> {
         let h = &self.header;
         Captured {
-            described: Some(Packet::from_event(h)),
+            flags: Some(h.flags),
             data: self.data,
             wire_len: h.wire_len,
             ts: clock.unix(h.ts_ns),
             latency_ns: Some(read_ns.saturating_sub(h.ts_ns)),
-            ifindex: h.ifindex,
-            rx_queue: h.rx_queue,
-            action: Action::from_kernel(h.action),
+            ifindex,
+            rx_queue: u32::from(h.rx_queue),
+            action: Action::from_kernel(u32::from(h.action)),
             rule: rule_index(h.rule_id),
             sampled: h.flags & event_flags::SAMPLED != 0,
         }
@@ -83,24 +80,34 @@ const WHAT: &str = "the event ring buffer";
 
 /// The event ring buffer, watched by the reactor.
 pub struct RingSource {
-    ring: AsyncFd<RingBuf<MapData>>,
+    ring: AsyncFd<EventRing>,
     clock: WallClock,
+    ifindex: u32,
+    pacer: Pacer,
+    next: Next,
+    /// Whether the program has been asked to wake the reader.
+    asked: bool,
 }
 
 impl RingSource {
-    /// Watches `ring`.
+    /// Watches `ring`, the events of interface `ifindex`, read in `mode`.
     ///
     /// # Errors
     ///
     /// When the reactor cannot poll it.
-    pub fn new(ring: RingBuf<MapData>) -> Result<Self, SourceError> {
-        // SAFETY: the ring buffer owns its map fd, which stays open and the
-        // same for as long as the RingBuf lives, and the AsyncFd owns the
-        // RingBuf.
+    pub fn new(ring: EventRing, ifindex: u32, mode: Mode) -> Result<Self, SourceError> {
+        // Until the first batch says otherwise, events of the smallest size.
+        let capacity = ring.size() as f64 / (8 + EVENT_HEADER_LEN + 64) as f64;
+        // SAFETY: the EventRing owns its map fd, which stays open and the
+        // same for as long as it lives, and the AsyncFd owns it.
         let ring = unsafe { watch(ring, WHAT) }?;
         Ok(Self {
             ring,
             clock: WallClock::new(),
+            ifindex,
+            pacer: Pacer::new(mode, capacity),
+            next: Next::Woken,
+            asked: false,
         })
     }
 }
@@ -116,17 +123,51 @@ impl Source for RingSource {
         deliver: &mut dyn FnMut(&Captured<'_>),
     ) -> Result<Drained, SourceError> {
         let mut drained = Drained::default();
+        let (mut records, mut bytes) = (0, 0);
         let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
-            let read_ns = monotonic_ns();
-            let Some(ev) = decode(&item) else {
-                drained.undecodable += 1;
-                continue;
-            };
-            deliver(&ev.captured(&self.clock, read_ns));
-            drained.delivered += 1;
+        let mut read_ns;
+        loop {
+            // The time once per batch, after the producers' position: every
+            // event before it was stamped earlier.
+            let produced = ring.produced();
+            read_ns = monotonic_ns();
+            let (clock, ifindex) = (&self.clock, self.ifindex);
+            let batch = ring.read_to(produced, |record| match decode(record) {
+                Some(ev) => {
+                    deliver(&ev.captured(clock, ifindex, read_ns));
+                    drained.delivered += 1;
+                }
+                None => drained.undecodable += 1,
+            });
+            records += batch.records;
+            bytes += batch.bytes;
+            if batch.records == 0 {
+                break;
+            }
         }
+        if records > 0 {
+            self.pacer
+                .set_capacity(ring.size() as f64 * records as f64 / bytes as f64);
+        }
+        self.next = self.pacer.after_read(records, read_ns);
         Ok(drained)
+    }
+
+    fn next_read(&mut self) -> Next {
+        let ring = self.ring.get_ref();
+        match self.next {
+            Next::Woken => {
+                self.asked = ring.ask_wake();
+                if self.asked { Next::Woken } else { Next::Now }
+            }
+            other => {
+                if self.asked {
+                    ring.cancel_wake();
+                    self.asked = false;
+                }
+                other
+            }
+        }
     }
 
     fn handed_over(&self, stats: &Stats) -> u64 {
@@ -158,20 +199,28 @@ mod tests {
 
     #[test]
     fn events_become_captured_packets() {
-        let mut header = EventHeader {
-            ip_version: 4,
+        let header = EventHeader {
             ts_ns: 1_000,
             rule_id: traffic_common::NO_RULE,
-            action: traffic_common::action::CAPTURE,
-            flags: event_flags::SAMPLED,
+            action: traffic_common::action::CAPTURE as u8,
+            flags: event_flags::SAMPLED | event_flags::IPV4,
+            rx_queue: 3,
             ..EventHeader::default()
         };
-        header.src[..4].copy_from_slice(&[192, 0, 2, 1]);
-        let ev = Event { header, data: &[] };
-        let c = ev.captured(&WallClock::new(), 1_500);
+        let frame = crate::lab::frame::FrameSpec::udp(
+            "192.0.2.1".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+        )
+        .build();
+        let ev = Event {
+            header,
+            data: &frame,
+        };
+        let c = ev.captured(&WallClock::new(), 7, 1_500);
         assert_eq!(c.packet().src, Some("192.0.2.1".parse().unwrap()));
-        assert_eq!(c.packet().ports, None);
+        assert!(c.packet().ports.is_some());
         assert_eq!((c.latency_ns, c.rule, c.sampled), (Some(500), None, true));
+        assert_eq!((c.ifindex, c.rx_queue), (7, 3));
         assert_eq!(c.action, Some(Action::Capture));
     }
 }

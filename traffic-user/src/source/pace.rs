@@ -1,0 +1,229 @@
+//! When to read a source next: at once when a packet arrives while the rate
+//! is low, in batches paced by the rate when it is high, or all the time.
+//!
+//! A wake-up costs the reader two context switches and the producer an IPI
+//! (a VM exit under virtualisation): a few microseconds each. Waking for
+//! every packet gives the lowest latency and is cheap at a few thousand
+//! packets per second, but at hundreds of thousands it costs more than the
+//! packets themselves. So the reader measures the rate it reads at and:
+//!
+//! - below [`LOW_RATE`], asks to be woken by the next packet (the XDP
+//!   program's wake-up flag, or epoll on the AF_XDP sockets): delivery
+//!   latency is the wake-up latency, tens of microseconds;
+//! - above it, reads on a timer set so that a read finds about [`BATCH`]
+//!   packets, never later than `--max-wait-us` and never after the buffer
+//!   would be a quarter full at the measured rate: a few wake-ups per
+//!   thousand packets, and no wake-up at all on the producer's side.
+//!
+//! A timed read that finds nothing goes back to waiting for a wake-up, so
+//! an idle source costs nothing. `--busy-poll` reads without ever sleeping.
+
+use std::time::Duration;
+
+/// Below this many packets per second, every packet wakes the reader.
+pub const LOW_RATE: f64 = 20_000.0;
+
+/// Above [`LOW_RATE`], the number of packets a timed read aims to find.
+pub const BATCH: f64 = 512.0;
+
+/// The shortest wait between timed reads.
+pub const MIN_WAIT: Duration = Duration::from_micros(20);
+
+/// What the reader does after a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Wait until a packet wakes it (the source has asked to be woken).
+    Woken,
+    /// Read again after this long, woken or not.
+    After(Duration),
+    /// Read again at once (busy polling, or a packet arrived meanwhile).
+    Now,
+}
+
+impl Next {
+    /// The sooner of two.
+    pub fn min(self, other: Next) -> Next {
+        match (self, other) {
+            (Next::Now, _) | (_, Next::Now) => Next::Now,
+            (Next::After(a), Next::After(b)) => Next::After(a.min(b)),
+            (Next::After(a), Next::Woken) | (Next::Woken, Next::After(a)) => Next::After(a),
+            (Next::Woken, Next::Woken) => Next::Woken,
+        }
+    }
+}
+
+/// How a source is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Adapt to the rate, waiting at most this long while packets flow
+    /// (zero: wake for every packet at any rate).
+    Adaptive {
+        /// `--max-wait-us`.
+        max_wait: Duration,
+    },
+    /// `--busy-poll`: never sleep.
+    Busy,
+}
+
+/// A source's reading pace: the rate it reads at, over windows of at
+/// least [`WINDOW_NS`].
+///
+/// A window rather than a rate per read: packets come in bursts (a driver's
+/// NAPI batch, a sender's `sendmmsg`), and a read in the middle of one would
+/// take a burst for the rate.
+#[derive(Clone, Debug)]
+pub struct Pacer {
+    mode: Mode,
+    /// Packets the source's buffer holds, at the size packets have had.
+    capacity: f64,
+    /// The rate of the last complete window, packets per second.
+    rate: f64,
+    /// Packets read since the window started, and when it started.
+    window_packets: u64,
+    window_start: Option<u64>,
+    batching: bool,
+}
+
+/// The shortest window the rate is measured over.
+pub const WINDOW_NS: u64 = 5_000_000;
+
+impl Pacer {
+    /// A pacer for a buffer of `capacity` packets.
+    pub fn new(mode: Mode, capacity: f64) -> Self {
+        Self {
+            mode,
+            capacity,
+            rate: 0.0,
+            window_packets: 0,
+            window_start: None,
+            batching: false,
+        }
+    }
+
+    /// Updates what the buffer holds, in packets of the size they have had.
+    pub fn set_capacity(&mut self, capacity: f64) {
+        self.capacity = capacity;
+    }
+
+    /// The rate of the last complete window, packets per second.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// After a read at `now_ns` (monotonic) that found `packets`: what to
+    /// do next. [`Next::Woken`] means the caller must ask to be woken.
+    pub fn after_read(&mut self, packets: u64, now_ns: u64) -> Next {
+        let max_wait = match self.mode {
+            Mode::Busy => return Next::Now,
+            Mode::Adaptive { max_wait } => max_wait,
+        };
+        let start = *self.window_start.get_or_insert(now_ns);
+        self.window_packets += packets;
+        let elapsed = now_ns.saturating_sub(start);
+        if elapsed >= WINDOW_NS {
+            self.rate = self.window_packets as f64 * 1e9 / elapsed as f64;
+            self.window_packets = 0;
+            self.window_start = Some(now_ns);
+        }
+        let rate = self.rate;
+        // Hysteresis: start batching above LOW_RATE, stop below half of it,
+        // so a rate near the line does not flip the mode at every read.
+        self.batching = if self.batching {
+            rate >= LOW_RATE / 2.0
+        } else {
+            rate >= LOW_RATE
+        };
+        if packets == 0 || !self.batching || max_wait.is_zero() {
+            return Next::Woken;
+        }
+        let wait = (BATCH / rate)
+            .min(self.capacity / 4.0 / rate)
+            .min(max_wait.as_secs_f64());
+        Next::After(Duration::from_secs_f64(wait).max(MIN_WAIT))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads at `rate` for 100 ms, as the pacer asks; its last answer.
+    fn steady(pacer: &mut Pacer, rate: f64, _reads: u32) -> Next {
+        let start = 1_000_000_000u64;
+        let mut now = start;
+        let mut next = Next::Woken;
+        while now < start + 100_000_000 {
+            let gap = match next {
+                Next::After(d) => d.as_secs_f64(),
+                _ => 1.0 / rate,
+            };
+            now += (gap * 1e9) as u64;
+            let packets = (gap * rate).round().max(1.0) as u64;
+            next = pacer.after_read(packets, now);
+        }
+        next
+    }
+
+    fn adaptive() -> Pacer {
+        Pacer::new(
+            Mode::Adaptive {
+                max_wait: Duration::from_millis(10),
+            },
+            40_000.0,
+        )
+    }
+
+    #[test]
+    fn low_rates_wake_for_every_packet() {
+        assert_eq!(steady(&mut adaptive(), 10_000.0, 50), Next::Woken);
+    }
+
+    #[test]
+    fn high_rates_read_in_batches_paced_by_the_rate() {
+        let Next::After(d) = steady(&mut adaptive(), 100_000.0, 50) else {
+            panic!("expected a timed read");
+        };
+        // About BATCH packets per read.
+        let per_read = d.as_secs_f64() * 100_000.0;
+        assert!((BATCH * 0.8..BATCH * 1.2).contains(&per_read), "{per_read}");
+    }
+
+    #[test]
+    fn the_wait_keeps_the_buffer_under_a_quarter_full_and_under_the_maximum() {
+        let mut p = Pacer::new(
+            Mode::Adaptive {
+                max_wait: Duration::from_millis(10),
+            },
+            1_000.0,
+        );
+        let Next::After(d) = steady(&mut p, 1_000_000.0, 50) else {
+            panic!("expected a timed read");
+        };
+        assert!(d.as_secs_f64() * 1_000_000.0 <= 250.0 + 1.0, "{d:?}");
+        let mut p = adaptive();
+        let Next::After(d) = steady(&mut p, 25_000.0, 50) else {
+            panic!("expected a timed read");
+        };
+        assert!(d <= Duration::from_millis(10) + MIN_WAIT, "{d:?}");
+    }
+
+    #[test]
+    fn a_read_that_finds_nothing_waits_for_a_wake_up() {
+        let mut p = adaptive();
+        steady(&mut p, 200_000.0, 50);
+        assert_eq!(p.after_read(0, 2_000_000_000), Next::Woken);
+    }
+
+    #[test]
+    fn busy_polling_never_sleeps_and_zero_max_wait_always_wakes() {
+        let mut p = Pacer::new(Mode::Busy, 1.0);
+        assert_eq!(p.after_read(0, 1), Next::Now);
+        let mut p = Pacer::new(
+            Mode::Adaptive {
+                max_wait: Duration::ZERO,
+            },
+            40_000.0,
+        );
+        assert_eq!(steady(&mut p, 500_000.0, 50), Next::Woken);
+    }
+}
