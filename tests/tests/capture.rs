@@ -508,3 +508,106 @@ fn packet_lines_name_addresses_ports_and_rules() {
     }
     assert!(String::from_utf8_lossy(&out.stderr).contains("events 5 delivered, 0 lost"));
 }
+
+/// One capture configuration of the exactness test.
+struct Exact {
+    name: &'static str,
+    args: &'static [&'static str],
+    /// Bytes of UDP payload in each frame.
+    payload: usize,
+    /// Bytes of each frame kept: the snaplen, or every byte with AF_XDP.
+    keep: usize,
+}
+
+#[test]
+fn every_captured_packet_is_in_the_file_or_counted_lost_in_every_mode() {
+    // Issue 10: the reader paces itself (woken at low rates, on a timer at
+    // high ones, or spinning); none of that may lose a packet silently.
+    let cases = [
+        Exact {
+            name: "ring, snaplen 64, 60-byte frames",
+            args: &["--snaplen", "64"],
+            payload: 0,
+            keep: 64,
+        },
+        Exact {
+            name: "ring, snaplen 128, 342-byte frames",
+            args: &[],
+            payload: 300,
+            keep: 128,
+        },
+        Exact {
+            name: "ring, snaplen 1500, 1042-byte frames",
+            args: &["--snaplen", "1500"],
+            payload: 1000,
+            keep: 1500,
+        },
+        Exact {
+            name: "ring, --busy-poll, snaplen 100",
+            args: &["--busy-poll", "--snaplen", "100"],
+            payload: 100,
+            keep: 100,
+        },
+        Exact {
+            name: "ring, --max-wait-us 0 (a wake-up per packet)",
+            args: &["--max-wait-us", "0"],
+            payload: 20,
+            keep: 128,
+        },
+        Exact {
+            name: "AF_XDP, 342-byte frames",
+            args: &["--afxdp"],
+            payload: 300,
+            keep: usize::MAX,
+        },
+        Exact {
+            name: "AF_XDP, --busy-poll, 1042-byte frames",
+            args: &["--afxdp", "--busy-poll"],
+            payload: 1000,
+            keep: usize::MAX,
+        },
+    ];
+    const SENT: u64 = 5000;
+    for case in &cases {
+        let lab = Lab::create("exact", 1).expect("create the lab");
+        let dir = TempDir::new("exact");
+        let file = dir.0.join("out.pcap");
+        let mut args = vec!["--capture", "203.0.113.0/24", "--write"];
+        args.push(file.to_str().unwrap());
+        args.extend_from_slice(case.args);
+        let (running, _) = Running::watch(&lab, &args);
+        let opts = gen_options(&["203.0.113.0/24"], SENT, case.payload);
+        send_opts(&lab, &opts);
+        let (summary, status, stderr) = running.expect_packets(SENT).stop();
+        let c = summary.counts;
+        let (_, _, records) = read_pcap(&file);
+        assert_eq!(
+            records.len() as u64 + c.events_lost,
+            SENT,
+            "{}: every packet is in the file or counted lost ({c:?})",
+            case.name
+        );
+        assert_eq!(c.events, records.len() as u64, "{}", case.name);
+        assert_eq!(
+            status.code(),
+            Some(u8::from(c.events_lost > 0).into()),
+            "{}: {stderr}",
+            case.name
+        );
+        let mut want: HashMap<Vec<u8>, (u32, usize)> = HashMap::new();
+        for f in expected_frames(&opts) {
+            let entry = want
+                .entry(f[..f.len().min(case.keep)].to_vec())
+                .or_insert((f.len() as u32, 0));
+            entry.1 += 1;
+        }
+        for r in &records {
+            let entry = want
+                .get_mut(&r.data)
+                .unwrap_or_else(|| panic!("{}: a record that was never sent", case.name));
+            assert!(entry.1 > 0, "{}: captured more often than sent", case.name);
+            entry.1 -= 1;
+            assert_eq!(r.orig_len, entry.0, "{}: original length", case.name);
+        }
+    }
+}

@@ -426,23 +426,30 @@ fn dash_g_with_dash_w_stops_after_that_many_files() {
     );
 }
 
+/// Sends `count` frames from 203.0.113.0/24 while traffic is stopped
+/// (SIGSTOP), so that whatever it reads from overflows, then lets it go on.
+fn send_while_stopped(lab: &Lab, running: &Running, count: u64) {
+    let pid = running.pid() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    send(
+        lab,
+        &["--count", &count.to_string(), "--src", "203.0.113.0/24"],
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+}
+
 #[test]
 fn lost_events_are_named_by_their_ring_and_flag() {
-    // A 4 KiB ring holds about twenty events: two thousand sent at once
-    // overflow it.
+    // A 4 KiB ring holds about forty events: two thousand sent while the
+    // reader is stopped overflow it.
     let lab = Lab::create("lossmsg", 1).expect("create the lab");
     let (running, _) = Running::watch(
         &lab,
-        &[
-            "--capture",
-            "203.0.113.0/24",
-            "--ring-size",
-            "4096",
-            "--wakeup-us",
-            "100000",
-        ],
+        &["--capture", "203.0.113.0/24", "--ring-size", "4096"],
     );
-    send(&lab, &["--count", "2000", "--src", "203.0.113.0/24"]);
+    send_while_stopped(&lab, &running, 2000);
     let (summary, status, stderr) = running.expect_packets(2000).stop();
     let c = summary.counts;
     assert!(c.events_lost > 0, "{c:?}");
@@ -453,7 +460,39 @@ fn lost_events_are_named_by_their_ring_and_flag() {
             "{} capture events were lost because the event ring buffer was full",
             c.events_lost
         )) && stderr.contains("--ring-size")
-            && !stderr.contains("--afxdp-ring"),
+            && !stderr.contains("--afxdp-ring")
+            && !stderr.contains("AF_XDP"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn lost_afxdp_frames_are_named_by_their_socket_and_flag() {
+    // A 64-entry RX ring and 128 frames per socket: two thousand frames
+    // sent while the reader is stopped overflow them.
+    let lab = Lab::create("xsklossmsg", 1).expect("create the lab");
+    let (running, _) = Running::watch(
+        &lab,
+        &[
+            "--capture",
+            "203.0.113.0/24",
+            "--afxdp",
+            "--afxdp-ring",
+            "64",
+        ],
+    );
+    send_while_stopped(&lab, &running, 2000);
+    let (summary, status, stderr) = running.expect_packets(2000).stop();
+    let c = summary.counts;
+    assert!(c.events_lost > 0, "{c:?}");
+    assert_eq!(c.events + c.events_lost, 2000, "{c:?}");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} frames were dropped by the AF_XDP sockets",
+            c.events_lost
+        )) && stderr.contains("--afxdp-ring")
+            && !stderr.contains("--ring-size"),
         "{stderr}"
     );
 }

@@ -84,12 +84,18 @@ pub enum Receiver {
     TrafficCapture,
     /// The same at the largest snaplen (4096).
     TrafficCaptureMaxSnap,
+    /// The same with `--busy-poll`.
+    TrafficCaptureBusy,
     /// `traffic --afxdp --capture 192.0.2.0/24 --write FILE`: whole packets.
     TrafficAfxdp,
     /// xdp-filter with one source address denied.
     XdpFilterDrop,
     /// `tcpdump -w FILE`.
     Tcpdump,
+    /// `xdpdump --load-xdp-program -w FILE`: xdp-tools' XDP capture (an XDP
+    /// program sending packets through a perf buffer). Without a program
+    /// of its own loaded, xdpdump falls back to libpcap, which is tcpdump.
+    Xdpdump,
     /// traffic capturing and tcpdump writing, at the same time.
     TrafficAndTcpdump,
 }
@@ -104,9 +110,11 @@ impl Receiver {
             Receiver::TrafficDrop => "traffic dropping",
             Receiver::TrafficCapture => "traffic capturing to pcap",
             Receiver::TrafficCaptureMaxSnap => "traffic capturing to pcap, snaplen 4096",
+            Receiver::TrafficCaptureBusy => "traffic capturing to pcap, --busy-poll",
             Receiver::TrafficAfxdp => "traffic AF_XDP whole packets to pcap",
             Receiver::XdpFilterDrop => "xdp-filter dropping",
             Receiver::Tcpdump => "tcpdump -w",
+            Receiver::Xdpdump => "xdpdump -w (XDP mode)",
             Receiver::TrafficAndTcpdump => "traffic + tcpdump -w, side by side",
         }
     }
@@ -142,6 +150,9 @@ pub struct LiveResult {
     pub cpu_ns_per_packet: f64,
     /// CPU seconds of the receiving tool's process.
     pub tool_cpu_s: Option<f64>,
+    /// The receiving tool's CPU per frame sent, in nanoseconds.
+    #[serde(default)]
+    pub tool_cpu_ns_per_packet: Option<f64>,
     /// traffic's delivery latency.
     pub latency_ns: Option<Percentiles>,
 }
@@ -329,6 +340,7 @@ pub fn run_scenario(
         tool_cpu_s: tool_cpu_before.zip(tool_cpu_after).map(|(a, b)| b - a),
         ..LiveResult::default()
     };
+    result.tool_cpu_ns_per_packet = result.tool_cpu_s.map(|s| s * 1e9 / sent.max(1) as f64);
     side.collect(receiver, &mut result)?;
     drop(side);
     drop(lab);
@@ -402,6 +414,10 @@ impl Receiving {
             Receiver::TrafficCaptureMaxSnap => {
                 side.tool = Some(traffic(&[&capture[..], &["--snaplen", "4096"]].concat())?);
             }
+            Receiver::TrafficCaptureBusy => {
+                side.tool = Some(traffic(&[&capture[..], &["--busy-poll"]].concat())?);
+            }
+            Receiver::Xdpdump => side.tool = Some(start_xdpdump(lab, &files.tcpdump)?),
             Receiver::TrafficAfxdp => {
                 side.tool = Some(traffic(&[&capture[..], &["--afxdp"]].concat())?);
             }
@@ -429,6 +445,7 @@ impl Receiving {
             Receiver::TrafficDrop
             | Receiver::TrafficCapture
             | Receiver::TrafficCaptureMaxSnap
+            | Receiver::TrafficCaptureBusy
             | Receiver::TrafficAfxdp
             | Receiver::TrafficAndTcpdump => {
                 t.interrupt();
@@ -443,7 +460,7 @@ impl Receiving {
                     result.latency_ns = Some(summary.latency_ns);
                 }
             }
-            Receiver::Tcpdump => {
+            Receiver::Tcpdump | Receiver::Xdpdump => {
                 let (captured, lost) = stop_tcpdump(&mut t);
                 result.captured = captured;
                 result.capture_lost = captured.map(|c| result.sent.saturating_sub(c)).or(lost);
@@ -467,6 +484,17 @@ fn start_tcpdump(lab: &Lab, file: &Path) -> Result<Spawned, LiveError> {
         .arg(file);
     let s = Spawned::start(cmd).map_err(io_step("starting tcpdump"))?;
     s.wait_for("tcpdump", "listening on", true, Duration::from_secs(10))?;
+    Ok(s)
+}
+
+/// Starts xdpdump in its XDP mode on the lab's receiving end, writing
+/// `file`.
+fn start_xdpdump(lab: &Lab, file: &Path) -> Result<Spawned, LiveError> {
+    let mut cmd = Lab::command_in(&lab.rx_ns, "xdpdump");
+    cmd.args(["-i", &lab.rx_if, "--load-xdp-program", "-w"])
+        .arg(file);
+    let s = Spawned::start(cmd).map_err(io_step("starting xdpdump"))?;
+    s.wait_for("xdpdump", "listening on", true, Duration::from_secs(20))?;
     Ok(s)
 }
 
@@ -552,7 +580,8 @@ fn attach_floor(lab: &Lab, tool: Tool) -> Result<ToolProgram, LiveError> {
     .map_err(LiveError::Floor)
 }
 
-/// tcpdump's "N packets captured" and "M packets dropped by kernel".
+/// tcpdump's (or xdpdump's) "N packets captured" and "M packets dropped
+/// by kernel" (or "by perf ring").
 fn stop_tcpdump(t: &mut Spawned) -> (Option<u64>, Option<u64>) {
     t.interrupt();
     let lines = Spawned::rest(&t.stderr);
@@ -562,7 +591,10 @@ fn stop_tcpdump(t: &mut Spawned) -> (Option<u64>, Option<u64>) {
             .find(|l| l.contains(what))
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
     };
-    (find("packets captured"), find("dropped by kernel"))
+    (
+        find("packets captured"),
+        find("dropped by kernel").or_else(|| find("dropped by perf ring")),
+    )
 }
 
 /// The XDP_DROP packet count from `xdp-filter status`.

@@ -76,6 +76,9 @@ pub struct Report {
     pub kernel: Vec<KernelRow>,
     /// Live scenarios.
     pub live: Vec<LiveRow>,
+    /// The AF_XDP loss loop: the same scenario, run after run.
+    #[serde(default)]
+    pub afxdp_runs: Vec<LiveResult>,
 }
 
 /// One in-kernel figure.
@@ -196,8 +199,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let machine = machine();
     // Live runs come first: the private mount namespace the kernel part
     // enters for xdp-filter's pinned maps would hide the lab's namespaces.
-    let live = if args.kernel_only {
-        Vec::new()
+    let (live, afxdp_runs) = if args.kernel_only {
+        (Vec::new(), Vec::new())
     } else {
         live(args.quick)?
     };
@@ -207,12 +210,17 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     if !live.is_empty() {
         writeln!(out, "\n{}", live_table(&live)).map_err(write_err("stdout"))?;
     }
+    if !afxdp_runs.is_empty() {
+        writeln!(out, "\n# AF_XDP loss loop\n{}", afxdp_table(&afxdp_runs))
+            .map_err(write_err("stdout"))?;
+    }
     if let Some(dir) = &args.out {
         let report = Report {
             machine,
             repeat: args.repeat,
             kernel,
             live,
+            afxdp_runs,
         };
         write_report(dir, &report)?;
         writeln!(out, "report written to {}", dir.display()).map_err(write_err("stdout"))?;
@@ -334,7 +342,8 @@ fn soak(args: &BenchArgs) -> Result<(), BenchError> {
 }
 
 /// The live scenarios of a run, in order.
-fn live(quick: bool) -> Result<Vec<LiveResult>, BenchError> {
+/// The live scenarios, and the AF_XDP runs of the loss loop.
+fn live(quick: bool) -> Result<(Vec<LiveResult>, Vec<LiveResult>), BenchError> {
     for name in live::cleanup() {
         eprintln!("traffic: removed namespace {name} left by a killed run");
     }
@@ -346,14 +355,23 @@ fn live(quick: bool) -> Result<Vec<LiveResult>, BenchError> {
     )))?;
     let count: u64 = if quick { 200_000 } else { 1_000_000 };
     let seconds_at_rate: u64 = if quick { 2 } else { 4 };
+    // 10,000/s is where delivery latency is judged; the others, CPU.
     let rates: &[u64] = if quick {
-        &[100_000]
+        &[10_000, 100_000]
     } else {
-        &[50_000, 100_000, 200_000]
+        &[10_000, 50_000, 100_000, 200_000]
     };
+    let has_xdpdump = Command::new("xdpdump")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_xdpdump {
+        eprintln!("traffic bench: xdpdump is not installed; skipping it");
+    }
     let mut results = Vec::new();
     let run_with = |receiver: Receiver,
                     rate: Option<u64>,
+                    count: u64,
                     mechanism: Mechanism|
      -> Result<LiveResult, BenchError> {
         let n = rate.map_or(count, |r| (r * seconds_at_rate).min(count));
@@ -369,7 +387,22 @@ fn live(quick: bool) -> Result<Vec<LiveResult>, BenchError> {
             }
         })
     };
-    let run = |receiver: Receiver, rate: Option<u64>| run_with(receiver, rate, Mechanism::AfPacket);
+    let run = |receiver: Receiver, rate: Option<u64>| {
+        run_with(receiver, rate, count, Mechanism::AfPacket)
+    };
+    let wanted = |receiver: &Receiver| match receiver {
+        Receiver::XdpFilterDrop => {
+            let there = Path::new(kernel::XDP_FILTER_DIR)
+                .join("xdpfilt_alw_ip.o")
+                .exists();
+            if !there {
+                eprintln!("traffic bench: xdp-filter is not installed; skipping it");
+            }
+            there
+        }
+        Receiver::Xdpdump => has_xdpdump,
+        _ => true,
+    };
     for receiver in [
         Receiver::Nothing,
         Receiver::FloorPass,
@@ -378,22 +411,29 @@ fn live(quick: bool) -> Result<Vec<LiveResult>, BenchError> {
         Receiver::XdpFilterDrop,
         Receiver::TrafficCapture,
         Receiver::TrafficCaptureMaxSnap,
+        Receiver::TrafficCaptureBusy,
         Receiver::TrafficAfxdp,
         Receiver::Tcpdump,
+        Receiver::Xdpdump,
     ] {
-        if receiver == Receiver::XdpFilterDrop
-            && !Path::new(kernel::XDP_FILTER_DIR)
-                .join("xdpfilt_alw_ip.o")
-                .exists()
-        {
-            eprintln!("traffic bench: xdp-filter is not installed; skipping it");
-            continue;
+        if wanted(&receiver) {
+            results.push(run(receiver, None)?);
         }
-        results.push(run(receiver, None)?);
     }
+    // The same traffic at fixed rates: CPU per packet of each capture, and
+    // traffic's delivery latency, by default and busy polling.
     for &rate in rates {
-        results.push(run(Receiver::TrafficCapture, Some(rate))?);
-        results.push(run(Receiver::Tcpdump, Some(rate))?);
+        for receiver in [
+            Receiver::TrafficCapture,
+            Receiver::TrafficCaptureBusy,
+            Receiver::Tcpdump,
+            Receiver::Xdpdump,
+        ] {
+            let busy_here = receiver != Receiver::TrafficCaptureBusy || rate == 100_000;
+            if wanted(&receiver) && busy_here {
+                results.push(run(receiver, Some(rate))?);
+            }
+        }
     }
     // Side by side on the same traffic: at the highest rate traffic
     // captured at, and at a tenth of it.
@@ -412,11 +452,53 @@ fn live(quick: bool) -> Result<Vec<LiveResult>, BenchError> {
         Receiver::TrafficCapture,
         Receiver::TrafficAfxdp,
         Receiver::Tcpdump,
+        Receiver::Xdpdump,
     ] {
-        results.push(run_with(receiver, None, Mechanism::LiveFrames)?);
+        if wanted(&receiver) {
+            results.push(run_with(receiver, None, count, Mechanism::LiveFrames)?);
+        }
+    }
+    // AF_XDP must lose nothing at the AF_PACKET sender's full rate, run
+    // after run: its loss loop.
+    let loops = if quick { 3 } else { 20 };
+    let mut afxdp_runs = Vec::with_capacity(loops);
+    for _ in 0..loops {
+        afxdp_runs.push(run_with(
+            Receiver::TrafficAfxdp,
+            None,
+            count / 2,
+            Mechanism::AfPacket,
+        )?);
     }
     let _ = std::fs::remove_dir_all(&workdir);
-    Ok(results)
+    Ok((results, afxdp_runs))
+}
+
+/// The AF_XDP loss loop in one line per run and a total.
+fn afxdp_table(runs: &[LiveResult]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "| run | sent | rate (frames/s) | captured | lost |");
+    let _ = writeln!(t, "|---:|---:|---:|---:|---:|");
+    for (i, r) in runs.iter().enumerate() {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} |",
+            i + 1,
+            r.sent,
+            crate::sink::report::si(r.rate_pps),
+            opt(r.captured),
+            opt(r.capture_lost)
+        );
+    }
+    let lost: u64 = runs.iter().filter_map(|r| r.capture_lost).sum();
+    let sent: u64 = runs.iter().map(|r| r.sent).sum();
+    let _ = writeln!(
+        t,
+        "\n{} runs, {sent} frames sent, {lost} lost; runs with a loss: {}",
+        runs.len(),
+        runs.iter().filter(|r| r.capture_lost != Some(0)).count()
+    );
+    t
 }
 
 fn opt(v: Option<u64>) -> String {
@@ -427,11 +509,11 @@ fn live_table(rows: &[LiveRow]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| scenario | sender | offered | sent | rate (frames/s) | × floor | CPU ns/frame | × floor | tool CPU s | captured | lost | tcpdump beside: captured / lost | latency p50 / p99 / p99.9 / max |"
+        "| scenario | sender | offered | sent | rate (frames/s) | × floor | CPU ns/frame | × floor | tool CPU s | tool CPU ns/frame | captured | lost | tcpdump beside: captured / lost | latency p50 / p99 / p99.9 / max |"
     );
     let _ = writeln!(
         t,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for row in rows {
         let r = &row.result;
@@ -450,7 +532,7 @@ fn live_table(rows: &[LiveRow]) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.sender,
             r.offered_pps
@@ -461,6 +543,8 @@ fn live_table(rows: &[LiveRow]) -> String {
             r.cpu_ns_per_packet,
             row.cpu_ratio_to_floor,
             r.tool_cpu_s.map_or("-".to_owned(), |s| format!("{s:.2}")),
+            r.tool_cpu_ns_per_packet
+                .map_or("-".to_owned(), |n| format!("{n:.0}")),
             opt(r.captured),
             opt(r.capture_lost),
             beside,
@@ -531,6 +615,13 @@ fn write_report(dir: &Path, report: &Report) -> Result<(), BenchError> {
             md,
             "## Live on the veth lab\n\n{}\n",
             live_table(&report.live)
+        );
+    }
+    if !report.afxdp_runs.is_empty() {
+        let _ = write!(
+            md,
+            "## AF_XDP loss loop (AF_PACKET sender, full rate)\n\n{}\n",
+            afxdp_table(&report.afxdp_runs)
         );
     }
     write("summary.md", &md)?;

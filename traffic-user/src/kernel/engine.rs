@@ -311,6 +311,14 @@ fn fill_rules(ebpf: &mut Ebpf, rules: &RuleSet) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// The map `name` as the kernel object it is, whatever its type.
+fn raw_map(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, EngineError> {
+    match ebpf.take_map(name) {
+        Some(Map::RingBuf(m) | Map::Array(m)) => Ok(m),
+        _ => Err(EngineError::Map { name, source: None }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Settings;
@@ -330,13 +338,5 @@ mod tests {
                 "--ring-size 5000 must be a power of two of at least 4096 bytes (e.g. 8388608)",
             ]
         );
-    }
-}
-
-/// The map `name` as the kernel object it is, whatever its type.
-fn raw_map(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, EngineError> {
-    match ebpf.take_map(name) {
-        Some(Map::RingBuf(m) | Map::Array(m)) => Ok(m),
-        _ => Err(EngineError::Map { name, source: None }),
     }
 }

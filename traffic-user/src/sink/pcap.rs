@@ -67,11 +67,7 @@ impl PcapWriter {
     /// When writing fails.
     pub fn new(output: Output, snaplen: u32) -> Result<Self, PcapError> {
         let path = output.path;
-        let io_err = |source| PcapError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = output.file;
+        let file = output.file;
         let mut header = Vec::with_capacity(24);
         header.extend_from_slice(&MAGIC_NS.to_ne_bytes());
         header.extend_from_slice(&2u16.to_ne_bytes());
@@ -80,10 +76,13 @@ impl PcapWriter {
         header.extend_from_slice(&0u32.to_ne_bytes()); // sigfigs
         header.extend_from_slice(&snaplen.to_ne_bytes());
         header.extend_from_slice(&LINKTYPE_ETHERNET.to_ne_bytes());
-        file.write_all(&header).map_err(io_err)?;
+        // Buffered like the records: a disk that is full is found by the
+        // first flush, while the run goes on, as for any later write.
+        let mut buf = Vec::with_capacity(BUFFER);
+        buf.extend_from_slice(&header);
         Ok(Self {
             file,
-            buf: Vec::with_capacity(BUFFER),
+            buf,
             path,
             frames: 0,
             bytes: header.len() as u64,
