@@ -174,14 +174,22 @@ fn cpu_busy_jiffies() -> u64 {
 }
 
 /// CPU seconds of process `pid` (user + system), or `None` when it is gone.
+///
+/// Nanoseconds on the CPU from the scheduler (`/proc/PID/task/*/schedstat`),
+/// summed over the process's threads: `/proc/PID/stat` counts in clock
+/// ticks of 10 ms, too coarse for a capture that costs 0.05 s.
 pub(crate) fn process_cpu_s(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state is field 3; utime and stime are 14 and 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks())
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(ns as f64 / 1e9)
 }
 
 fn clock_ticks() -> f64 {

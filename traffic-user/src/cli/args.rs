@@ -186,7 +186,7 @@ pub struct RunArgs {
     #[arg(short = 'Z', long = "user", value_name = "USER")]
     pub user: Option<String>,
     /// While packets flow, read them at least every US microseconds. Below
-    /// about 20,000 packets/s each packet wakes the reader at once; above,
+    /// about 15,000 packets/s each packet wakes the reader at once; above,
     /// the reader reads in batches paced by the rate, and never waits
     /// longer than this (0: wake for every packet at any rate).
     #[arg(long, value_name = "US", default_value_t = DEFAULT_MAX_WAIT.as_micros() as u64)]

@@ -102,7 +102,7 @@ pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 
 /// The default bound on how long an event waits in the ring while events
 /// flow; see `source::pace` for how the reader paces itself below it.
-pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(10);
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// The loaded XDP program with its maps.
 pub struct Engine {

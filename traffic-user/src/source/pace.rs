@@ -21,10 +21,17 @@
 use std::time::Duration;
 
 /// Below this many packets per second, every packet wakes the reader.
-pub const LOW_RATE: f64 = 20_000.0;
+pub const LOW_RATE: f64 = 15_000.0;
 
 /// Above [`LOW_RATE`], the number of packets a timed read aims to find.
-pub const BATCH: f64 = 512.0;
+///
+/// Measured on the veth lab (release build, 64-byte frames to pcap), the
+/// reader's CPU per packet at 50,000 packets/s was 321 ns reading every
+/// 10 ms (500 packets a read) and 163 ns reading every 100 ms: a wake-up
+/// after a sleep costs the reader about 80 µs here, mostly in refilling
+/// caches and TLB the sleep let go cold (a VM's vCPU is halted meanwhile).
+/// At full rate, 512 packets a read cost 230 ns a packet, 2,048 cost 160.
+pub const BATCH: f64 = 4096.0;
 
 /// The shortest wait between timed reads.
 pub const MIN_WAIT: Duration = Duration::from_micros(20);
@@ -126,10 +133,11 @@ impl Pacer {
             self.window_start = Some(now_ns);
         }
         let rate = self.rate;
-        // Hysteresis: start batching above LOW_RATE, stop below half of it,
-        // so a rate near the line does not flip the mode at every read.
+        // Hysteresis: start batching above LOW_RATE, stop below three
+        // quarters of it, so a rate near the line does not flip the mode at
+        // every read.
         self.batching = if self.batching {
-            rate >= LOW_RATE / 2.0
+            rate >= LOW_RATE * 0.75
         } else {
             rate >= LOW_RATE
         };
@@ -167,9 +175,9 @@ mod tests {
     fn adaptive() -> Pacer {
         Pacer::new(
             Mode::Adaptive {
-                max_wait: Duration::from_millis(10),
+                max_wait: Duration::from_millis(100),
             },
-            40_000.0,
+            100_000.0,
         )
     }
 
@@ -204,7 +212,7 @@ mod tests {
         let Next::After(d) = steady(&mut p, 25_000.0, 50) else {
             panic!("expected a timed read");
         };
-        assert!(d <= Duration::from_millis(10) + MIN_WAIT, "{d:?}");
+        assert!(d <= Duration::from_millis(100) + MIN_WAIT, "{d:?}");
     }
 
     #[test]
