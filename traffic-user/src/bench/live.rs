@@ -110,7 +110,9 @@ impl Receiver {
             Receiver::TrafficDrop => "traffic dropping",
             Receiver::TrafficCapture => "traffic capturing to pcap",
             Receiver::TrafficCaptureMaxSnap => "traffic capturing to pcap, snaplen 4096",
-            Receiver::TrafficCaptureBusy => "traffic capturing to pcap, --busy-poll",
+            Receiver::TrafficCaptureBusy => {
+                "traffic capturing to pcap, --busy-poll (reader and sender pinned to cores of their own)"
+            }
             Receiver::TrafficAfxdp => "traffic AF_XDP whole packets to pcap",
             Receiver::XdpFilterDrop => "xdp-filter dropping",
             Receiver::Tcpdump => "tcpdump -w",
@@ -319,7 +321,13 @@ pub fn run_scenario(
 
     let tool_cpu_before = side.tool.as_ref().and_then(|t| process_cpu_s(t.child.id()));
     let busy_before = cpu_busy_jiffies();
-    let report = send(&lab, &bin, count, rate, mechanism)?;
+    // Busy polling is for a core given to capture: the reader on the last
+    // core, the sender (whose softirq runs the XDP program on veth) on the
+    // first.
+    let pin = (*receiver == Receiver::TrafficCaptureBusy)
+        .then(pinned_cores)
+        .flatten();
+    let report = send(&lab, &bin, count, rate, mechanism, pin.map(|p| p.0))?;
     // Let the receiving side finish what is queued: tcpdump hands libpcap's
     // ring blocks to userspace when they fill or after 1 s, so stopping it
     // sooner would count its last partial block as lost.
@@ -384,8 +392,18 @@ impl Receiving {
         mechanism: Mechanism,
         files: &Files,
     ) -> Result<Self, LiveError> {
+        let pin = (*receiver == Receiver::TrafficCaptureBusy)
+            .then(pinned_cores)
+            .flatten();
         let traffic = |args: &[&str]| -> Result<Spawned, LiveError> {
-            let mut cmd = Lab::command_in(&lab.rx_ns, bin);
+            let mut cmd = match pin {
+                Some((_, reader)) => {
+                    let mut cmd = Lab::command_in(&lab.rx_ns, "taskset");
+                    cmd.args(["-c", &reader.to_string(), bin]);
+                    cmd
+                }
+                None => Lab::command_in(&lab.rx_ns, bin),
+            };
             cmd.args(["--iface", &lab.rx_if, "--json", "--interval", "0.5"])
                 .args(args);
             let s = Spawned::start(cmd).map_err(io_step("starting traffic"))?;
@@ -524,16 +542,31 @@ fn start_xdp_filter(lab: &Lab) -> Result<Spawned, LiveError> {
     Ok(s)
 }
 
+/// The cores to pin the sender and a busy-polling reader to: the first and
+/// the last, when there are two or more.
+fn pinned_cores() -> Option<(usize, usize)> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores >= 2).then_some((0, cores - 1))
+}
+
 /// Sends `count` frames from [`SOURCE`] with `traffic gen` in the lab's
-/// sending namespace.
+/// sending namespace, on core `pin` when given.
 fn send(
     lab: &Lab,
     bin: &str,
     count: u64,
     rate: Option<u64>,
     mechanism: Mechanism,
+    pin: Option<usize>,
 ) -> Result<GenReport, LiveError> {
-    let mut sender = Lab::command_in(&lab.tx_ns, bin);
+    let mut sender = match pin {
+        Some(core) => {
+            let mut cmd = Lab::command_in(&lab.tx_ns, "taskset");
+            cmd.args(["-c", &core.to_string(), bin]);
+            cmd
+        }
+        None => Lab::command_in(&lab.tx_ns, bin),
+    };
     let count_arg = count.to_string();
     sender
         .args([
