@@ -159,7 +159,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", requires = "afxdp")]
     pub queues: Option<u32>,
     /// Entries in each AF_XDP fill and RX ring (a power of two).
-    #[arg(long, value_name = "N", default_value_t = 2048, requires = "afxdp")]
+    #[arg(long, value_name = "N", default_value_t = 4096, requires = "afxdp")]
     pub afxdp_ring: u32,
     /// Bytes per AF_XDP frame, 2048 or 4096: the largest packet captured whole.
     #[arg(long, value_name = "BYTES", default_value_t = 4096, requires = "afxdp")]

@@ -101,7 +101,7 @@ impl XskSizes {
 impl Default for XskSizes {
     fn default() -> Self {
         Self {
-            ring: 2048,
+            ring: 4096,
             frame: 4096,
         }
     }
@@ -659,11 +659,14 @@ impl XskSource {
             sockets,
             ifindex,
             // Half the RX ring: the pacer reads before a quarter of what it
-            // is given fills, so here an eighth of the ring (256 frames by
-            // default, 1 ms at 250,000 frames/s), leaving the rest for a
+            // is given fills, so here an eighth of the ring (512 frames by
+            // default, 2 ms at 250,000 frames/s), leaving the rest for a
             // reader that is late (a VM's vCPU can be away for milliseconds).
-            // Measured: with the whole ring, 1 run in 20 at the AF_PACKET
-            // sender's full rate lost a few dozen frames.
+            // Measured in the bench's loss loop (20 runs at the AF_PACKET
+            // sender's full rate): reading at a quarter of a 2,048-entry
+            // ring, 1 run lost 39 frames; at an eighth, 1 run lost 321 when
+            // the reader stalled for 10 ms (8 ms of frames at 254k/s); so
+            // the default ring is 4,096 entries, 16 ms at that rate.
             pacer: Pacer::new(mode, f64::from(ring) / 2.0),
             next: Next::Woken,
             clock: WallClock::new(),
