@@ -32,9 +32,6 @@ pub mod names {
     /// Capture events: a `RingBuf` of [`EventHeader`](super::EventHeader)
     /// records, each followed by the captured bytes.
     pub const EVENTS: &str = "EVENTS";
-    /// Per-CPU room to assemble an event before it goes into the ring:
-    /// `PerCpuArray<[u8; EVENT_HEADER_LEN + MAX_SNAPLEN]>`.
-    pub const SCRATCH: &str = "SCRATCH";
     /// The reader's wake-up request: an mmapable `Array<u32>` of one entry,
     /// [`WAKE_ME`](super::WAKE_ME) while the reader sleeps until the next
     /// event, 0 while it reads on its own schedule.

@@ -23,8 +23,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use traffic_common::{
-    Config, CpuState, EVENT_HEADER_LEN, EventHeader, MAX_SNAPLEN, NO_RULE, Rule, XskMeta, action,
-    event_flags, why,
+    Config, CpuState, EventHeader, MAX_SNAPLEN, NO_RULE, Rule, XskMeta, action, event_flags, why,
 };
 
 // Keys are the address bytes in network order, as 16-bit words (see
@@ -46,11 +45,6 @@ static EXPLAINED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Capture events. The loader sets the size (`--ring-size`).
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
-
-/// Room to assemble an event (header, then the captured bytes) before one
-/// `bpf_ringbuf_output` copies exactly its length into the ring.
-#[map(name = "SCRATCH")]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// The reader's wake-up request (see [`wake_reader_if_asked`]). Mapped into
 /// the reader's memory, so asking costs it no system call.
@@ -390,35 +384,33 @@ fn record(state: &mut CpuState, verdict: &Verdict, len: u64) -> u32 {
     }
 }
 
-/// An event as it is assembled: the header, then up to [`MAX_SNAPLEN`]
-/// bytes of the frame.
+/// One capture event as reserved in the ring: the header, then room for
+/// `N` bytes of the frame, of which the header's `cap_len` are used.
 #[repr(C)]
-struct Scratch {
+struct Record<const N: usize> {
     header: EventHeader,
-    data: [u8; MAX_SNAPLEN as usize],
+    data: [u8; N],
 }
 
 /// Writes a capture event, or counts it lost when the ring is full.
 ///
-/// The event takes exactly `EVENT_HEADER_LEN + cap_len` bytes of the ring
-/// (rounded up to 8 with the ring's own 8-byte header): the header and the
-/// captured bytes are assembled in this CPU's [`SCRATCH`] entry and copied
-/// in by one `bpf_ringbuf_output`, whose length, unlike a reservation's,
-/// need not be a constant. A 60-byte frame at the default snaplen takes 96
-/// bytes, where a reservation sized for the snaplen took 224.
+/// A reservation must have a size the verifier knows, so records come in
+/// classes of 64, 128, 256 ... 4,096 data bytes and an event takes the
+/// smallest that holds its captured bytes: a 60-byte frame takes 96 bytes
+/// of the ring (with the ring's own 8-byte header), where a reservation
+/// sized for the default snaplen took 224. `cfg.snaplen` is a constant to
+/// the verifier, which prunes the classes above it.
+///
+/// Reserving and filling the record in place measured about 50 ns cheaper
+/// per event than `bpf_ringbuf_output` of an exact length from a per-CPU
+/// scratch buffer (226 against 278 ns by test_run), whose copy and extra
+/// checks cost more than the bytes a class leaves unused.
 ///
 /// The reader is not woken here unless it asked to be ([`WAKE`]): it reads
 /// on its own schedule while events flow, and nothing in this path touches
 /// the consumer's cache lines (no ring query).
 #[inline(always)]
 fn emit_event(ctx: &XdpContext, state: &mut CpuState, v: &Verdict, flags: u8, cfg: &Config) {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        state.stats.events_lost += 1;
-        return;
-    };
-    // SAFETY: this CPU's entry of a per-CPU array; XDP runs with migration
-    // disabled, so nothing else uses it until this program returns.
-    let scratch = unsafe { &mut *scratch };
     // SAFETY: helper calls with the program's own context.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: as above; the length covers every buffer of a multi-buffer frame.
@@ -431,15 +423,7 @@ fn emit_event(ctx: &XdpContext, state: &mut CpuState, v: &Verdict, flags: u8, cf
     if cap > MAX_SNAPLEN {
         cap = MAX_SNAPLEN;
     }
-    if cap > 0 {
-        // SAFETY: the scratch entry has MAX_SNAPLEN data bytes and `cap` is
-        // at most that; the helper copies from any of the frame's buffers.
-        let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, scratch.data.as_mut_ptr().cast(), cap) };
-        if rc != 0 {
-            cap = 0;
-        }
-    }
-    scratch.header = EventHeader {
+    let header = EventHeader {
         ts_ns: now,
         wire_len,
         rule_id: v.rule_id,
@@ -449,19 +433,49 @@ fn emit_event(ctx: &XdpContext, state: &mut CpuState, v: &Verdict, flags: u8, cf
         flags: flags | parse_flags(v),
         _pad: 0,
     };
-    let len = EVENT_HEADER_LEN + cap as usize;
-    // SAFETY: `len` is at most the size of the scratch entry.
-    let bytes =
-        unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), len) };
-    if EVENTS
-        .output::<[u8]>(bytes, BPF_RB_NO_WAKEUP as u64)
-        .is_err()
-    {
+    let written = match cap {
+        0..=64 => emit::<64>(ctx, header, cap),
+        65..=128 => emit::<128>(ctx, header, cap),
+        129..=256 => emit::<256>(ctx, header, cap),
+        257..=512 => emit::<512>(ctx, header, cap),
+        513..=1024 => emit::<1024>(ctx, header, cap),
+        1025..=2048 => emit::<2048>(ctx, header, cap),
+        _ => emit::<4096>(ctx, header, cap),
+    };
+    if !written {
         state.stats.events_lost += 1;
         return;
     }
     state.stats.events += 1;
     wake_reader_if_asked();
+}
+
+/// Reserves a record of class `N`, copies `cap` bytes of the frame and the
+/// header into it and commits it. `false` when the ring is full.
+#[inline(always)]
+fn emit<const N: usize>(ctx: &XdpContext, mut header: EventHeader, cap: u32) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<Record<N>>(0) else {
+        return false;
+    };
+    let rec = entry.as_mut_ptr();
+    // Opaque to LLVM, so that it keeps both checks below on the register it
+    // passes to the helper: knowing `cap` is in the class's range, it drops
+    // them and checks a copy, which the verifier cannot tie to the length.
+    let cap = core::hint::black_box(cap);
+    let mut cap = if cap as usize > N { N as u32 } else { cap };
+    if cap > 0 {
+        // SAFETY: `rec` points at a reserved record of N data bytes and
+        // `cap <= N`; the helper copies from any of the frame's buffers.
+        let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, (*rec).data.as_mut_ptr().cast(), cap) };
+        if rc != 0 {
+            cap = 0;
+        }
+    }
+    header.cap_len = cap as u16;
+    // SAFETY: `rec` points at the reserved record.
+    unsafe { (*rec).header = header };
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    true
 }
 
 /// Wakes the reader if it asked to be woken by the next event.
