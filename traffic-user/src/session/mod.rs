@@ -269,6 +269,8 @@ pub struct Timing {
 /// A sink and, once it failed, what it missed.
 struct Slot<'a> {
     sink: Box<dyn Sink + 'a>,
+    /// [`Sink::takes_packets`], asked once.
+    takes_packets: bool,
     /// Packets given to it.
     packets: u64,
     failed: Option<Failed>,
@@ -335,6 +337,7 @@ impl<'a> Session<'a> {
         let sinks = sinks
             .into_iter()
             .map(|sink| Slot {
+                takes_packets: sink.takes_packets(),
                 sink,
                 packets: 0,
                 failed: None,
@@ -361,7 +364,7 @@ impl<'a> Session<'a> {
         } = self;
         let mut deliver = |p: &Captured<'_>| {
             latency.record_packet(p);
-            for slot in sinks.iter_mut() {
+            for slot in sinks.iter_mut().filter(|s| s.takes_packets) {
                 slot.packet(p);
             }
         };

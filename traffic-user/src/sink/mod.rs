@@ -148,6 +148,14 @@ pub trait Sink {
         Ok(())
     }
 
+    /// Whether this sink looks at packets one by one: a run hands packets
+    /// only to the sinks that do (a call per packet and sink adds up at a
+    /// million packets a second). Say `false` when [`Sink::packet`] is not
+    /// implemented.
+    fn takes_packets(&self) -> bool {
+        true
+    }
+
     /// A batch of packets has been handed over: push out what a reader is
     /// waiting for.
     ///

@@ -282,6 +282,10 @@ impl PlotSink {
 }
 
 impl Sink for PlotSink {
+    fn takes_packets(&self) -> bool {
+        false
+    }
+
     fn interval(&mut self, i: &Interval<'_>) -> Result<(), SinkError> {
         let secs = i.length.as_secs_f64().max(1e-9);
         self.seconds.push(i.at.as_secs_f64());

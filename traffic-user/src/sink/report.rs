@@ -271,6 +271,10 @@ impl<W: Write> Reporter<W> {
 }
 
 impl<W: Write> Sink for Reporter<W> {
+    fn takes_packets(&self) -> bool {
+        false
+    }
+
     fn start(&mut self, start: &Start) -> Result<(), SinkError> {
         Reporter::start(self, start).map_err(SinkError::write(self.what))
     }
