@@ -15,8 +15,12 @@
 //!   would be a quarter full at the measured rate: a few wake-ups per
 //!   thousand packets, and no wake-up at all on the producer's side.
 //!
-//! A timed read that finds nothing goes back to waiting for a wake-up, so
-//! an idle source costs nothing. `--busy-poll` reads without ever sleeping.
+//! The rate is measured over windows of 10 ms; batching starts after two
+//! windows in a row above [`LOW_RATE`], with a first wait of 1 ms that
+//! doubles at each read, so that one burst in a slow stream does not hold
+//! its packets back for long. A timed read that finds nothing goes back to
+//! waiting for a wake-up, so an idle source costs nothing. `--busy-poll`
+//! reads without ever sleeping.
 
 use std::time::Duration;
 
@@ -88,11 +92,24 @@ pub struct Pacer {
     /// Packets read since the window started, and when it started.
     window_packets: u64,
     window_start: Option<u64>,
+    /// Complete windows in a row whose rate was at least [`LOW_RATE`].
+    windows_above: u32,
     batching: bool,
+    /// While batching, the longest wait so far: it starts at
+    /// [`FIRST_WAIT`] and doubles each timed read, so a mistaken switch
+    /// (a sender that caught up on a late timer and sent a burst) costs a
+    /// few milliseconds of latency, not `--max-wait-us`.
+    ramp: Duration,
 }
 
 /// The shortest window the rate is measured over.
-pub const WINDOW_NS: u64 = 5_000_000;
+pub const WINDOW_NS: u64 = 10_000_000;
+
+/// Windows in a row above [`LOW_RATE`] before the reader starts batching.
+pub const WINDOWS_TO_BATCH: u32 = 2;
+
+/// The first wait after the reader starts batching.
+pub const FIRST_WAIT: Duration = Duration::from_millis(1);
 
 impl Pacer {
     /// A pacer for a buffer of `capacity` packets.
@@ -103,7 +120,9 @@ impl Pacer {
             rate: 0.0,
             window_packets: 0,
             window_start: None,
+            windows_above: 0,
             batching: false,
+            ramp: FIRST_WAIT,
         }
     }
 
@@ -131,23 +150,37 @@ impl Pacer {
             self.rate = self.window_packets as f64 * 1e9 / elapsed as f64;
             self.window_packets = 0;
             self.window_start = Some(now_ns);
+            if self.rate >= LOW_RATE {
+                self.windows_above += 1;
+            } else {
+                self.windows_above = 0;
+            }
         }
         let rate = self.rate;
-        // Hysteresis: start batching above LOW_RATE, stop below three
-        // quarters of it, so a rate near the line does not flip the mode at
-        // every read.
-        self.batching = if self.batching {
+        // Hysteresis: start batching after WINDOWS_TO_BATCH windows above
+        // LOW_RATE, stop below three quarters of it, so a rate near the line
+        // or one burst does not flip the mode.
+        let batching = if self.batching {
             rate >= LOW_RATE * 0.75
         } else {
-            rate >= LOW_RATE
+            self.windows_above >= WINDOWS_TO_BATCH
         };
+        if !batching || !self.batching {
+            self.ramp = FIRST_WAIT;
+        }
+        self.batching = batching;
         if packets == 0 || !self.batching || max_wait.is_zero() {
             return Next::Woken;
         }
-        let wait = (BATCH / rate)
-            .min(self.capacity / 4.0 / rate)
-            .min(max_wait.as_secs_f64());
-        Next::After(Duration::from_secs_f64(wait).max(MIN_WAIT))
+        let wait = Duration::from_secs_f64(
+            (BATCH / rate)
+                .min(self.capacity / 4.0 / rate)
+                .min(max_wait.as_secs_f64()),
+        )
+        .min(self.ramp)
+        .max(MIN_WAIT);
+        self.ramp = (self.ramp * 2).min(max_wait);
+        Next::After(wait)
     }
 }
 
@@ -155,12 +188,12 @@ impl Pacer {
 mod tests {
     use super::*;
 
-    /// Reads at `rate` for 100 ms, as the pacer asks; its last answer.
+    /// Reads at `rate` for 1 s, as the pacer asks; its last answer.
     fn steady(pacer: &mut Pacer, rate: f64, _reads: u32) -> Next {
         let start = 1_000_000_000u64;
         let mut now = start;
         let mut next = Next::Woken;
-        while now < start + 100_000_000 {
+        while now < start + 1_000_000_000 {
             let gap = match next {
                 Next::After(d) => d.as_secs_f64(),
                 _ => 1.0 / rate,
@@ -213,6 +246,36 @@ mod tests {
             panic!("expected a timed read");
         };
         assert!(d <= Duration::from_millis(100) + MIN_WAIT, "{d:?}");
+    }
+
+    #[test]
+    fn a_burst_at_a_low_rate_does_not_make_the_reader_wait_long() {
+        let mut p = adaptive();
+        let mut now = 1_000_000_000u64;
+        // 10,000/s, one packet a read, but for one window of 5,000.
+        for i in 0..200u64 {
+            now += 100_000;
+            let packets = if i == 100 { 5_000 } else { 1 };
+            match p.after_read(packets, now) {
+                Next::Woken | Next::Now => {}
+                Next::After(d) => panic!("read {i}: a wait of {d:?} after one burst"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_waits_after_the_switch_are_short() {
+        let mut p = adaptive();
+        let mut now = 1_000_000_000u64;
+        let mut waits = Vec::new();
+        for _ in 0..400 {
+            now += 100_000;
+            if let Next::After(d) = p.after_read(20, now) {
+                waits.push(d);
+            }
+        }
+        assert_eq!(waits.first(), Some(&FIRST_WAIT), "{waits:?}");
+        assert!(waits.windows(2).all(|w| w[1] <= w[0] * 2), "{waits:?}");
     }
 
     #[test]
