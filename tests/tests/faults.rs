@@ -496,3 +496,54 @@ fn lost_afxdp_frames_are_named_by_their_socket_and_flag() {
         "{stderr}"
     );
 }
+
+#[test]
+fn frames_on_a_queue_without_a_socket_are_named_with_their_flag() {
+    // Two receive queues, a socket on the first only (`--queues 1`):
+    // frames that veth puts on the second are passed uncaptured, counted.
+    // AF_PACKET picks the transmit queue (and so veth the receive queue) by
+    // the sending CPU: send from each of two CPUs.
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(cpus >= 2, "this test needs two CPUs to reach two queues");
+    let lab = Lab::create("xskunbound", 2).expect("create the lab");
+    let (running, _) = Running::watch(
+        &lab,
+        &["--capture", "203.0.113.0/24", "--afxdp", "--queues", "1"],
+    );
+    for cpu in 0..2 {
+        let out = Command::new("taskset")
+            .args(["-c", &cpu.to_string(), "ip", "netns", "exec", &lab.tx_ns])
+            .arg(traffic_tests::traffic_bin())
+            .args([
+                "gen",
+                "--iface",
+                &lab.tx_if,
+                "--count",
+                "500",
+                "--src",
+                "203.0.113.0/24",
+                "--dst-mac",
+                "02:74:72:66:00:02",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (summary, status, stderr) = running.expect_packets(1000).stop();
+    let c = summary.counts;
+    assert!(c.xsk_unbound > 0, "{c:?}");
+    assert_eq!(c.events + c.events_lost, 1000, "{c:?}");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} frames arrived on a receive queue with no AF_XDP socket",
+            c.xsk_unbound
+        )) && stderr.contains("--queues")
+            && !stderr.contains("--ring-size"),
+        "{stderr}"
+    );
+}
