@@ -317,16 +317,16 @@ pub fn run_scenario(
     let _ = std::fs::remove_file(&files.pcap);
     let _ = std::fs::remove_file(&files.tcpdump);
     let bin = traffic_bin.to_string_lossy().into_owned();
-    let mut side = Receiving::start(&lab, &bin, receiver, mechanism, &files)?;
-
-    let tool_cpu_before = side.tool.as_ref().and_then(|t| process_cpu_s(t.child.id()));
-    let busy_before = cpu_busy_jiffies();
     // Busy polling is for a core given to capture: the reader on the last
     // core, the sender (whose softirq runs the XDP program on veth) on the
     // first.
     let pin = (*receiver == Receiver::TrafficCaptureBusy)
         .then(pinned_cores)
         .flatten();
+    let mut side = Receiving::start(&lab, &bin, receiver, mechanism, &files, pin)?;
+
+    let tool_cpu_before = side.tool.as_ref().and_then(|t| process_cpu_s(t.child.id()));
+    let busy_before = cpu_busy_jiffies();
     let report = send(&lab, &bin, count, rate, mechanism, pin.map(|p| p.0))?;
     // Let the receiving side finish what is queued: tcpdump hands libpcap's
     // ring blocks to userspace when they fill or after 1 s, so stopping it
@@ -391,10 +391,8 @@ impl Receiving {
         receiver: &Receiver,
         mechanism: Mechanism,
         files: &Files,
+        pin: Option<(usize, usize)>,
     ) -> Result<Self, LiveError> {
-        let pin = (*receiver == Receiver::TrafficCaptureBusy)
-            .then(pinned_cores)
-            .flatten();
         let traffic = |args: &[&str]| -> Result<Spawned, LiveError> {
             let mut cmd = match pin {
                 Some((_, reader)) => {

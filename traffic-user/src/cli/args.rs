@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    kernel::{DEFAULT_MAX_WAIT, DEFAULT_RING_BYTES, ModeChoice},
+    kernel::{DEFAULT_RING_BYTES, ModeChoice},
     lab::generator::{Mechanism, Proto},
     rules::Action,
     source::afxdp::XskModeChoice,
+    source::pace::DEFAULT_MAX_WAIT,
 };
 
 /// Filter and count packets by source address with XDP, at line rate.

@@ -12,7 +12,10 @@ use crate::{
     lab::generator::{GenOptions, Mechanism, parse_mac},
     rules::{Action, CidrError, Origin, RuleError, RuleSet},
     sink::{Format, pcap::Rotation},
-    source::afxdp::{XskModeChoice, XskSizes},
+    source::{
+        afxdp::{XskModeChoice, XskSizes},
+        pace::Mode,
+    },
 };
 
 /// One problem with the flags.
@@ -116,6 +119,9 @@ pub struct RunConfig {
     pub format: Format,
     pub duration: Option<Duration>,
     pub settings: Settings,
+    /// How the sources are read: `--busy-poll`, or paced by the rate below
+    /// `--max-wait-us`.
+    pub read: Mode,
     pub print: bool,
     pub write: Option<PathBuf>,
     pub plot: Option<PathBuf>,
@@ -180,8 +186,6 @@ fn capture_settings(args: &RunArgs, errors: &mut Vec<ConfigError>) -> (Settings,
         snaplen: args.snaplen,
         sample_every: args.sample.unwrap_or(0),
         ring_bytes: args.ring_size,
-        max_wait: Duration::from_micros(args.max_wait_us),
-        busy_poll: args.busy_poll,
         explain: args.explain,
         // Set when the interface's queues are known.
         afxdp_queues: 0,
@@ -322,6 +326,13 @@ impl RunConfig {
             },
             duration,
             settings,
+            read: if args.busy_poll {
+                Mode::Busy
+            } else {
+                Mode::Adaptive {
+                    max_wait: Duration::from_micros(args.max_wait_us),
+                }
+            },
             print: args.print,
             write: args.write,
             plot: args.plot,

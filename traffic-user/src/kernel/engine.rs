@@ -20,8 +20,6 @@
 //!
 //! bpf_link attachment of XDP needs Linux 5.9; the LPM tries need 4.11.
 
-use std::time::Duration;
-
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
@@ -47,11 +45,6 @@ pub struct Settings {
     pub sample_every: u32,
     /// Size of the event ring buffer in bytes: a power of two, at least a page.
     pub ring_bytes: u32,
-    /// While events flow, read them at least this often (the longest an
-    /// event waits in the ring; see `source::pace`).
-    pub max_wait: Duration,
-    /// Spin on the ring instead of sleeping (`--busy-poll`).
-    pub busy_poll: bool,
     /// `--explain N`: log why for the first N malformed or non-IP frames
     /// per CPU; 0 for none.
     pub explain: u32,
@@ -66,8 +59,6 @@ impl Default for Settings {
             snaplen: traffic_common::DEFAULT_SNAPLEN,
             sample_every: 0,
             ring_bytes: DEFAULT_RING_BYTES,
-            max_wait: DEFAULT_MAX_WAIT,
-            busy_poll: false,
             afxdp_queues: 0,
             explain: 0,
         }
@@ -99,10 +90,6 @@ impl Settings {
 /// The default size of the event ring: 8 MiB, about 40,000 events of the
 /// default snaplen, or 40 ms of them at a million events per second.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
-
-/// The default bound on how long an event waits in the ring while events
-/// flow; see `source::pace` for how the reader paces itself below it.
-pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// The loaded XDP program with its maps.
 pub struct Engine {

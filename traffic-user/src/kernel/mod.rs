@@ -19,7 +19,7 @@ pub mod ring;
 pub mod tools;
 
 pub use attach::{AttachMode, Attached, ModeChoice};
-pub use engine::{DEFAULT_MAX_WAIT, DEFAULT_RING_BYTES, Engine, Settings};
+pub use engine::{DEFAULT_RING_BYTES, Engine, Settings};
 pub(crate) use object::os_error;
 pub use object::{EngineError, error_chain};
 pub use ring::EventRing;

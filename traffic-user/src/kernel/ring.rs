@@ -17,7 +17,7 @@
 
 use std::{
     io,
-    os::fd::{AsFd as _, AsRawFd, BorrowedFd, RawFd},
+    os::fd::{AsFd as _, AsRawFd, RawFd},
     ptr::NonNull,
     sync::atomic::{AtomicU32, AtomicU64, Ordering, fence},
 };
@@ -246,16 +246,10 @@ impl EventRing {
     }
 }
 
+/// The ring's file descriptor, readable when the program wakes the reader.
 impl AsRawFd for EventRing {
     fn as_raw_fd(&self) -> RawFd {
         self.events.fd().as_fd().as_raw_fd()
-    }
-}
-
-impl EventRing {
-    /// The ring's file descriptor, readable when the program wakes it.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.events.fd().as_fd()
     }
 }
 

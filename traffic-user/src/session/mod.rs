@@ -354,8 +354,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Reads source `i` into the sinks. Returns how many packets it read.
-    fn drain_one(&mut self, i: usize, timed: bool) -> Result<u64, SessionError> {
+    /// Reads source `i` into the sinks.
+    fn drain_one(&mut self, i: usize) -> Result<(), SessionError> {
         let Self {
             sources,
             sinks,
@@ -368,23 +368,22 @@ impl<'a> Session<'a> {
                 slot.packet(p);
             }
         };
-        let d = sources[i].drain(timed, &mut deliver)?;
+        let d = sources[i].drain(&mut deliver)?;
         self.drained[i] += d;
         if d.delivered > 0 {
             for slot in &mut self.sinks {
                 slot.call(|sink| sink.flush());
             }
         }
-        Ok(d.delivered)
+        Ok(())
     }
 
-    /// Reads every source. Returns how many packets they read.
-    fn drain_all(&mut self, timed: bool) -> Result<u64, SessionError> {
-        let mut n = 0;
+    /// Reads every source.
+    fn drain_all(&mut self) -> Result<(), SessionError> {
         for i in 0..self.sources.len() {
-            n += self.drain_one(i, timed)?;
+            self.drain_one(i)?;
         }
-        Ok(n)
+        Ok(())
     }
 
     /// The index of a source with packets waiting.
@@ -441,7 +440,7 @@ impl<'a> Session<'a> {
         loop {
             tokio::select! {
                 ready = Self::ready(&mut self.sources) => {
-                    self.drain_one(ready?, false)?;
+                    self.drain_one(ready?)?;
                     pace.set(self.next_read())?;
                     if self.output_done() {
                         break self.finish(started, last, Stop::OutputDone).await;
@@ -449,14 +448,14 @@ impl<'a> Session<'a> {
                 }
                 due = pace.due() => {
                     due?;
-                    self.drain_all(true)?;
+                    self.drain_all()?;
                     pace.set(self.next_read())?;
                     if self.output_done() {
                         break self.finish(started, last, Stop::OutputDone).await;
                     }
                 }
                 _ = ticker.tick() => {
-                    self.drain_all(true)?;
+                    self.drain_all()?;
                     for source in &mut self.sources {
                         source.interval();
                     }
@@ -528,7 +527,7 @@ impl<'a> Session<'a> {
     async fn drain_to_end(&mut self, end: &Stats) -> Result<u64, SessionError> {
         let deadline = Instant::now() + self.timing.exit_drain;
         loop {
-            self.drain_all(true)?;
+            self.drain_all()?;
             let missing: u64 = self
                 .sources
                 .iter()

@@ -12,7 +12,7 @@ use super::{Outcome, Session, SessionError, Stop, Timing};
 use crate::{
     cli::{Afxdp, RunConfig},
     kernel::{
-        Engine, EngineError, Settings,
+        Engine, EngineError,
         caps::CapsError,
         netlink::{self, LinkWatch},
     },
@@ -204,7 +204,7 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
         Engine::load_with(&cfg.rules, &settings).map_err(|e| SetupError::Load(Box::new(e)))?;
     let mut sources: Vec<Box<dyn Source + 'a>> = Vec::new();
     let mut afxdp_start = None;
-    let mode = read_mode(&cfg.settings);
+    let mode = cfg.read;
     if let Some(plan) = xsk_plan {
         let (source, start) = open_sockets(&mut engine, plan, iface, mode)?;
         sources.push(Box::new(source));
@@ -347,18 +347,6 @@ fn open_sockets(
     };
     let source = XskSource::new(queues, plan.ifindex, x.sizes.ring, read)?;
     Ok((source, start))
-}
-
-/// How the sources are read: `--busy-poll`, or paced by the rate below
-/// `--max-wait-us`.
-fn read_mode(settings: &Settings) -> Mode {
-    if settings.busy_poll {
-        Mode::Busy
-    } else {
-        Mode::Adaptive {
-            max_wait: settings.max_wait,
-        }
-    }
 }
 
 /// The outputs `cfg` asks for: the report always, packet lines, the pcap

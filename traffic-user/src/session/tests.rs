@@ -71,11 +71,7 @@ impl Source for Fake {
         }
     }
 
-    fn drain(
-        &mut self,
-        _timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>),
-    ) -> Result<Drained, SourceError> {
+    fn drain(&mut self, deliver: &mut dyn FnMut(&Captured<'_>)) -> Result<Drained, SourceError> {
         let mut n = self.batches.pop_front().unwrap_or(0);
         if self.stopped.get() {
             n += std::mem::take(&mut self.late);

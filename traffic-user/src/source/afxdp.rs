@@ -697,11 +697,7 @@ impl Source for XskSource {
         Poll::Pending
     }
 
-    fn drain(
-        &mut self,
-        _timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>),
-    ) -> Result<Drained, SourceError> {
+    fn drain(&mut self, deliver: &mut dyn FnMut(&Captured<'_>)) -> Result<Drained, SourceError> {
         let mut drained = Drained::default();
         let mut read_ns = monotonic_ns();
         for s in &mut self.sockets {

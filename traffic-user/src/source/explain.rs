@@ -80,11 +80,7 @@ impl Source for ExplainSource {
         poll_readable(&mut self.log, WHAT, cx)
     }
 
-    fn drain(
-        &mut self,
-        _timed: bool,
-        _deliver: &mut dyn FnMut(&Captured<'_>),
-    ) -> Result<Drained, SourceError> {
+    fn drain(&mut self, _deliver: &mut dyn FnMut(&Captured<'_>)) -> Result<Drained, SourceError> {
         self.log.get_mut().flush();
         Ok(Drained::default())
     }

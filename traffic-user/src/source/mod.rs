@@ -168,17 +168,12 @@ pub trait Source {
     /// When the reactor cannot poll the source.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SourceError>>;
 
-    /// Reads every packet waiting and hands each to `deliver`. `timed` is
-    /// true when a timer asked rather than readiness.
+    /// Reads every packet waiting and hands each to `deliver`.
     ///
     /// # Errors
     ///
     /// A failure of the source itself.
-    fn drain(
-        &mut self,
-        timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>),
-    ) -> Result<Drained, SourceError>;
+    fn drain(&mut self, deliver: &mut dyn FnMut(&Captured<'_>)) -> Result<Drained, SourceError>;
 
     /// How many packets the kernel had handed to this source by the counter
     /// reading `stats`, whether or not they have been read yet.

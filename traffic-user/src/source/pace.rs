@@ -37,6 +37,10 @@ pub const LOW_RATE: f64 = 15_000.0;
 /// At full rate, 512 packets a read cost 230 ns a packet, 2,048 cost 160.
 pub const BATCH: f64 = 4096.0;
 
+/// The default bound on how long a packet waits while packets flow
+/// (`--max-wait-us`).
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(50);
+
 /// The shortest wait between timed reads.
 pub const MIN_WAIT: Duration = Duration::from_micros(20);
 
@@ -189,7 +193,7 @@ mod tests {
     use super::*;
 
     /// Reads at `rate` for 1 s, as the pacer asks; its last answer.
-    fn steady(pacer: &mut Pacer, rate: f64, _reads: u32) -> Next {
+    fn steady(pacer: &mut Pacer, rate: f64) -> Next {
         let start = 1_000_000_000u64;
         let mut now = start;
         let mut next = Next::Woken;
@@ -216,12 +220,12 @@ mod tests {
 
     #[test]
     fn low_rates_wake_for_every_packet() {
-        assert_eq!(steady(&mut adaptive(), 10_000.0, 50), Next::Woken);
+        assert_eq!(steady(&mut adaptive(), 10_000.0), Next::Woken);
     }
 
     #[test]
     fn high_rates_read_in_batches_paced_by_the_rate() {
-        let Next::After(d) = steady(&mut adaptive(), 100_000.0, 50) else {
+        let Next::After(d) = steady(&mut adaptive(), 100_000.0) else {
             panic!("expected a timed read");
         };
         // About BATCH packets per read.
@@ -237,12 +241,12 @@ mod tests {
             },
             1_000.0,
         );
-        let Next::After(d) = steady(&mut p, 1_000_000.0, 50) else {
+        let Next::After(d) = steady(&mut p, 1_000_000.0) else {
             panic!("expected a timed read");
         };
         assert!(d.as_secs_f64() * 1_000_000.0 <= 250.0 + 1.0, "{d:?}");
         let mut p = adaptive();
-        let Next::After(d) = steady(&mut p, 25_000.0, 50) else {
+        let Next::After(d) = steady(&mut p, 25_000.0) else {
             panic!("expected a timed read");
         };
         assert!(d <= Duration::from_millis(100) + MIN_WAIT, "{d:?}");
@@ -281,7 +285,7 @@ mod tests {
     #[test]
     fn a_read_that_finds_nothing_waits_for_a_wake_up() {
         let mut p = adaptive();
-        steady(&mut p, 200_000.0, 50);
+        steady(&mut p, 200_000.0);
         assert_eq!(p.after_read(0, 2_000_000_000), Next::Woken);
     }
 
@@ -295,6 +299,6 @@ mod tests {
             },
             40_000.0,
         );
-        assert_eq!(steady(&mut p, 500_000.0, 50), Next::Woken);
+        assert_eq!(steady(&mut p, 500_000.0), Next::Woken);
     }
 }

@@ -117,11 +117,7 @@ impl Source for RingSource {
         poll_readable(&mut self.ring, WHAT, cx)
     }
 
-    fn drain(
-        &mut self,
-        _timed: bool,
-        deliver: &mut dyn FnMut(&Captured<'_>),
-    ) -> Result<Drained, SourceError> {
+    fn drain(&mut self, deliver: &mut dyn FnMut(&Captured<'_>)) -> Result<Drained, SourceError> {
         let mut drained = Drained::default();
         let (mut records, mut bytes) = (0, 0);
         let ring = self.ring.get_mut();
