@@ -56,10 +56,25 @@ pub fn fails(ns: &str, args: &[&str]) -> String {
 /// Sends frames with `traffic gen` from the lab's sending end and returns its
 /// report.
 pub fn send(lab: &Lab, args: &[&str]) -> GenReport {
+    run_gen(traffic_in(&lab.tx_ns, &[]), lab, args)
+}
+
+/// [`send`] from CPU `cpu` (with taskset): AF_PACKET picks the transmit
+/// queue, and so veth the receive queue, by the sending CPU.
+pub fn send_on_cpu(lab: &Lab, cpu: usize, args: &[&str]) -> GenReport {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cpu.to_string(), "ip", "netns", "exec", &lab.tx_ns])
+        .arg(traffic_bin());
+    run_gen(cmd, lab, args)
+}
+
+/// Runs `cmd` (traffic in the sending namespace) as `traffic gen ARGS` to
+/// the lab's receiving end.
+fn run_gen(mut cmd: Command, lab: &Lab, args: &[&str]) -> GenReport {
     let mac = "02:74:72:66:00:02";
-    let mut all = vec!["gen", "--iface", &lab.tx_if, "--dst-mac", mac, "--json"];
-    all.extend_from_slice(args);
-    let out = traffic_in(&lab.tx_ns, &all)
+    let out = cmd
+        .args(["gen", "--iface", &lab.tx_if, "--dst-mac", mac, "--json"])
+        .args(args)
         .output()
         .expect("run traffic gen");
     assert!(

@@ -1,12 +1,12 @@
 //! Whole-packet capture through AF_XDP on the veth lab (copy mode: veth has
 //! no zero-copy support).
 
-use std::{collections::HashMap, process::Command};
+use std::collections::HashMap;
 
 use traffic::source::afxdp::XskMode;
 use traffic_tests::{
-    Lab, Running, TempDir, expected_frames, fails, gen_options, read_pcap, send, send_opts,
-    tcpdump_read,
+    Lab, Running, TempDir, expected_frames, fails, gen_options, read_pcap, send, send_on_cpu,
+    send_opts, tcpdump_read,
 };
 
 #[test]
@@ -96,27 +96,7 @@ fn sockets_on_every_queue_share_the_load() {
         .map_or(1, usize::from)
         .min(2);
     for cpu in 0..cpus {
-        let out = Command::new("taskset")
-            .args(["-c", &cpu.to_string(), "ip", "netns", "exec", &lab.tx_ns])
-            .arg(traffic_tests::traffic_bin())
-            .args([
-                "gen",
-                "--iface",
-                &lab.tx_if,
-                "--count",
-                "500",
-                "--src",
-                "203.0.113.0/24",
-                "--dst-mac",
-                "02:74:72:66:00:02",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        send_on_cpu(&lab, cpu, &["--count", "500", "--src", "203.0.113.0/24"]);
     }
     let total = 500 * cpus as u64;
     let (summary, status, _) = running.expect_packets(total).stop();

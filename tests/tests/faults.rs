@@ -10,8 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use traffic::sink::Counts;
 use traffic_tests::{
-    Lab, Running, TempDir, fails, has_xdp, read_pcap, send, tcpdump_read, traffic_in,
+    Lab, Running, TempDir, fails, has_xdp, read_pcap, send, send_on_cpu, tcpdump_read, traffic_in,
 };
 
 fn mode(path: &Path) -> u32 {
@@ -440,6 +441,17 @@ fn send_while_stopped(lab: &Lab, running: &Running, count: u64) {
     unsafe { libc::kill(pid, libc::SIGCONT) };
 }
 
+/// Stops `running` once it has counted `sent` packets and checks that each
+/// was delivered or counted lost and that the run exits with status 1;
+/// returns the counts and what it said on stderr.
+fn stop_with_losses(running: Running, sent: u64) -> (Counts, String) {
+    let (summary, status, stderr) = running.expect_packets(sent).stop();
+    let c = summary.counts;
+    assert_eq!(c.events + c.events_lost, sent, "{c:?}");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    (c, stderr)
+}
+
 #[test]
 fn lost_events_are_named_by_their_ring_and_flag() {
     // A 4 KiB ring holds about forty events: two thousand sent while the
@@ -450,11 +462,8 @@ fn lost_events_are_named_by_their_ring_and_flag() {
         &["--capture", "203.0.113.0/24", "--ring-size", "4096"],
     );
     send_while_stopped(&lab, &running, 2000);
-    let (summary, status, stderr) = running.expect_packets(2000).stop();
-    let c = summary.counts;
+    let (c, stderr) = stop_with_losses(running, 2000);
     assert!(c.events_lost > 0, "{c:?}");
-    assert_eq!(c.events + c.events_lost, 2000);
-    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "{} capture events were lost because the event ring buffer was full",
@@ -482,11 +491,8 @@ fn lost_afxdp_frames_are_named_by_their_socket_and_flag() {
         ],
     );
     send_while_stopped(&lab, &running, 2000);
-    let (summary, status, stderr) = running.expect_packets(2000).stop();
-    let c = summary.counts;
+    let (c, stderr) = stop_with_losses(running, 2000);
     assert!(c.events_lost > 0, "{c:?}");
-    assert_eq!(c.events + c.events_lost, 2000, "{c:?}");
-    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "{} frames were dropped by the AF_XDP sockets",
@@ -511,33 +517,10 @@ fn frames_on_a_queue_without_a_socket_are_named_with_their_flag() {
         &["--capture", "203.0.113.0/24", "--afxdp", "--queues", "1"],
     );
     for cpu in 0..2 {
-        let out = Command::new("taskset")
-            .args(["-c", &cpu.to_string(), "ip", "netns", "exec", &lab.tx_ns])
-            .arg(traffic_tests::traffic_bin())
-            .args([
-                "gen",
-                "--iface",
-                &lab.tx_if,
-                "--count",
-                "500",
-                "--src",
-                "203.0.113.0/24",
-                "--dst-mac",
-                "02:74:72:66:00:02",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        send_on_cpu(&lab, cpu, &["--count", "500", "--src", "203.0.113.0/24"]);
     }
-    let (summary, status, stderr) = running.expect_packets(1000).stop();
-    let c = summary.counts;
+    let (c, stderr) = stop_with_losses(running, 1000);
     assert!(c.xsk_unbound > 0, "{c:?}");
-    assert_eq!(c.events + c.events_lost, 1000, "{c:?}");
-    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "{} frames arrived on a receive queue with no AF_XDP socket",
