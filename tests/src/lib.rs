@@ -18,7 +18,7 @@ use std::{
 pub use traffic::lab::Lab;
 use traffic::{
     lab::generator::{self, GenOptions, GenReport},
-    sink::json::{Line, PacketLine, Start, SummaryReport},
+    sink::json::{Line, PacketLine, ReloadReport, Start, SummaryReport},
 };
 
 /// The `traffic` binary built by `cargo xtask test`.
@@ -92,6 +92,11 @@ pub struct Running {
     stderr: std::thread::JoinHandle<String>,
     /// `packet` lines (from `--print`) read so far.
     pub packets: Vec<PacketLine>,
+    /// `reload` lines read so far.
+    pub reloads: Vec<ReloadReport>,
+    /// Packets of intervals read while waiting for something else, which
+    /// [`Running::wait_for_packets`] counts.
+    seen: u64,
 }
 
 impl Running {
@@ -135,6 +140,8 @@ impl Running {
             lines,
             stderr,
             packets: Vec::new(),
+            reloads: Vec::new(),
+            seen: 0,
         };
         match running.next_line(Duration::from_secs(20)) {
             Line::Start(start) => (running, start),
@@ -183,7 +190,7 @@ impl Running {
     /// Returns the sum seen.
     pub fn wait_for_packets(&mut self, packets: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
-        let mut seen = 0;
+        let mut seen = std::mem::take(&mut self.seen);
         while seen < packets {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -192,11 +199,38 @@ impl Running {
             match self.lines.recv_timeout(left) {
                 Ok(Line::Interval(i)) => seen += i.counts.packets,
                 Ok(Line::Packet(p)) => self.packets.push(p),
+                Ok(Line::Reload(r)) => self.reloads.push(r),
                 Ok(other) => panic!("unexpected line before the summary: {other:?}"),
                 Err(_) => break,
             }
         }
         seen
+    }
+
+    /// Waits for the next `reload` line, reading past intervals, for at
+    /// most `timeout`.
+    ///
+    /// # Panics
+    ///
+    /// When none comes.
+    pub fn next_reload(&mut self, timeout: Duration) -> ReloadReport {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(Line::Reload(r)) => {
+                    self.reloads.push(r.clone());
+                    return r;
+                }
+                Ok(Line::Packet(p)) => self.packets.push(p),
+                Ok(Line::Interval(i)) => self.seen += i.counts.packets,
+                Ok(other) => panic!("unexpected line while waiting for a reload: {other:?}"),
+                Err(_) => panic!(
+                    "no reload line within {timeout:?}; stderr:\n{}",
+                    self.take_stderr()
+                ),
+            }
+        }
     }
 
     /// Waits until the engine has reported `total` packets, for at most 20 s.
@@ -237,6 +271,7 @@ impl Running {
             match line {
                 Line::Summary(s) => summary = Some(s),
                 Line::Packet(p) => self.packets.push(p),
+                Line::Reload(r) => self.reloads.push(r),
                 _ => {}
             }
         }

@@ -21,6 +21,7 @@ fn rules(default: Action, list: &[(Action, &str)]) -> RuleSet {
     for &(a, c) in list {
         set.add_str(a, c, Origin::Flag("test")).unwrap();
     }
+    assert!(set.seal().is_empty());
     set
 }
 

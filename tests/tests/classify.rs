@@ -23,6 +23,7 @@ fn engine(default: Action, rules: &[(Action, &str)]) -> Engine {
     for &(action, cidr) in rules {
         set.add_str(action, cidr, Origin::Flag("test")).unwrap();
     }
+    assert!(set.seal().is_empty());
     Engine::load(&set).expect("load the XDP program (needs root: run `cargo xtask test`)")
 }
 
@@ -416,6 +417,7 @@ fn the_kernel_agrees_with_the_userspace_model_of_longest_prefix_match() {
     for (action, cidr) in rules {
         set.add_str(action, cidr, Origin::Flag("test")).unwrap();
     }
+    assert!(set.seal().is_empty());
     let e = Engine::load(&set).unwrap();
     let mut addrs: Vec<IpAddr> = (0..=255u8).map(|i| IpAddr::from([192, 0, 2, i])).collect();
     addrs.extend((0..=255u8).map(|i| IpAddr::from([198, 51, 100 + (i % 3), i])));
@@ -482,6 +484,7 @@ fn explain_says_why_for_the_first_n_frames() {
     let mut set = RuleSet::new(Action::Pass);
     set.add_str(Action::Drop, "192.0.2.0/24", Origin::Flag("test"))
         .unwrap();
+    assert!(set.seal().is_empty());
     let settings = traffic::kernel::Settings {
         explain: 3,
         ..traffic::kernel::Settings::default()

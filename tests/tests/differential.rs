@@ -545,6 +545,7 @@ fn the_parser_agrees_with_the_kernel_on_a_million_mutated_frames() {
     for (action, cidr) in RULES {
         rules.add_str(action, cidr, Origin::Flag("test")).unwrap();
     }
+    assert!(rules.seal().is_empty());
     let settings = Settings {
         sample_every: 1,
         ring_bytes: 16 << 20,

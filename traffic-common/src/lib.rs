@@ -20,10 +20,14 @@ pub mod names {
     /// In the tools object: a program that drops every packet and does
     /// nothing else, the floor for the drop path in live benchmarks.
     pub const FLOOR_DROP_PROGRAM: &str = "traffic_floor_drop";
-    /// IPv4 source-prefix rules: `LpmTrie<[u8; 4], Rule>`.
-    pub const RULES_V4: &str = "RULES_V4";
-    /// IPv6 source-prefix rules: `LpmTrie<[u8; 16], Rule>`.
-    pub const RULES_V6: &str = "RULES_V6";
+    /// The rule tables: an mmapable `Array<[u32; 16]>` holding two
+    /// [`table`](super::table)s of equal size, blocks of 16 entries per
+    /// element: the one in force and the one the next rule set is written
+    /// into.
+    pub const TABLE: &str = "TABLE";
+    /// The first block of the table in force: an `Array<u32>` of one entry.
+    /// Writing it swaps the whole rule set, IPv4 and IPv6, in one step.
+    pub const TABLE_BASE: &str = "TABLE_BASE";
     /// Per-CPU counters and state: `PerCpuArray<CpuState>` with one entry.
     pub const STATS: &str = "STATS";
     /// Frames each CPU has explained (`--explain`): `PerCpuArray<u64>`,
@@ -42,7 +46,7 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
 }
 
-/// What the program does with a packet, as stored in [`Rule::action`] and
+/// What the program does with a packet, as stored in a rule table leaf and
 /// [`Config::default_action`].
 pub mod action {
     /// Hand the packet to the network stack.
@@ -53,19 +57,65 @@ pub mod action {
     pub const CAPTURE: u32 = 2;
 }
 
-/// The value of an LPM rule entry.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct Rule {
-    /// One of the [`action`] constants.
-    pub action: u32,
-    /// The rule's index in the loader's rule list, reported with captured
-    /// packets so a user can tell which prefix matched.
-    pub id: u32,
-}
-
-/// `Rule::id` of a packet that matched no rule and got the default action.
+/// The rule id reported for a packet that matched no rule and got the
+/// default action. A rule's id is its index in the loader's rule list.
 pub const NO_RULE: u32 = u32::MAX;
+
+/// The layout of the rule table: a multibit trie of fixed strides in one
+/// flat array of `u32` entries, with the longest-prefix answer pushed into
+/// every slot (as DPDK's `rte_lpm` does), so a lookup walks down until it
+/// reads a leaf and never backtracks.
+///
+/// The first level is indexed by the top [`ROOT_BITS`] bits of the address:
+/// IPv4's at [`V4_ROOT`], IPv6's at [`V6_ROOT`]. Every further level is a
+/// block of `2^STRIDE` entries indexed by the next [`STRIDE`] bits. An IPv4
+/// lookup reads at most 5 entries, an IPv6 one at most 29, and each stops as
+/// soon as it reaches the longest prefix present under the address: a /28
+/// rule costs 4 reads, a /8 one 1, whatever the number of rules.
+///
+/// An entry is either a child (bit [`CHILD`] set, the rest the index of its
+/// block's first entry) or a leaf: 0 for no rule, or the rule's action in
+/// bits 28-29 and its id plus one in bits 0-27.
+pub mod table {
+    /// Address bits that index the first level.
+    pub const ROOT_BITS: u32 = 16;
+    /// Address bits that index each further level.
+    pub const STRIDE: u32 = 4;
+    /// Entries in a block below the first level.
+    pub const BLOCK: u32 = 1 << STRIDE;
+    /// Index of IPv4's first level.
+    pub const V4_ROOT: u32 = 0;
+    /// Index of IPv6's first level.
+    pub const V6_ROOT: u32 = 1 << ROOT_BITS;
+    /// Index of the first block below the first levels.
+    pub const FIRST_BLOCK: u32 = 2 << ROOT_BITS;
+    /// Levels below the first an IPv4 lookup may descend.
+    pub const V4_LEVELS: u32 = (32 - ROOT_BITS) / STRIDE;
+    /// Levels below the first an IPv6 lookup may descend.
+    pub const V6_LEVELS: u32 = (128 - ROOT_BITS) / STRIDE;
+    /// The bit of a child entry.
+    pub const CHILD: u32 = 1 << 31;
+    /// The bits of a leaf's rule id plus one.
+    pub const ID_MASK: u32 = (1 << 28) - 1;
+    /// Where a leaf's action starts.
+    pub const ACTION_SHIFT: u32 = 28;
+    /// The most rules a table can name.
+    pub const MAX_RULES: u32 = ID_MASK - 1;
+
+    /// The leaf for rule `id` with `action`.
+    pub const fn leaf(action: u32, id: u32) -> u32 {
+        (action << ACTION_SHIFT) | (id + 1)
+    }
+
+    /// The action and rule id of a leaf, or `None` for the empty leaf.
+    pub const fn rule_of(entry: u32) -> Option<(u32, u32)> {
+        let id = entry & ID_MASK;
+        if id == 0 {
+            return None;
+        }
+        Some(((entry >> ACTION_SHIFT) & 3, id - 1))
+    }
+}
 
 /// Settings fixed at load time, written into the object before it is loaded.
 ///
@@ -98,7 +148,7 @@ pub struct Config {
 pub struct XskMeta {
     /// `CLOCK_MONOTONIC` nanoseconds at the XDP hook.
     pub ts_ns: u64,
-    /// [`Rule::id`] of the rule that matched, or [`NO_RULE`].
+    /// The id of the rule that matched, or [`NO_RULE`].
     pub rule_id: u32,
     /// [`event_flags`] of the parse (all but `SAMPLED`).
     pub flags: u32,
@@ -142,7 +192,7 @@ pub struct EventHeader {
     pub ts_ns: u64,
     /// The frame's length on the wire (without FCS), all buffers included.
     pub wire_len: u32,
-    /// [`Rule::id`] of the rule that matched, or [`NO_RULE`].
+    /// The id of the rule that matched, or [`NO_RULE`].
     pub rule_id: u32,
     /// Bytes of the frame that follow this header.
     pub cap_len: u16,
@@ -360,12 +410,10 @@ impl Stats {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Config, CpuState, EventHeader, Rule, Stats, XskMeta};
+    use super::{Config, CpuState, EventHeader, Stats, XskMeta};
 
     // SAFETY: each type is `#[repr(C)]`, made only of integers, and has no
     // padding (bytemuck's `Pod` derive checks this at compile time).
-    unsafe impl aya::Pod for Rule {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Stats {}

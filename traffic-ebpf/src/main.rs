@@ -1,8 +1,9 @@
 //! The XDP program of `traffic`.
 //!
 //! For every frame it walks Ethernet, up to two VLAN tags and the IPv4 or IPv6
-//! header with one bounds-checked cursor, looks the source address up in a
-//! longest-prefix-match trie, and returns the rule's verdict. Every frame ends
+//! header with one bounds-checked cursor, looks the source address up in the
+//! rule table (a multibit trie, see [`traffic_common::table`]), and returns
+//! the rule's verdict. Every frame ends
 //! in [`record`], which counts it exactly once. A frame the parser cannot make
 //! sense of is counted as malformed and passed unless a rule matched its
 //! (readable) source address: the program never aborts on packet content.
@@ -12,27 +13,37 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
+    bindings::{
+        BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action,
+    },
+    btf_maps::{Array as BtfArray, ArrayOfMaps},
     helpers::{
         bpf_ktime_get_ns,
         generated::{bpf_xdp_adjust_meta, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
-    maps::{Array, LpmTrie, PerCpuArray, RingBuf, XskMap, lpm_trie::Key},
+    maps::{Array, PerCpuArray, RingBuf, XskMap},
     programs::XdpContext,
 };
 use aya_log_ebpf::info;
 use traffic_common::{
-    Config, CpuState, EventHeader, MAX_SNAPLEN, NO_RULE, Rule, XskMeta, action, event_flags, why,
+    Config, CpuState, EventHeader, MAX_SNAPLEN, NO_RULE, XskMeta, action, event_flags, table, why,
 };
 
-// Keys are the address bytes in network order, as 16-bit words (see
-// `Ipv4Hdr`); the loader writes them as bytes, which is the same memory.
-#[map(name = "RULES_V4")]
-static RULES_V4: LpmTrie<[u16; 2], Rule> = LpmTrie::with_max_entries(1, 0);
+/// The rule tables: [`table`] entries, sixteen to an array element (array
+/// values take at least 8 bytes each; a block of 16 wastes none and is one
+/// cache line). Two tables of equal size, one after the other: the one in
+/// force, which [`TABLE_BASE`] points at, and the one the loader writes the
+/// next rule set into. The loader sets the size and fills it through a
+/// memory mapping.
+#[map(name = "TABLE")]
+static TABLE: Array<[u32; table::BLOCK as usize]> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-#[map(name = "RULES_V6")]
-static RULES_V6: LpmTrie<[u16; 8], Rule> = LpmTrie::with_max_entries(1, 0);
+/// The first block of the table in force. The loader swaps rule sets by
+/// writing it, after the new table is complete; a packet reads it once, so
+/// it is classified by one table, whole.
+#[map(name = "TABLE_BASE")]
+static TABLE_BASE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "STATS")]
 static STATS: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
@@ -562,51 +573,97 @@ fn config() -> Config {
     unsafe { core::ptr::read_volatile(&CONFIG) }
 }
 
-/// The rule's action and id, or the default action.
+/// The action and rule id of a table leaf, or the default action.
 #[inline(always)]
-fn rule_action(rule: Option<&Rule>) -> (u32, u32) {
-    match rule {
-        Some(rule) => (rule.action, rule.id),
+fn leaf_verdict(entry: u32) -> (u32, u32) {
+    match table::rule_of(entry) {
+        Some(rule) => rule,
         None => (config().default_action, NO_RULE),
     }
 }
 
-/// An LPM key laid out like aya's `Key<K>` but aligned: aya's is packed,
-/// and copying an address into a packed field makes LLVM call a byte-by-byte
-/// memcpy; into this one it copies word by word, inline.
-#[repr(C)]
-struct AlignedKey<K> {
-    prefix_len: u32,
-    data: K,
-}
-
-impl<K> AlignedKey<K> {
-    #[inline(always)]
-    const fn new(prefix_len: u32, data: K) -> Self {
-        Self { prefix_len, data }
-    }
-
-    #[inline(always)]
-    fn as_key(&self) -> &Key<K> {
-        // SAFETY: `Key<K>` is `repr(C, packed)` with the same two fields in
-        // the same order; for the `[u16; N]` keys used here there is no
-        // padding between them, so the bytes are identical, and a packed type
-        // has no alignment requirement.
-        unsafe { &*(self as *const Self).cast::<Key<K>>() }
-    }
-}
-
-/// Copies an address out of the packet one 16-bit word at a time. A plain
-/// copy becomes a call to a byte-by-byte memcpy (BPF has no unaligned
-/// wide loads); volatile loads keep LLVM from turning the loop back into one.
+/// The entry index of the first block of the table in force.
 #[inline(always)]
-fn load_words<const N: usize>(words: &[u16; N]) -> [u16; N] {
-    let mut out = [0u16; N];
-    for i in 0..N {
-        // SAFETY: `words` is a valid reference into the checked packet.
-        out[i] = unsafe { core::ptr::read_volatile(&words[i]) };
+fn table_base() -> u32 {
+    TABLE_BASE.get(0).copied().unwrap_or(0) * table::BLOCK
+}
+
+/// The longest-prefix rule for an IPv4 source (host order): the first
+/// level by the top 16 bits, then one 16-entry block per 4 bits until a
+/// leaf.
+#[inline(always)]
+fn lookup_v4(addr: u32) -> (u32, u32) {
+    let rules = table_base();
+    let mut entry = entry_at(rules, table::V4_ROOT + (addr >> table::ROOT_BITS));
+    let mut shift = 32 - table::ROOT_BITS;
+    for _ in 0..table::V4_LEVELS {
+        if entry & table::CHILD == 0 {
+            break;
+        }
+        shift -= table::STRIDE;
+        let slot = (addr >> shift) & (table::BLOCK - 1);
+        entry = entry_at(rules, (entry & !table::CHILD) + slot);
     }
-    out
+    leaf_verdict(entry)
+}
+
+/// The longest-prefix rule for an IPv6 source given as its two 64-bit
+/// halves in host order; as [`lookup_v4`], 4 bits per level after the
+/// first 16: the levels of the upper half, then those of the lower.
+#[inline(always)]
+fn lookup_v6(hi: u64, lo: u64) -> (u32, u32) {
+    let rules = table_base();
+    let mut entry = entry_at(
+        rules,
+        table::V6_ROOT + (hi >> (64 - table::ROOT_BITS)) as u32,
+    );
+    let mut shift = 64 - table::ROOT_BITS;
+    for _ in 0..(64 - table::ROOT_BITS) / table::STRIDE {
+        if entry & table::CHILD == 0 {
+            return leaf_verdict(entry);
+        }
+        shift -= table::STRIDE;
+        let slot = (hi >> shift) as u32 & (table::BLOCK - 1);
+        entry = entry_at(rules, (entry & !table::CHILD) + slot);
+    }
+    let mut shift = 64;
+    for _ in 0..64 / table::STRIDE {
+        if entry & table::CHILD == 0 {
+            break;
+        }
+        shift -= table::STRIDE;
+        let slot = (lo >> shift) as u32 & (table::BLOCK - 1);
+        entry = entry_at(rules, (entry & !table::CHILD) + slot);
+    }
+    leaf_verdict(entry)
+}
+
+/// The entry at `index` of the table starting at entry `base`; an index
+/// past the end (which a table the loader built never holds) reads as the
+/// empty leaf.
+#[inline(always)]
+fn entry_at(base: u32, index: u32) -> u32 {
+    let index = base + index;
+    match TABLE.get(index / table::BLOCK) {
+        Some(block) => block[(index % table::BLOCK) as usize],
+        None => 0,
+    }
+}
+
+/// An address word out of the packet, in host order. The packet holds it as
+/// two 16-bit words (every header offset is even); a plain 32-bit load
+/// could be misaligned, which BPF splits into byte loads.
+#[inline(always)]
+fn word(words: &[u16], i: usize) -> u32 {
+    // SAFETY: `words` is a valid reference into the checked packet; volatile
+    // keeps LLVM from merging the loads into a byte-by-byte memcpy.
+    let (hi, lo) = unsafe {
+        (
+            core::ptr::read_volatile(&words[2 * i]),
+            core::ptr::read_volatile(&words[2 * i + 1]),
+        )
+    };
+    (u32::from(u16::from_be(hi)) << 16) | u32::from(u16::from_be(lo))
 }
 
 /// The smallest transport header we expect for `proto`, or 0 for protocols
@@ -645,8 +702,7 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
     if ip.version_ihl >> 4 != 4 {
         return Verdict::unclassified(Outcome::Malformed, why::IPV4_VERSION);
     }
-    let (action, rule_id) =
-        rule_action(RULES_V4.get(AlignedKey::new(32, load_words(&ip.src)).as_key()));
+    let (action, rule_id) = lookup_v4(word(&ip.src, 0));
     let frag_offset = be16(ip.frag_off) & 0x1fff;
     let verdict = Verdict {
         outcome: Outcome::Ipv4,
@@ -695,8 +751,9 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
     if ip.version_tc_flow[0] >> 4 != 6 {
         return Verdict::unclassified(Outcome::Malformed, why::IPV6_VERSION);
     }
-    let (action, rule_id) =
-        rule_action(RULES_V6.get(AlignedKey::new(128, load_words(&ip.src)).as_key()));
+    let half =
+        |i: usize| (u64::from(word(&ip.src, 2 * i)) << 32) | u64::from(word(&ip.src, 2 * i + 1));
+    let (action, rule_id) = lookup_v6(half(0), half(1));
     let mut verdict = Verdict {
         outcome: Outcome::Ipv6,
         action,

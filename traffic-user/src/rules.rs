@@ -1,9 +1,10 @@
 //! Source-prefix rules: parsing, validation and longest-prefix semantics.
 //!
 //! A rule set maps IPv4 and IPv6 prefixes to an [`Action`]. The kernel keeps
-//! them in two LPM tries; this module is the userspace model of the same
-//! semantics, so that they can be unit-tested and so that reports can name
-//! the rule a packet matched. A packet from an address no rule covers gets the
+//! them in a multibit trie ([`crate::kernel::table`]); this module is the
+//! userspace model of the same semantics, built differently (a sorted list
+//! searched per prefix length), so that tests can hold one against the
+//! other, and so that reports can name the rule a packet matched. A packet from an address no rule covers gets the
 //! default action.
 //!
 //! # Examples
@@ -14,12 +15,12 @@
 //! let mut rules = RuleSet::new(Action::Pass);
 //! rules.add_str(Action::Drop, "192.0.2.0/24", Origin::Flag("--drop")).unwrap();
 //! rules.add_str(Action::Pass, "192.0.2.7", Origin::Flag("--pass")).unwrap();
+//! assert!(rules.seal().is_empty());
 //! assert_eq!(rules.action_for("192.0.2.7".parse().unwrap()), Action::Pass);
 //! assert_eq!(rules.action_for("192.0.2.8".parse().unwrap()), Action::Drop);
 //! ```
 
 use std::{
-    collections::HashMap,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
@@ -461,22 +462,140 @@ fn open_rules(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Where a group of rules came from: a flag, or a file (lines apart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Source {
+    Flag(&'static str),
+    File(PathBuf),
+}
+
+/// One rule as the set keeps it: 24 bytes whatever its origin, so a
+/// million rules take 24 MB and no string of their own.
+#[derive(Clone, Copy, Debug)]
+struct Stored {
+    /// The address in host-order 32-bit words, most significant first; an
+    /// IPv4 address in `words[0]`.
+    words: [u32; 4],
+    /// The line of its file, or 0 for a flag.
+    line: u32,
+    /// Index into [`RuleSet::sources`].
+    source: u16,
+    len: u8,
+    /// Bit 0: IPv6. Bits 1-2: the action's kernel value.
+    kind: u8,
+}
+
+impl Stored {
+    fn new(cidr: Cidr, action: Action, source: u16, line: u32) -> Self {
+        let (words, v6) = match cidr.addr {
+            IpAddr::V4(a) => ([a.to_bits(), 0, 0, 0], 0),
+            IpAddr::V6(a) => {
+                let b = a.to_bits();
+                let w = |i: u32| (b >> (96 - 32 * i)) as u32;
+                ([w(0), w(1), w(2), w(3)], 1)
+            }
+        };
+        Self {
+            words,
+            line,
+            source,
+            len: cidr.len,
+            kind: v6 | ((action.to_kernel() as u8) << 1),
+        }
+    }
+
+    fn is_v6(&self) -> bool {
+        self.kind & 1 != 0
+    }
+
+    fn action(&self) -> Action {
+        Action::from_kernel(u32::from(self.kind >> 1)).unwrap_or(Action::Pass)
+    }
+
+    /// The address left-aligned in 128 bits: IPv4's in the top 32.
+    fn bits(&self) -> u128 {
+        let [a, b, c, d] = self.words.map(u128::from);
+        (a << 96) | (b << 64) | (c << 32) | d
+    }
+
+    fn cidr(&self) -> Cidr {
+        let addr = if self.is_v6() {
+            IpAddr::V6(Ipv6Addr::from_bits(self.bits()))
+        } else {
+            IpAddr::V4(Ipv4Addr::from_bits(self.words[0]))
+        };
+        Cidr {
+            addr,
+            len: self.len,
+        }
+    }
+
+    /// The order of lookups and of the kernel's table: family, length,
+    /// address.
+    fn key(&self) -> (bool, u8, [u32; 4]) {
+        (self.is_v6(), self.len, self.words)
+    }
+}
+
+/// One prefix of a [`RuleSet`] in the order the kernel's table is built:
+/// by family, then length, then address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    /// The rule's id: its index in the set.
+    pub id: u32,
+    /// Whether it is an IPv6 prefix.
+    pub v6: bool,
+    /// The address, left-aligned in 128 bits (IPv4's in the top 32).
+    pub bits: u128,
+    /// The prefix length.
+    pub len: u8,
+    /// The action.
+    pub action: Action,
+}
+
+/// What a new rule set changes against an old one, by prefix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    /// Prefixes only in the new set.
+    pub added: u64,
+    /// Prefixes only in the old set.
+    pub removed: u64,
+    /// Prefixes in both with another action.
+    pub changed: u64,
+    /// Prefixes in both with the same action.
+    pub kept: u64,
+}
+
 /// All rules, with the default action for packets that match none.
+///
+/// Rules are added in order (a rule's id is its index) and the set is then
+/// [sealed](RuleSet::seal): sorted by prefix, duplicates merged and
+/// conflicts reported. Lookups and the kernel's table need a sealed set.
 #[derive(Clone, Debug)]
 pub struct RuleSet {
-    rules: Vec<Rule>,
-    /// Position in `rules` of each prefix, so that adding a million rules
-    /// stays linear.
-    index: HashMap<Cidr, usize>,
+    stored: Vec<Stored>,
+    sources: Vec<Source>,
+    /// Indexes into `stored` by [`Stored::key`], once sealed.
+    sorted: Vec<u32>,
+    /// Where each (family, length) starts in `sorted`: IPv4 lengths 0..=32
+    /// at 0..=32, IPv6 lengths 0..=128 at 33..=161, and the end at 162.
+    starts: Vec<u32>,
+    sealed: bool,
     default: Action,
 }
+
+/// Slots of [`RuleSet::starts`].
+const STARTS: usize = 33 + 129 + 1;
 
 impl RuleSet {
     /// An empty set with the given default action.
     pub fn new(default: Action) -> Self {
         Self {
-            rules: Vec::new(),
-            index: HashMap::new(),
+            stored: Vec::new(),
+            sources: Vec::new(),
+            sorted: Vec::new(),
+            starts: vec![0; STARTS],
+            sealed: true,
             default,
         }
     }
@@ -486,40 +605,79 @@ impl RuleSet {
         self.default
     }
 
-    /// The rules, in the order given (duplicates removed).
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
+    /// How many rules there are (duplicates merged once sealed).
+    pub fn len(&self) -> usize {
+        self.stored.len()
     }
 
-    /// Adds one rule.
-    ///
-    /// # Errors
-    ///
-    /// [`RuleError::Conflict`] when the prefix already has another action. The
-    /// same prefix with the same action again is accepted and kept once.
-    pub fn add(&mut self, rule: Rule) -> Result<(), RuleError> {
-        if let Some(&i) = self.index.get(&rule.cidr) {
-            let earlier = &self.rules[i];
-            if earlier.action == rule.action {
-                return Ok(());
-            }
-            return Err(RuleError::Conflict {
-                origin: rule.origin,
-                cidr: rule.cidr,
-                earlier_action: earlier.action,
-                earlier: earlier.origin.clone(),
-            });
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.stored.is_empty()
+    }
+
+    /// The rule with id `id`.
+    pub fn rule(&self, id: usize) -> Option<Rule> {
+        self.stored.get(id).map(|s| self.expand(s))
+    }
+
+    /// The rules in id order.
+    pub fn iter(&self) -> impl Iterator<Item = Rule> + '_ {
+        self.stored.iter().map(|s| self.expand(s))
+    }
+
+    fn expand(&self, s: &Stored) -> Rule {
+        Rule {
+            cidr: s.cidr(),
+            action: s.action(),
+            origin: self.origin(s),
         }
-        self.index.insert(rule.cidr, self.rules.len());
-        self.rules.push(rule);
-        Ok(())
+    }
+
+    fn origin(&self, s: &Stored) -> Origin {
+        match &self.sources[usize::from(s.source)] {
+            Source::Flag(flag) => Origin::Flag(flag),
+            Source::File(path) => Origin::File {
+                path: path.clone(),
+                line: s.line as usize,
+            },
+        }
+    }
+
+    /// The index of `source` in `sources`, added if new.
+    fn source_id(&mut self, source: Source) -> u16 {
+        if let Some(i) = self.sources.iter().position(|s| *s == source) {
+            return i as u16;
+        }
+        self.sources.push(source);
+        u16::try_from(self.sources.len() - 1).unwrap_or(u16::MAX)
+    }
+
+    fn source_of(&mut self, origin: &Origin) -> (u16, u32) {
+        match origin {
+            Origin::Flag(flag) => (self.source_id(Source::Flag(flag)), 0),
+            Origin::File { path, line } => (
+                self.source_id(Source::File(path.clone())),
+                u32::try_from(*line).unwrap_or(u32::MAX),
+            ),
+        }
+    }
+
+    /// Adds one rule. Duplicates and conflicts are found by [`seal`](Self::seal).
+    pub fn add(&mut self, rule: Rule) {
+        let (source, line) = self.source_of(&rule.origin);
+        self.push(rule.cidr, rule.action, source, line);
+    }
+
+    fn push(&mut self, cidr: Cidr, action: Action, source: u16, line: u32) {
+        self.stored.push(Stored::new(cidr, action, source, line));
+        self.sealed = false;
     }
 
     /// Parses `text` as a prefix and adds it.
     ///
     /// # Errors
     ///
-    /// A bad prefix or a conflict, as [`RuleError`].
+    /// A bad prefix, as [`RuleError::Cidr`].
     pub fn add_str(&mut self, action: Action, text: &str, origin: Origin) -> Result<(), RuleError> {
         let cidr = text.parse().map_err(|source| RuleError::Cidr {
             origin: origin.clone(),
@@ -530,23 +688,32 @@ impl RuleSet {
             cidr,
             action,
             origin,
-        })
+        });
+        Ok(())
     }
 
     /// Adds the rules of a rules file's text: one `ACTION CIDR` per line,
     /// blank lines and `#` comments ignored. Every bad line is reported, not
     /// only the first.
     pub fn add_file_text(&mut self, path: &Path, text: &str) -> Vec<RuleError> {
+        let source = self.source_id(Source::File(path.to_owned()));
         let mut errors = Vec::new();
         for (i, line) in text.lines().enumerate() {
-            self.add_line(path, i + 1, line, &mut errors);
+            self.add_line(path, source, i + 1, line, &mut errors);
         }
         errors
     }
 
     /// Adds one line of a rules file, pushing what is wrong with it.
-    fn add_line(&mut self, path: &Path, number: usize, line: &str, errors: &mut Vec<RuleError>) {
-        let origin = Origin::File {
+    fn add_line(
+        &mut self,
+        path: &Path,
+        source: u16,
+        number: usize,
+        line: &str,
+        errors: &mut Vec<RuleError>,
+    ) {
+        let origin = || Origin::File {
             path: path.to_owned(),
             line: number,
         };
@@ -554,23 +721,33 @@ impl RuleSet {
         if content.is_empty() {
             return;
         }
-        let words: Vec<&str> = content.split_whitespace().collect();
-        let [word, cidr] = words[..] else {
+        let mut words = content.split_whitespace();
+        let (Some(word), Some(text), None) = (words.next(), words.next(), words.next()) else {
             errors.push(RuleError::BadLine {
-                origin,
+                origin: origin(),
                 line: content.to_owned(),
             });
             return;
         };
         let Ok(action) = word.parse::<Action>() else {
             errors.push(RuleError::BadAction {
-                origin,
+                origin: origin(),
                 word: word.to_owned(),
             });
             return;
         };
-        if let Err(err) = self.add_str(action, cidr, origin) {
-            errors.push(err);
+        match text.parse::<Cidr>() {
+            Ok(cidr) => self.push(
+                cidr,
+                action,
+                source,
+                u32::try_from(number).unwrap_or(u32::MAX),
+            ),
+            Err(source) => errors.push(RuleError::Cidr {
+                origin: origin(),
+                text: text.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -591,6 +768,7 @@ impl RuleSet {
             Ok(file) => file,
             Err(e) => return read_err(e),
         };
+        let source = self.source_id(Source::File(path.to_owned()));
         let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
         let mut errors = Vec::new();
         let mut line = Vec::with_capacity(256);
@@ -629,7 +807,7 @@ impl RuleSet {
                 });
                 break;
             };
-            self.add_line(path, number, text, &mut errors);
+            self.add_line(path, source, number, text, &mut errors);
             if errors.len() >= MAX_ERRORS {
                 errors.push(RuleError::TooManyErrors {
                     path: path.to_owned(),
@@ -641,13 +819,129 @@ impl RuleSet {
         errors
     }
 
-    /// The rule with the longest prefix containing `ip`, if any.
-    pub fn lookup(&self, ip: IpAddr) -> Option<(usize, &Rule)> {
-        self.rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.cidr.contains(ip))
-            .max_by_key(|(_, r)| r.cidr.len())
+    /// Sorts the rules by prefix, keeps the first of equal duplicates and
+    /// reports each prefix given again with another action (the first one
+    /// stays). Ids are the positions in the order given, duplicates removed.
+    pub fn seal(&mut self) -> Vec<RuleError> {
+        if self.sealed {
+            return Vec::new();
+        }
+        let stored = &self.stored;
+        let mut sorted: Vec<u32> = (0..stored.len() as u32).collect();
+        // Stable: of equal prefixes, the one given first comes first.
+        sorted.sort_by_key(|&i| stored[i as usize].key());
+        let mut errors = Vec::new();
+        let mut removed = vec![false; stored.len()];
+        let mut any_removed = false;
+        for pair in sorted.windows(2) {
+            let (first, again) = (&stored[pair[0] as usize], &stored[pair[1] as usize]);
+            if first.key() != again.key() {
+                continue;
+            }
+            // `first` may itself be a removed duplicate: the kept one is the
+            // earliest of the run, which has the same action when all agree.
+            if first.action() != again.action() && errors.len() < MAX_ERRORS {
+                let kept = sorted_first_of_run(&sorted, stored, pair[1]);
+                errors.push(RuleError::Conflict {
+                    origin: self.origin(again),
+                    cidr: again.cidr(),
+                    earlier_action: stored[kept as usize].action(),
+                    earlier: self.origin(&stored[kept as usize]),
+                });
+            }
+            removed[pair[1] as usize] = true;
+            any_removed = true;
+        }
+        if any_removed {
+            let mut new_id = Vec::with_capacity(stored.len());
+            let mut next = 0u32;
+            for &gone in &removed {
+                new_id.push(next);
+                next += u32::from(!gone);
+            }
+            sorted.retain(|&i| !removed[i as usize]);
+            for i in &mut sorted {
+                *i = new_id[*i as usize];
+            }
+            let mut i = 0;
+            self.stored.retain(|_| {
+                i += 1;
+                !removed[i - 1]
+            });
+        }
+        let mut starts = vec![0u32; STARTS];
+        for &i in &sorted {
+            starts[slot(&self.stored[i as usize]) + 1] += 1;
+        }
+        for k in 1..STARTS {
+            starts[k] += starts[k - 1];
+        }
+        self.sorted = sorted;
+        self.starts = starts;
+        self.sealed = true;
+        errors
+    }
+
+    /// Whether the set is sealed (no rule added since [`seal`](Self::seal)).
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    fn assert_sealed(&self) {
+        assert!(
+            self.sealed,
+            "RuleSet used before seal(): call seal() after adding rules"
+        );
+    }
+
+    /// The prefixes by family, then length, then address: the order in
+    /// which the kernel's table is built.
+    ///
+    /// # Panics
+    ///
+    /// When the set is not sealed.
+    pub fn prefixes(&self) -> impl Iterator<Item = Prefix> + '_ {
+        self.assert_sealed();
+        self.sorted.iter().map(|&i| {
+            let s = &self.stored[i as usize];
+            Prefix {
+                id: i,
+                v6: s.is_v6(),
+                bits: s.bits(),
+                len: s.len,
+                action: s.action(),
+            }
+        })
+    }
+
+    /// The rule with the longest prefix containing `ip`, if any: one binary
+    /// search per prefix length present, longest first.
+    ///
+    /// # Panics
+    ///
+    /// When the set is not sealed.
+    pub fn lookup(&self, ip: IpAddr) -> Option<(usize, Rule)> {
+        self.assert_sealed();
+        let (base, max, bits) = match ip {
+            IpAddr::V4(a) => (0, 32u8, u128::from(a.to_bits()) << 96),
+            IpAddr::V6(a) => (33, 128u8, a.to_bits()),
+        };
+        for len in (0..=max).rev() {
+            let (lo, hi) = (
+                self.starts[base + usize::from(len)] as usize,
+                self.starts[base + usize::from(len) + 1] as usize,
+            );
+            if lo == hi {
+                continue;
+            }
+            let want = bits & mask128(len);
+            let range = &self.sorted[lo..hi];
+            if let Ok(k) = range.binary_search_by_key(&want, |&i| self.stored[i as usize].bits()) {
+                let id = range[k] as usize;
+                return Some((id, self.expand(&self.stored[id])));
+            }
+        }
+        None
     }
 
     /// The action for a packet from `ip`: its longest matching rule's, or the
@@ -658,13 +952,114 @@ impl RuleSet {
 
     /// How many IPv4 and IPv6 rules there are.
     pub fn counts(&self) -> (usize, usize) {
-        let v4 = self
-            .rules
-            .iter()
-            .filter(|r| r.cidr.addr().is_ipv4())
-            .count();
-        (v4, self.rules.len() - v4)
+        let v4 = self.stored.iter().filter(|r| !r.is_v6()).count();
+        (v4, self.stored.len() - v4)
     }
+
+    /// What `self` changes against `old`, prefix by prefix.
+    ///
+    /// # Panics
+    ///
+    /// When either set is not sealed.
+    pub fn change_from(&self, old: &RuleSet) -> Change {
+        self.assert_sealed();
+        old.assert_sealed();
+        let mut change = Change::default();
+        let (mut a, mut b) = (old.sorted.iter().peekable(), self.sorted.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => {
+                    change.removed += 1;
+                    a.next();
+                }
+                (None, Some(_)) => {
+                    change.added += 1;
+                    b.next();
+                }
+                (Some(&&i), Some(&&j)) => {
+                    let (x, y) = (&old.stored[i as usize], &self.stored[j as usize]);
+                    match x.key().cmp(&y.key()) {
+                        std::cmp::Ordering::Less => {
+                            change.removed += 1;
+                            a.next();
+                        }
+                        std::cmp::Ordering::Greater => {
+                            change.added += 1;
+                            b.next();
+                        }
+                        std::cmp::Ordering::Equal => {
+                            if x.action() == y.action() {
+                                change.kept += 1;
+                            } else {
+                                change.changed += 1;
+                            }
+                            a.next();
+                            b.next();
+                        }
+                    }
+                }
+            }
+        }
+        change
+    }
+}
+
+/// What a run's rules are made of, kept so that they can be read again
+/// (SIGHUP, `--watch-rules`): the default action, the rule flags in order,
+/// and the rules files.
+#[derive(Clone, Debug)]
+pub struct RuleSpec {
+    /// The default action.
+    pub default: Action,
+    /// `--drop`, `--pass`, `--capture` prefixes: (flag, action, text).
+    pub flags: Vec<(&'static str, Action, String)>,
+    /// `--rules` files, read in order after the flags.
+    pub files: Vec<PathBuf>,
+}
+
+impl RuleSpec {
+    /// Reads the rules: flags first, then files, sealed.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found (at most [`MAX_ERRORS`] per file), the set read
+    /// so far discarded.
+    pub fn read(&self) -> Result<RuleSet, Vec<RuleError>> {
+        let mut rules = RuleSet::new(self.default);
+        let mut errors = Vec::new();
+        for (flag, action, text) in &self.flags {
+            if let Err(err) = rules.add_str(*action, text, Origin::Flag(flag)) {
+                errors.push(err);
+            }
+        }
+        for path in &self.files {
+            errors.extend(rules.add_file(path));
+        }
+        errors.extend(rules.seal());
+        if errors.is_empty() {
+            Ok(rules)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The slot of [`RuleSet::starts`] for a rule's family and length.
+fn slot(s: &Stored) -> usize {
+    if s.is_v6() {
+        33 + usize::from(s.len)
+    } else {
+        usize::from(s.len)
+    }
+}
+
+/// The first entry of the run of equal prefixes that `index` belongs to in
+/// `sorted`.
+fn sorted_first_of_run(sorted: &[u32], stored: &[Stored], index: u32) -> u32 {
+    let key = stored[index as usize].key();
+    let at = sorted.partition_point(|&i| stored[i as usize].key() < key);
+    sorted[at]
 }
 
 #[cfg(test)]
@@ -739,6 +1134,7 @@ mod tests {
         rules
             .add_str(Action::Pass, "2001:db8:1::/48", flag())
             .unwrap();
+        assert!(rules.seal().is_empty());
         assert_eq!(rules.action_for(ip("192.0.2.1")), Action::Drop);
         assert_eq!(rules.action_for(ip("192.0.2.129")), Action::Pass);
         assert_eq!(rules.action_for(ip("192.0.2.200")), Action::Capture);
@@ -758,14 +1154,23 @@ mod tests {
             .add_str(Action::Drop, "192.0.2.0/24", Origin::Flag("--drop"))
             .unwrap();
         rules
+            .add_str(Action::Pass, "198.51.100.0/24", Origin::Flag("--pass"))
+            .unwrap();
+        rules
             .add_str(Action::Drop, "192.0.2.0/24", Origin::Flag("--drop"))
             .unwrap();
-        assert_eq!(rules.rules().len(), 1);
-        let err = rules
+        rules
             .add_str(Action::Pass, "192.0.2.0/24", Origin::Flag("--pass"))
-            .unwrap_err();
+            .unwrap();
+        let errors = rules.seal();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(errors.len(), 1);
+        // The first one given stays, with its id.
+        assert_eq!(rules.action_for(ip("192.0.2.9")), Action::Drop);
+        assert_eq!(rules.lookup(ip("192.0.2.9")).unwrap().0, 0);
+        assert_eq!(rules.rule(1).unwrap().cidr.to_string(), "198.51.100.0/24");
         assert_eq!(
-            err.to_string(),
+            errors[0].to_string(),
             "--pass: 192.0.2.0/24 is already a `drop` rule (from --drop); a prefix can have only one action"
         );
     }
@@ -795,7 +1200,8 @@ capture 203.0.113.0/24
                 "r.txt:8: expected `ACTION CIDR` (e.g. `drop 192.0.2.0/24`), found `capture 203.0.113.0/24 extra`",
             ]
         );
-        assert_eq!(rules.rules().len(), 3);
+        assert!(rules.seal().is_empty());
+        assert_eq!(rules.len(), 3);
         assert_eq!(
             rules.lookup(ip("203.0.113.5")).unwrap().1.origin,
             Origin::File {
@@ -869,6 +1275,7 @@ capture 203.0.113.0/24
         );
         let mut set = RuleSet::new(Action::Pass);
         assert!(set.add_file(&path2).is_empty());
+        assert!(set.seal().is_empty());
         assert_eq!(set.counts(), (1, 1));
         // A directory says so.
         let errors = RuleSet::new(Action::Pass).add_file(&std::env::temp_dir());

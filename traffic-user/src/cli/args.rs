@@ -101,9 +101,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "CIDR")]
     pub capture: Vec<String>,
     /// Read rules from FILE: one `ACTION CIDR` per line, `#` starts a
-    /// comment. Repeatable.
+    /// comment. Repeatable. SIGHUP re-reads the files (and the rule flags)
+    /// and swaps the new rule set in atomically; a bad file is refused and
+    /// the rules in force stay.
     #[arg(long, value_name = "FILE")]
     pub rules: Vec<PathBuf>,
+    /// Also re-read the --rules files when one of them changes (written and
+    /// closed, or replaced by a rename).
+    #[arg(long, requires = "rules")]
+    pub watch_rules: bool,
+    /// MiB of each of the kernel's two rule tables (the one in force and
+    /// the one a reload writes), default twice what the first rules need,
+    /// at least 1. A reload needing more is refused: give more here when
+    /// the rules files will grow.
+    #[arg(long, value_name = "MIB")]
+    pub rule_table_mib: Option<u32>,
     /// The action for IP packets whose source matches no rule. Non-IP and
     /// unparseable frames are always passed.
     #[arg(long = "default", value_enum, default_value_t = Action::Pass)]

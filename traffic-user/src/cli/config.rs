@@ -10,7 +10,7 @@ use crate::{
         caps::{CapsError, User},
     },
     lab::generator::{GenOptions, Mechanism, parse_mac},
-    rules::{Action, CidrError, Origin, RuleError, RuleSet},
+    rules::{Action, CidrError, RuleError, RuleSet, RuleSpec},
     sink::{Format, pcap::Rotation},
     source::{
         afxdp::{XskModeChoice, XskSizes},
@@ -112,7 +112,11 @@ pub struct RunConfig {
     pub target: Target,
     pub mode: ModeChoice,
     pub force: bool,
-    pub rules: RuleSet,
+    pub rules: std::sync::Arc<RuleSet>,
+    /// What the rules are made of, to read them again on SIGHUP.
+    pub rule_spec: RuleSpec,
+    /// `--watch-rules`: also read them again when a rules file changes.
+    pub watch_rules: bool,
     /// Whether any rule was given (the lab adds demo rules when not).
     pub rules_given: bool,
     pub interval: Duration,
@@ -158,23 +162,28 @@ fn seconds(flag: &'static str, value: f64, errors: &mut Vec<ConfigError>) -> Dur
 }
 
 /// The rules of `--drop`, `--pass`, `--capture` and `--rules`.
-fn rule_set(args: &RunArgs, errors: &mut Vec<ConfigError>) -> RuleSet {
-    let mut rules = RuleSet::new(args.default_action);
+fn rule_set(args: &RunArgs, errors: &mut Vec<ConfigError>) -> (RuleSpec, RuleSet) {
+    let mut flags = Vec::new();
     for (flag, action, cidrs) in [
         ("--drop", Action::Drop, &args.drop),
         ("--pass", Action::Pass, &args.pass),
         ("--capture", Action::Capture, &args.capture),
     ] {
-        for cidr in cidrs {
-            if let Err(err) = rules.add_str(action, cidr, Origin::Flag(flag)) {
-                errors.push(err.into());
-            }
+        flags.extend(cidrs.iter().map(|c| (flag, action, c.clone())));
+    }
+    let spec = RuleSpec {
+        default: args.default_action,
+        flags,
+        files: args.rules.clone(),
+    };
+    let rules = match spec.read() {
+        Ok(rules) => rules,
+        Err(e) => {
+            errors.extend(e.into_iter().map(ConfigError::from));
+            RuleSet::new(args.default_action)
         }
-    }
-    for path in &args.rules {
-        errors.extend(rules.add_file(path).into_iter().map(ConfigError::from));
-    }
-    rules
+    };
+    (spec, rules)
 }
 
 /// The capture path's settings and the AF_XDP sizes, checked.
@@ -189,6 +198,7 @@ fn capture_settings(args: &RunArgs, errors: &mut Vec<ConfigError>) -> (Settings,
         explain: args.explain,
         // Set when the interface's queues are known.
         afxdp_queues: 0,
+        rule_table_mib: args.rule_table_mib,
     };
     errors.extend(settings.problems().into_iter().map(ConfigError::Setting));
     if args.queues == Some(0) {
@@ -300,8 +310,8 @@ impl RunConfig {
                 Target::Lab
             }
         };
-        let rules = rule_set(&args, &mut errors);
-        let rules_given = !rules.rules().is_empty();
+        let (rule_spec, rules) = rule_set(&args, &mut errors);
+        let rules_given = !rules.is_empty();
         let interval = seconds("--interval", args.interval, &mut errors);
         let duration = args.duration.map(|d| seconds("--duration", d, &mut errors));
         let (settings, sizes) = capture_settings(&args, &mut errors);
@@ -316,7 +326,9 @@ impl RunConfig {
             target,
             mode: args.mode,
             force: args.force,
-            rules,
+            rules: std::sync::Arc::new(rules),
+            rule_spec,
+            watch_rules: args.watch_rules,
             rules_given,
             interval,
             format: if args.json {

@@ -8,6 +8,7 @@
 //!
 //! let mut rules = RuleSet::new(Action::Pass);
 //! rules.add_str(Action::Drop, "192.0.2.0/24", Origin::Flag("--drop"))?;
+//! assert!(rules.seal().is_empty());
 //! let mut engine = Engine::load(&rules)?;
 //! let attached = engine.attach("veth0", ModeChoice::Auto, false)?;
 //! println!("attached in {} mode", attached.mode);
@@ -22,17 +23,15 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{
-        Map, MapData, PerCpuArray, XskMap,
-        lpm_trie::{Key, LpmTrie},
-    },
+    maps::{Map, MapData, PerCpuArray, XskMap},
     programs::{Xdp, xdp::XdpLinkId},
 };
-use traffic_common::{Config, CpuState, MAX_SNAPLEN, Rule as KernelRule, Stats, names};
+use traffic_common::{Config, CpuState, MAX_SNAPLEN, Stats, names};
 
 use super::{
     Attached, EngineError, EventRing, ModeChoice, attach,
     object::{self, load_program, take_map, xdp, xdp_mut},
+    table::{Table, Tables},
 };
 use crate::rules::RuleSet;
 
@@ -51,6 +50,9 @@ pub struct Settings {
     /// Redirect packets to capture to AF_XDP sockets, one per receive queue
     /// (at most this many queues); 0 for the ring-buffer path.
     pub afxdp_queues: u32,
+    /// MiB of each of the two rule tables; `None` for twice what the first
+    /// rule set needs (at least 1 MiB).
+    pub rule_table_mib: Option<u32>,
 }
 
 impl Default for Settings {
@@ -61,6 +63,7 @@ impl Default for Settings {
             ring_bytes: DEFAULT_RING_BYTES,
             afxdp_queues: 0,
             explain: 0,
+            rule_table_mib: None,
         }
     }
 }
@@ -97,13 +100,17 @@ pub struct Engine {
     stats: PerCpuArray<MapData, CpuState>,
     events: Option<EventRing>,
     xsks: XskMap<MapData>,
+    /// Fixed at load time (a constant to the verifier).
+    default_action: crate::rules::Action,
+    tables: Tables,
     attached: Option<(Attached, XdpLinkId)>,
 }
 
 impl Engine {
     /// Loads the XDP program with `rules` in its tables.
     ///
-    /// The rule tables are sized to the rule set; rules cannot be added later.
+    /// The rule table is sized to the rule set; [`Engine::replace_rules`]
+    /// swaps in another.
     ///
     /// # Errors
     ///
@@ -120,10 +127,19 @@ impl Engine {
     ///
     /// As [`Engine::load`], and [`EngineError::BadSetting`] for a snaplen or
     /// ring size out of range.
+    ///
+    /// # Panics
+    ///
+    /// When `rules` is not sealed ([`RuleSet::seal`]).
     pub fn load_with(rules: &RuleSet, settings: &Settings) -> Result<Self, EngineError> {
         validate(settings)?;
 
-        let (v4, v6) = rules.counts();
+        let table = Table::build(rules).map_err(EngineError::Table)?;
+        let table_bytes = settings.rule_table_mib.map_or_else(
+            || Tables::default_bytes(table.blocks()),
+            |m| u64::from(m) << 20,
+        );
+        let table_entries = Tables::map_entries(table_bytes).map_err(EngineError::Table)?;
         let config = Config {
             default_action: rules.default_action().to_kernel(),
             snaplen: settings.snaplen,
@@ -131,14 +147,11 @@ impl Engine {
             afxdp: u32::from(settings.afxdp_queues > 0),
             explain: settings.explain,
         };
-        // A map needs at least one entry even when it will hold none.
-        let size = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
         let mut ebpf = object::load(
             object::CLASSIFIER,
             EbpfLoader::new()
                 .override_global(names::CONFIG, &config, true)
-                .map_max_entries(names::RULES_V4, size(v4))
-                .map_max_entries(names::RULES_V6, size(v6))
+                .map_max_entries(names::TABLE, table_entries)
                 .map_max_entries(names::EVENTS, settings.ring_bytes)
                 .map_max_entries(names::XSKS, settings.afxdp_queues.max(1)),
         )?;
@@ -146,7 +159,12 @@ impl Engine {
         // The program must be loaded while the object still owns its maps:
         // loading resolves map references to the maps' file descriptors.
         load_program(&mut ebpf, names::PROGRAM)?;
-        fill_rules(&mut ebpf, rules)?;
+        let mut tables = Tables::new(
+            raw_map(&mut ebpf, names::TABLE)?,
+            take_map(&mut ebpf, names::TABLE_BASE)?,
+        );
+        tables.install(&table).map_err(EngineError::Table)?;
+        drop(table);
         let stats = take_map(&mut ebpf, names::STATS)?;
         let events = EventRing::new(
             raw_map(&mut ebpf, names::EVENTS)?,
@@ -160,8 +178,35 @@ impl Engine {
             stats,
             events: Some(events),
             xsks,
+            default_action: rules.default_action(),
+            tables,
             attached: None,
         })
+    }
+
+    /// Replaces the rules in force with `rules`, atomically: each packet is
+    /// classified by the old table or the new one, whole, and the counters
+    /// go on. On error the old rules stay in force.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Table`] when the table cannot be built or installed.
+    ///
+    /// # Panics
+    ///
+    /// When `rules` is not sealed.
+    pub fn replace_rules(&mut self, rules: &RuleSet) -> Result<(), EngineError> {
+        if rules.default_action() != self.default_action {
+            return Err(EngineError::DefaultChanged);
+        }
+        let table = Table::build(rules).map_err(EngineError::Table)?;
+        self.tables.install(&table).map_err(EngineError::Table)
+    }
+
+    /// Bytes of each of the two rule tables (the one in force and the one
+    /// the next rule set goes into).
+    pub fn rule_table_bytes(&self) -> u64 {
+        self.tables.bytes()
     }
 
     /// Puts the AF_XDP socket `fd` in the program's map for receive queue
@@ -275,27 +320,6 @@ fn validate(settings: &Settings) -> Result<(), EngineError> {
         Some(problem) => Err(EngineError::BadSetting(problem)),
         None => Ok(()),
     }
-}
-
-fn fill_rules(ebpf: &mut Ebpf, rules: &RuleSet) -> Result<(), EngineError> {
-    let mut v4: LpmTrie<MapData, [u8; 4], KernelRule> = take_map(ebpf, names::RULES_V4)?;
-    let mut v6: LpmTrie<MapData, [u8; 16], KernelRule> = take_map(ebpf, names::RULES_V6)?;
-    for (id, rule) in rules.rules().iter().enumerate() {
-        let value = KernelRule {
-            action: rule.action.to_kernel(),
-            id: u32::try_from(id).unwrap_or(u32::MAX - 1),
-        };
-        let len = u32::from(rule.cidr.len());
-        let result = match rule.cidr.addr() {
-            std::net::IpAddr::V4(a) => v4.insert(&Key::new(len, a.octets()), value, 0),
-            std::net::IpAddr::V6(a) => v6.insert(&Key::new(len, a.octets()), value, 0),
-        };
-        result.map_err(|source| EngineError::InsertRule {
-            cidr: rule.cidr,
-            source,
-        })?;
-    }
-    Ok(())
 }
 
 /// The map `name` as the kernel object it is, whatever its type.

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod netlink;
 mod object;
 pub mod ring;
+pub mod table;
 pub mod tools;
 
 pub use attach::{AttachMode, Attached, ModeChoice};

@@ -8,7 +8,6 @@ use aya::{
 };
 
 use super::AttachMode;
-use crate::rules::Cidr;
 
 /// The classifier's object built by `cargo xtask build`, or empty when this
 /// binary was built by plain cargo.
@@ -76,15 +75,15 @@ pub enum EngineError {
         "mapping the event ring buffer into memory failed (is RLIMIT_MEMLOCK or the address space limited?)"
     )]
     MapRing(#[source] std::io::Error),
-    /// A rule could not be written into the kernel's table.
-    #[error("writing rule {cidr} into the kernel's rule table failed")]
-    InsertRule {
-        /// The rule's prefix.
-        cidr: Cidr,
-        /// aya's error.
-        #[source]
-        source: aya::maps::MapError,
-    },
+    /// The rule table could not be built or put in force.
+    #[error(transparent)]
+    Table(#[from] super::table::TableError),
+    /// A reload tried to change the default action, which is fixed when
+    /// the program is loaded.
+    #[error(
+        "the default action cannot change while traffic runs (it is compiled into the program); restart traffic to change --default"
+    )]
+    DefaultChanged,
     /// The interface does not exist.
     #[error(
         "there is no network interface named `{iface}` (in this network namespace); list them with `ip link`"

@@ -30,13 +30,13 @@ const DISCARD_BIT: u32 = 1 << 30;
 const HEADER_LEN: u64 = 8;
 
 /// One `mmap`, unmapped when dropped.
-struct Mapping {
+pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
 }
 
 impl Mapping {
-    fn new(fd: RawFd, len: usize, prot: libc::c_int, offset: usize) -> io::Result<Self> {
+    pub(crate) fn new(fd: RawFd, len: usize, prot: libc::c_int, offset: usize) -> io::Result<Self> {
         let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
         // SAFETY: a fresh shared mapping of the map's fd; the kernel checks
         // the length, protection and offset against the map.
@@ -57,6 +57,16 @@ impl Mapping {
             ptr: NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?,
             len,
         })
+    }
+}
+
+impl Mapping {
+    /// The mapped bytes, to write; the mapping must have been made with
+    /// `PROT_WRITE`.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` maps `len` bytes for as long as `self` lives, and
+        // `&mut self` makes this the only reference into them from here.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 

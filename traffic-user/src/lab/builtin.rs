@@ -87,7 +87,10 @@ pub fn run(mut cfg: RunConfig) -> Result<Outcome, LabError> {
         for (action, cidr) in RULES {
             rules.add_str(action, cidr, Origin::Flag("--lab"))?;
         }
-        cfg.rules = rules;
+        if let Some(e) = rules.seal().into_iter().next() {
+            return Err(e.into());
+        }
+        cfg.rules = std::sync::Arc::new(rules);
     }
     let lab = Lab::create("lab", 1).map_err(LabError::Create)?;
     eprintln!(

@@ -21,6 +21,7 @@
 //! nanosecond timer set for the soonest of the others; when the sources are
 //! idle, nothing runs.
 
+pub mod reload;
 pub mod setup;
 
 use std::{
@@ -35,10 +36,14 @@ use traffic_common::Stats;
 
 use crate::{
     kernel::{Engine, EngineError},
-    sink::{Counts, FailedOutput, Interval, Latency, Sink, SinkError, Start, Summary},
+    rules::RuleSet,
+    sink::{
+        Counts, FailedOutput, Interval, Latency, ReloadReport, Sink, SinkError, Start, Summary,
+    },
     source::{Captured, Drained, Source, SourceError, clock::TimerFd, pace::Next},
 };
 
+pub use reload::Reloader;
 pub use setup::{SetupError, watch};
 
 /// The kernel's packet counters, as a session reads them.
@@ -52,11 +57,22 @@ pub trait Counters {
 
     /// Stops the kernel from counting more packets (detaches the program).
     fn stop(&mut self);
+
+    /// Puts `rules` in force in place of the rules in force, atomically.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel's table cannot take them; the old rules stay.
+    fn replace_rules(&mut self, rules: &RuleSet) -> Result<(), EngineError>;
 }
 
 impl Counters for Engine {
     fn read(&mut self) -> Result<Stats, EngineError> {
         self.stats()
+    }
+
+    fn replace_rules(&mut self, rules: &RuleSet) -> Result<(), EngineError> {
+        Engine::replace_rules(self, rules)
     }
 
     fn stop(&mut self) {
@@ -316,6 +332,8 @@ pub struct Session<'a> {
     timing: Timing,
     /// Delivered and undecodable, per source, since the start.
     drained: Vec<Drained>,
+    /// Reading the rules again, when the run can.
+    reloader: Option<Reloader<'a>>,
 }
 
 impl<'a> Session<'a> {
@@ -351,6 +369,59 @@ impl<'a> Session<'a> {
             latency: Latency::new(),
             timing,
             drained,
+            reloader: None,
+        }
+    }
+
+    /// Reloads the rules as `reloader` asks.
+    #[must_use]
+    pub fn with_reloader(mut self, reloader: Reloader<'a>) -> Self {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// Ready when a reload has read its rules.
+    async fn reload_read(reloader: &mut Option<Reloader<'a>>) -> reload::Read {
+        match reloader {
+            Some(r) => std::future::poll_fn(|cx| r.poll_read(cx)).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Puts the rules a reload read in force (or says why not) and tells
+    /// every sink.
+    fn reloaded(&mut self, read: reload::Read, started: Instant) {
+        let Some(reloader) = &mut self.reloader else {
+            return;
+        };
+        let (ok, change, errors) = match read.result {
+            Ok((rules, change)) => match self.counters.replace_rules(&rules) {
+                Ok(()) => {
+                    reloader.rules = std::sync::Arc::new(rules);
+                    (true, change, Vec::new())
+                }
+                Err(e) => (
+                    false,
+                    Default::default(),
+                    vec![crate::kernel::error_chain(&e)],
+                ),
+            },
+            Err(errors) => (false, Default::default(), errors),
+        };
+        let (rules_v4, rules_v6) = reloader.rules.counts();
+        let report = ReloadReport {
+            trigger: read.trigger.to_owned(),
+            at_s: started.elapsed().as_secs_f64(),
+            ok,
+            took_ms: read.asked.elapsed().as_secs_f64() * 1e3,
+            rules_v4,
+            rules_v6,
+            change,
+            errors,
+        };
+        let rules = std::sync::Arc::clone(&reloader.rules);
+        for slot in &mut self.sinks {
+            slot.call(|sink| sink.reload(&report, &rules));
         }
     }
 
@@ -463,6 +534,7 @@ impl<'a> Session<'a> {
                     self.report_interval(&last, &now, started, 0)?;
                     last = now;
                 }
+                read = Self::reload_read(&mut self.reloader) => self.reloaded(read, started),
                 stopped = &mut stop => break self.finish(started, last, stopped).await,
             }
         }

@@ -1,14 +1,17 @@
 //! Building a session from the command line's configuration: outputs
 //! opened, program loaded, AF_XDP sockets bound, program attached.
 
-use std::{io, time::Duration};
+use std::{io, sync::Arc, time::Duration};
 
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
 };
 
-use super::{Outcome, Session, SessionError, Stop, Timing};
+use super::{
+    Outcome, Session, SessionError, Stop, Timing,
+    reload::{Reloader, SignalOrChange},
+};
 use crate::{
     cli::{Afxdp, RunConfig},
     kernel::{
@@ -100,6 +103,9 @@ pub enum SetupError {
     /// The link events cannot be watched.
     #[error("subscribing to the interface's link events failed")]
     LinkWatch(#[source] io::Error),
+    /// `--watch-rules`: the files cannot be watched.
+    #[error("--watch-rules: cannot watch the rules files")]
+    WatchRules(#[source] io::Error),
     /// The event ring buffer was taken already (a bug).
     #[error("the event ring buffer was already taken")]
     RingTaken,
@@ -122,10 +128,23 @@ pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> 
     };
     let mut sigint = sig(SignalKind::interrupt(), "SIGINT")?;
     let mut sigterm = sig(SignalKind::terminate(), "SIGTERM")?;
-    // SIGHUP ends the run like SIGTERM (a terminal closing, a supervisor's
-    // stop), with the summary.
-    let mut sighup = sig(SignalKind::hangup(), "SIGHUP")?;
-    let session = open(cfg, iface)?;
+    // SIGHUP re-reads the rules when they come from files; otherwise it
+    // ends the run like SIGTERM (a terminal closing), with the summary.
+    let sighup = sig(SignalKind::hangup(), "SIGHUP")?;
+    let mut session = open(cfg, iface)?;
+    let reloads = !cfg.rule_spec.files.is_empty();
+    let mut hangup_stops = None;
+    if reloads {
+        let files = cfg.watch_rules.then_some(cfg.rule_spec.files.as_slice());
+        let requests = SignalOrChange::new(sighup, files).map_err(SetupError::WatchRules)?;
+        session = session.with_reloader(Reloader::new(
+            Box::new(requests),
+            cfg.rule_spec.clone(),
+            Arc::clone(&cfg.rules),
+        ));
+    } else {
+        hangup_stops = Some(sighup);
+    }
     let links = watch_link(session.start().ifindex)?;
     // Everything is open: give up root now, before the first packet.
     if let Some(user) = &cfg.user {
@@ -141,12 +160,20 @@ pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> 
         tokio::select! {
             _ = sigint.recv() => Stop::Signal("SIGINT"),
             _ = sigterm.recv() => Stop::Signal("SIGTERM"),
-            _ = sighup.recv() => Stop::Signal("SIGHUP"),
+            Some(()) = recv(hangup_stops.as_mut()) => Stop::Signal("SIGHUP"),
             () = sleep_for(duration) => Stop::Duration,
             () = link_gone(links) => Stop::InterfaceGone { iface: name },
         }
     };
     Ok(session.run(stop).await?)
+}
+
+/// The next signal of `signal`, or never.
+async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_for(duration: Option<Duration>) {
@@ -367,7 +394,7 @@ fn sinks<'a>(
         sinks.push(Box::new(Reporter::new(out, cfg.format, "stdout")));
     }
     if cfg.print {
-        sinks.push(Box::new(Printer::new(cfg.format, &cfg.rules)));
+        sinks.push(Box::new(Printer::new(cfg.format, Arc::clone(&cfg.rules))));
     }
     if let Some(pcap) = pcap {
         sinks.push(Box::new(pcap));

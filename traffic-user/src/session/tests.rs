@@ -40,6 +40,10 @@ impl Counters for Script {
     fn stop(&mut self) {
         self.stopped.set(true);
     }
+
+    fn replace_rules(&mut self, _: &crate::rules::RuleSet) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 /// A source that offers its batches one readiness at a time, and holds

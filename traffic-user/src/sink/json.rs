@@ -119,6 +119,33 @@ pub enum Line {
     Summary(SummaryReport),
     /// One captured packet (with `--print`).
     Packet(PacketLine),
+    /// The rules were read again (SIGHUP, `--watch-rules`).
+    Reload(ReloadReport),
+}
+
+/// The rules were read again (`"type": "reload"`): what changed, or why the
+/// new rules were refused and the old ones stay in force.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// What asked for it: `SIGHUP`, or `file changed` (`--watch-rules`).
+    pub trigger: String,
+    /// Seconds since the start of the run.
+    pub at_s: f64,
+    /// Whether the new rules are in force.
+    pub ok: bool,
+    /// Milliseconds from the request to the new rules in force (or to the
+    /// refusal).
+    pub took_ms: f64,
+    /// IPv4 rules in force now.
+    pub rules_v4: usize,
+    /// IPv6 rules in force now.
+    pub rules_v6: usize,
+    /// Prefixes added, removed, whose action changed, and kept.
+    pub change: crate::rules::Change,
+    /// Why the new rules were refused, one problem per entry (a file's line
+    /// numbers included); empty when `ok`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// A captured packet (`"type": "packet"`, with `--print --json`).

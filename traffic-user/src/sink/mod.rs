@@ -21,12 +21,12 @@ pub mod plot;
 pub mod print;
 pub mod report;
 
-use std::{io, time::Duration};
+use std::{io, sync::Arc, time::Duration};
 
-use crate::source::Captured;
+use crate::{rules::RuleSet, source::Captured};
 
 pub use crate::source::QueueReport;
-pub use json::Start;
+pub use json::{ReloadReport, Start};
 pub use latency::{Latency, Percentiles};
 
 /// The counters of a report: the kernel's counters, named as in the JSON
@@ -183,6 +183,17 @@ pub trait Sink {
     /// When the sink cannot write.
     fn finish(&mut self, summary: &Summary<'_>) -> Result<(), SinkError> {
         let _ = summary;
+        Ok(())
+    }
+
+    /// The rules were read again: `rules` is the set in force now (the old
+    /// one when the reload was refused).
+    ///
+    /// # Errors
+    ///
+    /// When the sink cannot write.
+    fn reload(&mut self, report: &ReloadReport, rules: &Arc<RuleSet>) -> Result<(), SinkError> {
+        let _ = (report, rules);
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use std::{
     fmt::Write as _,
     io::{self, BufWriter, Stdout, Write as _},
     net::IpAddr,
+    sync::Arc,
     time::Duration,
 };
 
@@ -90,8 +91,7 @@ pub fn rule_text(p: &Captured<'_>, rules: &RuleSet) -> String {
     let rule = match p.rule {
         None => "default".to_owned(),
         Some(id) => rules
-            .rules()
-            .get(id as usize)
+            .rule(id as usize)
             .map_or_else(|| format!("rule #{id}"), |r| r.cidr.to_string()),
     };
     format!("{action} {rule}")
@@ -162,15 +162,16 @@ pub fn packet_line(p: &Captured<'_>, rules: &RuleSet) -> PacketLine {
 
 /// `--print`: one line, or one JSON `packet` object, per captured packet on
 /// stdout.
-pub struct Printer<'a> {
+pub struct Printer {
     out: BufWriter<Stdout>,
     format: Format,
-    rules: &'a RuleSet,
+    rules: Arc<RuleSet>,
 }
 
-impl<'a> Printer<'a> {
-    /// A printer naming rules from `rules`.
-    pub fn new(format: Format, rules: &'a RuleSet) -> Self {
+impl Printer {
+    /// A printer naming rules from `rules` (and from the rules a reload
+    /// puts in force).
+    pub fn new(format: Format, rules: Arc<RuleSet>) -> Self {
         Self {
             out: BufWriter::with_capacity(1 << 16, io::stdout()),
             format,
@@ -179,12 +180,17 @@ impl<'a> Printer<'a> {
     }
 }
 
-impl Sink for Printer<'_> {
+impl Sink for Printer {
+    fn reload(&mut self, _: &super::ReloadReport, rules: &Arc<RuleSet>) -> Result<(), SinkError> {
+        self.rules = Arc::clone(rules);
+        Ok(())
+    }
+
     fn packet(&mut self, p: &Captured<'_>) -> Result<(), SinkError> {
         let written = match self.format {
-            Format::Table => writeln!(self.out, "{}", line(p, self.rules)),
+            Format::Table => writeln!(self.out, "{}", line(p, &self.rules)),
             Format::Json => {
-                let line = Line::Packet(packet_line(p, self.rules));
+                let line = Line::Packet(packet_line(p, &self.rules));
                 serde_json::to_writer(&mut self.out, &line)
                     .map_err(io::Error::from)
                     .and_then(|()| writeln!(self.out))

@@ -8,14 +8,15 @@
 
 use std::{
     io::{self, Write},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use super::{
     Counts, Format, Interval, Percentiles, Sink, SinkError, Summary,
-    json::{IntervalReport, Line, Start, SummaryReport},
+    json::{IntervalReport, Line, ReloadReport, Start, SummaryReport},
 };
-use crate::source::QueueReport;
+use crate::{rules::RuleSet, source::QueueReport};
 
 /// Writes reports to `out`, and notes for people to `note` (stderr).
 pub struct Reporter<W> {
@@ -282,6 +283,39 @@ impl<W: Write> Sink for Reporter<W> {
     fn interval(&mut self, interval: &Interval<'_>) -> Result<(), SinkError> {
         Reporter::interval(self, interval.counts, interval.latency, interval.length)
             .map_err(SinkError::write(self.what))
+    }
+
+    fn reload(&mut self, r: &ReloadReport, _: &Arc<RuleSet>) -> Result<(), SinkError> {
+        let written = match self.format {
+            Format::Json => self.json(&Line::Reload(r.clone())),
+            Format::Table if r.ok => {
+                let c = &r.change;
+                writeln!(
+                    self.note,
+                    "traffic: rules reloaded ({}) in {:.0} ms: {} IPv4 and {} IPv6 rules in force; {} added, {} removed, {} changed action, {} kept",
+                    r.trigger,
+                    r.took_ms,
+                    r.rules_v4,
+                    r.rules_v6,
+                    c.added,
+                    c.removed,
+                    c.changed,
+                    c.kept
+                )
+            }
+            Format::Table => (|| {
+                writeln!(
+                    self.note,
+                    "traffic: reload ({}) refused; the rules in force stay ({} IPv4, {} IPv6):",
+                    r.trigger, r.rules_v4, r.rules_v6
+                )?;
+                for e in &r.errors {
+                    writeln!(self.note, "  {e}")?;
+                }
+                Ok(())
+            })(),
+        };
+        written.map_err(SinkError::write(self.what))
     }
 
     fn finish(&mut self, s: &Summary<'_>) -> Result<(), SinkError> {

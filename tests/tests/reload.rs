@@ -1,0 +1,138 @@
+//! Rules read again while traffic runs (issue 11): SIGHUP and
+//! `--watch-rules` swap the whole rule set at once, counters go on, and a
+//! bad file is refused with its line while the old rules stay.
+
+use std::{path::Path, time::Duration};
+
+use traffic_tests::{Lab, Running, TempDir, send, signal};
+
+/// Writes `text` to `path` the way configuration tools do: a temporary file
+/// renamed into place, so traffic never reads half a file.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+const DROP: &str = "# the set that drops\ndrop 192.0.2.0/24\npass 198.51.100.0/24\n";
+const PASS: &str = "# the set that passes\npass 192.0.2.0/24\ndrop 198.51.100.0/24\n";
+
+#[test]
+fn fifty_reloads_under_a_steady_stream_count_every_packet_once() {
+    let lab = Lab::create("reload", 1).expect("create the lab (needs root)");
+    let dir = TempDir::new("reload");
+    let rules = dir.0.join("rules.txt");
+    replace(&rules, DROP);
+    let rules_arg = rules.to_str().unwrap();
+    let (mut running, start) = Running::watch(&lab, &["--rules", rules_arg]);
+    assert_eq!(start.rules_v4, 2);
+    let count: u64 = 60_000;
+    let sender = std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            send(
+                &lab,
+                &[
+                    "--src",
+                    "192.0.2.0/24",
+                    "--count",
+                    &count.to_string(),
+                    "--rate",
+                    "20000",
+                ],
+            )
+        });
+        for i in 0..50 {
+            replace(&rules, if i % 2 == 0 { PASS } else { DROP });
+            signal(running.pid(), libc::SIGHUP);
+            let r = running.next_reload(Duration::from_secs(10));
+            assert!(r.ok, "reload {i} refused: {:?}", r.errors);
+            assert_eq!(r.trigger, "SIGHUP");
+            assert_eq!((r.rules_v4, r.rules_v6), (2, 0));
+            // Both prefixes change action each time.
+            assert_eq!((r.change.changed, r.change.kept), (2, 0), "{r:?}");
+        }
+        sender.join().unwrap()
+    });
+    assert_eq!(sender.sent, count);
+    let (summary, status, stderr) = running.expect_packets(count).stop();
+    assert!(status.success(), "{stderr}");
+    let c = summary.counts;
+    assert_eq!(c.packets, count, "every packet seen once");
+    assert_eq!(c.drop + c.pass, count, "each counted under one set: {c:?}");
+    assert!(
+        c.drop > 0 && c.pass > 0,
+        "the stream was classified by both sets: {c:?}"
+    );
+    assert_eq!(c.capture, 0);
+}
+
+#[test]
+fn a_bad_file_is_refused_with_its_line_and_the_old_rules_stay() {
+    let lab = Lab::create("badreload", 1).expect("create the lab (needs root)");
+    let dir = TempDir::new("badreload");
+    let rules = dir.0.join("rules.txt");
+    replace(&rules, DROP);
+    let (mut running, _) = Running::watch(&lab, &["--rules", rules.to_str().unwrap()]);
+    replace(
+        &rules,
+        "pass 192.0.2.0/24\ndrop 192.0.2.300/24\nblock 203.0.113.0/24\n",
+    );
+    signal(running.pid(), libc::SIGHUP);
+    let r = running.next_reload(Duration::from_secs(10));
+    assert!(!r.ok);
+    assert_eq!(r.rules_v4, 2, "the old rules are still counted in force");
+    assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
+    assert!(
+        r.errors[0].contains("rules.txt:2: bad prefix `192.0.2.300/24`"),
+        "{:?}",
+        r.errors
+    );
+    assert!(
+        r.errors[1].contains("rules.txt:3: unknown action `block`"),
+        "{:?}",
+        r.errors
+    );
+    // A file that vanished is refused too, naming it.
+    std::fs::remove_file(&rules).unwrap();
+    signal(running.pid(), libc::SIGHUP);
+    let gone = running.next_reload(Duration::from_secs(10));
+    assert!(!gone.ok);
+    assert!(gone.errors[0].contains("No such file"), "{:?}", gone.errors);
+    // The old rules still drop.
+    send(&lab, &["--src", "192.0.2.0/24", "--count", "500"]);
+    let (summary, status, stderr) = running.expect_packets(500).stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary.counts.drop, 500);
+}
+
+#[test]
+fn watch_rules_reloads_when_the_file_is_replaced() {
+    let lab = Lab::create("watchrules", 1).expect("create the lab (needs root)");
+    let dir = TempDir::new("watchrules");
+    let rules = dir.0.join("rules.txt");
+    replace(&rules, DROP);
+    let (mut running, _) =
+        Running::watch(&lab, &["--rules", rules.to_str().unwrap(), "--watch-rules"]);
+    send(&lab, &["--src", "192.0.2.0/24", "--count", "300"]);
+    running = running.expect_packets(300);
+    replace(&rules, &format!("{PASS}capture 2001:db8:c::/48\n"));
+    let r = running.next_reload(Duration::from_secs(10));
+    assert!(r.ok, "{:?}", r.errors);
+    assert_eq!(r.trigger, "file changed");
+    assert_eq!((r.rules_v4, r.rules_v6), (2, 1));
+    assert_eq!((r.change.changed, r.change.added), (2, 1));
+    send(&lab, &["--src", "192.0.2.0/24", "--count", "200"]);
+    let (summary, status, stderr) = running.expect_packets(200).stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!((summary.counts.drop, summary.counts.pass), (300, 200));
+}
+
+#[test]
+fn sighup_without_rules_files_ends_the_run_with_the_summary() {
+    let lab = Lab::create("hupstop", 1).expect("create the lab (needs root)");
+    let (running, _) = Running::watch(&lab, &["--drop", "192.0.2.0/24"]);
+    signal(running.pid(), libc::SIGHUP);
+    let (summary, status, stderr) = running.wait_exit(Duration::from_secs(10));
+    assert!(summary.is_some(), "{stderr}");
+    assert!(status.success(), "{stderr}");
+}

@@ -1,0 +1,245 @@
+//! Reading a run's rules again while it goes on: on SIGHUP, and with
+//! `--watch-rules` when a rules file changes.
+//!
+//! The files are read and checked on a blocking thread while packets keep
+//! flowing under the rules in force; the new set is then put in force in
+//! one step ([`Counters::replace_rules`](super::Counters::replace_rules)),
+//! and every sink hears of it ([`Sink::reload`](crate::sink::Sink::reload)).
+//! A set that does not read, or does not fit, is refused with its reasons
+//! and the old one stays.
+
+use std::{
+    ffi::OsString,
+    future::Future as _,
+    io,
+    os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
+    path::PathBuf,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::Signal,
+    task::JoinHandle,
+};
+
+use crate::rules::{Change, RuleSet, RuleSpec};
+
+/// What asks for the rules to be read again.
+pub trait Requests {
+    /// Ready with the name of what asked (`SIGHUP`, `file changed`).
+    fn poll_request(&mut self, cx: &mut Context<'_>) -> Poll<&'static str>;
+}
+
+/// SIGHUP, and with `--watch-rules` a change to a rules file.
+pub struct SignalOrChange {
+    hangup: Signal,
+    watch: Option<FileWatch>,
+}
+
+impl SignalOrChange {
+    /// Requests on `hangup`, and on changes to `files` when given.
+    ///
+    /// # Errors
+    ///
+    /// When the files cannot be watched.
+    pub fn new(hangup: Signal, files: Option<&[PathBuf]>) -> io::Result<Self> {
+        let watch = files.map(FileWatch::new).transpose()?;
+        Ok(Self { hangup, watch })
+    }
+}
+
+impl Requests for SignalOrChange {
+    fn poll_request(&mut self, cx: &mut Context<'_>) -> Poll<&'static str> {
+        if self.hangup.poll_recv(cx).is_ready() {
+            return Poll::Ready("SIGHUP");
+        }
+        if let Some(watch) = &mut self.watch
+            && watch.poll_changed(cx).is_ready()
+        {
+            return Poll::Ready("file changed");
+        }
+        Poll::Pending
+    }
+}
+
+/// An inotify watch on the directories of the rules files, for files
+/// written and closed there or renamed into place (how editors and
+/// configuration tools replace a file).
+pub struct FileWatch {
+    fd: AsyncFd<Inotify>,
+    names: Vec<(PathBuf, OsString)>,
+}
+
+struct Inotify(OwnedFd);
+
+impl AsRawFd for Inotify {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl FileWatch {
+    fn new(files: &[PathBuf]) -> io::Result<Self> {
+        // SAFETY: no pointers; the fd returned is checked and owned below.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd this function owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut names = Vec::new();
+        for file in files {
+            let dir = match file.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            let Some(name) = file.file_name() else {
+                continue;
+            };
+            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                .map_err(io::Error::other)?;
+            let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE;
+            // SAFETY: a valid C string and our inotify fd.
+            if unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) } < 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("watching {} for --watch-rules: {e}", dir.display()),
+                ));
+            }
+            names.push((dir, name.to_owned()));
+        }
+        // SAFETY: the Inotify owns its fd for as long as the AsyncFd owns it.
+        let fd = unsafe { AsyncFd::register_with_interest(Inotify(owned), Interest::READABLE) }?;
+        Ok(Self { fd, names })
+    }
+
+    /// Ready when a watched file changed since the last call; every event
+    /// waiting is read, so a burst of writes is one change.
+    fn poll_changed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                Poll::Ready(Ok(g)) => g,
+                Poll::Ready(Err(_)) | Poll::Pending => return Poll::Pending,
+            };
+            let mut buf = [0u8; 4096];
+            let mut changed = false;
+            loop {
+                // SAFETY: reads into a buffer we own, of its length.
+                let n = unsafe {
+                    libc::read(
+                        self.fd.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                    )
+                };
+                if n <= 0 {
+                    break;
+                }
+                changed |= self.matches(&buf[..n as usize]);
+            }
+            guard.clear_ready();
+            if changed {
+                return Poll::Ready(());
+            }
+        }
+    }
+
+    /// Whether the events in `buf` name a watched file.
+    fn matches(&self, buf: &[u8]) -> bool {
+        let header = size_of::<libc::inotify_event>();
+        let mut at = 0;
+        let mut found = false;
+        while at + header <= buf.len() {
+            // SAFETY: the kernel wrote whole events; read_unaligned copes
+            // with the byte buffer's alignment.
+            let ev: libc::inotify_event =
+                unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+            let name_len = ev.len as usize;
+            let name = &buf[at + header..(at + header + name_len).min(buf.len())];
+            let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
+            found |= self.names.iter().any(|(_, n)| n.as_encoded_bytes() == name);
+            at += header + name_len;
+        }
+        found
+    }
+}
+
+/// A reload under way: the rules being read on a blocking thread.
+type Reading = JoinHandle<Result<(RuleSet, Change), Vec<String>>>;
+
+/// The reload state of a session.
+pub struct Reloader<'a> {
+    requests: Box<dyn Requests + 'a>,
+    spec: RuleSpec,
+    /// The rules in force.
+    pub(super) rules: Arc<RuleSet>,
+    reading: Option<(&'static str, Instant, Reading)>,
+    /// A request that came while reading: read again after.
+    again: Option<&'static str>,
+}
+
+/// A reload that finished reading: the rules to put in force, or why not.
+pub(super) struct Read {
+    pub trigger: &'static str,
+    pub asked: Instant,
+    pub result: Result<(RuleSet, Change), Vec<String>>,
+}
+
+impl<'a> Reloader<'a> {
+    /// Reloads `spec` on `requests`; `rules` are in force now.
+    pub fn new(requests: Box<dyn Requests + 'a>, spec: RuleSpec, rules: Arc<RuleSet>) -> Self {
+        Self {
+            requests,
+            spec,
+            rules,
+            reading: None,
+            again: None,
+        }
+    }
+
+    /// Ready when a reload has read its rules; starts reading on requests.
+    pub(super) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
+        while let Poll::Ready(trigger) = self.requests.poll_request(cx) {
+            if self.reading.is_some() {
+                self.again = Some(trigger);
+            } else {
+                self.start(trigger);
+            }
+        }
+        let Some((trigger, asked, handle)) = &mut self.reading else {
+            return Poll::Pending;
+        };
+        let Poll::Ready(joined) = std::pin::Pin::new(handle).poll(cx) else {
+            return Poll::Pending;
+        };
+        let read = Read {
+            trigger,
+            asked: *asked,
+            result: joined.unwrap_or_else(|e| Err(vec![format!("reading the rules failed: {e}")])),
+        };
+        self.reading = None;
+        if let Some(trigger) = self.again.take() {
+            self.start(trigger);
+            // Polled again soon, which polls the new read's handle.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Ready(read)
+    }
+
+    fn start(&mut self, trigger: &'static str) {
+        let spec = self.spec.clone();
+        let old = Arc::clone(&self.rules);
+        let handle = tokio::task::spawn_blocking(move || {
+            let new = spec
+                .read()
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+            let change = new.change_from(&old);
+            Ok((new, change))
+        });
+        self.reading = Some((trigger, Instant::now(), handle));
+    }
+}
