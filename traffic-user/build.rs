@@ -1,6 +1,7 @@
 //! Embeds the XDP objects: the classifier named by `TRAFFIC_EBPF_OBJECT` (set
 //! by `cargo xtask`) and, beside it, `traffic-tools` (the floor and XDP_TX
-//! programs of the benchmark and the generator).
+//! programs of the benchmark and the generator) and `traffic-lpm` (the
+//! benchmark's reference classifier on the kernel's LPM tries).
 //!
 //! The objects are built by `cargo xtask build` with the nightly toolchain and
 //! bpf-linker. Compiling it from here on every `cargo check` would make
@@ -16,6 +17,7 @@ fn main() {
     let embedded = [
         (out_dir.join("traffic.bpf.o"), "traffic"),
         (out_dir.join("traffic-tools.bpf.o"), "traffic-tools"),
+        (out_dir.join("traffic-lpm.bpf.o"), "traffic-lpm"),
     ];
     match env::var_os(VAR) {
         Some(path) => {

@@ -513,3 +513,63 @@ fn explain_says_why_for_the_first_n_frames() {
         "the well-formed frame is not explained, and only the first three are"
     );
 }
+
+/// Issue 11: longest-prefix semantics at every prefix length, nested on one
+/// address, with and without a /0 rule, through test_run against the rule
+/// set's own lookup (a different implementation from the kernel's table).
+/// Flipping bit `k` of the address leaves exactly the prefixes shorter than
+/// `k + 1` containing it, so each probe names one length.
+#[test]
+fn every_prefix_length_nests_in_the_kernel_as_in_the_rule_set() {
+    let actions = [Action::Drop, Action::Pass, Action::Capture];
+    let v4: u32 = 0xc000_0207; // 192.0.2.7
+    let v6: u128 = 0x2001_0db8_0000_0000_0000_0000_0000_0007;
+    for with_default_route in [true, false] {
+        let first = u8::from(!with_default_route);
+        let mut set = RuleSet::new(Action::Capture);
+        for len in first..=32u8 {
+            let net = v4 & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            let text = format!("{}/{len}", std::net::Ipv4Addr::from_bits(net));
+            set.add_str(actions[usize::from(len) % 3], &text, Origin::Flag("test"))
+                .unwrap();
+        }
+        for len in first..=128u8 {
+            let net = v6 & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            let text = format!("{}/{len}", std::net::Ipv6Addr::from_bits(net));
+            set.add_str(
+                actions[usize::from(len + 1) % 3],
+                &text,
+                Origin::Flag("test"),
+            )
+            .unwrap();
+        }
+        assert!(set.seal().is_empty());
+        let e = Engine::load(&set).unwrap();
+        let mut probes: Vec<IpAddr> = (0..32)
+            .map(|k| IpAddr::V4(std::net::Ipv4Addr::from_bits(v4 ^ (1 << k))))
+            .collect();
+        probes.push(IpAddr::V4(std::net::Ipv4Addr::from_bits(v4)));
+        probes.extend((0..128).map(|k| IpAddr::V6(std::net::Ipv6Addr::from_bits(v6 ^ (1 << k)))));
+        probes.push(IpAddr::V6(std::net::Ipv6Addr::from_bits(v6)));
+        for src in probes {
+            let dst = if src.is_ipv4() {
+                "203.0.113.1"
+            } else {
+                "2001:db8::1"
+            };
+            let frame = FrameSpec::udp(src, ip(dst)).build();
+            let want = set.action_for(src);
+            let family = if src.is_ipv4() {
+                Outcome::V4
+            } else {
+                Outcome::V6
+            };
+            let (ret, delta) = run(&e, &frame);
+            assert_eq!(
+                (ret, delta),
+                (verdict(want), expect(want, family, frame.len())),
+                "source {src}, /0 rule: {with_default_route}"
+            );
+        }
+    }
+}

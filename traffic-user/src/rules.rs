@@ -469,71 +469,184 @@ enum Source {
     File(PathBuf),
 }
 
-/// One rule as the set keeps it: 24 bytes whatever its origin, so a
-/// million rules take 24 MB and no string of their own.
+/// An address stored in a rule: IPv4's 32 bits or IPv6's 128.
+trait Addr: Copy + Ord + std::fmt::Debug {
+    const BITS: u8;
+    fn bits(self) -> u128;
+    fn from_bits(bits: u128) -> Self;
+    fn ip(self) -> IpAddr;
+}
+
+impl Addr for u32 {
+    const BITS: u8 = 32;
+    fn bits(self) -> u128 {
+        u128::from(self) << 96
+    }
+    fn from_bits(bits: u128) -> Self {
+        (bits >> 96) as u32
+    }
+    fn ip(self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from_bits(self))
+    }
+}
+
+/// IPv6 addresses as four words: 4-byte alignment keeps a stored rule at
+/// 24 bytes where a `u128` would pad it to 32.
+impl Addr for [u32; 4] {
+    const BITS: u8 = 128;
+    fn bits(self) -> u128 {
+        let [a, b, c, d] = self.map(u128::from);
+        (a << 96) | (b << 64) | (c << 32) | d
+    }
+    fn from_bits(bits: u128) -> Self {
+        let w = |i: u32| (bits >> (96 - 32 * i)) as u32;
+        [w(0), w(1), w(2), w(3)]
+    }
+    fn ip(self) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::from_bits(self.bits()))
+    }
+}
+
+/// One rule as the set keeps it: 12 bytes for IPv4, 24 for IPv6, whatever
+/// its origin, so a million rules take 12 MB and no string of their own.
 #[derive(Clone, Copy, Debug)]
-struct Stored {
-    /// The address in host-order 32-bit words, most significant first; an
-    /// IPv4 address in `words[0]`.
-    words: [u32; 4],
-    /// The line of its file, or 0 for a flag.
+struct Stored<A> {
+    addr: A,
+    /// The line of its file; for a flag, its position among the flags.
     line: u32,
     /// Index into [`RuleSet::sources`].
     source: u16,
     len: u8,
-    /// Bit 0: IPv6. Bits 1-2: the action's kernel value.
-    kind: u8,
+    /// The action's kernel value.
+    action: u8,
 }
 
-impl Stored {
-    fn new(cidr: Cidr, action: Action, source: u16, line: u32) -> Self {
-        let (words, v6) = match cidr.addr {
-            IpAddr::V4(a) => ([a.to_bits(), 0, 0, 0], 0),
-            IpAddr::V6(a) => {
-                let b = a.to_bits();
-                let w = |i: u32| (b >> (96 - 32 * i)) as u32;
-                ([w(0), w(1), w(2), w(3)], 1)
-            }
-        };
-        Self {
-            words,
-            line,
-            source,
-            len: cidr.len,
-            kind: v6 | ((action.to_kernel() as u8) << 1),
-        }
-    }
-
-    fn is_v6(&self) -> bool {
-        self.kind & 1 != 0
-    }
-
+impl<A: Addr> Stored<A> {
     fn action(&self) -> Action {
-        Action::from_kernel(u32::from(self.kind >> 1)).unwrap_or(Action::Pass)
-    }
-
-    /// The address left-aligned in 128 bits: IPv4's in the top 32.
-    fn bits(&self) -> u128 {
-        let [a, b, c, d] = self.words.map(u128::from);
-        (a << 96) | (b << 64) | (c << 32) | d
+        Action::from_kernel(u32::from(self.action)).unwrap_or(Action::Pass)
     }
 
     fn cidr(&self) -> Cidr {
-        let addr = if self.is_v6() {
-            IpAddr::V6(Ipv6Addr::from_bits(self.bits()))
-        } else {
-            IpAddr::V4(Ipv4Addr::from_bits(self.words[0]))
-        };
         Cidr {
-            addr,
+            addr: self.addr.ip(),
             len: self.len,
         }
     }
 
-    /// The order of lookups and of the kernel's table: family, length,
-    /// address.
-    fn key(&self) -> (bool, u8, [u32; 4]) {
-        (self.is_v6(), self.len, self.words)
+    /// The prefix: what makes two rules the same.
+    fn prefix(&self) -> (u8, A) {
+        (self.len, self.addr)
+    }
+
+    /// The table's order: length, address; then the order given, so that of
+    /// equal prefixes the first given comes first.
+    fn order(&self) -> (u8, A, u16, u32) {
+        (self.len, self.addr, self.source, self.line)
+    }
+}
+
+/// The rules of one family.
+#[derive(Clone, Debug)]
+struct Family<A> {
+    rules: Vec<Stored<A>>,
+    /// Once sealed: where each length's rules start in `rules`, the end
+    /// last (`BITS + 2` entries).
+    starts: Vec<u32>,
+}
+
+impl<A: Addr> Family<A> {
+    fn new() -> Self {
+        Self {
+            rules: Vec::new(),
+            starts: vec![0; usize::from(A::BITS) + 2],
+        }
+    }
+
+    /// Sorts by prefix, drops repeated prefixes (keeping the first given)
+    /// and returns the repeats whose action differs, each with the rule it
+    /// repeats.
+    fn seal(&mut self) -> Vec<(Stored<A>, Stored<A>)> {
+        self.rules.sort_unstable_by_key(Stored::order);
+        let mut conflicts = Vec::new();
+        let mut kept = 0;
+        for i in 0..self.rules.len() {
+            let r = self.rules[i];
+            if kept > 0 && self.rules[kept - 1].prefix() == r.prefix() {
+                let first = self.rules[kept - 1];
+                if first.action != r.action && conflicts.len() < MAX_ERRORS {
+                    conflicts.push((r, first));
+                }
+                continue;
+            }
+            self.rules[kept] = r;
+            kept += 1;
+        }
+        self.rules.truncate(kept);
+        self.rules.shrink_to_fit();
+        let mut starts = vec![0u32; usize::from(A::BITS) + 2];
+        for r in &self.rules {
+            starts[usize::from(r.len) + 1] += 1;
+        }
+        for k in 1..starts.len() {
+            starts[k] += starts[k - 1];
+        }
+        self.starts = starts;
+        conflicts
+    }
+
+    /// The index of the longest prefix containing `addr`.
+    fn lookup(&self, bits: u128) -> Option<usize> {
+        for len in (0..=A::BITS).rev() {
+            let (lo, hi) = (
+                self.starts[usize::from(len)] as usize,
+                self.starts[usize::from(len) + 1] as usize,
+            );
+            if lo == hi {
+                continue;
+            }
+            let want = A::from_bits(bits & mask128(len));
+            if let Ok(k) = self.rules[lo..hi].binary_search_by_key(&want, |r| r.addr) {
+                return Some(lo + k);
+            }
+        }
+        None
+    }
+
+    /// Prefixes added, removed, changed and kept from `old` to `self`.
+    fn change_from(&self, old: &Self, change: &mut Change) {
+        let (mut a, mut b) = (old.rules.iter().peekable(), self.rules.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => {
+                    change.removed += 1;
+                    a.next();
+                }
+                (None, Some(_)) => {
+                    change.added += 1;
+                    b.next();
+                }
+                (Some(x), Some(y)) => match x.prefix().cmp(&y.prefix()) {
+                    std::cmp::Ordering::Less => {
+                        change.removed += 1;
+                        a.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        change.added += 1;
+                        b.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if x.action == y.action {
+                            change.kept += 1;
+                        } else {
+                            change.changed += 1;
+                        }
+                        a.next();
+                        b.next();
+                    }
+                },
+            }
+        }
     }
 }
 
@@ -541,7 +654,7 @@ impl Stored {
 /// by family, then length, then address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Prefix {
-    /// The rule's id: its index in the set.
+    /// The rule's id.
     pub id: u32,
     /// Whether it is an IPv6 prefix.
     pub v6: bool,
@@ -568,33 +681,29 @@ pub struct Change {
 
 /// All rules, with the default action for packets that match none.
 ///
-/// Rules are added in order (a rule's id is its index) and the set is then
-/// [sealed](RuleSet::seal): sorted by prefix, duplicates merged and
-/// conflicts reported. Lookups and the kernel's table need a sealed set.
+/// Rules are added, then the set is [sealed](RuleSet::seal): sorted by
+/// prefix, duplicates merged and conflicts reported. A rule's id is its
+/// position in the sealed set: IPv4 before IPv6, shorter prefixes first,
+/// then by address. Lookups and the kernel's table need a sealed set.
 #[derive(Clone, Debug)]
 pub struct RuleSet {
-    stored: Vec<Stored>,
+    v4: Family<u32>,
+    v6: Family<[u32; 4]>,
     sources: Vec<Source>,
-    /// Indexes into `stored` by [`Stored::key`], once sealed.
-    sorted: Vec<u32>,
-    /// Where each (family, length) starts in `sorted`: IPv4 lengths 0..=32
-    /// at 0..=32, IPv6 lengths 0..=128 at 33..=161, and the end at 162.
-    starts: Vec<u32>,
+    /// Rules given by flags so far: their order, kept in `line`.
+    flags: u32,
     sealed: bool,
     default: Action,
 }
-
-/// Slots of [`RuleSet::starts`].
-const STARTS: usize = 33 + 129 + 1;
 
 impl RuleSet {
     /// An empty set with the given default action.
     pub fn new(default: Action) -> Self {
         Self {
-            stored: Vec::new(),
+            v4: Family::new(),
+            v6: Family::new(),
             sources: Vec::new(),
-            sorted: Vec::new(),
-            starts: vec![0; STARTS],
+            flags: 0,
             sealed: true,
             default,
         }
@@ -607,25 +716,29 @@ impl RuleSet {
 
     /// How many rules there are (duplicates merged once sealed).
     pub fn len(&self) -> usize {
-        self.stored.len()
+        self.v4.rules.len() + self.v6.rules.len()
     }
 
     /// Whether there are no rules.
     pub fn is_empty(&self) -> bool {
-        self.stored.is_empty()
+        self.len() == 0
     }
 
     /// The rule with id `id`.
     pub fn rule(&self, id: usize) -> Option<Rule> {
-        self.stored.get(id).map(|s| self.expand(s))
+        match id.checked_sub(self.v4.rules.len()) {
+            None => self.v4.rules.get(id).map(|s| self.expand(s)),
+            Some(i) => self.v6.rules.get(i).map(|s| self.expand(s)),
+        }
     }
 
     /// The rules in id order.
     pub fn iter(&self) -> impl Iterator<Item = Rule> + '_ {
-        self.stored.iter().map(|s| self.expand(s))
+        let v4 = self.v4.rules.iter().map(|s| self.expand(s));
+        v4.chain(self.v6.rules.iter().map(|s| self.expand(s)))
     }
 
-    fn expand(&self, s: &Stored) -> Rule {
+    fn expand<A: Addr>(&self, s: &Stored<A>) -> Rule {
         Rule {
             cidr: s.cidr(),
             action: s.action(),
@@ -633,7 +746,7 @@ impl RuleSet {
         }
     }
 
-    fn origin(&self, s: &Stored) -> Origin {
+    fn origin<A: Addr>(&self, s: &Stored<A>) -> Origin {
         match &self.sources[usize::from(s.source)] {
             Source::Flag(flag) => Origin::Flag(flag),
             Source::File(path) => Origin::File {
@@ -652,24 +765,39 @@ impl RuleSet {
         u16::try_from(self.sources.len() - 1).unwrap_or(u16::MAX)
     }
 
-    fn source_of(&mut self, origin: &Origin) -> (u16, u32) {
-        match origin {
-            Origin::Flag(flag) => (self.source_id(Source::Flag(flag)), 0),
+    /// Adds one rule. Duplicates and conflicts are found by [`seal`](Self::seal).
+    pub fn add(&mut self, rule: Rule) {
+        let (source, line) = match &rule.origin {
+            Origin::Flag(flag) => {
+                self.flags += 1;
+                (self.source_id(Source::Flag(flag)), self.flags)
+            }
             Origin::File { path, line } => (
                 self.source_id(Source::File(path.clone())),
                 u32::try_from(*line).unwrap_or(u32::MAX),
             ),
-        }
-    }
-
-    /// Adds one rule. Duplicates and conflicts are found by [`seal`](Self::seal).
-    pub fn add(&mut self, rule: Rule) {
-        let (source, line) = self.source_of(&rule.origin);
+        };
         self.push(rule.cidr, rule.action, source, line);
     }
 
     fn push(&mut self, cidr: Cidr, action: Action, source: u16, line: u32) {
-        self.stored.push(Stored::new(cidr, action, source, line));
+        let action = action.to_kernel() as u8;
+        match cidr.addr {
+            IpAddr::V4(a) => self.v4.rules.push(Stored {
+                addr: a.to_bits(),
+                line,
+                source,
+                len: cidr.len,
+                action,
+            }),
+            IpAddr::V6(a) => self.v6.rules.push(Stored {
+                addr: <[u32; 4]>::from_bits(a.to_bits()),
+                line,
+                source,
+                len: cidr.len,
+                action,
+            }),
+        }
         self.sealed = false;
     }
 
@@ -819,67 +947,31 @@ impl RuleSet {
         errors
     }
 
-    /// Sorts the rules by prefix, keeps the first of equal duplicates and
-    /// reports each prefix given again with another action (the first one
-    /// stays). Ids are the positions in the order given, duplicates removed.
+    /// Sorts the rules by prefix, keeps the first given of equal prefixes
+    /// and reports each prefix given again with another action (the first
+    /// one stays). Ids are then positions in this order.
     pub fn seal(&mut self) -> Vec<RuleError> {
         if self.sealed {
             return Vec::new();
         }
-        let stored = &self.stored;
-        let mut sorted: Vec<u32> = (0..stored.len() as u32).collect();
-        // Stable: of equal prefixes, the one given first comes first.
-        sorted.sort_by_key(|&i| stored[i as usize].key());
         let mut errors = Vec::new();
-        let mut removed = vec![false; stored.len()];
-        let mut any_removed = false;
-        for pair in sorted.windows(2) {
-            let (first, again) = (&stored[pair[0] as usize], &stored[pair[1] as usize]);
-            if first.key() != again.key() {
-                continue;
-            }
-            // `first` may itself be a removed duplicate: the kept one is the
-            // earliest of the run, which has the same action when all agree.
-            if first.action() != again.action() && errors.len() < MAX_ERRORS {
-                let kept = sorted_first_of_run(&sorted, stored, pair[1]);
-                errors.push(RuleError::Conflict {
-                    origin: self.origin(again),
-                    cidr: again.cidr(),
-                    earlier_action: stored[kept as usize].action(),
-                    earlier: self.origin(&stored[kept as usize]),
-                });
-            }
-            removed[pair[1] as usize] = true;
-            any_removed = true;
+        for (again, first) in self.v4.seal() {
+            errors.push(self.conflict(&again, &first));
         }
-        if any_removed {
-            let mut new_id = Vec::with_capacity(stored.len());
-            let mut next = 0u32;
-            for &gone in &removed {
-                new_id.push(next);
-                next += u32::from(!gone);
-            }
-            sorted.retain(|&i| !removed[i as usize]);
-            for i in &mut sorted {
-                *i = new_id[*i as usize];
-            }
-            let mut i = 0;
-            self.stored.retain(|_| {
-                i += 1;
-                !removed[i - 1]
-            });
+        for (again, first) in self.v6.seal() {
+            errors.push(self.conflict(&again, &first));
         }
-        let mut starts = vec![0u32; STARTS];
-        for &i in &sorted {
-            starts[slot(&self.stored[i as usize]) + 1] += 1;
-        }
-        for k in 1..STARTS {
-            starts[k] += starts[k - 1];
-        }
-        self.sorted = sorted;
-        self.starts = starts;
         self.sealed = true;
         errors
+    }
+
+    fn conflict<A: Addr>(&self, again: &Stored<A>, first: &Stored<A>) -> RuleError {
+        RuleError::Conflict {
+            origin: self.origin(again),
+            cidr: again.cidr(),
+            earlier_action: first.action(),
+            earlier: self.origin(first),
+        }
     }
 
     /// Whether the set is sealed (no rule added since [`seal`](Self::seal)).
@@ -894,24 +986,29 @@ impl RuleSet {
         );
     }
 
-    /// The prefixes by family, then length, then address: the order in
-    /// which the kernel's table is built.
+    /// The prefixes in id order: by family, then length, then address, the
+    /// order in which the kernel's table is built.
     ///
     /// # Panics
     ///
     /// When the set is not sealed.
     pub fn prefixes(&self) -> impl Iterator<Item = Prefix> + '_ {
         self.assert_sealed();
-        self.sorted.iter().map(|&i| {
-            let s = &self.stored[i as usize];
-            Prefix {
-                id: i,
-                v6: s.is_v6(),
-                bits: s.bits(),
-                len: s.len,
-                action: s.action(),
-            }
-        })
+        let n4 = self.v4.rules.len() as u32;
+        let prefix = |id: u32, v6: bool, bits: u128, len: u8, action: u8| Prefix {
+            id,
+            v6,
+            bits,
+            len,
+            action: Action::from_kernel(u32::from(action)).unwrap_or(Action::Pass),
+        };
+        let v4 = (0..)
+            .zip(&self.v4.rules)
+            .map(move |(i, r)| prefix(i, false, r.addr.bits(), r.len, r.action));
+        let v6 = (n4..)
+            .zip(&self.v6.rules)
+            .map(move |(i, r)| prefix(i, true, r.addr.bits(), r.len, r.action));
+        v4.chain(v6)
     }
 
     /// The rule with the longest prefix containing `ip`, if any: one binary
@@ -922,26 +1019,16 @@ impl RuleSet {
     /// When the set is not sealed.
     pub fn lookup(&self, ip: IpAddr) -> Option<(usize, Rule)> {
         self.assert_sealed();
-        let (base, max, bits) = match ip {
-            IpAddr::V4(a) => (0, 32u8, u128::from(a.to_bits()) << 96),
-            IpAddr::V6(a) => (33, 128u8, a.to_bits()),
-        };
-        for len in (0..=max).rev() {
-            let (lo, hi) = (
-                self.starts[base + usize::from(len)] as usize,
-                self.starts[base + usize::from(len) + 1] as usize,
-            );
-            if lo == hi {
-                continue;
+        match ip {
+            IpAddr::V4(a) => {
+                let i = self.v4.lookup(u128::from(a.to_bits()) << 96)?;
+                Some((i, self.expand(&self.v4.rules[i])))
             }
-            let want = bits & mask128(len);
-            let range = &self.sorted[lo..hi];
-            if let Ok(k) = range.binary_search_by_key(&want, |&i| self.stored[i as usize].bits()) {
-                let id = range[k] as usize;
-                return Some((id, self.expand(&self.stored[id])));
+            IpAddr::V6(a) => {
+                let i = self.v6.lookup(a.to_bits())?;
+                Some((self.v4.rules.len() + i, self.expand(&self.v6.rules[i])))
             }
         }
-        None
     }
 
     /// The action for a packet from `ip`: its longest matching rule's, or the
@@ -952,8 +1039,7 @@ impl RuleSet {
 
     /// How many IPv4 and IPv6 rules there are.
     pub fn counts(&self) -> (usize, usize) {
-        let v4 = self.stored.iter().filter(|r| !r.is_v6()).count();
-        (v4, self.stored.len() - v4)
+        (self.v4.rules.len(), self.v6.rules.len())
     }
 
     /// What `self` changes against `old`, prefix by prefix.
@@ -965,42 +1051,8 @@ impl RuleSet {
         self.assert_sealed();
         old.assert_sealed();
         let mut change = Change::default();
-        let (mut a, mut b) = (old.sorted.iter().peekable(), self.sorted.iter().peekable());
-        loop {
-            match (a.peek(), b.peek()) {
-                (None, None) => break,
-                (Some(_), None) => {
-                    change.removed += 1;
-                    a.next();
-                }
-                (None, Some(_)) => {
-                    change.added += 1;
-                    b.next();
-                }
-                (Some(&&i), Some(&&j)) => {
-                    let (x, y) = (&old.stored[i as usize], &self.stored[j as usize]);
-                    match x.key().cmp(&y.key()) {
-                        std::cmp::Ordering::Less => {
-                            change.removed += 1;
-                            a.next();
-                        }
-                        std::cmp::Ordering::Greater => {
-                            change.added += 1;
-                            b.next();
-                        }
-                        std::cmp::Ordering::Equal => {
-                            if x.action() == y.action() {
-                                change.kept += 1;
-                            } else {
-                                change.changed += 1;
-                            }
-                            a.next();
-                            b.next();
-                        }
-                    }
-                }
-            }
-        }
+        self.v4.change_from(&old.v4, &mut change);
+        self.v6.change_from(&old.v6, &mut change);
         change
     }
 }
@@ -1043,23 +1095,6 @@ impl RuleSpec {
             Err(errors)
         }
     }
-}
-
-/// The slot of [`RuleSet::starts`] for a rule's family and length.
-fn slot(s: &Stored) -> usize {
-    if s.is_v6() {
-        33 + usize::from(s.len)
-    } else {
-        usize::from(s.len)
-    }
-}
-
-/// The first entry of the run of equal prefixes that `index` belongs to in
-/// `sorted`.
-fn sorted_first_of_run(sorted: &[u32], stored: &[Stored], index: u32) -> u32 {
-    let key = stored[index as usize].key();
-    let at = sorted.partition_point(|&i| stored[i as usize].key() < key);
-    sorted[at]
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::{
 
 pub mod kernel;
 pub mod live;
+pub mod scale;
 pub mod soak;
 
 use kernel::{Cost, CostError};
@@ -49,6 +50,9 @@ pub enum BenchError {
         #[source]
         source: LiveError,
     },
+    /// The classifier at scale could not be measured.
+    #[error("the classifier at scale")]
+    Scale(#[from] scale::ScaleError),
     /// Writing the tables or the report failed.
     #[error("writing {what} failed")]
     Write {
@@ -79,6 +83,12 @@ pub struct Report {
     /// The AF_XDP loss loop: the same scenario, run after run.
     #[serde(default)]
     pub afxdp_runs: Vec<LiveResult>,
+    /// The drop path with sources spread over growing rule sets.
+    #[serde(default)]
+    pub scale: Vec<scale::ScaleRow>,
+    /// A million rules from a file: start-up, memory, reload under load.
+    #[serde(default)]
+    pub million: Option<scale::MillionRules>,
 }
 
 /// One in-kernel figure.
@@ -199,13 +209,26 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let machine = machine();
     // Live runs come first: the private mount namespace the kernel part
     // enters for xdp-filter's pinned maps would hide the lab's namespaces.
-    let (live, afxdp_runs) = if args.kernel_only {
+    let (live, afxdp_runs) = if args.kernel_only || args.scale {
         (Vec::new(), Vec::new())
     } else {
         live(args.quick)?
     };
     let mut out = io::stdout().lock();
-    let kernel = kernel_rows(&rules, args.repeat, &mut out)?;
+    let (scale, million) = if args.kernel_only {
+        (Vec::new(), None)
+    } else {
+        let rows = scale::rows(args.quick, &mut out)?;
+        let bin = std::env::current_exe().map_err(write_err("the path of the traffic binary"))?;
+        let m = scale::million_rules(&bin.to_string_lossy(), args.quick, &live::workdir())?;
+        writeln!(out, "\n{}", million_table(&m)).map_err(write_err("stdout"))?;
+        (rows, Some(m))
+    };
+    let kernel = if args.scale {
+        Vec::new()
+    } else {
+        kernel_rows(&rules, args.repeat, &mut out)?
+    };
     let live = live_rows(live);
     if !live.is_empty() {
         writeln!(out, "\n{}", live_table(&live)).map_err(write_err("stdout"))?;
@@ -221,6 +244,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
             kernel,
             live,
             afxdp_runs,
+            scale,
+            million,
         };
         write_report(dir, &report)?;
         writeln!(out, "report written to {}", dir.display()).map_err(write_err("stdout"))?;
@@ -571,6 +596,66 @@ fn kernel_table(rows: &[KernelRow]) -> String {
     t
 }
 
+/// The classifier at scale as a Markdown table, with each figure against
+/// the one-rule figure of its program and family, as measured and net of
+/// the floor (a program that only drops: what the statistics and test_run
+/// cost themselves).
+fn scale_table(rows: &[scale::ScaleRow]) -> String {
+    let mut t = String::from(
+        "Program time per packet from the kernel's BPF statistics (median of rounds); every frame dropped; sources take turns among 4,096 prefixes covering the rules' block (240.0.0.0/8, 2001:db8::/32). *net*: minus the floor's time, what the classifier itself costs.\n\n\
+         | program | family | rules | prefix | test_run, 4,096 distinct frames | x one rule (net) | live (veth lab) | x one rule (net) | load |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let find = |program: &str, family: &str| {
+        rows.iter()
+            .find(|o| o.program == program && o.family == family && o.rules == 1)
+    };
+    for r in rows {
+        let one = find(&r.program, &r.family);
+        let floor = find("floor", &r.family);
+        let x = |f: fn(&scale::ScaleRow) -> Option<f64>| {
+            let (Some(one), Some(v)) = (one.and_then(f), f(r)) else {
+                return "-".to_owned();
+            };
+            let base = floor.and_then(f).unwrap_or(0.0);
+            format!("{:.2} ({:.2})", v / one, (v - base) / (one - base))
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | /{} | {:.1} ns | {} | {} | {} | {:.2} s |",
+            r.program,
+            r.family,
+            r.rules,
+            r.prefix_len,
+            r.test_run_ns,
+            x(|r| Some(r.test_run_ns)),
+            r.live_ns.map_or("-".to_owned(), |n| format!("{n:.1} ns")),
+            x(|r| r.live_ns),
+            r.load_s
+        );
+    }
+    t
+}
+
+fn million_table(m: &scale::MillionRules) -> String {
+    format!(
+        "| rules | start-up (until attached) | resident memory | peak | reload at {} frames/s: SIGHUP to in force | sent | counted | dropped (old) + passed (new) | peak after reload |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+         | {} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.0} ms | {} | {} | {} + {} | {:.1} MiB |\n",
+        m.reload_rate,
+        m.rules,
+        m.startup_s,
+        m.rss_mib,
+        m.peak_rss_mib,
+        m.reload_ms,
+        m.sent,
+        m.counted,
+        m.dropped,
+        m.passed,
+        m.peak_rss_after_reload_mib
+    )
+}
+
 fn write_report(dir: &Path, report: &Report) -> Result<(), BenchError> {
     std::fs::create_dir_all(dir).map_err(write_err(dir.display().to_string()))?;
     let write = |name: &str, text: &str| {
@@ -621,6 +706,26 @@ fn write_report(dir: &Path, report: &Report) -> Result<(), BenchError> {
             md,
             "## AF_XDP loss loop (AF_PACKET sender, full rate)\n\n{}\n",
             afxdp_table(&report.afxdp_runs)
+        );
+    }
+    if !report.scale.is_empty() {
+        let _ = write!(
+            md,
+            "## The drop path with sources spread over the rules
+
+{}
+",
+            scale_table(&report.scale)
+        );
+    }
+    if let Some(m) = &report.million {
+        let _ = write!(
+            md,
+            "## A million rules from a file
+
+{}
+",
+            million_table(m)
         );
     }
     write("summary.md", &md)?;

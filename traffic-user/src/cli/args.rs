@@ -55,6 +55,11 @@ pub struct BenchArgs {
     /// Only the in-kernel (test_run) measurements; no live lab.
     #[arg(long)]
     pub kernel_only: bool,
+    /// Only the classifier at scale: the drop path with sources spread over
+    /// 1 to 1,048,576 prefixes beside the kernel's LPM trie, and a million
+    /// rules from a file (start-up, memory, a reload under load).
+    #[arg(long, conflicts_with = "kernel_only")]
+    pub scale: bool,
     /// Only the soak: a long capture at a steady rate, reporting memory,
     /// open descriptors and exact counts (soak.md, soak.json).
     #[arg(long)]

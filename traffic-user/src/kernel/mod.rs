@@ -14,7 +14,7 @@ pub mod attach;
 pub mod caps;
 pub mod engine;
 pub mod netlink;
-mod object;
+pub(crate) mod object;
 pub mod ring;
 pub mod table;
 pub mod tools;

@@ -18,6 +18,10 @@ pub(crate) static CLASSIFIER: &[u8] =
 pub(crate) static TOOLS: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traffic-tools.bpf.o"));
 
+/// The benchmark's reference classifier on the kernel's LPM tries, likewise.
+pub(crate) static LPM: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traffic-lpm.bpf.o"));
+
 /// Loads `object` with `loader` after checking it was embedded.
 pub(crate) fn load(object: &[u8], loader: &mut EbpfLoader<'_>) -> Result<Ebpf, EngineError> {
     if object.is_empty() {

@@ -100,7 +100,9 @@ impl Table {
                 });
             }
         }
-        Ok(Self { entries })
+        Ok(Self {
+            entries: by_level(&entries),
+        })
     }
 
     /// The entries, as the kernel will hold them.
@@ -260,6 +262,31 @@ fn table_len(table: &MapData) -> u32 {
 
 fn page_round(n: u64) -> u64 {
     n.div_ceil(4096) * 4096
+}
+
+/// The same trie with its blocks laid out level by level, in address order
+/// within a level: the upper levels, which every lookup reads, then sit on
+/// a few pages, and a lookup misses the TLB (4 KiB pages: BPF maps are
+/// vmalloc'ed) mostly at its last level instead of at each. Built in
+/// insertion order, a level's blocks were spread among the others'.
+fn by_level(entries: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(entries.len());
+    out.extend_from_slice(&entries[..FIRST_BLOCK as usize]);
+    let mut level: Vec<usize> = (0..FIRST_BLOCK as usize)
+        .filter(|&i| out[i] & CHILD != 0)
+        .collect();
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for at in level {
+            let old = (out[at] & !CHILD) as usize;
+            let new = out.len();
+            out.extend_from_slice(&entries[old..old + BLOCK as usize]);
+            out[at] = CHILD | new as u32;
+            next.extend((new..new + BLOCK as usize).filter(|&i| out[i] & CHILD != 0));
+        }
+        level = next;
+    }
+    out
 }
 
 /// The `STRIDE` bits of `bits` starting `at` bits from the top.
