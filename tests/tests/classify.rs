@@ -573,3 +573,92 @@ fn every_prefix_length_nests_in_the_kernel_as_in_the_rule_set() {
         }
     }
 }
+
+/// Issue 11: the kernel's walk of the table (strides chosen per node, IPv6
+/// in two halves) against the rule set's own lookup, on rule sets dense and
+/// sparse, nested at random lengths, inside 240.0.0.0/4 and 2001:db8::/32
+/// (frames that never leave test_run).
+#[test]
+fn the_kernel_walks_dense_and_sparse_tables_as_the_rule_set_looks_up() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let actions = [Action::Drop, Action::Pass, Action::Capture];
+    let v4_block = |r: u64| 0xf000_0000u32 | (r as u32 & 0x0fff_ffff);
+    let v6_block = |a: u64, b: u64| {
+        (0x2001_0db8u128 << 96) | ((u128::from(a) << 64 | u128::from(b)) & (u128::MAX >> 32))
+    };
+    let mut set = RuleSet::new(Action::Pass);
+    let add = |set: &mut RuleSet, ip: IpAddr, len: u8, a: u64| {
+        let masked = match ip {
+            IpAddr::V4(v) => IpAddr::V4(std::net::Ipv4Addr::from_bits(
+                v.to_bits() & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0),
+            )),
+            IpAddr::V6(v) => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v.to_bits() & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0),
+            )),
+        };
+        set.add_str(
+            actions[(a % 3) as usize],
+            &format!("{masked}/{len}"),
+            Origin::Flag("test"),
+        )
+        .unwrap();
+    };
+    let mut probes = Vec::new();
+    for _ in 0..1500 {
+        let v4 = IpAddr::V4(std::net::Ipv4Addr::from_bits(v4_block(next())));
+        add(&mut set, v4, 4 + (next() % 29) as u8, next());
+        probes.push(v4);
+        let v6 = IpAddr::V6(std::net::Ipv6Addr::from_bits(v6_block(next(), next())));
+        add(&mut set, v6, 32 + (next() % 97) as u8, next());
+        probes.push(v6);
+    }
+    // Dense: every /28 of 240.16.0.0/16 and every /52 of 2001:db8:ab00::/40.
+    for i in 0..4096u32 {
+        let v4 = IpAddr::V4(std::net::Ipv4Addr::from_bits(0xf010_0000 | (i << 4)));
+        add(&mut set, v4, 28, u64::from(i));
+        probes.push(IpAddr::V4(std::net::Ipv4Addr::from_bits(
+            0xf010_0000 | (i << 4) | (next() as u32 & 0xf),
+        )));
+        let v6 = (0x2001_0db8_ab00u128 << 80) | (u128::from(i) << 76);
+        add(
+            &mut set,
+            IpAddr::V6(std::net::Ipv6Addr::from_bits(v6)),
+            52,
+            u64::from(i) + 1,
+        );
+        probes.push(IpAddr::V6(std::net::Ipv6Addr::from_bits(
+            v6 | (u128::from(next()) & 0xffff),
+        )));
+    }
+    set.seal();
+    let e = Engine::load(&set).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for src in probes {
+        let dst = if src.is_ipv4() {
+            "203.0.113.1"
+        } else {
+            "2001:db8::1"
+        };
+        let frame = FrameSpec::udp(src, ip(dst)).build();
+        let want = set.action_for(src);
+        seen.insert(want);
+        let family = if src.is_ipv4() {
+            Outcome::V4
+        } else {
+            Outcome::V6
+        };
+        let (ret, delta) = run(&e, &frame);
+        assert_eq!(
+            (ret, delta),
+            (verdict(want), expect(want, family, frame.len())),
+            "source {src}"
+        );
+    }
+    assert_eq!(seen.len(), 3, "every action was probed");
+}

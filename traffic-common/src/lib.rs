@@ -61,27 +61,34 @@ pub mod action {
 /// default action. A rule's id is its index in the loader's rule list.
 pub const NO_RULE: u32 = u32::MAX;
 
-/// The layout of the rule table: a multibit trie of fixed strides in one
-/// flat array of `u32` entries, with the longest-prefix answer pushed into
-/// every slot (as DPDK's `rte_lpm` does), so a lookup walks down until it
-/// reads a leaf and never backtracks.
+/// The layout of the rule table: a multibit trie in one flat array of
+/// `u32` entries, with the longest-prefix answer pushed into every slot (as
+/// DPDK's `rte_lpm` does), so a lookup walks down until it reads a leaf and
+/// never backtracks.
 ///
 /// The first level is indexed by the top [`ROOT_BITS`] bits of the address:
-/// IPv4's at [`V4_ROOT`], IPv6's at [`V6_ROOT`]. Every further level is a
-/// block of `2^STRIDE` entries indexed by the next [`STRIDE`] bits. An IPv4
-/// lookup reads at most 5 entries, an IPv6 one at most 29, and each stops as
-/// soon as it reaches the longest prefix present under the address: a /28
-/// rule costs 4 reads, a /8 one 1, whatever the number of rules.
+/// IPv4's at [`V4_ROOT`], IPv6's at [`V6_ROOT`]. Below, each node is a
+/// block of `2^stride` entries indexed by the next `stride` bits, where the
+/// stride (4 to 24, by 4) is chosen per node by how densely prefixes fill
+/// it: dense parts of the rule set take few, wide levels (a million /28s
+/// covering a /8: the first level, then one 4,096-entry block per /16),
+/// sparse parts narrow ones that cost little memory. A lookup stops at the
+/// first leaf: a /8 rule costs one read, whatever the number of rules.
 ///
-/// An entry is either a child (bit [`CHILD`] set, the rest the index of its
-/// block's first entry) or a leaf: 0 for no rule, or the rule's action in
-/// bits 28-29 and its id plus one in bits 0-27.
+/// An entry is either a child (bit [`CHILD`] set, the child's stride in
+/// bits 28-30 as `stride / 4 - 1`, the index of its first entry in bits
+/// 0-27) or a leaf: 0 for no rule, or the rule's action in bits 28-29 and
+/// its id plus one in bits 0-27.
 pub mod table {
     /// Address bits that index the first level.
     pub const ROOT_BITS: u32 = 16;
-    /// Address bits that index each further level.
+    /// The narrowest stride below the first level, and the unit of the
+    /// others.
     pub const STRIDE: u32 = 4;
-    /// Entries in a block below the first level.
+    /// The widest stride.
+    pub const MAX_STRIDE: u32 = 24;
+    /// Entries in a block of the narrowest stride; every block's size is a
+    /// multiple.
     pub const BLOCK: u32 = 1 << STRIDE;
     /// Index of IPv4's first level.
     pub const V4_ROOT: u32 = 0;
@@ -95,6 +102,10 @@ pub mod table {
     pub const V6_LEVELS: u32 = (128 - ROOT_BITS) / STRIDE;
     /// The bit of a child entry.
     pub const CHILD: u32 = 1 << 31;
+    /// Where a child entry's stride code starts.
+    pub const STRIDE_SHIFT: u32 = 28;
+    /// The bits of a child entry's index.
+    pub const INDEX_MASK: u32 = (1 << STRIDE_SHIFT) - 1;
     /// The bits of a leaf's rule id plus one.
     pub const ID_MASK: u32 = (1 << 28) - 1;
     /// Where a leaf's action starts.
@@ -105,6 +116,16 @@ pub mod table {
     /// The leaf for rule `id` with `action`.
     pub const fn leaf(action: u32, id: u32) -> u32 {
         (action << ACTION_SHIFT) | (id + 1)
+    }
+
+    /// The child entry for a block at `index` of `stride` bits.
+    pub const fn child(index: u32, stride: u32) -> u32 {
+        CHILD | ((stride / STRIDE - 1) << STRIDE_SHIFT) | index
+    }
+
+    /// The stride of a child entry's block.
+    pub const fn stride_of(entry: u32) -> u32 {
+        (((entry >> STRIDE_SHIFT) & 7) + 1) * STRIDE
     }
 
     /// The action and rule id of a leaf, or `None` for the empty leaf.

@@ -13,10 +13,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{
-        BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action,
-    },
-    btf_maps::{Array as BtfArray, ArrayOfMaps},
+    bindings::{BPF_F_MMAPABLE, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
     helpers::{
         bpf_ktime_get_ns,
         generated::{bpf_xdp_adjust_meta, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
@@ -589,27 +586,32 @@ fn table_base() -> u32 {
 }
 
 /// The longest-prefix rule for an IPv4 source (host order): the first
-/// level by the top 16 bits, then one 16-entry block per 4 bits until a
-/// leaf.
+/// level by the top 16 bits, then one block per level, each indexed by as
+/// many bits as its parent entry says, until a leaf.
 #[inline(always)]
 fn lookup_v4(addr: u32) -> (u32, u32) {
     let rules = table_base();
     let mut entry = entry_at(rules, table::V4_ROOT + (addr >> table::ROOT_BITS));
-    let mut shift = 32 - table::ROOT_BITS;
+    // Bits of the address below those consumed.
+    let mut left = 32 - table::ROOT_BITS;
     for _ in 0..table::V4_LEVELS {
         if entry & table::CHILD == 0 {
             break;
         }
-        shift -= table::STRIDE;
-        let slot = (addr >> shift) & (table::BLOCK - 1);
-        entry = entry_at(rules, (entry & !table::CHILD) + slot);
+        let stride = table::stride_of(entry);
+        if stride > left {
+            return leaf_verdict(0);
+        }
+        left -= stride;
+        let slot = (addr >> left) & ((1 << stride) - 1);
+        entry = entry_at(rules, (entry & table::INDEX_MASK) + slot);
     }
     leaf_verdict(entry)
 }
 
 /// The longest-prefix rule for an IPv6 source given as its two 64-bit
-/// halves in host order; as [`lookup_v4`], 4 bits per level after the
-/// first 16: the levels of the upper half, then those of the lower.
+/// halves in host order; as [`lookup_v4`]. No level straddles the halves
+/// (the loader keeps strides within them).
 #[inline(always)]
 fn lookup_v6(hi: u64, lo: u64) -> (u32, u32) {
     let rules = table_base();
@@ -617,23 +619,19 @@ fn lookup_v6(hi: u64, lo: u64) -> (u32, u32) {
         rules,
         table::V6_ROOT + (hi >> (64 - table::ROOT_BITS)) as u32,
     );
-    let mut shift = 64 - table::ROOT_BITS;
-    for _ in 0..(64 - table::ROOT_BITS) / table::STRIDE {
-        if entry & table::CHILD == 0 {
-            return leaf_verdict(entry);
-        }
-        shift -= table::STRIDE;
-        let slot = (hi >> shift) as u32 & (table::BLOCK - 1);
-        entry = entry_at(rules, (entry & !table::CHILD) + slot);
-    }
-    let mut shift = 64;
-    for _ in 0..64 / table::STRIDE {
+    let mut at = table::ROOT_BITS;
+    for _ in 0..table::V6_LEVELS {
         if entry & table::CHILD == 0 {
             break;
         }
-        shift -= table::STRIDE;
-        let slot = (lo >> shift) as u32 & (table::BLOCK - 1);
-        entry = entry_at(rules, (entry & !table::CHILD) + slot);
+        let stride = table::stride_of(entry);
+        let (word, end) = if at < 64 { (hi, 64) } else { (lo, 128) };
+        if at + stride > end {
+            return leaf_verdict(0);
+        }
+        at += stride;
+        let slot = (word >> (end - at)) as u32 & ((1 << stride) - 1);
+        entry = entry_at(rules, (entry & table::INDEX_MASK) + slot);
     }
     leaf_verdict(entry)
 }

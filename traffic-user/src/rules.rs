@@ -1011,6 +1011,28 @@ impl RuleSet {
         v4.chain(v6)
     }
 
+    /// The prefix of rule `id`.
+    pub fn prefix(&self, id: u32) -> Option<Prefix> {
+        let n4 = self.v4.rules.len();
+        let action = |a: u8| Action::from_kernel(u32::from(a)).unwrap_or(Action::Pass);
+        match (id as usize).checked_sub(n4) {
+            None => self.v4.rules.get(id as usize).map(|r| Prefix {
+                id,
+                v6: false,
+                bits: r.addr.bits(),
+                len: r.len,
+                action: action(r.action),
+            }),
+            Some(i) => self.v6.rules.get(i).map(|r| Prefix {
+                id,
+                v6: true,
+                bits: r.addr.bits(),
+                len: r.len,
+                action: action(r.action),
+            }),
+        }
+    }
+
     /// The rule with the longest prefix containing `ip`, if any: one binary
     /// search per prefix length present, longest first.
     ///
