@@ -22,6 +22,11 @@ pub struct Options {
     /// Only the in-kernel (test_run) measurements.
     #[arg(long)]
     pub kernel_only: bool,
+    /// Only the classifier at scale: the drop path with sources spread over
+    /// 1 to 1,048,576 prefixes beside the kernel's LPM trie, and a million
+    /// rules from a file (start-up, memory, a reload under load).
+    #[arg(long, conflicts_with = "kernel_only")]
+    pub scale: bool,
     /// Only the soak: ten minutes of capture at a steady rate, reporting
     /// memory, open descriptors and exact counts.
     #[arg(long)]
@@ -66,6 +71,9 @@ pub fn bench(opts: &Options) -> Result<()> {
     }
     if opts.kernel_only {
         cmd.arg("--kernel-only");
+    }
+    if opts.scale {
+        cmd.arg("--scale");
     }
     if opts.soak {
         cmd.arg("--soak");

@@ -617,6 +617,9 @@ fn scale_table(rows: &[scale::ScaleRow]) -> String {
             let (Some(one), Some(v)) = (one.and_then(f), f(r)) else {
                 return "-".to_owned();
             };
+            if r.program == "floor" {
+                return "-".to_owned();
+            }
             let base = floor.and_then(f).unwrap_or(0.0);
             format!("{:.2} ({:.2})", v / one, (v - base) / (one - base))
         };

@@ -79,6 +79,9 @@ impl Settings {
                 self.snaplen
             ));
         }
+        if self.rule_table_mib == Some(0) {
+            problems.push("--rule-table-mib 0: the rule tables need at least 1 MiB".to_owned());
+        }
         let page = 4096;
         if !self.ring_bytes.is_power_of_two() || self.ring_bytes < page {
             problems.push(format!(
@@ -340,12 +343,14 @@ mod tests {
         let bad = Settings {
             snaplen: 5000,
             ring_bytes: 5000,
+            rule_table_mib: Some(0),
             ..Settings::default()
         };
         assert_eq!(
             bad.problems(),
             [
                 "--snaplen 5000 is out of range: use 1 to 4096 bytes",
+                "--rule-table-mib 0: the rule tables need at least 1 MiB",
                 "--ring-size 5000 must be a power of two of at least 4096 bytes (e.g. 8388608)",
             ]
         );

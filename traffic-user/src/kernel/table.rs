@@ -105,7 +105,11 @@ impl Table {
                 let p = pref(id);
                 (p.bits, p.len)
             });
-            let b = Builder { pref, width };
+            let b = Builder {
+                pref,
+                width,
+                small: family.len() < SMALL_FAMILY,
+            };
             let first = root as usize;
             b.expand(
                 &mut entries[first..first + (1 << ROOT_BITS)],
@@ -318,7 +322,19 @@ fn bits_at(bits: u128, at: u32, stride: u32) -> u32 {
 struct Builder<F> {
     pref: F,
     width: u32,
+    /// Fewer than [`SMALL_FAMILY`] prefixes: every node may take up to
+    /// [`SMALL_BLOCK`] entries, however sparse.
+    small: bool,
 }
+
+/// Below this many prefixes in a family, memory is no concern and nodes
+/// take blocks of up to [`SMALL_BLOCK`] entries however sparse they are:
+/// a lone /48 is then five reads from the first level, not nine. At most
+/// 1,023 prefixes * 14 levels * 1 KiB: 14 MiB.
+const SMALL_FAMILY: usize = 1024;
+
+/// The widest block of a node in a small family, whatever its fill.
+const SMALL_BLOCK: usize = 256;
 
 impl<F: Fn(u32) -> Pref> Builder<F> {
     /// Writes into `block` (the node for the bits before `at`, `stride` bits
@@ -386,8 +402,9 @@ impl<F: Fn(u32) -> Pref> Builder<F> {
 /// The stride of a node `at` bits down over the prefixes `ids` (sorted
 /// by address): the widest, within the address and (for IPv6) its 64-bit
 /// half, whose block the prefixes fill to at least a quarter (counting the
-/// slots they start in) and whose size is at most two entries per prefix;
-/// the narrowest when none is. Dense parts of the rule set then take few,
+/// slots they start in) and whose size is at most two entries per prefix
+/// (in a small family, any block of up to 256 entries); the narrowest when
+/// none is. Dense parts of the rule set then take few,
 /// wide levels, sparse ones small blocks.
 fn stride_for<F: Fn(u32) -> Pref>(b: &Builder<F>, ids: &[u32], at: u32) -> u32 {
     let mut room = (b.width - at).min(MAX_STRIDE);
@@ -397,6 +414,9 @@ fn stride_for<F: Fn(u32) -> Pref>(b: &Builder<F>, ids: &[u32], at: u32) -> u32 {
     let n = ids.len();
     let mut stride = room - room % STRIDE;
     while stride > STRIDE {
+        if b.small && 1usize << stride <= SMALL_BLOCK {
+            return stride;
+        }
         if (1usize << stride) <= 2 * n {
             // Slots in use: the distinct first `stride` bits, counted in
             // one pass over the sorted prefixes.
