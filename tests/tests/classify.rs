@@ -400,6 +400,32 @@ fn frames_truncated_at_every_byte_are_counted_and_passed_unless_a_rule_drops_the
     }
 }
 
+/// Runs a UDP frame from `src` through the program and checks that it gets
+/// the action the rule set's own lookup gives, counted once as IPv4 or
+/// IPv6; returns that action.
+#[track_caller]
+fn agrees_with_rule_set(e: &Engine, set: &RuleSet, src: IpAddr, context: &str) -> Action {
+    let dst = if src.is_ipv4() {
+        "203.0.113.1"
+    } else {
+        "2001:db8::1"
+    };
+    let frame = FrameSpec::udp(src, ip(dst)).build();
+    let want = set.action_for(src);
+    let family = if src.is_ipv4() {
+        Outcome::V4
+    } else {
+        Outcome::V6
+    };
+    let (ret, delta) = run(e, &frame);
+    assert_eq!(
+        (ret, delta),
+        (verdict(want), expect(want, family, frame.len())),
+        "source {src}{context}"
+    );
+    want
+}
+
 #[test]
 fn the_kernel_agrees_with_the_userspace_model_of_longest_prefix_match() {
     let rules = [
@@ -429,24 +455,7 @@ fn the_kernel_agrees_with_the_userspace_model_of_longest_prefix_match() {
     }
     addrs.push(ip("2001:db9::1"));
     for src in addrs {
-        let dst = if src.is_ipv4() {
-            "203.0.113.1"
-        } else {
-            "2001:db8::1"
-        };
-        let frame = FrameSpec::udp(src, ip(dst)).build();
-        let want = set.action_for(src);
-        let family = if src.is_ipv4() {
-            Outcome::V4
-        } else {
-            Outcome::V6
-        };
-        let (ret, delta) = run(&e, &frame);
-        assert_eq!(
-            (ret, delta),
-            (verdict(want), expect(want, family, frame.len())),
-            "source {src}"
-        );
+        agrees_with_rule_set(&e, &set, src, "");
     }
 }
 
@@ -552,24 +561,8 @@ fn every_prefix_length_nests_in_the_kernel_as_in_the_rule_set() {
         probes.extend((0..128).map(|k| IpAddr::V6(std::net::Ipv6Addr::from_bits(v6 ^ (1 << k)))));
         probes.push(IpAddr::V6(std::net::Ipv6Addr::from_bits(v6)));
         for src in probes {
-            let dst = if src.is_ipv4() {
-                "203.0.113.1"
-            } else {
-                "2001:db8::1"
-            };
-            let frame = FrameSpec::udp(src, ip(dst)).build();
-            let want = set.action_for(src);
-            let family = if src.is_ipv4() {
-                Outcome::V4
-            } else {
-                Outcome::V6
-            };
-            let (ret, delta) = run(&e, &frame);
-            assert_eq!(
-                (ret, delta),
-                (verdict(want), expect(want, family, frame.len())),
-                "source {src}, /0 rule: {with_default_route}"
-            );
+            let context = format!(", /0 rule: {with_default_route}");
+            agrees_with_rule_set(&e, &set, src, &context);
         }
     }
 }
@@ -640,25 +633,7 @@ fn the_kernel_walks_dense_and_sparse_tables_as_the_rule_set_looks_up() {
     let e = Engine::load(&set).unwrap();
     let mut seen = std::collections::HashSet::new();
     for src in probes {
-        let dst = if src.is_ipv4() {
-            "203.0.113.1"
-        } else {
-            "2001:db8::1"
-        };
-        let frame = FrameSpec::udp(src, ip(dst)).build();
-        let want = set.action_for(src);
-        seen.insert(want);
-        let family = if src.is_ipv4() {
-            Outcome::V4
-        } else {
-            Outcome::V6
-        };
-        let (ret, delta) = run(&e, &frame);
-        assert_eq!(
-            (ret, delta),
-            (verdict(want), expect(want, family, frame.len())),
-            "source {src}"
-        );
+        seen.insert(agrees_with_rule_set(&e, &set, src, ""));
     }
     assert_eq!(seen.len(), 3, "every action was probed");
 }

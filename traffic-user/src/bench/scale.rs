@@ -206,52 +206,45 @@ impl LpmProgram {
                 .map_max_entries("LPM_V6", size(v6)),
         )?;
         object::load_program(&mut ebpf, "traffic_lpm")?;
-        let map_err = |name| {
-            move |source| EngineError::Map {
-                name,
-                source: Some(source),
-            }
-        };
-        let mut t4: LpmTrie<_, [u8; 4], u32> =
-            LpmTrie::try_from(ebpf.map_mut("LPM_V4").ok_or(EngineError::Map {
-                name: "LPM_V4",
-                source: None,
-            })?)
-            .map_err(map_err("LPM_V4"))?;
-        for r in rules.iter().filter(|r| r.cidr.addr().is_ipv4()) {
-            let IpAddr::V4(a) = r.cidr.addr() else {
-                continue;
-            };
-            t4.insert(
-                &Key::new(u32::from(r.cidr.len()), a.octets()),
-                r.action.to_kernel(),
-                0,
-            )
-            .map_err(map_err("LPM_V4"))?;
-        }
-        let mut t6: LpmTrie<_, [u8; 16], u32> =
-            LpmTrie::try_from(ebpf.map_mut("LPM_V6").ok_or(EngineError::Map {
-                name: "LPM_V6",
-                source: None,
-            })?)
-            .map_err(map_err("LPM_V6"))?;
-        for r in rules.iter().filter(|r| r.cidr.addr().is_ipv6()) {
-            let IpAddr::V6(a) = r.cidr.addr() else {
-                continue;
-            };
-            t6.insert(
-                &Key::new(u32::from(r.cidr.len()), a.octets()),
-                r.action.to_kernel(),
-                0,
-            )
-            .map_err(map_err("LPM_V6"))?;
-        }
+        fill(&mut ebpf, "LPM_V4", rules, |ip| match ip {
+            IpAddr::V4(a) => Some(a.octets()),
+            IpAddr::V6(_) => None,
+        })?;
+        fill(&mut ebpf, "LPM_V6", rules, |ip| match ip {
+            IpAddr::V6(a) => Some(a.octets()),
+            IpAddr::V4(_) => None,
+        })?;
         Ok(Self { ebpf })
     }
 
     fn program(&mut self) -> &mut Xdp {
         object::xdp_mut(&mut self.ebpf, "traffic_lpm")
     }
+}
+
+/// Puts the rules whose address `key` takes into the LPM trie `name`.
+fn fill<K: aya::Pod>(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+    rules: &RuleSet,
+    key: impl Fn(IpAddr) -> Option<K>,
+) -> Result<(), EngineError> {
+    let map_err = |source| EngineError::Map {
+        name,
+        source: Some(source),
+    };
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(EngineError::Map { name, source: None })?;
+    let mut trie: LpmTrie<_, K, u32> = LpmTrie::try_from(map).map_err(map_err)?;
+    for r in rules.iter() {
+        if let Some(k) = key(r.cidr.addr()) {
+            let prefix = Key::new(u32::from(r.cidr.len()), k);
+            trie.insert(&prefix, r.action.to_kernel(), 0)
+                .map_err(map_err)?;
+        }
+    }
+    Ok(())
 }
 
 /// A program under measurement.
