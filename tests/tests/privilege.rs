@@ -117,3 +117,25 @@ fn a_user_with_the_listed_capabilities_runs_it_or_is_told_what_is_missing() {
     let (code, stderr) = as_nobody(&lab, &format!("{with_raw},+ipc_lock"), None, &["--afxdp"]);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// Issue 11: rules read again after `-Z` has given up every capability:
+/// the tables are written through maps opened before, which needs none.
+#[test]
+fn rules_reload_after_dash_z() {
+    let lab = Lab::create("userhup", 1).expect("create the lab");
+    let dir = TempDir::new("userhup");
+    let rules = dir.0.join("rules.txt");
+    std::fs::write(&rules, "drop 192.0.2.0/24\n").unwrap();
+    let (mut running, _) =
+        Running::watch(&lab, &["-Z", "nobody", "--rules", rules.to_str().unwrap()]);
+    send(&lab, &["--count", "100", "--src", "192.0.2.0/24"]);
+    running = running.expect_packets(100);
+    std::fs::write(&rules, "pass 192.0.2.0/24\n").unwrap();
+    traffic_tests::signal(running.pid(), libc::SIGHUP);
+    let r = running.next_reload(Duration::from_secs(10));
+    assert!(r.ok, "{:?}", r.errors);
+    send(&lab, &["--count", "50", "--src", "192.0.2.0/24"]);
+    let (summary, status, stderr) = running.expect_packets(50).stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!((summary.counts.drop, summary.counts.pass), (100, 50));
+}
