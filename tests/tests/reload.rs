@@ -169,3 +169,33 @@ fn a_reload_larger_than_the_table_is_refused_and_names_the_flag() {
     assert!(status.success(), "{stderr}");
     assert_eq!(summary.counts.drop, 100);
 }
+
+/// How Kubernetes updates a mounted ConfigMap: the file is a link through
+/// `..data`, a link to a directory, swapped by a rename.
+#[test]
+fn watch_rules_follows_a_configmap_style_link_swap() {
+    use std::os::unix::fs::symlink;
+    let lab = Lab::create("linkswap", 1).expect("create the lab (needs root)");
+    let dir = TempDir::new("linkswap");
+    let first = dir.0.join("..2026_11_28_1");
+    std::fs::create_dir(&first).unwrap();
+    std::fs::write(first.join("rules.txt"), DROP).unwrap();
+    symlink(&first, dir.0.join("..data")).unwrap();
+    let rules = dir.0.join("rules.txt");
+    symlink("..data/rules.txt", &rules).unwrap();
+    let (mut running, _) =
+        Running::watch(&lab, &["--rules", rules.to_str().unwrap(), "--watch-rules"]);
+    let second = dir.0.join("..2026_11_28_2");
+    std::fs::create_dir(&second).unwrap();
+    std::fs::write(second.join("rules.txt"), PASS).unwrap();
+    symlink(&second, dir.0.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
+    let r = running.next_reload(Duration::from_secs(10));
+    assert!(r.ok, "{:?}", r.errors);
+    assert_eq!(r.trigger, "file changed");
+    assert_eq!(r.change.changed, 2);
+    send(&lab, &["--src", "192.0.2.0/24", "--count", "100"]);
+    let (summary, status, stderr) = running.expect_packets(100).stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary.counts.pass, 100);
+}

@@ -9,7 +9,6 @@
 //! and the old one stays.
 
 use std::{
-    ffi::OsString,
     future::Future as _,
     io,
     os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
@@ -65,12 +64,25 @@ impl Requests for SignalOrChange {
     }
 }
 
-/// An inotify watch on the directories of the rules files, for files
-/// written and closed there or renamed into place (how editors and
-/// configuration tools replace a file).
+/// An inotify watch on the directories of the rules files. Any event there
+/// (a file written and closed, renamed into place, a symbolic link
+/// swapped, as Kubernetes swaps a ConfigMap's `..data`) makes it look at
+/// the files again, through their links: a file whose device, inode, size
+/// or modification time changed is a change.
 pub struct FileWatch {
     fd: AsyncFd<Inotify>,
-    names: Vec<(PathBuf, OsString)>,
+    files: Vec<PathBuf>,
+    /// What each file was when last looked at.
+    seen: Vec<Option<Identity>>,
+}
+
+/// What tells one version of a file from another.
+type Identity = (u64, u64, u64, i64, i64);
+
+fn identity(path: &std::path::Path) -> Option<Identity> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 struct Inotify(OwnedFd);
@@ -90,18 +102,22 @@ impl FileWatch {
         }
         // SAFETY: a fresh fd this function owns.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut names = Vec::new();
+        let mut dirs = Vec::new();
         for file in files {
             let dir = match file.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
                 _ => PathBuf::from("."),
             };
-            let Some(name) = file.file_name() else {
+            if dirs.contains(&dir) {
                 continue;
-            };
+            }
             let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
                 .map_err(io::Error::other)?;
-            let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE;
+            let mask = libc::IN_CLOSE_WRITE
+                | libc::IN_MOVED_TO
+                | libc::IN_CREATE
+                | libc::IN_DELETE
+                | libc::IN_ATTRIB;
             // SAFETY: a valid C string and our inotify fd.
             if unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) } < 0 {
                 let e = io::Error::last_os_error();
@@ -110,11 +126,15 @@ impl FileWatch {
                     format!("watching {} for --watch-rules: {e}", dir.display()),
                 ));
             }
-            names.push((dir, name.to_owned()));
+            dirs.push(dir);
         }
         // SAFETY: the Inotify owns its fd for as long as the AsyncFd owns it.
         let fd = unsafe { AsyncFd::register_with_interest(Inotify(owned), Interest::READABLE) }?;
-        Ok(Self { fd, names })
+        Ok(Self {
+            fd,
+            files: files.to_vec(),
+            seen: files.iter().map(|f| identity(f)).collect(),
+        })
     }
 
     /// Ready when a watched file changed since the last call; every event
@@ -126,7 +146,7 @@ impl FileWatch {
                 Poll::Ready(Err(_)) | Poll::Pending => return Poll::Pending,
             };
             let mut buf = [0u8; 4096];
-            let mut changed = false;
+            let mut events = false;
             loop {
                 // SAFETY: reads into a buffer we own, of its length.
                 let n = unsafe {
@@ -139,32 +159,28 @@ impl FileWatch {
                 if n <= 0 {
                     break;
                 }
-                changed |= self.matches(&buf[..n as usize]);
+                events = true;
             }
             guard.clear_ready();
-            if changed {
+            if events && self.changed() {
                 return Poll::Ready(());
             }
         }
     }
 
-    /// Whether the events in `buf` name a watched file.
-    fn matches(&self, buf: &[u8]) -> bool {
-        let header = size_of::<libc::inotify_event>();
-        let mut at = 0;
-        let mut found = false;
-        while at + header <= buf.len() {
-            // SAFETY: the kernel wrote whole events; read_unaligned copes
-            // with the byte buffer's alignment.
-            let ev: libc::inotify_event =
-                unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
-            let name_len = ev.len as usize;
-            let name = &buf[at + header..(at + header + name_len).min(buf.len())];
-            let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
-            found |= self.names.iter().any(|(_, n)| n.as_encoded_bytes() == name);
-            at += header + name_len;
+    /// Whether a file is not what it was when last looked at; remembers
+    /// what it is now. A file that is gone counts once (the reload then
+    /// says so).
+    fn changed(&mut self) -> bool {
+        let mut changed = false;
+        for (file, seen) in self.files.iter().zip(&mut self.seen) {
+            let now = identity(file);
+            if now != *seen {
+                *seen = now;
+                changed = true;
+            }
         }
-        found
+        changed
     }
 }
 
