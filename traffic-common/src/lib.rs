@@ -69,26 +69,25 @@ pub const NO_RULE: u32 = u32::MAX;
 /// The first level is indexed by the top [`ROOT_BITS`] bits of the address:
 /// IPv4's at [`V4_ROOT`], IPv6's at [`V6_ROOT`]. Below, each node is a
 /// block of `2^stride` entries indexed by the next `stride` bits, where the
-/// stride (4 to 24, by 4) is chosen per node by how densely prefixes fill
+/// stride (4 to 24 bits) is chosen per node by how densely prefixes fill
 /// it: dense parts of the rule set take few, wide levels (a million /28s
 /// covering a /8: the first level, then one 4,096-entry block per /16),
 /// sparse parts narrow ones that cost little memory. A lookup stops at the
 /// first leaf: a /8 rule costs one read, whatever the number of rules.
 ///
-/// An entry is either a child (bit [`CHILD`] set, the child's stride in
-/// bits 28-30 as `stride / 4 - 1`, the index of its first entry in bits
-/// 0-27) or a leaf: 0 for no rule, or the rule's action in bits 28-29 and
-/// its id plus one in bits 0-27.
+/// An entry is either a child (bit [`CHILD`] set, the child's stride minus
+/// one in bits 26-30, the index of its first entry in bits 0-25, counted in
+/// [`BLOCK`]s) or a leaf: 0 for no rule, or the rule's action in bits 28-29
+/// and its id plus one in bits 0-27.
 pub mod table {
     /// Address bits that index the first level.
     pub const ROOT_BITS: u32 = 16;
-    /// The narrowest stride below the first level, and the unit of the
-    /// others.
+    /// The narrowest stride below the first level.
     pub const STRIDE: u32 = 4;
     /// The widest stride.
     pub const MAX_STRIDE: u32 = 24;
     /// Entries in a block of the narrowest stride; every block's size is a
-    /// multiple.
+    /// multiple, and every block starts at a multiple.
     pub const BLOCK: u32 = 1 << STRIDE;
     /// Index of IPv4's first level.
     pub const V4_ROOT: u32 = 0;
@@ -102,10 +101,12 @@ pub mod table {
     pub const V6_LEVELS: u32 = (128 - ROOT_BITS) / STRIDE;
     /// The bit of a child entry.
     pub const CHILD: u32 = 1 << 31;
-    /// Where a child entry's stride code starts.
-    pub const STRIDE_SHIFT: u32 = 28;
-    /// The bits of a child entry's index.
+    /// Where a child entry's stride starts.
+    pub const STRIDE_SHIFT: u32 = 26;
+    /// The bits of a child entry's index (in blocks).
     pub const INDEX_MASK: u32 = (1 << STRIDE_SHIFT) - 1;
+    /// The most entries a table can index.
+    pub const MAX_ENTRIES: u64 = (INDEX_MASK as u64 + 1) * BLOCK as u64;
     /// The bits of a leaf's rule id plus one.
     pub const ID_MASK: u32 = (1 << 28) - 1;
     /// Where a leaf's action starts.
@@ -118,14 +119,20 @@ pub mod table {
         (action << ACTION_SHIFT) | (id + 1)
     }
 
-    /// The child entry for a block at `index` of `stride` bits.
+    /// The child entry for a block at entry `index` (a multiple of
+    /// [`BLOCK`]) of `stride` bits.
     pub const fn child(index: u32, stride: u32) -> u32 {
-        CHILD | ((stride / STRIDE - 1) << STRIDE_SHIFT) | index
+        CHILD | ((stride - 1) << STRIDE_SHIFT) | (index / BLOCK)
     }
 
     /// The stride of a child entry's block.
     pub const fn stride_of(entry: u32) -> u32 {
-        (((entry >> STRIDE_SHIFT) & 7) + 1) * STRIDE
+        ((entry >> STRIDE_SHIFT) & 31) + 1
+    }
+
+    /// The index of the first entry of a child entry's block.
+    pub const fn index_of(entry: u32) -> u32 {
+        (entry & INDEX_MASK) * BLOCK
     }
 
     /// The action and rule id of a leaf, or `None` for the empty leaf.

@@ -604,7 +604,7 @@ fn lookup_v4(addr: u32) -> (u32, u32) {
         }
         left -= stride;
         let slot = (addr >> left) & ((1 << stride) - 1);
-        entry = entry_at(rules, (entry & table::INDEX_MASK) + slot);
+        entry = entry_at(rules, table::index_of(entry) + slot);
     }
     leaf_verdict(entry)
 }
@@ -631,7 +631,7 @@ fn lookup_v6(hi: u64, lo: u64) -> (u32, u32) {
         }
         at += stride;
         let slot = (word >> (end - at)) as u32 & ((1 << stride) - 1);
-        entry = entry_at(rules, (entry & table::INDEX_MASK) + slot);
+        entry = entry_at(rules, table::index_of(entry) + slot);
     }
     leaf_verdict(entry)
 }

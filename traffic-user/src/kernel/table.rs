@@ -22,8 +22,7 @@ use std::{
 
 use aya::maps::{Array, MapData, MapError};
 use traffic_common::table::{
-    self, BLOCK, CHILD, FIRST_BLOCK, INDEX_MASK, MAX_RULES, MAX_STRIDE, ROOT_BITS, STRIDE, V4_ROOT,
-    V6_ROOT,
+    self, BLOCK, CHILD, FIRST_BLOCK, MAX_RULES, MAX_STRIDE, ROOT_BITS, STRIDE, V4_ROOT, V6_ROOT,
 };
 
 use super::ring::Mapping;
@@ -145,7 +144,7 @@ impl Table {
             let stride = table::stride_of(entry);
             let slot = bits_at(bits, at, stride);
             at += stride;
-            entry = self.entries[((entry & INDEX_MASK) + slot) as usize];
+            entry = self.entries[(table::index_of(entry) + slot) as usize];
         }
         table::rule_of(entry)
     }
@@ -291,9 +290,9 @@ fn by_level(entries: &[u32]) -> Vec<u32> {
         let mut next = Vec::new();
         for at in level {
             let stride = table::stride_of(out[at]);
-            let old = (out[at] & INDEX_MASK) as usize;
+            let old = table::index_of(out[at]) as usize;
             let new = out.len();
-            let size = 1usize << stride;
+            let size = block_size(stride);
             out.extend_from_slice(&entries[old..old + size]);
             out[at] = table::child(new as u32, stride);
             next.extend((new..new + size).filter(|&i| out[i] & CHILD != 0));
@@ -301,6 +300,13 @@ fn by_level(entries: &[u32]) -> Vec<u32> {
         level = next;
     }
     out
+}
+
+/// Entries a block of `stride` bits takes: at least a [`BLOCK`], so that
+/// every block starts at a multiple of one (a stride below 4 happens only
+/// at an address's last bits).
+fn block_size(stride: u32) -> usize {
+    (1usize << stride).max(BLOCK as usize)
 }
 
 /// One prefix as the builder takes it.
@@ -385,12 +391,13 @@ impl<F: Fn(u32) -> Pref> Builder<F> {
             let inherited = entries[block_at + slot as usize];
             let child_stride = stride_for(self, under, end);
             let child_at = entries.len();
-            if child_at + (1 << child_stride) > INDEX_MASK as usize {
+            let size = block_size(child_stride);
+            if (child_at + size) as u64 > table::MAX_ENTRIES {
                 return Err(TableError::TooLarge {
                     entries: child_at as u64,
                 });
             }
-            entries.extend(std::iter::repeat_n(inherited, 1 << child_stride));
+            entries.extend(std::iter::repeat_n(inherited, size));
             self.expand(&mut entries[child_at..], under, end, child_stride);
             entries[block_at + slot as usize] = table::child(child_at as u32, child_stride);
             self.children(entries, child_at, under, end, child_stride)?;
@@ -404,38 +411,40 @@ impl<F: Fn(u32) -> Pref> Builder<F> {
 /// half, whose block the prefixes fill to at least a quarter (counting the
 /// slots they start in) and whose size is at most two entries per prefix
 /// (in a small family, any block of up to 256 entries); the narrowest when
-/// none is. Dense parts of the rule set then take few,
-/// wide levels, sparse ones small blocks.
+/// none is. Dense parts of the rule set then take few, wide levels (131,072
+/// /25s under a /8: one 1,024-entry block per /16, the /25s two slots each),
+/// sparse ones small blocks.
 fn stride_for<F: Fn(u32) -> Pref>(b: &Builder<F>, ids: &[u32], at: u32) -> u32 {
     let mut room = (b.width - at).min(MAX_STRIDE);
     if at < 64 {
         room = room.min(64 - at);
     }
+    // Wider than the longest prefix below only repeats its leaves.
+    let longest = ids.iter().map(|&id| (b.pref)(id).len).max().unwrap_or(at);
+    room = room.min(longest.saturating_sub(at)).max(1);
     let n = ids.len();
-    let mut stride = room - room % STRIDE;
-    while stride > STRIDE {
+    // Slots in use at every stride, in one pass over the sorted prefixes: a
+    // prefix starts a new slot of `s` bits when it differs from the one
+    // before within its first `s` bits (below `at`).
+    let mut differs_at = vec![0usize; room as usize + 1];
+    let mut prev: Option<u128> = None;
+    for &id in ids {
+        let bits = (b.pref)(id).bits << at;
+        if let Some(p) = prev {
+            differs_at[((p ^ bits).leading_zeros()).min(room) as usize] += 1;
+        }
+        prev = Some(bits);
+    }
+    let used = |stride: u32| 1 + differs_at[..stride as usize].iter().sum::<usize>();
+    for stride in (STRIDE + 1..=room).rev() {
         if b.small && 1usize << stride <= SMALL_BLOCK {
             return stride;
         }
-        if (1usize << stride) <= 2 * n {
-            // Slots in use: the distinct first `stride` bits, counted in
-            // one pass over the sorted prefixes.
-            let mut used = 0usize;
-            let mut last = None;
-            for &id in ids {
-                let slot = bits_at((b.pref)(id).bits, at, stride);
-                if last != Some(slot) {
-                    used += 1;
-                    last = Some(slot);
-                }
-            }
-            if used * 4 >= 1usize << stride {
-                return stride;
-            }
+        if (1usize << stride) <= 2 * n && used(stride) * 4 >= 1usize << stride {
+            return stride;
         }
-        stride -= STRIDE;
     }
-    STRIDE
+    STRIDE.min(room)
 }
 
 #[cfg(test)]
