@@ -690,13 +690,16 @@ fn write_report(dir: &Path, report: &Report) -> Result<(), BenchError> {
         ),
     )?;
     let mut md = format!(
-        "# traffic benchmark, {}\n\nMachine: {} ({} cores), {}. Command: `cargo xtask bench`.\n\n## In-kernel cost per packet\n\n{}\n",
-        m.date,
-        m.cpu,
-        m.cores,
-        m.kernel,
-        kernel_table(&report.kernel)
+        "# traffic benchmark, {}\n\nMachine: {} ({} cores), {}. Command: `cargo xtask bench`.\n\n",
+        m.date, m.cpu, m.cores, m.kernel,
     );
+    if !report.kernel.is_empty() {
+        let _ = write!(
+            md,
+            "## In-kernel cost per packet\n\n{}\n",
+            kernel_table(&report.kernel)
+        );
+    }
     if !report.live.is_empty() {
         let _ = write!(
             md,
