@@ -381,21 +381,27 @@ fn per_run(before: (Duration, u64), after: (Duration, u64)) -> f64 {
     (after.0.saturating_sub(before.0)).as_nanos() as f64 / runs as f64
 }
 
-/// Program time per packet in the lab: `count` frames whose sources take
-/// turns among the case's prefixes.
-fn live(m: &mut Measured, lab: &Lab, case: Case, count: u64) -> Result<f64, ScaleError> {
-    let before = m.stats()?;
-    let opts = GenOptions {
+/// `count` 64-byte frames into the lab whose sources take turns among the
+/// case's 4,096 source prefixes, at `rate` or as fast as veth takes them.
+fn spread(lab: &Lab, case: Case, count: u64, rate: Option<u64>) -> GenOptions {
+    GenOptions {
         iface: lab.tx_if.clone(),
         count,
         sources: (0..SOURCES).map(|i| case.source(i)).collect(),
         dst4: "198.51.100.1".parse().expect("valid"),
         dst6: "2001:db8::1".parse().expect("valid"),
         dst_mac: crate::lab::netns::RX_MAC,
-        rate: None,
+        rate,
         proto: Proto::Udp,
         payload_len: 22,
-    };
+    }
+}
+
+/// Program time per packet in the lab: `count` frames whose sources take
+/// turns among the case's prefixes.
+fn live(m: &mut Measured, lab: &Lab, case: Case, count: u64) -> Result<f64, ScaleError> {
+    let before = m.stats()?;
+    let opts = spread(lab, case, count, None);
     in_netns(&lab.tx_ns, move || generator::run(&opts))
         .map_err(io_step("entering the lab's sending namespace"))?
         .map_err(io_step("sending"))?;
@@ -556,17 +562,7 @@ pub fn million_rules(bin: &str, quick: bool, dir: &Path) -> Result<MillionRules,
     let rate: u64 = 200_000;
     let seconds = if quick { 3 } else { 5 };
     let count = rate * seconds;
-    let opts = GenOptions {
-        iface: lab.tx_if.clone(),
-        count,
-        sources: (0..SOURCES).map(|i| case.source(i)).collect(),
-        dst4: "198.51.100.1".parse().expect("valid"),
-        dst6: "2001:db8::1".parse().expect("valid"),
-        dst_mac: crate::lab::netns::RX_MAC,
-        rate: Some(rate),
-        proto: Proto::Udp,
-        payload_len: 22,
-    };
+    let opts = spread(&lab, case, count, Some(rate));
     let tx_ns = lab.tx_ns.clone();
     let sender = std::thread::spawn(move || in_netns(&tx_ns, move || generator::run(&opts)));
     std::thread::sleep(Duration::from_secs(1));
