@@ -107,7 +107,7 @@ impl Table {
             let b = Builder {
                 pref,
                 width,
-                small: family.len() < SMALL_FAMILY,
+                sparse_block: sparse_block(family.len()),
             };
             let first = root as usize;
             b.expand(
@@ -328,19 +328,24 @@ fn bits_at(bits: u128, at: u32, stride: u32) -> u32 {
 struct Builder<F> {
     pref: F,
     width: u32,
-    /// Fewer than [`SMALL_FAMILY`] prefixes: every node may take up to
-    /// [`SMALL_BLOCK`] entries, however sparse.
-    small: bool,
+    /// The widest block any node may take however sparse it is: wide for
+    /// small families ([`sparse_block`]).
+    sparse_block: usize,
 }
 
-/// Below this many prefixes in a family, memory is no concern and nodes
-/// take blocks of up to [`SMALL_BLOCK`] entries however sparse they are:
-/// a lone /48 is then five reads from the first level, not nine. At most
-/// 1,023 prefixes * 14 levels * 1 KiB: 14 MiB.
-const SMALL_FAMILY: usize = 1024;
-
-/// The widest block of a node in a small family, whatever its fill.
-const SMALL_BLOCK: usize = 256;
+/// The widest block a node of a family of `prefixes` may take however
+/// sparse it is. In small families memory is no concern and fewer reads
+/// are worth a wider block: with under 16 prefixes, 65,536 entries (a lone
+/// IPv6 /32 is two reads from the first level, not five; at most 15
+/// prefixes * 7 levels * 256 KiB: 27 MiB), with under 1,024, 256 entries (at
+/// most 1,023 * 14 * 1 KiB: 14 MiB); otherwise 16, as the fill decides.
+fn sparse_block(prefixes: usize) -> usize {
+    match prefixes {
+        0..16 => 1 << 16,
+        16..1024 => 256,
+        _ => BLOCK as usize,
+    }
+}
 
 impl<F: Fn(u32) -> Pref> Builder<F> {
     /// Writes into `block` (the node for the bits before `at`, `stride` bits
@@ -410,7 +415,7 @@ impl<F: Fn(u32) -> Pref> Builder<F> {
 /// by address): the widest, within the address and (for IPv6) its 64-bit
 /// half, whose block the prefixes fill to at least a quarter (counting the
 /// slots they start in) and whose size is at most two entries per prefix
-/// (in a small family, any block of up to 256 entries); the narrowest when
+/// (in a small family, any block up to [`sparse_block`]); the narrowest when
 /// none is. Dense parts of the rule set then take few, wide levels (131,072
 /// /25s under a /8: one 1,024-entry block per /16, the /25s two slots each),
 /// sparse ones small blocks.
@@ -437,7 +442,7 @@ fn stride_for<F: Fn(u32) -> Pref>(b: &Builder<F>, ids: &[u32], at: u32) -> u32 {
     }
     let used = |stride: u32| 1 + differs_at[..stride as usize].iter().sum::<usize>();
     for stride in (STRIDE + 1..=room).rev() {
-        if b.small && 1usize << stride <= SMALL_BLOCK {
+        if 1usize << stride <= b.sparse_block {
             return stride;
         }
         if (1usize << stride) <= 2 * n && used(stride) * 4 >= 1usize << stride {
