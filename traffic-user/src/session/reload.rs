@@ -226,6 +226,13 @@ impl<'a> Reloader<'a> {
                 self.start(trigger);
             }
         }
+        // A request that came during the last read starts once that read's
+        // rules are in force, so its change is counted against them.
+        if self.reading.is_none()
+            && let Some(trigger) = self.again.take()
+        {
+            self.start(trigger);
+        }
         let Some((trigger, asked, handle)) = &mut self.reading else {
             return Poll::Pending;
         };
@@ -238,9 +245,8 @@ impl<'a> Reloader<'a> {
             result: joined.unwrap_or_else(|e| Err(vec![format!("reading the rules failed: {e}")])),
         };
         self.reading = None;
-        if let Some(trigger) = self.again.take() {
-            self.start(trigger);
-            // Polled again soon, which polls the new read's handle.
+        if self.again.is_some() {
+            // Polled again once the session has put `read` in force.
             cx.waker().wake_by_ref();
         }
         Poll::Ready(read)

@@ -343,3 +343,92 @@ fn the_loss_message_names_each_paths_ring_and_flag() {
     );
     assert_eq!(Outcome::default().loss_message(), None);
 }
+
+/// Requests that fire once each, all at the first poll.
+struct Burst(Vec<&'static str>);
+
+impl reload::Requests for Burst {
+    fn poll_request(&mut self, _: &mut Context<'_>) -> Poll<&'static str> {
+        self.0.pop().map_or(Poll::Pending, Poll::Ready)
+    }
+}
+
+/// Records reload reports.
+struct Reloads(Rc<RefCell<Vec<ReloadReport>>>);
+
+impl Sink for Reloads {
+    fn takes_packets(&self) -> bool {
+        false
+    }
+
+    fn reload(&mut self, r: &ReloadReport, _: &std::sync::Arc<RuleSet>) -> Result<(), SinkError> {
+        self.0.borrow_mut().push(r.clone());
+        Ok(())
+    }
+}
+
+/// Two requests in a burst: the second is read after the first is in
+/// force, so it is counted against the first's rules (here: no change), and
+/// the counters see one replacement each.
+#[test]
+fn a_request_during_a_reload_is_read_after_it_against_its_rules() {
+    let dir = std::env::temp_dir().join(format!("traffic-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rules.txt");
+    std::fs::write(&file, "pass 192.0.2.0/24\n").unwrap();
+    let spec = crate::rules::RuleSpec {
+        default: Action::Pass,
+        flags: Vec::new(),
+        files: vec![file.clone()],
+    };
+    let mut first = RuleSet::new(Action::Pass);
+    first
+        .add_str(
+            Action::Drop,
+            "192.0.2.0/24",
+            crate::rules::Origin::Flag("--drop"),
+        )
+        .unwrap();
+    first.seal();
+    let reports = Rc::new(RefCell::new(Vec::new()));
+    let stopped = Rc::new(Cell::new(false));
+    let session = Session::new(
+        start(),
+        Box::new(Script {
+            snapshots: vec![Stats::default()],
+            reads: 0,
+            stopped: Rc::clone(&stopped),
+        }),
+        Vec::new(),
+        vec![Box::new(Reloads(Rc::clone(&reports)))],
+        Timing {
+            interval: Duration::from_millis(20),
+            exit_drain: Duration::from_millis(50),
+        },
+    )
+    .with_reloader(Reloader::new(
+        Box::new(Burst(vec!["second", "first"])),
+        spec,
+        std::sync::Arc::new(first),
+    ));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let stop = async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Stop::Duration
+            };
+            session.run(stop).await
+        })
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let reports = reports.borrow();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(reports.iter().all(|r| r.ok), "{reports:?}");
+    assert_eq!(reports[0].trigger, "first");
+    assert_eq!(reports[0].change.changed, 1);
+    assert_eq!(reports[1].trigger, "second");
+    assert_eq!((reports[1].change.changed, reports[1].change.kept), (0, 1));
+}
