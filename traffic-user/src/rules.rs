@@ -986,50 +986,22 @@ impl RuleSet {
         );
     }
 
-    /// The prefixes in id order: by family, then length, then address, the
-    /// order in which the kernel's table is built.
-    ///
-    /// # Panics
-    ///
-    /// When the set is not sealed.
-    pub fn prefixes(&self) -> impl Iterator<Item = Prefix> + '_ {
-        self.assert_sealed();
-        let n4 = self.v4.rules.len() as u32;
-        let prefix = |id: u32, v6: bool, bits: u128, len: u8, action: u8| Prefix {
-            id,
-            v6,
-            bits,
-            len,
-            action: Action::from_kernel(u32::from(action)).unwrap_or(Action::Pass),
-        };
-        let v4 = (0..)
-            .zip(&self.v4.rules)
-            .map(move |(i, r)| prefix(i, false, r.addr.bits(), r.len, r.action));
-        let v6 = (n4..)
-            .zip(&self.v6.rules)
-            .map(move |(i, r)| prefix(i, true, r.addr.bits(), r.len, r.action));
-        v4.chain(v6)
-    }
-
-    /// The prefix of rule `id`.
+    /// The prefix of rule `id` of a sealed set; ids run through IPv4's
+    /// rules, then IPv6's, each by length, then address: the order in which
+    /// the kernel's table is built.
     pub fn prefix(&self, id: u32) -> Option<Prefix> {
-        let n4 = self.v4.rules.len();
-        let action = |a: u8| Action::from_kernel(u32::from(a)).unwrap_or(Action::Pass);
-        match (id as usize).checked_sub(n4) {
-            None => self.v4.rules.get(id as usize).map(|r| Prefix {
+        fn of<A: Addr>(id: u32, r: &Stored<A>) -> Prefix {
+            Prefix {
                 id,
-                v6: false,
+                v6: A::BITS == 128,
                 bits: r.addr.bits(),
                 len: r.len,
-                action: action(r.action),
-            }),
-            Some(i) => self.v6.rules.get(i).map(|r| Prefix {
-                id,
-                v6: true,
-                bits: r.addr.bits(),
-                len: r.len,
-                action: action(r.action),
-            }),
+                action: r.action(),
+            }
+        }
+        match (id as usize).checked_sub(self.v4.rules.len()) {
+            None => self.v4.rules.get(id as usize).map(|r| of(id, r)),
+            Some(i) => self.v6.rules.get(i).map(|r| of(id, r)),
         }
     }
 

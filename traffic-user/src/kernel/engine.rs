@@ -19,7 +19,8 @@
 //!
 //! # Minimum kernel version
 //!
-//! bpf_link attachment of XDP needs Linux 5.9; the LPM tries need 4.11.
+//! bpf_link attachment of XDP needs Linux 5.9; the rule table, an array
+//! written through a memory mapping, 5.5.
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -165,6 +166,7 @@ impl Engine {
         let mut tables = Tables::new(
             raw_map(&mut ebpf, names::TABLE)?,
             take_map(&mut ebpf, names::TABLE_BASE)?,
+            table_entries,
         );
         tables.install(&table).map_err(EngineError::Table)?;
         drop(table);
@@ -187,29 +189,20 @@ impl Engine {
         })
     }
 
-    /// Replaces the rules in force with `rules`, atomically: each packet is
-    /// classified by the old table or the new one, whole, and the counters
-    /// go on. On error the old rules stay in force.
+    /// Puts the rules of `table` (see [`Table::build`], which can run on
+    /// any thread) in force in place of the rules in force, atomically:
+    /// each packet is classified by the old table or the new one, whole,
+    /// and the counters go on. On error the old rules stay in force.
     ///
     /// # Errors
     ///
-    /// [`EngineError::Table`] when the table cannot be built or installed.
-    ///
-    /// # Panics
-    ///
-    /// When `rules` is not sealed.
-    pub fn replace_rules(&mut self, rules: &RuleSet) -> Result<(), EngineError> {
-        if rules.default_action() != self.default_action {
+    /// [`EngineError::DefaultChanged`] when the table's rules have another
+    /// default action; [`EngineError::Table`] when it cannot be installed.
+    pub fn replace_rules(&mut self, table: &Table) -> Result<(), EngineError> {
+        if table.default_action() != self.default_action {
             return Err(EngineError::DefaultChanged);
         }
-        let table = Table::build(rules).map_err(EngineError::Table)?;
-        self.tables.install(&table).map_err(EngineError::Table)
-    }
-
-    /// Bytes of each of the two rule tables (the one in force and the one
-    /// the next rule set goes into).
-    pub fn rule_table_bytes(&self) -> u64 {
-        self.tables.bytes()
+        self.tables.install(table).map_err(EngineError::Table)
     }
 
     /// Puts the AF_XDP socket `fd` in the program's map for receive queue

@@ -3,14 +3,16 @@
 //! and put in force with one write ([`Tables`]).
 //!
 //! The layout is [`traffic_common::table`]'s: a multibit trie with a 16-bit
-//! first level and 4-bit levels below, longest-prefix answers pushed into
-//! every slot. Prefixes are inserted shortest first, so a prefix's slots
-//! never hold a child yet when it is written: each longer prefix only
-//! overwrites what shorter ones left, and a new block starts as copies of
-//! the entry it replaces.
+//! first level and, below, one block per node of the width (1 to 24 bits)
+//! its prefixes fill densely enough ([`stride_for`]), longest-prefix answers
+//! pushed into every slot. Each node is built from the prefixes under it,
+//! a contiguous run of them sorted by address: its block starts as copies
+//! of the entry it replaces, the prefixes that end in it are written
+//! shortest first, and each slot with longer prefixes below becomes a
+//! child built the same way.
 //!
 //! Its size grows with the prefixes, not the cost of a lookup: 1,048,576
-//! IPv4 /28s take 4.5 MiB and a lookup reads four entries, as one /8 does
+//! IPv4 /28s take 4.5 MiB and a lookup reads two entries, as one /8 does
 //! one. Every read is an array lookup the verifier inlines (a table of a
 //! size fixed at load time), with no helper call: a call per level cost
 //! about 15 ns here, an inlined read about 2.
@@ -26,7 +28,7 @@ use traffic_common::table::{
 };
 
 use super::ring::Mapping;
-use crate::rules::RuleSet;
+use crate::rules::{Action, RuleSet};
 
 /// Why a table could not be built or installed.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +41,8 @@ pub enum TableError {
     },
     /// More entries than a table can index.
     #[error(
-        "the rule table would need {entries} entries, more than the 2^31 it can index; use fewer or shorter prefixes"
+        "the rule table would need {entries} entries, more than the {} it can index; use fewer or shorter prefixes",
+        table::MAX_ENTRIES
     )]
     TooLarge {
         /// Entries needed.
@@ -67,6 +70,9 @@ pub enum TableError {
 #[derive(Debug)]
 pub struct Table {
     entries: Vec<u32>,
+    /// The default action of the rules it was built from, which the
+    /// program has compiled in and a table cannot change.
+    default: Action,
 }
 
 impl Table {
@@ -80,16 +86,19 @@ impl Table {
     ///
     /// When `rules` is not sealed.
     pub fn build(rules: &RuleSet) -> Result<Self, TableError> {
+        assert!(
+            rules.is_sealed(),
+            "RuleSet used before seal(): call seal() after adding rules"
+        );
         if rules.len() > MAX_RULES as usize {
             return Err(TableError::TooManyRules { rules: rules.len() });
         }
         let mut entries = vec![0u32; FIRST_BLOCK as usize];
-        for (v6, root, width) in [(false, V4_ROOT, 32), (true, V6_ROOT, 128)] {
-            let mut family: Vec<u32> = rules
-                .prefixes()
-                .filter(|p| p.v6 == v6)
-                .map(|p| p.id)
-                .collect();
+        // A sealed set's ids are IPv4's first, then IPv6's.
+        let (v4, v6) = rules.counts();
+        let (v4, v6) = (v4 as u32, v6 as u32);
+        for (root, width, ids) in [(V4_ROOT, 32, 0..v4), (V6_ROOT, 128, v4..v4 + v6)] {
+            let mut family: Vec<u32> = ids.collect();
             let pref = |id: u32| {
                 let p = rules.prefix(id).expect("an id of the set");
                 Pref {
@@ -120,7 +129,13 @@ impl Table {
         }
         Ok(Self {
             entries: by_level(&entries),
+            default: rules.default_action(),
         })
+    }
+
+    /// The default action of the rules it was built from.
+    pub fn default_action(&self) -> Action {
+        self.default
     }
 
     /// The entries, as the kernel will hold them.
@@ -198,10 +213,10 @@ impl Tables {
             .map_err(|_| TableError::TooLarge { entries: bytes / 4 })
     }
 
-    /// The tables of a loaded program, whose `TABLE` map has
-    /// [`Tables::map_entries`] elements.
-    pub fn new(table: MapData, base: Array<MapData, u32>) -> Self {
-        let half = u64::from(table_len(&table)) / 2;
+    /// The tables of a loaded program, whose `TABLE` map was given
+    /// `elements` ([`Tables::map_entries`]).
+    pub fn new(table: MapData, base: Array<MapData, u32>, elements: u32) -> Self {
+        let half = u64::from(elements) / 2;
         Self {
             table,
             base,
@@ -265,11 +280,6 @@ impl Tables {
         self.swapped_at = Instant::now();
         Ok(())
     }
-}
-
-/// Elements of the table map.
-fn table_len(table: &MapData) -> u32 {
-    table.info().map(|i| i.max_entries()).unwrap_or(0)
 }
 
 fn page_round(n: u64) -> u64 {
@@ -349,15 +359,16 @@ fn sparse_block(prefixes: usize) -> usize {
 
 impl<F: Fn(u32) -> Pref> Builder<F> {
     /// Writes into `block` (the node for the bits before `at`, `stride` bits
-    /// wide) the leaves of the prefixes that end within it, longest last;
-    /// prefixes that end above the node (already in its default) are
-    /// skipped. The first level (`at` 0) also takes the /0.
+    /// wide) the leaves of the prefixes that end within it, longest last.
+    /// Prefixes that end above the node are skipped; one that ends exactly
+    /// at `at` (the /0 at the first level) is written too, which below the
+    /// first level writes what the block inherited anyway.
     fn expand(&self, block: &mut [u32], ids: &[u32], at: u32, stride: u32) {
         let end = at + stride;
         let mut ending: Vec<Pref> = ids
             .iter()
             .map(|&id| (self.pref)(id))
-            .filter(|p| (p.len > at || at == 0) && p.len <= end)
+            .filter(|p| p.len >= at && p.len <= end)
             .collect();
         ending.sort_by_key(|p| p.len);
         for p in ending {

@@ -35,8 +35,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 use traffic_common::Stats;
 
 use crate::{
-    kernel::{Engine, EngineError},
-    rules::RuleSet,
+    kernel::{Engine, EngineError, table::Table},
     sink::{
         Counts, FailedOutput, Interval, Latency, ReloadReport, Sink, SinkError, Start, Summary,
     },
@@ -58,12 +57,13 @@ pub trait Counters {
     /// Stops the kernel from counting more packets (detaches the program).
     fn stop(&mut self);
 
-    /// Puts `rules` in force in place of the rules in force, atomically.
+    /// Puts the rules of `table` in force in place of the rules in force,
+    /// atomically.
     ///
     /// # Errors
     ///
-    /// When the kernel's table cannot take them; the old rules stay.
-    fn replace_rules(&mut self, rules: &RuleSet) -> Result<(), EngineError>;
+    /// When the kernel cannot take the table; the old rules stay.
+    fn replace_rules(&mut self, table: &Table) -> Result<(), EngineError>;
 }
 
 impl Counters for Engine {
@@ -71,8 +71,8 @@ impl Counters for Engine {
         self.stats()
     }
 
-    fn replace_rules(&mut self, rules: &RuleSet) -> Result<(), EngineError> {
-        Engine::replace_rules(self, rules)
+    fn replace_rules(&mut self, table: &Table) -> Result<(), EngineError> {
+        Engine::replace_rules(self, table)
     }
 
     fn stop(&mut self) {
@@ -395,10 +395,10 @@ impl<'a> Session<'a> {
             return;
         };
         let (ok, change, errors) = match read.result {
-            Ok((rules, change)) => match self.counters.replace_rules(&rules) {
+            Ok(new) => match self.counters.replace_rules(&new.table) {
                 Ok(()) => {
-                    reloader.rules = std::sync::Arc::new(rules);
-                    (true, change, Vec::new())
+                    reloader.rules = std::sync::Arc::new(new.rules);
+                    (true, new.change, Vec::new())
                 }
                 Err(e) => (
                     false,

@@ -1,9 +1,9 @@
 //! Reading a run's rules again while it goes on: on SIGHUP, and with
 //! `--watch-rules` when a rules file changes.
 //!
-//! The files are read and checked on a blocking thread while packets keep
-//! flowing under the rules in force; the new set is then put in force in
-//! one step ([`Counters::replace_rules`](super::Counters::replace_rules)),
+//! The files are read and checked, and the new table built, on a blocking
+//! thread while packets keep flowing under the rules in force; the session
+//! then only writes the table and puts it in force in one step ([`Counters::replace_rules`](super::Counters::replace_rules)),
 //! and every sink hears of it ([`Sink::reload`](crate::sink::Sink::reload)).
 //! A set that does not read, or does not fit, is refused with its reasons
 //! and the old one stays.
@@ -24,7 +24,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::rules::{Change, RuleSet, RuleSpec};
+use crate::{
+    kernel::{error_chain, table::Table},
+    rules::{Change, RuleSet, RuleSpec},
+};
 
 /// What asks for the rules to be read again.
 pub trait Requests {
@@ -184,8 +187,18 @@ impl FileWatch {
     }
 }
 
+/// A rule set read again, ready to be put in force.
+pub(super) struct NewRules {
+    /// The rules.
+    pub rules: RuleSet,
+    /// What they change against the rules in force when they were read.
+    pub change: Change,
+    /// Their table.
+    pub table: Table,
+}
+
 /// A reload under way: the rules being read on a blocking thread.
-type Reading = JoinHandle<Result<(RuleSet, Change), Vec<String>>>;
+type Reading = JoinHandle<Result<NewRules, Vec<String>>>;
 
 /// The reload state of a session.
 pub struct Reloader<'a> {
@@ -202,7 +215,7 @@ pub struct Reloader<'a> {
 pub(super) struct Read {
     pub trigger: &'static str,
     pub asked: Instant,
-    pub result: Result<(RuleSet, Change), Vec<String>>,
+    pub result: Result<NewRules, Vec<String>>,
 }
 
 impl<'a> Reloader<'a> {
@@ -256,11 +269,16 @@ impl<'a> Reloader<'a> {
         let spec = self.spec.clone();
         let old = Arc::clone(&self.rules);
         let handle = tokio::task::spawn_blocking(move || {
-            let new = spec
+            let rules = spec
                 .read()
                 .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-            let change = new.change_from(&old);
-            Ok((new, change))
+            let table = Table::build(&rules).map_err(|e| vec![error_chain(&e)])?;
+            let change = rules.change_from(&old);
+            Ok(NewRules {
+                rules,
+                change,
+                table,
+            })
         });
         self.reading = Some((trigger, Instant::now(), handle));
     }

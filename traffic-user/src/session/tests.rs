@@ -13,7 +13,7 @@ use traffic_common::{EventHeader, Stats, action};
 use super::*;
 use crate::{
     kernel::AttachMode,
-    rules::Action,
+    rules::{Action, RuleSet},
     sink::Start,
     source::{
         Captured,
@@ -41,7 +41,7 @@ impl Counters for Script {
         self.stopped.set(true);
     }
 
-    fn replace_rules(&mut self, _: &crate::rules::RuleSet) -> Result<(), EngineError> {
+    fn replace_rules(&mut self, _: &Table) -> Result<(), EngineError> {
         Ok(())
     }
 }
