@@ -21,9 +21,8 @@ pub mod names {
     /// nothing else, the floor for the drop path in live benchmarks.
     pub const FLOOR_DROP_PROGRAM: &str = "traffic_floor_drop";
     /// The rule tables: an mmapable `Array<[u32; 16]>` holding two
-    /// [`table`](super::table)s of equal size, blocks of 16 entries per
-    /// element: the one in force and the one the next rule set is written
-    /// into.
+    /// [`table`](super::table)s of equal size, 16 entries per element: the
+    /// one in force and the one the next rule set is written into.
     pub const TABLE: &str = "TABLE";
     /// The first block of the table in force: an `Array<u32>` of one entry.
     /// Writing it swaps the whole rule set, IPv4 and IPv6, in one step.
@@ -58,7 +57,8 @@ pub mod action {
 }
 
 /// The rule id reported for a packet that matched no rule and got the
-/// default action. A rule's id is its index in the loader's rule list.
+/// default action. A rule's id is its position in the loader's sealed rule
+/// set (IPv4 before IPv6, by length, then address).
 pub const NO_RULE: u32 = u32::MAX;
 
 /// The layout of the rule table: a multibit trie in one flat array of
@@ -68,8 +68,9 @@ pub const NO_RULE: u32 = u32::MAX;
 ///
 /// The first level is indexed by the top [`ROOT_BITS`] bits of the address:
 /// IPv4's at [`V4_ROOT`], IPv6's at [`V6_ROOT`]. Below, each node is a
-/// block of `2^stride` entries indexed by the next `stride` bits, where the
-/// stride (4 to 24 bits) is chosen per node by how densely prefixes fill
+/// block of `2^stride` entries (at least [`BLOCK`]) indexed by the next
+/// `stride` bits, where the stride (4 to 24 bits, less only for an
+/// address's last bits) is chosen per node by how densely prefixes fill
 /// it: dense parts of the rule set take few, wide levels (a million /28s
 /// covering a /8: the first level, then one 4,096-entry block per /16),
 /// sparse parts narrow ones that cost little memory. A lookup stops at the

@@ -3,10 +3,10 @@
 //! For every frame it walks Ethernet, up to two VLAN tags and the IPv4 or IPv6
 //! header with one bounds-checked cursor, looks the source address up in the
 //! rule table (a multibit trie, see [`traffic_common::table`]), and returns
-//! the rule's verdict. Every frame ends
-//! in [`record`], which counts it exactly once. A frame the parser cannot make
-//! sense of is counted as malformed and passed unless a rule matched its
-//! (readable) source address: the program never aborts on packet content.
+//! the rule's verdict. Every frame ends in [`record`], which counts it
+//! exactly once. A frame the parser cannot make sense of is counted as
+//! malformed and passed unless a rule matched its (readable) source
+//! address: the program never aborts on packet content.
 #![no_std]
 #![no_main]
 

@@ -676,7 +676,9 @@ fn write_report(dir: &Path, report: &Report) -> Result<(), BenchError> {
             "host: {}\nkernel: {}\ncpu: {} ({} cores)\nmemory: {}\ntcpdump: {}\nxdp-filter: {}\ndate: {}\n\
              in-kernel: BPF_PROG_TEST_RUN, {} runs per figure, median of {} rounds, 64-byte UDP frames\n\
              live: two network namespaces joined by a veth pair; `traffic gen` (AF_PACKET, sendmmsg) sends\n\
-             64-byte UDP frames from 192.0.2.1 as fast as veth takes them, or at the offered rate\n",
+             64-byte UDP frames from 192.0.2.1 as fast as veth takes them, or at the offered rate\n\
+             scale: the same lab, frames from sources taking turns among 4,096 prefixes covering the\n\
+             rules' block; program time per packet from BPF statistics (BPF_ENABLE_STATS)\n",
             m.host,
             m.kernel,
             m.cpu,
@@ -717,10 +719,7 @@ fn write_report(dir: &Path, report: &Report) -> Result<(), BenchError> {
     if !report.scale.is_empty() {
         let _ = write!(
             md,
-            "## The drop path with sources spread over the rules
-
-{}
-",
+            "## The drop path with sources spread over the rules\n\n{}\n",
             scale_table(&report.scale)
         );
     }

@@ -132,9 +132,10 @@ pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> 
     // ends the run like SIGTERM (a terminal closing), with the summary.
     let sighup = sig(SignalKind::hangup(), "SIGHUP")?;
     let mut session = open(cfg, iface)?;
-    let reloads = !cfg.rule_spec.files.is_empty();
     let mut hangup_stops = None;
-    if reloads {
+    if cfg.rule_spec.files.is_empty() {
+        hangup_stops = Some(sighup);
+    } else {
         let files = cfg.watch_rules.then_some(cfg.rule_spec.files.as_slice());
         let requests = SignalOrChange::new(sighup, files).map_err(SetupError::WatchRules)?;
         session = session.with_reloader(Reloader::new(
@@ -142,8 +143,6 @@ pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> 
             cfg.rule_spec.clone(),
             Arc::clone(&cfg.rules),
         ));
-    } else {
-        hangup_stops = Some(sighup);
     }
     let links = watch_link(session.start().ifindex)?;
     // Everything is open: give up root now, before the first packet.
