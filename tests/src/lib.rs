@@ -480,6 +480,7 @@ pub fn gen_options(sources: &[&str], count: u64, payload: usize) -> GenOptions {
         rate: None,
         proto: generator::Proto::Udp,
         payload_len: payload,
+        mix: generator::Mix::RoundRobin,
     }
 }
 

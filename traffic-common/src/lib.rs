@@ -43,6 +43,11 @@ pub mod names {
     pub const XSKS: &str = "XSKS";
     /// The read-only global holding [`Config`](super::Config).
     pub const CONFIG: &str = "CONFIG";
+    pub const RULE_COUNTS: &str = "RULE_COUNTS";
+    pub const TOP_0: &str = "TOP_0";
+    pub const TOP_1: &str = "TOP_1";
+    pub const TOP_SIDE: &str = "TOP_SIDE";
+    pub const TOP_FULL: &str = "TOP_FULL";
 }
 
 /// What the program does with a packet, as stored in a rule table leaf and
@@ -168,6 +173,77 @@ pub struct Config {
     /// malformed or non-IP; 0 turns the logging code off (the verifier
     /// prunes it).
     pub explain: u32,
+    /// Counters per rule: the number of rules each of the two tables may
+    /// hold ([`rule_slot`]); 0 for no counts per rule.
+    pub rule_slots: u32,
+    /// Nonzero: count packets and bytes per source address (or prefix) in
+    /// the top-talker maps.
+    pub top: u32,
+    /// The mask applied to IPv4 sources before they are counted (`--top-prefix`).
+    pub top_mask_v4: u32,
+    /// The mask applied to IPv6 sources, as four words from the top.
+    pub top_mask_v6: [u32; 4],
+}
+
+/// Packets and bytes: one rule's or one source's counts on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Count {
+    pub fn add(&mut self, other: &Count) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Per-rule counter slots ([`names::RULE_COUNTS`]): one for frames with no
+/// source to classify (not IP, or unreadable), one for IP frames no rule
+/// matched (the default action), then the rules of table 0, then those of
+/// table 1. A rule keeps the slot of its table and its index in it; the
+/// loader reads a table's slots when it takes the table out of force, and
+/// zeroes them before it puts a new table there.
+pub mod rule_slot {
+    pub const UNCLASSIFIED: u32 = 0;
+    pub const DEFAULT: u32 = 1;
+    pub const FIRST: u32 = 2;
+
+    /// The slot of rule `id` of table `half` (0 or 1), with `slots` rules a table.
+    pub const fn of(half: u32, slots: u32, id: u32) -> u32 {
+        FIRST + half * slots + id
+    }
+
+    /// How many slots the counters need for `slots` rules a table.
+    pub const fn total(slots: u32) -> u32 {
+        FIRST + 2 * slots
+    }
+}
+
+/// A top-talker key: a source address, masked to `--top-prefix`, as four
+/// 32-bit words from the top in host order; IPv4 as `::ffff:a.b.c.d`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct TopKey {
+    pub words: [u32; 4],
+}
+
+impl TopKey {
+    pub const fn v4(addr: u32) -> Self {
+        Self {
+            words: [0, 0, 0xffff, addr],
+        }
+    }
+
+    /// The IPv4 address, when this is one.
+    pub const fn as_v4(&self) -> Option<u32> {
+        match self.words {
+            [0, 0, 0xffff, a] => Some(a),
+            _ => None,
+        }
+    }
 }
 
 /// The XDP metadata in front of a frame redirected to AF_XDP: what the
@@ -195,6 +271,10 @@ impl Default for Config {
             sample_every: 0,
             afxdp: 0,
             explain: 0,
+            rule_slots: 0,
+            top: 0,
+            top_mask_v4: u32::MAX,
+            top_mask_v6: [u32::MAX; 4],
         }
     }
 }
@@ -250,6 +330,9 @@ pub mod event_flags {
     pub const IPV4: u8 = 1 << 3;
     /// The frame had an IPv6 source address to classify.
     pub const IPV6: u8 = 1 << 4;
+    /// Classified by rule table 1 (clear: table 0): the rule id is an index
+    /// into the set that table held.
+    pub const TABLE_1: u8 = 1 << 5;
 }
 
 /// Per-CPU packet counters, one entry per CPU.
@@ -299,6 +382,10 @@ pub struct Stats {
     /// Packets to capture whose receive queue had no AF_XDP socket: passed
     /// to the stack instead.
     pub xsk_unbound: u64,
+    /// IP packets whose source the top-talker map had no room for (`--top`):
+    /// in the totals, in no source's count.
+    pub untracked: u64,
+    pub untracked_bytes: u64,
 }
 
 /// The per-CPU map entry: counters, plus state the program keeps per CPU.
@@ -390,6 +477,8 @@ impl Stats {
             events_lost,
             xsk_redirected,
             xsk_unbound,
+            untracked,
+            untracked_bytes,
         } = other;
         self.packets += packets;
         self.bytes += bytes;
@@ -408,6 +497,8 @@ impl Stats {
         self.events_lost += events_lost;
         self.xsk_redirected += xsk_redirected;
         self.xsk_unbound += xsk_unbound;
+        self.untracked += untracked;
+        self.untracked_bytes += untracked_bytes;
     }
 
     /// The counts accrued since `earlier`, a previous reading of the same
@@ -433,13 +524,15 @@ impl Stats {
             events_lost: d(self.events_lost, earlier.events_lost),
             xsk_redirected: d(self.xsk_redirected, earlier.xsk_redirected),
             xsk_unbound: d(self.xsk_unbound, earlier.xsk_unbound),
+            untracked: d(self.untracked, earlier.untracked),
+            untracked_bytes: d(self.untracked_bytes, earlier.untracked_bytes),
         }
     }
 }
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Config, CpuState, EventHeader, Stats, XskMeta};
+    use super::{Config, Count, CpuState, EventHeader, Stats, TopKey, XskMeta};
 
     // SAFETY: each type is `#[repr(C)]`, made only of integers, and has no
     // padding (bytemuck's `Pod` derive checks this at compile time).
@@ -452,4 +545,8 @@ mod user {
     unsafe impl aya::Pod for EventHeader {}
     // SAFETY: as above.
     unsafe impl aya::Pod for XskMeta {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Count {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for TopKey {}
 }

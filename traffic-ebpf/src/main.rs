@@ -19,12 +19,13 @@ use aya_ebpf::{
         generated::{bpf_xdp_adjust_meta, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
-    maps::{Array, PerCpuArray, RingBuf, XskMap},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf, XskMap},
     programs::XdpContext,
 };
 use aya_log_ebpf::info;
 use traffic_common::{
-    Config, CpuState, EventHeader, MAX_SNAPLEN, NO_RULE, XskMeta, action, event_flags, table, why,
+    Config, Count, CpuState, EventHeader, MAX_SNAPLEN, NO_RULE, TopKey, XskMeta, action,
+    event_flags, rule_slot, table, why,
 };
 
 /// The rule tables: [`table`] entries, sixteen to an array element (array
@@ -64,6 +65,29 @@ static WAKE: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "XSKS")]
 static XSKS: XskMap = XskMap::with_max_entries(64, 0);
 
+/// Packets and bytes per rule, per CPU: see [`rule_slot`]. The loader sets
+/// the size from [`Config::rule_slots`].
+#[map(name = "RULE_COUNTS")]
+static RULE_COUNTS: PerCpuArray<Count> = PerCpuArray::with_max_entries(1, 0);
+
+/// Packets and bytes per source (`--top`), in two maps: the program counts
+/// into the one [`TOP_SIDE`] names while the loader reads and empties the
+/// other. The loader sets their size.
+#[map(name = "TOP_0")]
+static TOP_0: PerCpuHashMap<TopKey, Count> = PerCpuHashMap::with_max_entries(1, 0);
+#[map(name = "TOP_1")]
+static TOP_1: PerCpuHashMap<TopKey, Count> = PerCpuHashMap::with_max_entries(1, 0);
+
+/// Which top-talker map the program counts into (0 or 1).
+#[map(name = "TOP_SIDE")]
+static TOP_SIDE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per CPU and side: nonzero once that map had no room for a new source,
+/// so that later new sources are counted untracked without another try.
+/// The loader clears a side's flags when it empties its map.
+#[map(name = "TOP_FULL")]
+static TOP_FULL: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
+
 /// Written by the loader before the program is loaded; read with a volatile
 /// load so the compiler cannot fold the initial value into the code.
 #[unsafe(no_mangle)]
@@ -73,6 +97,10 @@ static CONFIG: Config = Config {
     sample_every: 0,
     afxdp: 0,
     explain: 0,
+    rule_slots: 0,
+    top: 0,
+    top_mask_v4: u32::MAX,
+    top_mask_v6: [u32::MAX; 4],
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -120,6 +148,10 @@ struct Verdict {
     later_fragment: bool,
     /// Why the frame is malformed or not IP ([`why`]).
     why: u8,
+    /// Its source is in no top-talker count: the map had no room.
+    untracked: bool,
+    /// The rule table that classified it (0 or 1).
+    half: u32,
 }
 
 impl Verdict {
@@ -132,6 +164,8 @@ impl Verdict {
             rule_id: NO_RULE,
             version: 0,
             later_fragment: false,
+            untracked: false,
+            half: 0,
         }
     }
 
@@ -256,13 +290,20 @@ pub fn traffic(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_traffic<const EXPLAIN: bool>(ctx: &XdpContext) -> Result<u32, ()> {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let verdict = classify(ctx);
+    // Read once: the packet is classified by one table, whole, and counted
+    // in that table's rule slots.
+    let base = TABLE_BASE.get(0).copied().unwrap_or(0);
+    let mut verdict = classify(ctx, base * table::BLOCK);
+    verdict.half = u32::from(base != 0);
     let state = STATS.get_ptr_mut(0).ok_or(())?;
     // SAFETY: the pointer is this CPU's entry of a per-CPU array; XDP programs
     // run with migration disabled, so no other program writes it concurrently.
     let state = unsafe { &mut *state };
     let ret = record(state, &verdict, len);
     let cfg = config();
+    if cfg.rule_slots != 0 {
+        count_rule(&verdict, cfg.rule_slots, len);
+    }
     if EXPLAIN
         && !matches!(verdict.outcome, Outcome::Ipv4 | Outcome::Ipv6)
         && let Some(explained) = EXPLAINED.get_ptr_mut(0)
@@ -361,6 +402,67 @@ fn redirect_to_socket(ctx: &XdpContext, state: &mut CpuState, v: &Verdict) -> u3
     }
 }
 
+/// Adds the frame to its rule's counters ([`rule_slot`]).
+#[inline(always)]
+fn count_rule(v: &Verdict, slots: u32, len: u64) {
+    let slot = if v.rule_id != NO_RULE {
+        rule_slot::of(v.half, slots, v.rule_id)
+    } else if v.version != 0 {
+        rule_slot::DEFAULT
+    } else {
+        rule_slot::UNCLASSIFIED
+    };
+    if let Some(count) = RULE_COUNTS.get_ptr_mut(slot) {
+        // SAFETY: this CPU's entry of a per-CPU array, as for STATS.
+        let count = unsafe { &mut *count };
+        count.packets += 1;
+        count.bytes += len;
+    }
+}
+
+/// Counts a frame of `len` bytes for source `key` in the top-talker map in
+/// use; `false` when the map has no room for a new source.
+#[inline(always)]
+fn track(key: &TopKey, len: u64) -> bool {
+    let side = TOP_SIDE.get(0).copied().unwrap_or(0) & 1;
+    let map = if side == 0 { &TOP_0 } else { &TOP_1 };
+    if let Some(count) = map.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of a per-CPU hash entry; XDP runs with
+        // migration disabled.
+        let count = unsafe { &mut *count };
+        count.packets += 1;
+        count.bytes += len;
+        return true;
+    }
+    let Some(full) = TOP_FULL.get_ptr_mut(side) else {
+        return false;
+    };
+    // SAFETY: this CPU's entry of a per-CPU array.
+    let full = unsafe { &mut *full };
+    if *full != 0 {
+        return false;
+    }
+    let first = Count {
+        packets: 1,
+        bytes: len,
+    };
+    match map.insert(key, &first, u64::from(aya_ebpf::bindings::BPF_NOEXIST)) {
+        Ok(()) => true,
+        Err(_) => {
+            // Another CPU may have added the source meanwhile.
+            if let Some(count) = map.get_ptr_mut(key) {
+                // SAFETY: as above.
+                let count = unsafe { &mut *count };
+                count.packets += 1;
+                count.bytes += len;
+                return true;
+            }
+            *full = 1;
+            false
+        }
+    }
+}
+
 /// Counts the frame exactly once and turns its action into an XDP verdict.
 #[inline(always)]
 fn record(state: &mut CpuState, verdict: &Verdict, len: u64) -> u32 {
@@ -372,6 +474,10 @@ fn record(state: &mut CpuState, verdict: &Verdict, len: u64) -> u32 {
         Outcome::Malformed => stats.malformed += 1,
         Outcome::Ipv4 => stats.ipv4 += 1,
         Outcome::Ipv6 => stats.ipv6 += 1,
+    }
+    if verdict.untracked {
+        stats.untracked += 1;
+        stats.untracked_bytes += len;
     }
     match verdict.action {
         action::DROP => {
@@ -528,6 +634,9 @@ fn parse_flags(v: &Verdict) -> u8 {
         6 => flags |= event_flags::IPV6,
         _ => {}
     }
+    if v.half != 0 {
+        flags |= event_flags::TABLE_1;
+    }
     flags
 }
 
@@ -537,7 +646,7 @@ fn be16(bytes: [u8; 2]) -> u16 {
 }
 
 #[inline(always)]
-fn classify(ctx: &XdpContext) -> Verdict {
+fn classify(ctx: &XdpContext, rules: u32) -> Verdict {
     let mut cur = Cursor::new(ctx);
     let Some(eth) = cur.take::<EthHdr>() else {
         return Verdict::unclassified(Outcome::Malformed, why::ETH_SHORT);
@@ -556,8 +665,8 @@ fn classify(ctx: &XdpContext) -> Verdict {
         proto = be16(unsafe { (*vlan).proto });
     }
     match proto {
-        ETH_P_IP => classify_ipv4(&mut cur),
-        ETH_P_IPV6 => classify_ipv6(&mut cur),
+        ETH_P_IP => classify_ipv4(&mut cur, rules),
+        ETH_P_IPV6 => classify_ipv6(&mut cur, rules),
         ETH_P_8021Q | ETH_P_8021AD => Verdict::unclassified(Outcome::NonIp, why::THIRD_VLAN),
         _ => Verdict::unclassified(Outcome::NonIp, why::NOT_IP),
     }
@@ -579,18 +688,12 @@ fn leaf_verdict(entry: u32) -> (u32, u32) {
     }
 }
 
-/// The entry index of the first block of the table in force.
-#[inline(always)]
-fn table_base() -> u32 {
-    TABLE_BASE.get(0).copied().unwrap_or(0) * table::BLOCK
-}
-
 /// The longest-prefix rule for an IPv4 source (host order): the first
 /// level by the top 16 bits, then one block per level, each indexed by as
-/// many bits as its parent entry says, until a leaf.
+/// many bits as its parent entry says, until a leaf. `rules` is the entry
+/// index of the table's first block.
 #[inline(always)]
-fn lookup_v4(addr: u32) -> (u32, u32) {
-    let rules = table_base();
+fn lookup_v4(rules: u32, addr: u32) -> (u32, u32) {
     let mut entry = entry_at(rules, table::V4_ROOT + (addr >> table::ROOT_BITS));
     // Bits of the address below those consumed.
     let mut left = 32 - table::ROOT_BITS;
@@ -613,8 +716,7 @@ fn lookup_v4(addr: u32) -> (u32, u32) {
 /// halves in host order; as [`lookup_v4`]. No level straddles the halves
 /// (the loader keeps strides within them).
 #[inline(always)]
-fn lookup_v6(hi: u64, lo: u64) -> (u32, u32) {
-    let rules = table_base();
+fn lookup_v6(rules: u32, hi: u64, lo: u64) -> (u32, u32) {
     let mut entry = entry_at(
         rules,
         table::V6_ROOT + (hi >> (64 - table::ROOT_BITS)) as u32,
@@ -689,7 +791,7 @@ fn tcp_header_fits(cur: &Cursor, l4: usize, room: usize) -> bool {
 }
 
 #[inline(always)]
-fn classify_ipv4(cur: &mut Cursor) -> Verdict {
+fn classify_ipv4(cur: &mut Cursor, rules: u32) -> Verdict {
     let l3 = cur.pos;
     let Some(ip) = cur.take::<Ipv4Hdr>() else {
         return Verdict::unclassified(Outcome::Malformed, why::IPV4_SHORT);
@@ -700,8 +802,15 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
     if ip.version_ihl >> 4 != 4 {
         return Verdict::unclassified(Outcome::Malformed, why::IPV4_VERSION);
     }
-    let (action, rule_id) = lookup_v4(word(&ip.src, 0));
+    let src = word(&ip.src, 0);
+    let (action, rule_id) = lookup_v4(rules, src);
     let frag_offset = be16(ip.frag_off) & 0x1fff;
+    let cfg = config();
+    let untracked = cfg.top != 0
+        && !track(
+            &TopKey::v4(src & cfg.top_mask_v4),
+            cur.remaining_from(0) as u64,
+        );
     let verdict = Verdict {
         outcome: Outcome::Ipv4,
         action,
@@ -709,6 +818,8 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
         version: 4,
         later_fragment: frag_offset != 0,
         why: why::NONE,
+        untracked,
+        half: 0,
     };
     // An IHL below 5 is malformed, but the fixed header and its source
     // address are there: the source's rule applies, so that setting the
@@ -739,7 +850,7 @@ fn classify_ipv4(cur: &mut Cursor) -> Verdict {
 }
 
 #[inline(always)]
-fn classify_ipv6(cur: &mut Cursor) -> Verdict {
+fn classify_ipv6(cur: &mut Cursor, rules: u32) -> Verdict {
     let l3 = cur.pos;
     let Some(ip) = cur.take::<Ipv6Hdr>() else {
         return Verdict::unclassified(Outcome::Malformed, why::IPV6_SHORT);
@@ -751,7 +862,20 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
     }
     let half =
         |i: usize| (u64::from(word(&ip.src, 2 * i)) << 32) | u64::from(word(&ip.src, 2 * i + 1));
-    let (action, rule_id) = lookup_v6(half(0), half(1));
+    let (action, rule_id) = lookup_v6(rules, half(0), half(1));
+    let cfg = config();
+    let untracked = cfg.top != 0 && {
+        let m = cfg.top_mask_v6;
+        let key = TopKey {
+            words: [
+                word(&ip.src, 0) & m[0],
+                word(&ip.src, 1) & m[1],
+                word(&ip.src, 2) & m[2],
+                word(&ip.src, 3) & m[3],
+            ],
+        };
+        !track(&key, cur.remaining_from(0) as u64)
+    };
     let mut verdict = Verdict {
         outcome: Outcome::Ipv6,
         action,
@@ -759,6 +883,8 @@ fn classify_ipv6(cur: &mut Cursor) -> Verdict {
         version: 6,
         later_fragment: false,
         why: why::NONE,
+        untracked,
+        half: 0,
     };
 
     let payload = be16(ip.payload_len) as usize;

@@ -79,6 +79,7 @@ fn run(cfg: RunConfig) -> Result<u8> {
             .context("starting the tokio runtime")?
             .block_on(session::watch(&cfg, &iface))?,
         Target::Lab => builtin::run(cfg)?,
+        Target::File(path) => return read(&cfg, &path),
     };
     if let Stop::InterfaceGone { iface } = &outcome.stopped {
         eprintln!(
@@ -99,6 +100,40 @@ fn run(cfg: RunConfig) -> Result<u8> {
         );
     }
     Ok(outcome.exit_code())
+}
+
+/// Runs a recorded capture; the exit status is 1 when the file has a bad
+/// record, frames could not be run, or events were lost.
+fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<u8> {
+    let replayed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(session::setup::read(cfg, path))?;
+    let secs = replayed.took.as_secs_f64();
+    eprintln!(
+        "traffic: ran {} frames of {} through the XDP program in {secs:.3} s ({} frames/s)",
+        replayed.frames,
+        path.display(),
+        si(replayed.frames as f64 / secs.max(1e-9)),
+    );
+    let mut code = replayed.outcome.exit_code();
+    if replayed.refused > 0 {
+        eprintln!(
+            "traffic: error: {} frames were not run: the kernel runs no XDP frame shorter than an Ethernet header (14 bytes) or larger than a page holds (about 3,500 bytes); they are in no count",
+            replayed.refused
+        );
+        code = code.max(1);
+    }
+    report_loss(&replayed.outcome);
+    if let Some(e) = &replayed.error {
+        eprintln!(
+            "traffic: error: {}; the summary covers the frames before it",
+            traffic::kernel::error_chain(e)
+        );
+        code = code.max(1);
+    }
+    Ok(code)
 }
 
 /// Lost packets are not fatal, but they must not pass unnoticed.

@@ -394,6 +394,7 @@ fn spread(lab: &Lab, case: Case, count: u64, rate: Option<u64>) -> GenOptions {
         rate,
         proto: Proto::Udp,
         payload_len: 22,
+        mix: generator::Mix::RoundRobin,
     }
 }
 

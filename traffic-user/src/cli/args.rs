@@ -121,6 +121,39 @@ pub struct RunArgs {
     /// the rules files will grow.
     #[arg(long, value_name = "MIB")]
     pub rule_table_mib: Option<u32>,
+    /// Rules each of the two rule tables may hold, as far as per-rule
+    /// counters go (default: half again the first rule set, at least
+    /// 65,536). A reload with more rules is refused.
+    #[arg(long, value_name = "N")]
+    pub max_rules: Option<u32>,
+    /// Show packets and bytes per rule: a table under each interval's row
+    /// and in the summary (JSON always carries them, as `rules`).
+    #[arg(long)]
+    pub by_rule: bool,
+    /// Report the N sources with the most packets in each interval and over
+    /// the run (address, packets, bytes, share, rule), counted in the
+    /// kernel per source address (or per --top-prefix).
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// With --top: count IPv4 sources by their first BITS bits (24 counts
+    /// each /24 as one source).
+    #[arg(long, value_name = "BITS", default_value_t = 32, requires = "top")]
+    pub top_prefix: u8,
+    /// With --top: count IPv6 sources by their first BITS bits (64 counts
+    /// each /64 as one).
+    #[arg(long, value_name = "BITS", default_value_t = 128, requires = "top")]
+    pub top_prefix6: u8,
+    /// With --top: distinct sources the kernel counts exactly per interval;
+    /// more are counted as untracked, and the report says so. Over the run,
+    /// traffic keeps this many sources in memory (Space-Saving), with an
+    /// error bound for each.
+    #[arg(long, value_name = "N", default_value_t = crate::kernel::engine::DEFAULT_TOP_CAPACITY, requires = "top")]
+    pub top_capacity: u32,
+    /// Read frames from a pcap or pcapng FILE instead of an interface, and
+    /// run each through the same XDP program (BPF_PROG_RUN) with the same
+    /// rules, counters and outputs; intervals follow the file's timestamps.
+    #[arg(short = 'r', long, value_name = "FILE", conflicts_with_all = ["iface", "lab", "afxdp"])]
+    pub read: Option<PathBuf>,
     /// The action for IP packets whose source matches no rule. Non-IP and
     /// unparseable frames are always passed.
     #[arg(long = "default", value_enum, default_value_t = Action::Pass)]
@@ -252,6 +285,18 @@ pub struct GenArgs {
     /// faster on veth, but the kernel drops what the device cannot take).
     #[arg(long, value_enum, default_value_t = Mechanism::AfPacket)]
     pub mechanism: Mechanism,
+    /// Pick sources Zipf-distributed with exponent S (1.1 is typical of
+    /// real senders) instead of in turn: rank r (0 the heaviest) is prefix
+    /// r % n's address r / n, for --zipf-sources ranks.
+    #[arg(long, value_name = "S")]
+    pub zipf: Option<f64>,
+    /// With --zipf: how many distinct sources (ranks).
+    #[arg(long, value_name = "N", default_value_t = 100_000, requires = "zipf")]
+    pub zipf_sources: u64,
+    /// With --zipf: the seed of the random stream (the same seed sends the
+    /// same sources).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "zipf")]
+    pub seed: u64,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,

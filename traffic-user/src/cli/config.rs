@@ -9,7 +9,7 @@ use crate::{
         ModeChoice, Settings,
         caps::{CapsError, User},
     },
-    lab::generator::{GenOptions, Mechanism, parse_mac},
+    lab::generator::{GenOptions, Mechanism, Mix, parse_mac},
     rules::{Action, CidrError, RuleError, RuleSet, RuleSpec},
     sink::{Format, pcap::Rotation},
     source::{
@@ -22,7 +22,9 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Neither `--iface` nor `--lab`.
-    #[error("say where to attach: --iface IFACE (see `ip link`), or --lab for the built-in lab")]
+    #[error(
+        "say where to attach: --iface IFACE (see `ip link`), --lab for the built-in lab, or --read FILE for a recorded capture"
+    )]
     NoTarget,
     /// A bad rule, from a flag or a file.
     #[error(transparent)]
@@ -104,6 +106,9 @@ pub enum Target {
     Iface(String),
     /// The built-in lab.
     Lab,
+    /// A recorded capture (`--read`), run through the program by
+    /// BPF_PROG_RUN.
+    File(PathBuf),
 }
 
 /// A validated capture/filter run.
@@ -134,6 +139,10 @@ pub struct RunConfig {
     pub user: Option<User>,
     /// When to start a new pcap file (`-C`, `-G`, `-W`).
     pub rotation: Rotation,
+    /// `--by-rule`: the per-rule table.
+    pub by_rule: bool,
+    /// `--top N`: how many sources each report names.
+    pub top: Option<usize>,
 }
 
 /// The AF_XDP settings of a run.
@@ -199,7 +208,19 @@ fn capture_settings(args: &RunArgs, errors: &mut Vec<ConfigError>) -> (Settings,
         // Set when the interface's queues are known.
         afxdp_queues: 0,
         rule_table_mib: args.rule_table_mib,
+        rule_counts: true,
+        max_rules: args.max_rules,
+        top: args.top.map(|_| crate::kernel::engine::TopSettings {
+            capacity: args.top_capacity,
+            prefix_v4: args.top_prefix,
+            prefix_v6: args.top_prefix6,
+        }),
     };
+    if args.top == Some(0) {
+        errors.push(ConfigError::Setting(
+            "--top 0 would name no source; give N >= 1 or leave it out".to_owned(),
+        ));
+    }
     errors.extend(settings.problems().into_iter().map(ConfigError::Setting));
     if args.queues == Some(0) {
         errors.push(ConfigError::QueuesZero);
@@ -302,10 +323,11 @@ impl RunConfig {
     pub fn from_args(args: RunArgs) -> Result<Self, Invalid> {
         let mut errors = Vec::new();
         let rotation = rotation(&args, &mut errors);
-        let target = match (args.iface.clone(), args.lab) {
-            (Some(iface), _) => Target::Iface(iface),
-            (None, true) => Target::Lab,
-            (None, false) => {
+        let target = match (args.iface.clone(), args.lab, args.read.clone()) {
+            (_, _, Some(file)) => Target::File(file),
+            (Some(iface), _, _) => Target::Iface(iface),
+            (None, true, _) => Target::Lab,
+            (None, false, None) => {
                 errors.push(ConfigError::NoTarget);
                 Target::Lab
             }
@@ -345,6 +367,8 @@ impl RunConfig {
                     max_wait: Duration::from_micros(args.max_wait_us),
                 }
             },
+            by_rule: args.by_rule,
+            top: args.top,
             print: args.print,
             write: args.write,
             plot: args.plot,
@@ -382,6 +406,19 @@ impl GenConfig {
         if args.payload > 9000 {
             errors.push(ConfigError::Payload(args.payload));
         }
+        if let Some(z) = args.zipf
+            && !(z.is_finite() && (0.0..=10.0).contains(&z))
+        {
+            errors.push(ConfigError::Setting(format!(
+                "--zipf {z}: give an exponent from 0 (uniform) to 10; 1.1 is typical"
+            )));
+        }
+        if args.zipf.is_some() && !(1..=1 << 32).contains(&args.zipf_sources) {
+            errors.push(ConfigError::Setting(format!(
+                "--zipf-sources {}: give 1 to 4294967296 sources",
+                args.zipf_sources
+            )));
+        }
         if !errors.is_empty() {
             return Err(Invalid(errors));
         }
@@ -396,6 +433,11 @@ impl GenConfig {
                 rate: args.rate,
                 proto: args.proto,
                 payload_len: args.payload,
+                mix: args.zipf.map_or(Mix::RoundRobin, |s| Mix::Zipf {
+                    s,
+                    sources: args.zipf_sources,
+                    seed: args.seed,
+                }),
             },
             mechanism: args.mechanism,
             json: args.json,

@@ -32,13 +32,18 @@ pub enum AttachMode {
     Native,
     /// Generic XDP.
     Skb,
+    /// Not attached: frames of a recorded capture run through the program
+    /// by BPF_PROG_RUN (`--read`).
+    #[serde(rename = "test_run")]
+    TestRun,
 }
 
 impl AttachMode {
     fn xdp_mode(self) -> XdpMode {
         match self {
             AttachMode::Native => XdpMode::Driver,
-            AttachMode::Skb => XdpMode::Skb,
+            // Never attached; generic XDP is what it would be closest to.
+            AttachMode::Skb | AttachMode::TestRun => XdpMode::Skb,
         }
     }
 }
@@ -48,6 +53,7 @@ impl fmt::Display for AttachMode {
         f.write_str(match self {
             AttachMode::Native => "native",
             AttachMode::Skb => "skb",
+            AttachMode::TestRun => "test_run",
         })
     }
 }
@@ -141,7 +147,7 @@ fn refusal_hint(iface: &str, mode: AttachMode, source: &ProgramError) -> String 
         (AttachMode::Native, _) => {
             ": the driver may not support native XDP; try --mode skb".to_owned()
         }
-        (AttachMode::Skb, _) => {
+        (AttachMode::Skb | AttachMode::TestRun, _) => {
             ": the kernel refused even generic XDP; check `dmesg` and the interface's MTU"
                 .to_owned()
         }

@@ -27,10 +27,12 @@ use aya::{
     maps::{Map, MapData, PerCpuArray, XskMap},
     programs::{Xdp, xdp::XdpLinkId},
 };
-use traffic_common::{Config, CpuState, MAX_SNAPLEN, Stats, names};
+use std::os::fd::AsFd;
+
+use traffic_common::{Config, Count, CpuState, MAX_SNAPLEN, Stats, TopKey, names, rule_slot};
 
 use super::{
-    Attached, EngineError, EventRing, ModeChoice, attach,
+    Attached, EngineError, EventRing, ModeChoice, attach, batch,
     object::{self, load_program, take_map, xdp, xdp_mut},
     table::{Table, Tables},
 };
@@ -54,6 +56,44 @@ pub struct Settings {
     /// MiB of each of the two rule tables; `None` for twice what the first
     /// rule set needs (at least 1 MiB).
     pub rule_table_mib: Option<u32>,
+    /// Count packets and bytes per rule in the kernel.
+    pub rule_counts: bool,
+    /// Rules each table may hold, as far as per-rule counters go; `None`
+    /// for half again the first rule set, at least 65,536.
+    pub max_rules: Option<u32>,
+    /// Count packets and bytes per source (`--top`).
+    pub top: Option<TopSettings>,
+}
+
+/// How the program counts per source (`--top`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopSettings {
+    /// Sources each of the two maps holds per interval.
+    pub capacity: u32,
+    /// Count IPv4 sources by this prefix of them (32: by address).
+    pub prefix_v4: u8,
+    /// Count IPv6 sources by this prefix of them (128: by address).
+    pub prefix_v6: u8,
+}
+
+impl Default for TopSettings {
+    fn default() -> Self {
+        Self {
+            capacity: DEFAULT_TOP_CAPACITY,
+            prefix_v4: 32,
+            prefix_v6: 128,
+        }
+    }
+}
+
+/// Sources a top-talker map holds by default: 2^17, about 13 MiB of kernel
+/// memory for each of the two maps on a 2-CPU host.
+pub const DEFAULT_TOP_CAPACITY: u32 = 1 << 17;
+
+/// The rule counters a first set of `rules` gets by default.
+fn default_rule_slots(rules: usize) -> u32 {
+    let rules = u32::try_from(rules).unwrap_or(u32::MAX / 4);
+    (rules + rules / 2).max(1 << 16)
 }
 
 impl Default for Settings {
@@ -65,6 +105,9 @@ impl Default for Settings {
             afxdp_queues: 0,
             explain: 0,
             rule_table_mib: None,
+            rule_counts: true,
+            max_rules: None,
+            top: None,
         }
     }
 }
@@ -79,6 +122,20 @@ impl Settings {
                 "--snaplen {} is out of range: use 1 to {MAX_SNAPLEN} bytes",
                 self.snaplen
             ));
+        }
+        if self.max_rules == Some(0) {
+            problems.push("--max-rules 0: give at least 1".to_owned());
+        }
+        if let Some(top) = &self.top {
+            if top.capacity == 0 {
+                problems.push("--top-capacity 0: the top-talker map needs room for at least one source".to_owned());
+            }
+            if top.prefix_v4 > 32 || top.prefix_v4 == 0 {
+                problems.push(format!("--top-prefix {}: an IPv4 prefix is 1 to 32 bits", top.prefix_v4));
+            }
+            if top.prefix_v6 > 128 || top.prefix_v6 == 0 {
+                problems.push(format!("--top-prefix6 {}: an IPv6 prefix is 1 to 128 bits", top.prefix_v6));
+            }
         }
         if self.rule_table_mib == Some(0) {
             problems.push("--rule-table-mib 0: the rule tables need at least 1 MiB".to_owned());
@@ -107,7 +164,27 @@ pub struct Engine {
     /// Fixed at load time (a constant to the verifier).
     default_action: crate::rules::Action,
     tables: Tables,
+    /// Per-rule counters, when counted; see [`rule_slot`].
+    rule_counts: Option<MapData>,
+    /// Rules each table may hold (0 when not counted).
+    rule_slots: u32,
+    /// Rules in each table, as last installed.
+    table_rules: [u32; 2],
+    top: Option<TopMaps>,
+    cpus: usize,
     attached: Option<(Attached, XdpLinkId)>,
+    /// Whether the program was ever attached: packets it classified may
+    /// still be in flight just after a switch or a detach.
+    ever_attached: bool,
+}
+
+/// The two top-talker maps, which one the program counts into, and the
+/// per-CPU flags that say a map is full.
+struct TopMaps {
+    maps: [MapData; 2],
+    side: aya::maps::Array<MapData, u32>,
+    full: PerCpuArray<MapData, u32>,
+    in_use: u32,
 }
 
 impl Engine {
@@ -144,20 +221,45 @@ impl Engine {
             |m| u64::from(m) << 20,
         );
         let table_entries = Tables::map_entries(table_bytes).map_err(EngineError::Table)?;
+        let rule_slots = if settings.rule_counts {
+            settings
+                .max_rules
+                .unwrap_or_else(|| default_rule_slots(rules.len()))
+        } else {
+            0
+        };
+        if rules.len() > rule_slots as usize && settings.rule_counts {
+            return Err(EngineError::TooManyRules {
+                rules: rules.len(),
+                room: rule_slots,
+            });
+        }
+        let top = settings.top.unwrap_or_default();
         let config = Config {
             default_action: rules.default_action().to_kernel(),
             snaplen: settings.snaplen,
             sample_every: settings.sample_every,
             afxdp: u32::from(settings.afxdp_queues > 0),
             explain: settings.explain,
+            rule_slots,
+            top: u32::from(settings.top.is_some()),
+            top_mask_v4: prefix_mask(top.prefix_v4, 32) as u32,
+            top_mask_v6: {
+                let m = prefix_mask(top.prefix_v6, 128);
+                [(m >> 96) as u32, (m >> 64) as u32, (m >> 32) as u32, m as u32]
+            },
         };
+        let top_entries = settings.top.map_or(1, |t| t.capacity);
         let mut ebpf = object::load(
             object::CLASSIFIER,
             EbpfLoader::new()
                 .override_global(names::CONFIG, &config, true)
                 .map_max_entries(names::TABLE, table_entries)
                 .map_max_entries(names::EVENTS, settings.ring_bytes)
-                .map_max_entries(names::XSKS, settings.afxdp_queues.max(1)),
+                .map_max_entries(names::XSKS, settings.afxdp_queues.max(1))
+                .map_max_entries(names::RULE_COUNTS, rule_slot::total(rule_slots))
+                .map_max_entries(names::TOP_0, top_entries)
+                .map_max_entries(names::TOP_1, top_entries),
         )?;
 
         // The program must be loaded while the object still owns its maps:
@@ -170,6 +272,23 @@ impl Engine {
         );
         tables.install(&table).map_err(EngineError::Table)?;
         drop(table);
+        let rule_counts = raw_map(&mut ebpf, names::RULE_COUNTS)?;
+        let top = match settings.top {
+            Some(_) => Some(TopMaps {
+                maps: [
+                    raw_map(&mut ebpf, names::TOP_0)?,
+                    raw_map(&mut ebpf, names::TOP_1)?,
+                ],
+                side: take_map(&mut ebpf, names::TOP_SIDE)?,
+                full: take_map(&mut ebpf, names::TOP_FULL)?,
+                in_use: 0,
+            }),
+            None => None,
+        };
+        let cpus = batch::possible_cpus().map_err(|source| EngineError::Counters {
+            what: "list of possible CPUs",
+            source,
+        })?;
         let stats = take_map(&mut ebpf, names::STATS)?;
         let events = EventRing::new(
             raw_map(&mut ebpf, names::EVENTS)?,
@@ -185,8 +304,123 @@ impl Engine {
             xsks,
             default_action: rules.default_action(),
             tables,
+            rule_counts: settings.rule_counts.then_some(rule_counts),
+            rule_slots,
+            table_rules: [rules.len() as u32, 0],
+            top,
+            cpus,
             attached: None,
+            ever_attached: false,
         })
+    }
+
+    /// Rules each table may hold, as far as per-rule counters go; 0 when
+    /// rules are not counted.
+    pub fn rule_slots(&self) -> u32 {
+        self.rule_slots
+    }
+
+    /// The table the next rule set goes into (0 or 1).
+    pub fn free_half(&self) -> u32 {
+        self.tables.free_half()
+    }
+
+    /// Waits until no packet can still be classified, or counted, by the
+    /// table out of force, so that its counts are final.
+    pub fn settle(&self) {
+        self.tables.settle();
+    }
+
+    /// Per-rule counter slots `first .. first + n` ([`rule_slot`]), summed
+    /// over the CPUs, each handed to `each` with its slot.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel refuses the read.
+    pub fn read_slots(
+        &self,
+        first: u32,
+        n: u32,
+        each: &mut dyn FnMut(u32, Count),
+    ) -> Result<(), EngineError> {
+        let Some(map) = &self.rule_counts else {
+            return Ok(());
+        };
+        batch::read_per_cpu_array::<Count>(map.fd().as_fd(), first, n, self.cpus, &mut |slot, per_cpu| {
+            let mut sum = Count::default();
+            for c in per_cpu {
+                sum.add(c);
+            }
+            each(slot, sum);
+        })
+        .map_err(|source| EngineError::Counters {
+            what: "per-rule counters",
+            source,
+        })
+    }
+
+    /// Puts the other top-talker map in use and returns the one that was;
+    /// read it with [`Engine::drain_top`] once no packet can still be
+    /// counting into it ([`crate::kernel::table::GRACE`]). `None` without
+    /// `--top`.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel refuses the write.
+    pub fn flip_top(&mut self) -> Result<Option<u32>, EngineError> {
+        let Some(top) = &mut self.top else {
+            return Ok(None);
+        };
+        let was = top.in_use;
+        top.side
+            .set(0, 1 - was, 0)
+            .map_err(|source| EngineError::Map {
+                name: names::TOP_SIDE,
+                source: Some(source),
+            })?;
+        top.in_use = 1 - was;
+        Ok(Some(was))
+    }
+
+    /// Reads and empties top-talker map `side`, handing each source and its
+    /// counts summed over the CPUs to `each`, and clears the map's full
+    /// flags.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel refuses the read or the writes.
+    pub fn drain_top(
+        &mut self,
+        side: u32,
+        each: &mut dyn FnMut(&TopKey, Count),
+    ) -> Result<(), EngineError> {
+        let Some(top) = &mut self.top else {
+            return Ok(());
+        };
+        let map = &top.maps[side as usize & 1];
+        batch::drain_per_cpu_hash::<TopKey, Count>(map.fd().as_fd(), self.cpus, &mut |key, per_cpu| {
+            let mut sum = Count::default();
+            for c in per_cpu {
+                sum.add(c);
+            }
+            each(key, sum);
+        })
+        .map_err(|source| EngineError::Counters {
+            what: "top-talker map",
+            source,
+        })?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![0u32; self.cpus]).map_err(|source| {
+            EngineError::Counters {
+                what: "top-talker map's full flags",
+                source,
+            }
+        })?;
+        top.full
+            .set(side & 1, zeros, 0)
+            .map_err(|source| EngineError::Map {
+                name: names::TOP_FULL,
+                source: Some(source),
+            })
     }
 
     /// Puts the rules of `table` (see [`Table::build`], which can run on
@@ -202,7 +436,30 @@ impl Engine {
         if table.default_action() != self.default_action {
             return Err(EngineError::DefaultChanged);
         }
-        self.tables.install(table).map_err(EngineError::Table)
+        let half = self.tables.free_half();
+        if let Some(map) = &self.rule_counts {
+            if table.rules() > self.rule_slots as usize {
+                return Err(EngineError::TooManyRules {
+                    rules: table.rules(),
+                    room: self.rule_slots,
+                });
+            }
+            self.tables.settle();
+            batch::zero_per_cpu_array(
+                map.fd().as_fd(),
+                rule_slot::of(half, self.rule_slots, 0),
+                table.rules() as u32,
+                size_of::<Count>(),
+                self.cpus,
+            )
+            .map_err(|source| EngineError::Counters {
+                what: "per-rule counters",
+                source,
+            })?;
+        }
+        self.tables.install(table).map_err(EngineError::Table)?;
+        self.table_rules[half as usize] = table.rules() as u32;
+        Ok(())
     }
 
     /// Puts the AF_XDP socket `fd` in the program's map for receive queue
@@ -257,6 +514,30 @@ impl Engine {
         xdp(&self.ebpf, names::PROGRAM)
     }
 
+    /// Runs `frame` through the classifier once (BPF_PROG_RUN), as if it had
+    /// arrived on receive queue 0: counted, classified, captured. `false`
+    /// when the kernel refuses to run a frame of its size (below an
+    /// Ethernet header, or larger than a page can hold).
+    ///
+    /// # Errors
+    ///
+    /// When the run fails otherwise.
+    pub fn run_frame(&self, frame: &[u8]) -> Result<bool, EngineError> {
+        let run = aya::TestRun::test_run(self.program(), aya::programs::TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..aya::programs::TestRunOptions::default()
+        });
+        match run {
+            Ok(_) => Ok(true),
+            Err(e) if super::os_error(&e) == Some(libc::EINVAL) => Ok(false),
+            Err(source) => Err(EngineError::Program {
+                program: names::PROGRAM,
+                source: Box::new(source),
+            }),
+        }
+    }
+
     /// The counters summed over all CPUs.
     ///
     /// # Errors
@@ -288,7 +569,13 @@ impl Engine {
     ) -> Result<&Attached, EngineError> {
         let program = xdp_mut(&mut self.ebpf, names::PROGRAM);
         let (attached, link) = attach::attach(program, iface, mode, force)?;
+        self.ever_attached = true;
         Ok(&self.attached.insert((attached, link)).0)
+    }
+
+    /// Whether the program was ever attached (see [`Engine::attach`]).
+    pub fn ever_attached(&self) -> bool {
+        self.ever_attached
     }
 
     /// Where the program is attached, if it is.
@@ -311,6 +598,14 @@ impl Drop for Engine {
     }
 }
 
+/// The mask of the top `len` bits of a `width`-bit address, in the low
+/// `width` bits.
+fn prefix_mask(len: u8, width: u32) -> u128 {
+    let len = u32::from(len).min(width);
+    let all = if width == 128 { u128::MAX } else { (1u128 << width) - 1 };
+    if len == 0 { 0 } else { all & !((1u128 << (width - len)) - 1) }
+}
+
 fn validate(settings: &Settings) -> Result<(), EngineError> {
     match settings.problems().into_iter().next() {
         Some(problem) => Err(EngineError::BadSetting(problem)),
@@ -321,7 +616,9 @@ fn validate(settings: &Settings) -> Result<(), EngineError> {
 /// The map `name` as the kernel object it is, whatever its type.
 fn raw_map(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, EngineError> {
     match ebpf.take_map(name) {
-        Some(Map::RingBuf(m) | Map::Array(m)) => Ok(m),
+        Some(
+            Map::RingBuf(m) | Map::Array(m) | Map::PerCpuArray(m) | Map::PerCpuHashMap(m),
+        ) => Ok(m),
         _ => Err(EngineError::Map { name, source: None }),
     }
 }

@@ -4,6 +4,7 @@
 //! - [`engine`]: the classifier with its rule tables, counters, event ring
 //!   and AF_XDP socket map.
 //! - [`ring`]: the event ring buffer, mapped and read in batches.
+//! - [`batch`]: batched reads of per-rule and per-source counters.
 //! - [`tools`]: the floor and XDP_TX programs of the benchmark and the
 //!   generator, from an object of their own.
 //! - [`attach`]: bpf_link attachment, mode fallback, programs in the way.
@@ -11,6 +12,7 @@
 //! - [`caps`]: the capabilities the process holds.
 
 pub mod attach;
+pub mod batch;
 pub mod caps;
 pub mod engine;
 pub mod netlink;

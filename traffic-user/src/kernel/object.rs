@@ -88,6 +88,25 @@ pub enum EngineError {
         "the default action cannot change while traffic runs (it is compiled into the program); restart traffic to change --default"
     )]
     DefaultChanged,
+    /// A rule set has more rules than there are per-rule counters.
+    #[error(
+        "{rules} rules do not fit in the {room} per-rule counters set when traffic started; restart it with --max-rules {rules} or more"
+    )]
+    TooManyRules {
+        /// Rules in the set.
+        rules: usize,
+        /// Counters for each table.
+        room: u32,
+    },
+    /// A batched read or write of per-rule or per-source counters failed.
+    #[error("reading or clearing the {what} failed")]
+    Counters {
+        /// Which counters.
+        what: &'static str,
+        /// The system call's error.
+        #[source]
+        source: io::Error,
+    },
     /// The interface does not exist.
     #[error(
         "there is no network interface named `{iface}` (in this network namespace); list them with `ip link`"

@@ -73,6 +73,8 @@ pub struct Table {
     /// The default action of the rules it was built from, which the
     /// program has compiled in and a table cannot change.
     default: Action,
+    /// How many rules it holds.
+    rules: usize,
 }
 
 impl Table {
@@ -130,12 +132,18 @@ impl Table {
         Ok(Self {
             entries: by_level(&entries),
             default: rules.default_action(),
+            rules: rules.len(),
         })
     }
 
     /// The default action of the rules it was built from.
     pub fn default_action(&self) -> Action {
         self.default
+    }
+
+    /// How many rules it holds.
+    pub fn rules(&self) -> usize {
+        self.rules
     }
 
     /// The entries, as the kernel will hold them.
@@ -181,7 +189,7 @@ const BLOCK_BYTES: u64 = BLOCK as u64 * 4;
 /// again: a packet being classified when the tables were swapped has long
 /// finished by then (XDP runs a packet in well under a microsecond, with
 /// preemption off).
-const GRACE: Duration = Duration::from_millis(20);
+pub const GRACE: Duration = Duration::from_millis(20);
 
 /// The program's two tables (`TABLE`) and the pointer to the one in force
 /// (`TABLE_BASE`). A new rule set is written into the table not in force,
@@ -226,6 +234,19 @@ impl Tables {
         }
     }
 
+    /// The table the next rule set goes into: the one not in force.
+    pub fn free_half(&self) -> u32 {
+        self.in_force.map_or(0, |t| 1 - t) as u32
+    }
+
+    /// Waits until no packet can still be classified by the table not in
+    /// force: [`GRACE`] after the last swap.
+    pub fn settle(&self) {
+        if self.in_force.is_some() {
+            std::thread::sleep(GRACE.saturating_sub(self.swapped_at.elapsed()));
+        }
+    }
+
     /// The bytes of each table.
     pub fn bytes(&self) -> u64 {
         self.half * BLOCK_BYTES
@@ -245,10 +266,8 @@ impl Tables {
                 room: self.bytes(),
             });
         }
-        let next = self.in_force.map_or(0, |t| 1 - t);
-        if self.in_force.is_some() {
-            std::thread::sleep(GRACE.saturating_sub(self.swapped_at.elapsed()));
-        }
+        let next = u64::from(self.free_half());
+        self.settle();
         let bytes = usize::try_from(page_round(new.blocks() * BLOCK_BYTES)).map_err(|_| {
             TableError::TooLarge {
                 entries: new.entries.len() as u64,

@@ -12,7 +12,7 @@ use std::{
 
 use super::{
     Lab, RX_MAC, enter_netns,
-    generator::{self, GenOptions, Proto},
+    generator::{self, GenOptions, Mix, Proto},
     remove_stale,
 };
 use crate::{
@@ -37,6 +37,11 @@ pub const RULES: [(Action, &str); 4] = [
     (Action::Drop, "2001:db8:bad::/48"),
     (Action::Capture, "2001:db8:c::/48"),
 ];
+/// The exponent of the lab's Zipf mix of sources: a few heavy senders and
+/// a long tail, as on real links.
+pub const ZIPF_S: f64 = 1.1;
+/// Distinct sources in the lab's mix.
+pub const ZIPF_SOURCES: u64 = 10_000;
 /// Frames per second the lab's generator sends.
 pub const RATE: u64 = 10_000;
 
@@ -94,7 +99,7 @@ pub fn run(mut cfg: RunConfig) -> Result<Outcome, LabError> {
     }
     let lab = Lab::create("lab", 1).map_err(LabError::Create)?;
     eprintln!(
-        "traffic: lab: {} (namespace {}) sends {RATE} frames/s to {} (namespace {}) from {}",
+        "traffic: lab: {} (namespace {}) sends {RATE} frames/s to {} (namespace {}) from {ZIPF_SOURCES} sources in {}, Zipf-distributed (s = {ZIPF_S})",
         lab.tx_if,
         lab.tx_ns,
         lab.rx_if,
@@ -118,15 +123,25 @@ pub fn run(mut cfg: RunConfig) -> Result<Outcome, LabError> {
             rate: Some(RATE),
             proto: Proto::Udp,
             payload_len: 64,
+            mix: Mix::Zipf {
+                s: ZIPF_S,
+                sources: ZIPF_SOURCES,
+                seed: 1,
+            },
         };
         std::thread::spawn(move || -> Result<(), LabError> {
             enter_netns(&ns).map_err(|source| LabError::Enter {
                 which: "sending",
                 source,
             })?;
-            // Rounds of a tenth of a second, until told to stop.
+            // Rounds of a tenth of a second, until told to stop, each
+            // with its own draw of sources.
+            let mut options = options;
             while !stop.load(Ordering::Relaxed) {
                 generator::run(&options).map_err(LabError::Generator)?;
+                if let Mix::Zipf { seed, .. } = &mut options.mix {
+                    *seed += 1;
+                }
             }
             Ok(())
         })

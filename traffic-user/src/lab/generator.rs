@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::frame::{FrameSpec, L4};
+use super::{
+    frame::{FrameSpec, L4},
+    zipf::Zipf,
+};
 use crate::{
     kernel::{Tool, ToolProgram, error_chain, netlink},
     rules::Cidr,
@@ -66,6 +69,65 @@ pub struct GenOptions {
     pub proto: Proto,
     /// Payload bytes after the transport header.
     pub payload_len: usize,
+    /// How frames pick their sources.
+    pub mix: Mix,
+}
+
+/// How the generator's frames pick their source addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Mix {
+    /// Frame `i` from prefix `i % n`, address `i / n` within it.
+    #[default]
+    RoundRobin,
+    /// Zipf-distributed over `sources` addresses of the prefixes: the
+    /// source of rank `r` (0 the heaviest) is [`ranked`]`(prefixes, r)`,
+    /// ranks drawn with exponent `s` from `seed`.
+    Zipf {
+        /// The exponent (1.1 is typical of real senders).
+        s: f64,
+        /// Distinct ranks.
+        sources: u64,
+        /// The random stream's seed.
+        seed: u64,
+    },
+}
+
+/// The source of Zipf rank `rank` over `prefixes`: prefix `rank % n`, its
+/// address `rank / n` (wrapping around the prefix's size).
+pub fn ranked(prefixes: &[Cidr], rank: u64) -> IpAddr {
+    let k = prefixes.len() as u64;
+    prefixes[(rank % k) as usize].nth(u128::from(rank / k))
+}
+
+/// The sources of a stream, frame by frame.
+pub struct Picker<'a> {
+    prefixes: &'a [Cidr],
+    zipf: Option<Zipf>,
+}
+
+impl<'a> Picker<'a> {
+    /// The sources `opts` asks for.
+    pub fn new(opts: &'a GenOptions) -> Self {
+        let zipf = match opts.mix {
+            Mix::RoundRobin => None,
+            Mix::Zipf { s, sources, seed } => Some(Zipf::new(sources, s, seed)),
+        };
+        Self {
+            prefixes: &opts.sources,
+            zipf,
+        }
+    }
+
+    /// The source of frame `i` (frames are asked for in order).
+    pub fn source(&mut self, i: u64) -> IpAddr {
+        match &mut self.zipf {
+            Some(z) => ranked(self.prefixes, z.next_rank()),
+            None => {
+                let k = self.prefixes.len() as u64;
+                self.prefixes[(i % k) as usize].nth(u128::from(i / k))
+            }
+        }
+    }
 }
 
 /// What was sent.
@@ -122,6 +184,7 @@ pub fn run_with(opts: &GenOptions, mechanism: Mechanism) -> io::Result<GenReport
     let mut report = GenReport::default();
     let mut frames: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
     let mut next = 0u64;
+    let mut picker = Picker::new(opts);
     // Paced, a batch holds about 0.1 ms of frames (one frame at 10,000/s),
     // so a rate is a steady stream and not a burst of BATCH frames now and
     // then; as fast as possible, full batches.
@@ -133,7 +196,7 @@ pub fn run_with(opts: &GenOptions, mechanism: Mechanism) -> io::Result<GenReport
         frames.clear();
         let n = (opts.count - next).min(batch);
         for i in next..next + n {
-            frames.push(frame(opts, src_mac, i));
+            frames.push(frame_from(opts, src_mac, picker.source(i), i));
         }
         if let Some(rate) = opts.rate.filter(|&r| r > 0) {
             // Pace by batch: the batch starting at frame `next` is due at
@@ -177,6 +240,12 @@ fn live_frames(opts: &GenOptions, ifindex: u32, src_mac: [u8; 6]) -> io::Result<
             "--rate is not supported with --mechanism live-frames (the kernel sends as fast as it can)",
         ));
     }
+    if opts.mix != Mix::RoundRobin {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--zipf is not supported with --mechanism live-frames (it repeats one frame per prefix); use af-packet",
+        ));
+    }
     let sender =
         ToolProgram::load(Tool::Transmit).map_err(|e| io::Error::other(error_chain(&e)))?;
     let started = Instant::now();
@@ -204,11 +273,16 @@ fn is_backpressure(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS))
 }
 
-/// Frame number `i` of the stream described by `opts`.
+/// Frame number `i` of the stream described by `opts`, its sources taken
+/// in turn ([`Mix::RoundRobin`]).
 pub fn frame(opts: &GenOptions, src_mac: [u8; 6], i: u64) -> Vec<u8> {
     let k = opts.sources.len() as u64;
     let prefix = opts.sources[(i % k) as usize];
-    let src = prefix.nth(u128::from(i / k));
+    frame_from(opts, src_mac, prefix.nth(u128::from(i / k)), i)
+}
+
+/// Frame number `i` of the stream described by `opts`, from `src`.
+pub fn frame_from(opts: &GenOptions, src_mac: [u8; 6], src: IpAddr, i: u64) -> Vec<u8> {
     let dst = match src {
         IpAddr::V4(_) => IpAddr::V4(opts.dst4),
         IpAddr::V6(_) => IpAddr::V6(opts.dst6),
@@ -376,6 +450,7 @@ mod tests {
             rate: None,
             proto: Proto::Udp,
             payload_len: 0,
+            mix: Mix::RoundRobin,
         };
         let f0 = frame(&opts, [2, 0, 0, 0, 0, 1], 0);
         let f1 = frame(&opts, [2, 0, 0, 0, 0, 1], 1);

@@ -22,28 +22,36 @@
 //! idle, nothing runs.
 
 pub mod reload;
+pub mod replay;
 pub mod setup;
+pub mod tally;
+pub mod top;
 
 use std::{
     future::Future,
     io,
+    sync::Arc,
     task::Poll,
     time::{Duration, Instant},
 };
 
 use tokio::io::{Interest, unix::AsyncFd};
-use traffic_common::Stats;
+use traffic_common::{Count, Stats, TopKey};
 
 use crate::{
     kernel::{Engine, EngineError, table::Table},
+    rules::RuleSet,
     sink::{
         Counts, FailedOutput, Interval, Latency, ReloadReport, Sink, SinkError, Start, Summary,
+        json::{RuleRow, TopReport},
     },
     source::{Captured, Drained, Source, SourceError, clock::TimerFd, pace::Next},
 };
 
 pub use reload::Reloader;
 pub use setup::{SetupError, watch};
+pub use tally::RuleTally;
+pub use top::TopTally;
 
 /// The kernel's packet counters, as a session reads them.
 pub trait Counters {
@@ -64,6 +72,95 @@ pub trait Counters {
     ///
     /// When the kernel cannot take the table; the old rules stay.
     fn replace_rules(&mut self, table: &Table) -> Result<(), EngineError>;
+
+    /// Rules each table may hold, as far as per-rule counters go; 0 when
+    /// rules are not counted.
+    fn rule_slots(&self) -> u32 {
+        0
+    }
+
+    /// Per-rule counter slots `first .. first + n`, summed over the CPUs.
+    ///
+    /// # Errors
+    ///
+    /// When they cannot be read.
+    fn read_slots(
+        &mut self,
+        first: u32,
+        n: u32,
+        each: &mut dyn FnMut(u32, Count),
+    ) -> Result<(), EngineError> {
+        let _ = (first, n, each);
+        Ok(())
+    }
+
+    /// The table the next rule set goes into (0 or 1).
+    fn free_half(&self) -> u32 {
+        0
+    }
+
+    /// Waits until no packet can still be classified by the table out of
+    /// force, or be counting into the top-talker map out of use.
+    fn settle(&mut self) {}
+
+    /// Switches the top-talker maps; the one that was in use, if any.
+    ///
+    /// # Errors
+    ///
+    /// When the switch cannot be written.
+    fn flip_top(&mut self) -> Result<Option<u32>, EngineError> {
+        Ok(None)
+    }
+
+    /// Reads and empties top-talker map `side`.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be read.
+    fn drain_top(
+        &mut self,
+        side: u32,
+        each: &mut dyn FnMut(&TopKey, Count),
+    ) -> Result<(), EngineError> {
+        let _ = (side, each);
+        Ok(())
+    }
+
+    /// How long a packet may still be classified or counted by what it
+    /// read before a switch: zero when no program runs on its own.
+    fn grace(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Runs one recorded frame through the program (`--read`); `false`
+    /// when the kernel refuses a frame of its size.
+    ///
+    /// # Errors
+    ///
+    /// When the run fails otherwise.
+    fn run_frame(&mut self, frame: &[u8]) -> Result<bool, EngineError>;
+}
+
+/// Puts `table`, built from `rules`, in force, first taking the last counts
+/// of the set whose table it takes; the rules now in force.
+fn swap(
+    counters: &mut dyn Counters,
+    tally: Option<&mut RuleTally>,
+    table: Table,
+    rules: RuleSet,
+) -> Result<Arc<RuleSet>, EngineError> {
+    let half = counters.free_half();
+    let mut tally = tally;
+    if let Some(t) = tally.as_deref_mut() {
+        counters.settle();
+        t.before_swap(counters)?;
+    }
+    counters.replace_rules(&table)?;
+    let rules = Arc::new(rules);
+    if let Some(t) = tally {
+        t.swapped(Arc::clone(&rules), half);
+    }
+    Ok(rules)
 }
 
 impl Counters for Engine {
@@ -77,6 +174,51 @@ impl Counters for Engine {
 
     fn stop(&mut self) {
         self.detach();
+    }
+
+    fn rule_slots(&self) -> u32 {
+        Engine::rule_slots(self)
+    }
+
+    fn read_slots(
+        &mut self,
+        first: u32,
+        n: u32,
+        each: &mut dyn FnMut(u32, Count),
+    ) -> Result<(), EngineError> {
+        Engine::read_slots(self, first, n, each)
+    }
+
+    fn free_half(&self) -> u32 {
+        Engine::free_half(self)
+    }
+
+    fn settle(&mut self) {
+        Engine::settle(self);
+    }
+
+    fn flip_top(&mut self) -> Result<Option<u32>, EngineError> {
+        Engine::flip_top(self)
+    }
+
+    fn drain_top(
+        &mut self,
+        side: u32,
+        each: &mut dyn FnMut(&TopKey, Count),
+    ) -> Result<(), EngineError> {
+        Engine::drain_top(self, side, each)
+    }
+
+    fn run_frame(&mut self, frame: &[u8]) -> Result<bool, EngineError> {
+        Engine::run_frame(self, frame)
+    }
+
+    fn grace(&self) -> Duration {
+        if self.ever_attached() {
+            crate::kernel::table::GRACE
+        } else {
+            Duration::ZERO
+        }
     }
 }
 
@@ -334,6 +476,47 @@ pub struct Session<'a> {
     drained: Vec<Drained>,
     /// Reading the rules again, when the run can.
     reloader: Option<Reloader<'a>>,
+    /// The rules in force.
+    rules: Arc<RuleSet>,
+    /// Counts per rule, when the kernel keeps them.
+    tally: Option<RuleTally>,
+    /// Top talkers (`--top`).
+    top: Option<TopTally>,
+    /// What time it is.
+    clock: Clock,
+}
+
+/// A run's time: the clock's for a live run, the frames' for a recorded
+/// capture.
+#[derive(Clone, Copy, Debug)]
+enum Clock {
+    /// Since `started`.
+    Live {
+        /// When the run started.
+        started: Instant,
+    },
+    /// From the first frame's timestamp to the last one's.
+    File {
+        /// The first frame's (Unix time).
+        first: Duration,
+        /// The frame being run.
+        now: Duration,
+    },
+}
+
+impl Clock {
+    /// Since the start of the run, and as Unix time.
+    fn now(&self) -> (Duration, Duration) {
+        match *self {
+            Clock::Live { started } => (
+                started.elapsed(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            ),
+            Clock::File { first, now } => (now.saturating_sub(first), now),
+        }
+    }
 }
 
 impl<'a> Session<'a> {
@@ -343,9 +526,10 @@ impl<'a> Session<'a> {
     }
 
     /// A session that reports `start` and reads `counters` and `sources`
-    /// into `sinks`.
+    /// into `sinks`, classifying by `rules`.
     pub fn new(
         start: Start,
+        rules: Arc<RuleSet>,
         counters: Box<dyn Counters + 'a>,
         sources: Vec<Box<dyn Source + 'a>>,
         sinks: Vec<Box<dyn Sink + 'a>>,
@@ -361,6 +545,7 @@ impl<'a> Session<'a> {
                 failed: None,
             })
             .collect();
+        let tally = RuleTally::new(Arc::clone(&rules), counters.rule_slots());
         Self {
             start,
             counters,
@@ -370,7 +555,32 @@ impl<'a> Session<'a> {
             timing,
             drained,
             reloader: None,
+            rules,
+            tally,
+            top: None,
+            clock: Clock::Live {
+                started: Instant::now(),
+            },
         }
+    }
+
+    /// The reading at the start of the run: nothing counted yet.
+    fn first_mark(&self) -> Mark {
+        let (at, ts) = self.clock.now();
+        Mark {
+            stats: Stats::default(),
+            at: (Duration::ZERO, ts.saturating_sub(at)),
+            delivered: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Reports top talkers as `top` says (the program must count them:
+    /// [`crate::kernel::Settings::top`]).
+    #[must_use]
+    pub fn with_top(mut self, top: TopTally) -> Self {
+        self.top = Some(top);
+        self
     }
 
     /// Reloads the rules as `reloader` asks.
@@ -390,14 +600,20 @@ impl<'a> Session<'a> {
 
     /// Puts the rules a reload read in force (or says why not) and tells
     /// every sink.
-    fn reloaded(&mut self, read: reload::Read, started: Instant) {
+    fn reloaded(&mut self, read: reload::Read) {
         let Some(reloader) = &mut self.reloader else {
             return;
         };
         let (ok, change, errors) = match read.result {
-            Ok(new) => match self.counters.replace_rules(&new.table) {
-                Ok(()) => {
-                    reloader.rules = std::sync::Arc::new(new.rules);
+            Ok(new) => match swap(
+                self.counters.as_mut(),
+                self.tally.as_mut(),
+                new.table,
+                new.rules,
+            ) {
+                Ok(rules) => {
+                    reloader.rules = Arc::clone(&rules);
+                    self.rules = rules;
                     (true, new.change, Vec::new())
                 }
                 Err(e) => (
@@ -411,7 +627,7 @@ impl<'a> Session<'a> {
         let (rules_v4, rules_v6) = reloader.rules.counts();
         let report = ReloadReport {
             trigger: read.trigger.to_owned(),
-            at_s: started.elapsed().as_secs_f64(),
+            at_s: self.clock.now().0.as_secs_f64(),
             ok,
             took_ms: read.asked.elapsed().as_secs_f64() * 1e3,
             rules_v4,
@@ -419,7 +635,7 @@ impl<'a> Session<'a> {
             change,
             errors,
         };
-        let rules = std::sync::Arc::clone(&reloader.rules);
+        let rules = Arc::clone(&reloader.rules);
         for slot in &mut self.sinks {
             slot.call(|sink| sink.reload(&report, &rules));
         }
@@ -431,9 +647,26 @@ impl<'a> Session<'a> {
             sources,
             sinks,
             latency,
+            clock,
             ..
         } = self;
+        let replayed = match *clock {
+            Clock::File { now, .. } => Some(now),
+            Clock::Live { .. } => None,
+        };
         let mut deliver = |p: &Captured<'_>| {
+            // A recorded frame's packet happened at the frame's time, and
+            // has no delivery latency to speak of.
+            let mut at_frame;
+            let p = match replayed {
+                Some(ts) => {
+                    at_frame = *p;
+                    at_frame.ts = ts;
+                    at_frame.latency_ns = None;
+                    &at_frame
+                }
+                None => p,
+            };
             latency.record_packet(p);
             for slot in sinks.iter_mut().filter(|s| s.takes_packets) {
                 slot.packet(p);
@@ -493,6 +726,7 @@ impl<'a> Session<'a> {
             slot.call(|sink| sink.start(start));
         }
         let started = Instant::now();
+        self.clock = Clock::Live { started };
         let mut ticker = tokio::time::interval_at(
             tokio::time::Instant::from_std(started + self.timing.interval),
             self.timing.interval,
@@ -501,12 +735,7 @@ impl<'a> Session<'a> {
         let mut pace = Pace::new()?;
         // The sources arrange to be woken (or timed) before the first read.
         pace.set(self.next_read())?;
-        let mut last = Mark {
-            stats: Stats::default(),
-            at: started,
-            delivered: 0,
-            dropped: 0,
-        };
+        let mut last = self.first_mark();
         let mut stop = std::pin::pin!(stop);
         loop {
             tokio::select! {
@@ -514,7 +743,7 @@ impl<'a> Session<'a> {
                     self.drain_one(ready?)?;
                     pace.set(self.next_read())?;
                     if self.output_done() {
-                        break self.finish(started, last, Stop::OutputDone).await;
+                        break self.finish(last, Stop::OutputDone).await;
                     }
                 }
                 due = pace.due() => {
@@ -522,7 +751,7 @@ impl<'a> Session<'a> {
                     self.drain_all()?;
                     pace.set(self.next_read())?;
                     if self.output_done() {
-                        break self.finish(started, last, Stop::OutputDone).await;
+                        break self.finish(last, Stop::OutputDone).await;
                     }
                 }
                 _ = ticker.tick() => {
@@ -530,12 +759,17 @@ impl<'a> Session<'a> {
                     for source in &mut self.sources {
                         source.interval();
                     }
+                    // The switch and the reading as close together as can
+                    // be, so that the interval's sources and counters cover
+                    // the same packets (but for those in flight).
+                    let side = self.flip_top()?;
                     let now = self.mark()?;
-                    self.report_interval(&last, &now, started, 0)?;
+                    let top = self.collect_top(side).await?;
+                    self.report_interval(&last, &now, 0, top)?;
                     last = now;
                 }
-                read = Self::reload_read(&mut self.reloader) => self.reloaded(read, started),
-                stopped = &mut stop => break self.finish(started, last, stopped).await,
+                read = Self::reload_read(&mut self.reloader) => self.reloaded(read),
+                stopped = &mut stop => break self.finish(last, stopped).await,
             }
         }
     }
@@ -558,7 +792,7 @@ impl<'a> Session<'a> {
     fn mark(&mut self) -> Result<Mark, SessionError> {
         Ok(Mark {
             stats: self.counters.read().map_err(SessionError::Counters)?,
-            at: Instant::now(),
+            at: self.clock.now(),
             delivered: self.delivered(),
             dropped: self.dropped(),
         })
@@ -572,25 +806,105 @@ impl<'a> Session<'a> {
         counts
     }
 
+    /// Switches the top-talker maps (`--top`); the one taken out of use.
+    fn flip_top(&mut self) -> Result<Option<u32>, SessionError> {
+        if self.top.is_none() {
+            return Ok(None);
+        }
+        self.counters.flip_top().map_err(SessionError::Counters)
+    }
+
+    /// Switches the top-talker maps and reads the one taken out of use
+    /// ([`Session::collect_top`]).
+    async fn read_top(&mut self) -> Result<Option<Vec<(TopKey, Count)>>, SessionError> {
+        let side = self.flip_top()?;
+        self.collect_top(side).await
+    }
+
+    /// Reads sources while top-talker map `side`, just taken out of use,
+    /// settles, then reads and empties it: every source counted since the
+    /// switch before. `None` without `--top`.
+    async fn collect_top(
+        &mut self,
+        side: Option<u32>,
+    ) -> Result<Option<Vec<(TopKey, Count)>>, SessionError> {
+        let Some(side) = side else {
+            return Ok(None);
+        };
+        let until = Instant::now() + self.counters.grace();
+        while Instant::now() < until {
+            self.drain_all()?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut sources = Vec::new();
+        self.counters
+            .drain_top(side, &mut |key, count| sources.push((*key, count)))
+            .map_err(SessionError::Counters)?;
+        Ok(Some(sources))
+    }
+
+    /// The per-rule counts since the last interval and the interval's top
+    /// talkers (from `sources`), for `counts`.
+    fn tallies(
+        &mut self,
+        counts: &Counts,
+        sources: Option<Vec<(TopKey, Count)>>,
+    ) -> Result<(Vec<RuleRow>, Option<TopReport>), SessionError> {
+        let rules = match &mut self.tally {
+            Some(t) => t
+                .interval(self.counters.as_mut())
+                .map_err(SessionError::Counters)?,
+            None => Vec::new(),
+        };
+        let top = match (&mut self.top, sources) {
+            (Some(top), Some(sources)) => {
+                let untracked = Count {
+                    packets: counts.untracked,
+                    bytes: counts.untracked_bytes,
+                };
+                let total = sources.iter().map(|(_, c)| c.packets).sum::<u64>() + untracked.packets;
+                Some(top.interval(sources, untracked, total, &self.rules))
+            }
+            _ => None,
+        };
+        Ok((rules, top))
+    }
+
     fn report_interval(
         &mut self,
         from: &Mark,
         to: &Mark,
-        started: Instant,
         unread: u64,
+        sources: Option<Vec<(TopKey, Count)>>,
     ) -> Result<(), SessionError> {
         let counts = self.counts(from, to, unread);
+        let (rules, top) = self.tallies(&counts, sources)?;
+        self.emit_interval(from, to, &counts, &rules, top.as_ref());
+        Ok(())
+    }
+
+    /// Hands one interval to every sink.
+    fn emit_interval(
+        &mut self,
+        from: &Mark,
+        to: &Mark,
+        counts: &Counts,
+        rules: &[RuleRow],
+        top: Option<&TopReport>,
+    ) {
         let latency = self.latency.take_interval();
         let interval = Interval {
-            counts: &counts,
+            counts,
             latency: &latency,
-            length: to.at - from.at,
-            at: to.at - started,
+            length: to.at.0.saturating_sub(from.at.0),
+            at: to.at.0,
+            ts: to.at.1,
+            rules,
+            top,
         };
         for slot in &mut self.sinks {
             slot.call(|sink| sink.interval(&interval));
         }
-        Ok(())
     }
 
     /// Reads until each source has what the kernel had handed it by the
@@ -620,31 +934,29 @@ impl<'a> Session<'a> {
     /// interval and the summary.
     async fn finish(
         mut self,
-        started: Instant,
         last: Mark,
         stopped: Stop,
     ) -> Result<Outcome, SessionError> {
         // Stop before the last reading, so that no packet is counted after
         // it, then read every packet the kernel handed over.
         self.counters.stop();
+        let sources = self.read_top().await?;
         let end_stats = self.counters.read().map_err(SessionError::Counters)?;
         let unread = self.drain_to_end(&end_stats).await?;
         let end = Mark {
             stats: end_stats,
-            at: Instant::now(),
+            at: self.clock.now(),
             delivered: self.delivered(),
             dropped: self.dropped(),
         };
         let tail = self.counts(&last, &end, unread);
-        if tail != Counts::default() || end.at - last.at >= self.timing.interval / 2 {
-            self.report_interval(&last, &end, started, unread)?;
+        // Read whether or not the tail is reported: the summary's per-rule
+        // and per-source counts include it.
+        let (tail_rules, tail_top) = self.tallies(&tail, sources)?;
+        if tail != Counts::default() || end.at.0 - last.at.0 >= self.timing.interval / 2 {
+            self.emit_interval(&last, &end, &tail, &tail_rules, tail_top.as_ref());
         }
-        let start = Mark {
-            stats: Stats::default(),
-            at: started,
-            delivered: 0,
-            dropped: 0,
-        };
+        let start = self.first_mark();
         let total = self.counts(&start, &end, unread);
         let queues: Vec<_> = self.sources.iter().flat_map(|s| s.queues()).collect();
         // Outputs that failed are reported by those still working; one that
@@ -654,13 +966,20 @@ impl<'a> Session<'a> {
             .iter()
             .filter_map(|slot| slot.failed.as_ref().map(Failed::report))
             .collect();
+        let rules = self.tally.as_ref().map(RuleTally::totals).unwrap_or_default();
+        let top = self.top.as_ref().map(|t| {
+            let counted = t.counted();
+            t.summary(counted, &self.rules)
+        });
         let summary = Summary {
             start: &self.start,
             counts: &total,
             latency: &self.latency,
-            duration: end.at - started,
+            duration: end.at.0,
             queues: (!queues.is_empty()).then_some(queues.as_slice()),
             failed: &failed,
+            rules: &rules,
+            top: top.as_ref(),
         };
         for slot in &mut self.sinks {
             slot.call(|sink| sink.finish(&summary));
@@ -680,7 +999,8 @@ impl<'a> Session<'a> {
 #[derive(Clone, Copy, Debug)]
 struct Mark {
     stats: Stats,
-    at: Instant,
+    /// When: since the start of the run, and as Unix time ([`Clock::now`]).
+    at: (Duration, Duration),
     delivered: u64,
     dropped: u64,
 }

@@ -9,13 +9,15 @@ use tokio::{
 };
 
 use super::{
+    TopTally,
+    replay::Replayed,
     Outcome, Session, SessionError, Stop, Timing,
     reload::{Reloader, SignalOrChange},
 };
 use crate::{
     cli::{Afxdp, RunConfig},
     kernel::{
-        Engine, EngineError,
+        AttachMode, Engine, EngineError,
         caps::CapsError,
         netlink::{self, LinkWatch},
     },
@@ -33,6 +35,7 @@ use crate::{
         afxdp::{self, XskError, XskSource},
         explain::{ExplainLog, ExplainSource},
         pace::Mode,
+        recorded::Recorded,
         ringbuf::RingSource,
     },
 };
@@ -106,6 +109,9 @@ pub enum SetupError {
     /// `--watch-rules`: the files cannot be watched.
     #[error("--watch-rules: cannot watch the rules files")]
     WatchRules(#[source] io::Error),
+    /// `--read`: the recorded capture cannot be read.
+    #[error(transparent)]
+    Record(#[from] crate::source::recorded::RecordError),
     /// The event ring buffer was taken already (a bug).
     #[error("the event ring buffer was already taken")]
     RingTaken,
@@ -165,6 +171,80 @@ pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> 
         }
     };
     Ok(session.run(stop).await?)
+}
+
+/// Runs every frame of `--read`'s file through the program (not attached)
+/// and reports as a live run does, until the file ends or a signal.
+///
+/// # Errors
+///
+/// [`SetupError`]: what could not be set up, or how the run failed. A bad
+/// record within the file is not one: see [`Replayed::error`].
+pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, SetupError> {
+    let sig = |kind: SignalKind, name| {
+        signal(kind).map_err(|source| SetupError::Signal {
+            signal: name,
+            source,
+        })
+    };
+    let mut sigint = sig(SignalKind::interrupt(), "SIGINT")?;
+    let mut sigterm = sig(SignalKind::terminate(), "SIGTERM")?;
+    let mut sighup = sig(SignalKind::hangup(), "SIGHUP")?;
+    // The file first: a file that is not a capture is refused before
+    // anything is loaded or written.
+    let mut file = Recorded::open(path)?;
+    let (pcap, plot) = open_outputs(cfg)?;
+    let mut engine =
+        Engine::load_with(&cfg.rules, &cfg.settings).map_err(|e| SetupError::Load(Box::new(e)))?;
+    let ring = engine.take_events().ok_or(SetupError::RingTaken)?;
+    let sources: Vec<Box<dyn Source + '_>> = vec![Box::new(RingSource::new(ring, 0, cfg.read)?)];
+    let (rules_v4, rules_v6) = cfg.rules.counts();
+    let start = Start {
+        iface: path.display().to_string(),
+        ifindex: 0,
+        mode: AttachMode::TestRun,
+        refused: Vec::new(),
+        replaced: None,
+        rules_v4,
+        rules_v6,
+        default: cfg.rules.default_action(),
+        afxdp: None,
+    };
+    let session = with_top(
+        cfg,
+        Session::new(
+            start,
+            Arc::clone(&cfg.rules),
+            Box::new(engine),
+            sources,
+            sinks(cfg, pcap, plot),
+            Timing {
+                interval: cfg.interval,
+                exit_drain: super::EXIT_DRAIN,
+            },
+        ),
+    );
+    let stop = async move {
+        tokio::select! {
+            _ = sigint.recv() => Stop::Signal("SIGINT"),
+            _ = sigterm.recv() => Stop::Signal("SIGTERM"),
+            _ = sighup.recv() => Stop::Signal("SIGHUP"),
+        }
+    };
+    Ok(session.replay(&mut file, stop).await?)
+}
+
+/// `session`, reporting top talkers when `cfg` asks.
+fn with_top<'a>(cfg: &RunConfig, session: Session<'a>) -> Session<'a> {
+    match (cfg.top, cfg.settings.top) {
+        (Some(n), Some(t)) => session.with_top(TopTally::new(
+            n,
+            t.capacity as usize,
+            t.prefix_v4,
+            t.prefix_v6,
+        )),
+        _ => session,
+    }
 }
 
 /// The next signal of `signal`, or never.
@@ -267,8 +347,9 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
         default: cfg.rules.default_action(),
         afxdp: afxdp_start,
     };
-    Ok(Session::new(
+    let session = Session::new(
         start,
+        Arc::clone(&cfg.rules),
         Box::new(engine),
         sources,
         sinks(cfg, pcap, plot),
@@ -276,7 +357,8 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
             interval: cfg.interval,
             exit_drain: super::EXIT_DRAIN,
         },
-    ))
+    );
+    Ok(with_top(cfg, session))
 }
 
 /// Opens `--write`'s first file and `--plot`'s.
@@ -387,10 +469,14 @@ fn sinks<'a>(
     // `-w -`; the report moves to stderr.
     let pcap_on_stdout = cfg.write.as_ref().is_some_and(|p| p.as_os_str() == "-");
     if (cfg.print && cfg.format == Format::Table) || pcap_on_stdout {
-        sinks.push(Box::new(Reporter::new(io::stderr(), cfg.format, "stderr")));
+        sinks.push(Box::new(
+            Reporter::new(io::stderr(), cfg.format, "stderr").by_rule(cfg.by_rule),
+        ));
     } else {
         let out = io::LineWriter::new(io::stdout());
-        sinks.push(Box::new(Reporter::new(out, cfg.format, "stdout")));
+        sinks.push(Box::new(
+            Reporter::new(out, cfg.format, "stdout").by_rule(cfg.by_rule),
+        ));
     }
     if cfg.print {
         sinks.push(Box::new(Printer::new(cfg.format, Arc::clone(&cfg.rules))));

@@ -44,6 +44,10 @@ impl Counters for Script {
     fn replace_rules(&mut self, _: &Table) -> Result<(), EngineError> {
         Ok(())
     }
+
+    fn run_frame(&mut self, _: &[u8]) -> Result<bool, EngineError> {
+        Ok(true)
+    }
 }
 
 /// A source that offers its batches one readiness at a time, and holds
@@ -203,6 +207,7 @@ fn run_with(
     let record = Rc::new(RefCell::new(Record::default()));
     let session = Session::new(
         start(),
+        std::sync::Arc::new(RuleSet::new(Action::Pass)),
         Box::new(Script {
             snapshots: script,
             reads: 0,
@@ -390,10 +395,12 @@ fn a_request_during_a_reload_is_read_after_it_against_its_rules() {
         )
         .unwrap();
     first.seal();
+    let first = std::sync::Arc::new(first);
     let reports = Rc::new(RefCell::new(Vec::new()));
     let stopped = Rc::new(Cell::new(false));
     let session = Session::new(
         start(),
+        std::sync::Arc::clone(&first),
         Box::new(Script {
             snapshots: vec![Stats::default()],
             reads: 0,
@@ -409,7 +416,7 @@ fn a_request_during_a_reload_is_read_after_it_against_its_rules() {
     .with_reloader(Reloader::new(
         Box::new(Burst(vec!["second", "first"])),
         spec,
-        std::sync::Arc::new(first),
+        first,
     ));
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

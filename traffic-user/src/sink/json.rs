@@ -78,6 +78,66 @@ pub struct IntervalReport {
     pub bps: f64,
     /// Delivery latency in the interval.
     pub latency_ns: Percentiles,
+    /// Packets and bytes of each rule that matched in the interval, busiest
+    /// first; they add up to the action totals.
+    #[serde(default)]
+    pub rules: Vec<RuleRow>,
+    /// The sources with the most packets in the interval (`--top`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<TopReport>,
+}
+
+/// One rule's counts (`rules` arrays).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRow {
+    /// The rule's prefix (`192.0.2.0/24`), `default` for IP packets no rule
+    /// matched, or `unclassified` for frames with no source to look up (not
+    /// IP, or unreadable), which are always passed.
+    pub rule: String,
+    /// Its action.
+    pub action: Action,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The busiest sources (`--top`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopReport {
+    /// The top N, most packets first.
+    pub sources: Vec<TopRow>,
+    /// Distinct sources (or prefixes) counted.
+    pub tracked: u64,
+    /// IP packets whose source the kernel had no room to count (raise
+    /// --top-capacity), and their bytes: in no source's count.
+    pub untracked_packets: u64,
+    /// Bytes of those.
+    pub untracked_bytes: u64,
+    /// Whether every count listed is exact: nothing untracked and, over
+    /// the run, no source forgotten to make room for another.
+    pub exact: bool,
+}
+
+/// One source (or prefix) of a [`TopReport`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopRow {
+    /// The address, or the prefix with `--top-prefix`.
+    pub source: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Its share of all packets counted in the interval (or run).
+    pub share: f64,
+    /// The rule its address matches now (`default` when none).
+    pub rule: String,
+    /// That rule's action.
+    pub action: Action,
+    /// At most this many of its packets may belong to sources forgotten
+    /// before it was counted (0: exact).
+    #[serde(default)]
+    pub error: u64,
 }
 
 /// The `summary` line.
@@ -105,6 +165,13 @@ pub struct SummaryReport {
     /// reader left), with what they missed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_outputs: Vec<FailedOutput>,
+    /// Packets and bytes of every rule that matched during the run, busiest
+    /// first, including rules a reload removed.
+    #[serde(default)]
+    pub rules: Vec<RuleRow>,
+    /// The sources with the most packets over the run (`--top`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<TopReport>,
 }
 
 /// One line of `--json` output.

@@ -94,6 +94,14 @@ pub struct Interval<'a> {
     pub length: Duration,
     /// When it ended, since the start of the run.
     pub at: Duration,
+    /// When it ended, as Unix time: the clock's, or with `--read` the
+    /// file's.
+    pub ts: Duration,
+    /// Packets and bytes per rule in the interval, busiest first; empty
+    /// when rules are not counted.
+    pub rules: &'a [json::RuleRow],
+    /// The interval's top talkers (`--top`).
+    pub top: Option<&'a json::TopReport>,
 }
 
 /// The end of a run.
@@ -111,6 +119,10 @@ pub struct Summary<'a> {
     pub queues: Option<&'a [QueueReport]>,
     /// Outputs that failed during the run.
     pub failed: &'a [FailedOutput],
+    /// Packets and bytes per rule over the run, busiest first.
+    pub rules: &'a [json::RuleRow],
+    /// The run's top talkers (`--top`).
+    pub top: Option<&'a json::TopReport>,
 }
 
 /// An output that failed during a run, as the summary reports it.

@@ -9,12 +9,11 @@
 use std::{
     io::{self, Write},
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use super::{
-    Counts, Format, Interval, Percentiles, Sink, SinkError, Summary,
-    json::{IntervalReport, Line, ReloadReport, Start, SummaryReport},
+    Format, Interval, Sink, SinkError, Summary,
+    json::{IntervalReport, Line, ReloadReport, RuleRow, Start, SummaryReport, TopReport},
 };
 use crate::{rules::RuleSet, source::QueueReport};
 
@@ -26,7 +25,14 @@ pub struct Reporter<W> {
     rows: usize,
     /// What `out` is, for error messages.
     what: &'static str,
+    /// `--by-rule`: per-rule rows in the table.
+    by_rule: bool,
 }
+
+/// Rules listed under an interval's row of the table; the rest are summed.
+const RULES_PER_INTERVAL: usize = 10;
+/// Rules listed in the summary's table; the rest are summed.
+const RULES_IN_SUMMARY: usize = 50;
 
 /// Rows between repeated table headers.
 const HEADER_EVERY: usize = 20;
@@ -87,7 +93,78 @@ impl<W: Write> Reporter<W> {
             format,
             rows: 0,
             what,
+            by_rule: false,
         }
+    }
+
+    /// Lists packets and bytes per rule in the table (`--by-rule`).
+    #[must_use]
+    pub fn by_rule(mut self, on: bool) -> Self {
+        self.by_rule = on;
+        self
+    }
+
+    /// The per-rule rows of the table: the first `limit`, then the rest
+    /// summed.
+    fn rule_rows(&mut self, rules: &[RuleRow], secs: Option<f64>, limit: usize) -> io::Result<()> {
+        let out = &mut self.out;
+        for r in rules.iter().take(limit) {
+            let rate = secs.map_or_else(String::new, |s| {
+                format!(" {:>8} pkts/s", si(rate(r.packets, s)))
+            });
+            writeln!(
+                out,
+                "  rule {:<43} {:<7} {:>12} packets {:>14} bytes{rate}",
+                r.rule, r.action, r.packets, r.bytes
+            )?;
+        }
+        if rules.len() > limit {
+            let rest = &rules[limit..];
+            writeln!(
+                out,
+                "  ... {} more rules: {} packets, {} bytes",
+                rest.len(),
+                rest.iter().map(|r| r.packets).sum::<u64>(),
+                rest.iter().map(|r| r.bytes).sum::<u64>()
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The top-talker rows of the table.
+    fn top_rows(&mut self, top: &TopReport) -> io::Result<()> {
+        let out = &mut self.out;
+        for t in &top.sources {
+            let error = if t.error > 0 {
+                format!(" (at most {} too many)", t.error)
+            } else {
+                String::new()
+            };
+            writeln!(
+                out,
+                "  top  {:<43} {:>12} packets {:>14} bytes {:>6.2}%  rule {} {}{error}",
+                t.source,
+                t.packets,
+                t.bytes,
+                t.share * 100.0,
+                t.rule,
+                t.action
+            )?;
+        }
+        if !top.exact {
+            writeln!(
+                out,
+                "  top  not exact: {} packets ({} bytes) from sources the kernel had no room for{}",
+                top.untracked_packets,
+                top.untracked_bytes,
+                if top.sources.iter().any(|t| t.error > 0) {
+                    "; counts with an error bound may be that much too high"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        Ok(())
     }
 
     /// Reports where the engine is attached. The table format writes this to
@@ -124,6 +201,13 @@ impl<W: Write> Reporter<W> {
                         x.queues, x.mode
                     )?;
                 }
+                if start.mode == crate::kernel::AttachMode::TestRun {
+                    return writeln!(
+                        note,
+                        "traffic: reading {} through the XDP program (BPF_PROG_RUN, frame by frame); {} IPv4 and {} IPv6 rules, default {}",
+                        start.iface, start.rules_v4, start.rules_v6, start.default
+                    );
+                }
                 writeln!(
                     note,
                     "traffic: attached to {} in {} mode; {} IPv4 and {} IPv6 rules, default {}; Ctrl-C to stop",
@@ -138,25 +222,26 @@ impl<W: Write> Reporter<W> {
     /// # Errors
     ///
     /// When writing fails.
-    pub fn interval(
-        &mut self,
-        counts: &Counts,
-        latency: &Percentiles,
-        length: Duration,
-    ) -> io::Result<()> {
+    pub fn interval(&mut self, interval: &Interval<'_>) -> io::Result<()> {
+        let Interval {
+            counts,
+            latency,
+            length,
+            ..
+        } = *interval;
         let secs = length.as_secs_f64();
         let pps = rate(counts.packets, secs);
         let bps = rate(counts.bytes * 8, secs);
         match self.format {
             Format::Json => self.json(&Line::Interval(IntervalReport {
-                ts: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64()),
+                ts: interval.ts.as_secs_f64(),
                 interval_s: secs,
                 counts: *counts,
                 pps,
                 bps,
                 latency_ns: *latency,
+                rules: interval.rules.to_vec(),
+                top: interval.top.cloned(),
             })),
             Format::Table => {
                 if self.rows.is_multiple_of(HEADER_EVERY) {
@@ -194,6 +279,12 @@ impl<W: Write> Reporter<W> {
                     duration_text(latency.p50, latency.count),
                     duration_text(latency.p99, latency.count),
                 )?;
+                if self.by_rule {
+                    self.rule_rows(interval.rules, Some(secs), RULES_PER_INTERVAL)?;
+                }
+                if let Some(top) = interval.top {
+                    self.top_rows(top)?;
+                }
                 self.out.flush()
             }
         }
@@ -261,7 +352,20 @@ impl<W: Write> Reporter<W> {
                 f.error, f.packets_written, f.packets_not_written
             )?;
         }
-        out.flush()
+        if self.by_rule && !report.rules.is_empty() {
+            writeln!(self.out, "by rule:")?;
+            self.rule_rows(&report.rules, None, RULES_IN_SUMMARY)?;
+        }
+        if let Some(top) = &report.top {
+            writeln!(
+                self.out,
+                "top sources over the run ({} kept{}):",
+                top.tracked,
+                if top.exact { ", exact" } else { "" }
+            )?;
+            self.top_rows(top)?;
+        }
+        self.out.flush()
     }
 
     fn json(&mut self, line: &Line) -> io::Result<()> {
@@ -281,8 +385,7 @@ impl<W: Write> Sink for Reporter<W> {
     }
 
     fn interval(&mut self, interval: &Interval<'_>) -> Result<(), SinkError> {
-        Reporter::interval(self, interval.counts, interval.latency, interval.length)
-            .map_err(SinkError::write(self.what))
+        Reporter::interval(self, interval).map_err(SinkError::write(self.what))
     }
 
     fn reload(&mut self, r: &ReloadReport, _: &Arc<RuleSet>) -> Result<(), SinkError> {
@@ -330,6 +433,8 @@ impl<W: Write> Sink for Reporter<W> {
             latency_ns: s.latency.total(),
             afxdp_queues: s.queues.map(<[QueueReport]>::to_vec),
             failed_outputs: s.failed.to_vec(),
+            rules: s.rules.to_vec(),
+            top: s.top.cloned(),
         };
         self.summary(&report).map_err(SinkError::write(self.what))
     }
@@ -337,19 +442,32 @@ impl<W: Write> Sink for Reporter<W> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::kernel::AttachMode;
+    use crate::{
+        kernel::AttachMode,
+        sink::{Counts, Percentiles},
+    };
+
+    fn test_interval<'a>(counts: &'a Counts, latency: &'a Percentiles, secs: u64) -> Interval<'a> {
+        Interval {
+            counts,
+            latency,
+            length: Duration::from_secs(secs),
+            at: Duration::from_secs(secs),
+            ts: Duration::from_secs(1_800_000_000),
+            rules: &[],
+            top: None,
+        }
+    }
 
     #[test]
     fn table_header_names_every_column() {
         let mut out = Vec::new();
         let mut r = Reporter::new(&mut out, Format::Table, "the test");
-        r.interval(
-            &Counts::default(),
-            &Percentiles::default(),
-            Duration::from_secs(1),
-        )
-        .unwrap();
+        r.interval(&test_interval(&Counts::default(), &Percentiles::default(), 1))
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
@@ -390,8 +508,7 @@ mod tests {
             p999: 40,
             max: 50,
         };
-        r.interval(&counts, &latency, Duration::from_secs(2))
-            .unwrap();
+        r.interval(&test_interval(&counts, &latency, 2)).unwrap();
         r.summary(&SummaryReport {
             iface: "veth0".into(),
             mode: AttachMode::Native,
@@ -402,6 +519,8 @@ mod tests {
             latency_ns: latency,
             afxdp_queues: None,
             failed_outputs: Vec::new(),
+            rules: Vec::new(),
+            top: None,
         })
         .unwrap();
         let text = String::from_utf8(out).unwrap();

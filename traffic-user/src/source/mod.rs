@@ -3,6 +3,8 @@
 //! - [`ringbuf`]: events from the XDP program's BPF ring buffer (metadata
 //!   and the first `--snaplen` bytes).
 //! - [`afxdp`]: whole frames from AF_XDP sockets, one per receive queue.
+//! - [`recorded`]: frames out of pcap and pcapng files (`--read`), which a
+//!   session runs through the program rather than reading as captured.
 //! - [`explain`]: no packets, but the program's words on malformed and
 //!   non-IP frames (`--explain`).
 //!
@@ -16,6 +18,7 @@ pub mod afxdp;
 pub mod clock;
 pub mod explain;
 pub mod pace;
+pub mod recorded;
 pub mod ringbuf;
 
 use std::{

@@ -1,0 +1,150 @@
+//! Recorded captures (`--read FILE`): every frame of a pcap or pcapng file
+//! run through the loaded XDP program with BPF_PROG_RUN, one at a time, in
+//! the file's order.
+//!
+//! The program counts, classifies and captures each frame as it would on
+//! an interface, so the counters, the per-rule counts, the top talkers and
+//! the captured packets are the ones a live run over the same frames
+//! reports. Time is the file's: a frame's events carry its timestamp, and
+//! an interval ends when a frame's timestamp passes its end. A stretch of
+//! the file with no frames is one interval, however long. After each frame
+//! the event ring is read, so every event gets its own frame's time.
+
+use std::{future::Future, time::Duration};
+
+use super::{Clock, Outcome, Session, SessionError, Stop};
+use crate::source::recorded::{RecordError, Recorded};
+
+/// How a recorded capture ran.
+#[derive(Debug)]
+pub struct Replayed {
+    /// The run, as a live one ends.
+    pub outcome: Outcome,
+    /// Frames run through the program.
+    pub frames: u64,
+    /// Frames the kernel would not run: shorter than an Ethernet header, or
+    /// too large for XDP without multi-buffer support.
+    pub refused: u64,
+    /// The bad record that ended the run early, if one did; the summary
+    /// covers the frames before it.
+    pub error: Option<RecordError>,
+    /// Wall-clock time the run took.
+    pub took: Duration,
+}
+
+impl Session<'_> {
+    /// Runs every frame of `file` through the program and reports as a live
+    /// run does, with the file's time; finishes the sinks however the file
+    /// ends.
+    ///
+    /// # Errors
+    ///
+    /// When the program cannot run a frame, or a source or the counters
+    /// fail. A bad record is not an error of the run: see
+    /// [`Replayed::error`].
+    pub async fn replay(
+        mut self,
+        file: &mut Recorded,
+        stop: impl Future<Output = Stop>,
+    ) -> Result<Replayed, SessionError> {
+        let began = std::time::Instant::now();
+        let mut stop = std::pin::pin!(stop);
+        let mut stopped = Stop::Duration;
+        let mut frames = 0u64;
+        let mut refused = 0u64;
+        let mut error = None;
+        let mut last = None;
+        let mut edge = Duration::ZERO;
+        loop {
+            if frames.is_multiple_of(4096) {
+                // A signal ends the run early, with its summary.
+                tokio::select! {
+                    biased;
+                    s = &mut stop => {
+                        stopped = s;
+                        break;
+                    }
+                    () = std::future::ready(()) => {}
+                }
+            }
+            let frame = match file.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            };
+            let ts = frame.ts;
+            match self.clock {
+                Clock::File { ref mut now, first } if last.is_some() => {
+                    // A frame earlier than the last (clocks step) counts at
+                    // the last frame's time: intervals only move forward.
+                    *now = ts.max(*now).max(first);
+                }
+                _ => {
+                    self.clock = Clock::File { first: ts, now: ts };
+                    let start = self.start.clone();
+                    for slot in &mut self.sinks {
+                        slot.call(|sink| sink.start(&start));
+                    }
+                    last = Some(self.first_mark());
+                    edge = self.timing.interval;
+                }
+            }
+            let (at, _) = self.clock.now();
+            if at >= edge
+                && let Some(from) = last
+            {
+                // The interval ends at its edge, not at this frame.
+                let now = self.clock;
+                let Clock::File { first, .. } = now else {
+                    unreachable!("set above")
+                };
+                self.clock = Clock::File {
+                    first,
+                    now: first + edge,
+                };
+                let side = self.flip_top()?;
+                let mark = self.mark()?;
+                let sources = self.collect_top(side).await?;
+                self.report_interval(&from, &mark, 0, sources)?;
+                last = Some(mark);
+                self.clock = now;
+                // A gap of several intervals is one empty interval.
+                while edge <= at {
+                    edge += self.timing.interval;
+                }
+            }
+            if self
+                .counters
+                .run_frame(frame.data)
+                .map_err(SessionError::Counters)?
+            {
+                frames += 1;
+            } else {
+                refused += 1;
+            }
+            self.drain_all()?;
+        }
+        let outcome = match last {
+            Some(last) => self.finish(last, stopped).await?,
+            None => {
+                // No frame at all: the run is empty, but still reported.
+                let start = self.start.clone();
+                for slot in &mut self.sinks {
+                    slot.call(|sink| sink.start(&start));
+                }
+                let first = self.first_mark();
+                self.finish(first, stopped).await?
+            }
+        };
+        Ok(Replayed {
+            outcome,
+            frames,
+            refused,
+            error,
+            took: began.elapsed(),
+        })
+    }
+}
