@@ -18,7 +18,7 @@ use std::{
 pub use traffic::lab::Lab;
 use traffic::{
     lab::generator::{self, GenOptions, GenReport},
-    sink::json::{Line, PacketLine, ReloadReport, Start, SummaryReport},
+    sink::json::{IntervalReport, Line, PacketLine, ReloadReport, Start, SummaryReport},
 };
 
 /// The `traffic` binary built by `cargo xtask test`.
@@ -94,6 +94,8 @@ pub struct Running {
     pub packets: Vec<PacketLine>,
     /// `reload` lines read so far.
     pub reloads: Vec<ReloadReport>,
+    /// `interval` lines read so far.
+    pub intervals: Vec<IntervalReport>,
     /// Packets of intervals read while waiting for something else, which
     /// [`Running::wait_for_packets`] counts.
     seen: u64,
@@ -141,6 +143,7 @@ impl Running {
             stderr,
             packets: Vec::new(),
             reloads: Vec::new(),
+            intervals: Vec::new(),
             seen: 0,
         };
         match running.next_line(Duration::from_secs(20)) {
@@ -197,7 +200,10 @@ impl Running {
                 break;
             }
             match self.lines.recv_timeout(left) {
-                Ok(Line::Interval(i)) => seen += i.counts.packets,
+                Ok(Line::Interval(i)) => {
+                    seen += i.counts.packets;
+                    self.intervals.push(i);
+                }
                 Ok(Line::Packet(p)) => self.packets.push(p),
                 Ok(Line::Reload(r)) => self.reloads.push(r),
                 Ok(other) => panic!("unexpected line before the summary: {other:?}"),
@@ -223,7 +229,10 @@ impl Running {
                     return r;
                 }
                 Ok(Line::Packet(p)) => self.packets.push(p),
-                Ok(Line::Interval(i)) => self.seen += i.counts.packets,
+                Ok(Line::Interval(i)) => {
+                    self.seen += i.counts.packets;
+                    self.intervals.push(i);
+                }
                 Ok(other) => panic!("unexpected line while waiting for a reload: {other:?}"),
                 Err(_) => panic!(
                     "no reload line within {timeout:?}; stderr:\n{}",
@@ -272,7 +281,8 @@ impl Running {
                 Line::Summary(s) => summary = Some(s),
                 Line::Packet(p) => self.packets.push(p),
                 Line::Reload(r) => self.reloads.push(r),
-                _ => {}
+                Line::Interval(i) => self.intervals.push(i),
+                Line::Start(_) => {}
             }
         }
         let summary = summary

@@ -64,6 +64,22 @@ fn fifty_reloads_under_a_steady_stream_count_every_packet_once() {
         "the stream was classified by both sets: {c:?}"
     );
     assert_eq!(c.capture, 0);
+    // Per-rule counts survive the swaps: the prefix counted under each of
+    // its actions, the two adding up to every packet, each to its action.
+    let row = |action: &str| {
+        summary
+            .rules
+            .iter()
+            .find(|r| r.rule == "192.0.2.0/24" && r.action.as_str() == action)
+            .map_or(0, |r| r.packets)
+    };
+    assert_eq!(
+        (row("drop"), row("pass")),
+        (c.drop, c.pass),
+        "{:?}",
+        summary.rules
+    );
+    assert_eq!(summary.rules.len(), 2, "{:?}", summary.rules);
 }
 
 #[test]

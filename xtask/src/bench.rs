@@ -42,6 +42,9 @@ pub fn bench(opts: &Options) -> Result<()> {
         "the benchmark",
         &[
             ("tcpdump", "tcpdump"),
+            // --read is checked against files tshark's editcap converts,
+            // and measured beside tshark -r.
+            ("tshark", "tshark"),
             ("xdp-filter", "xdp-tools"),
             ("ip", "iproute2"),
         ],

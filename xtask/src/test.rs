@@ -33,6 +33,9 @@ pub fn test(opts: &Options) -> Result<()> {
         &[
             ("ip", "iproute2"),
             ("tcpdump", "tcpdump"),
+            // --read is checked against files tshark's editcap converts,
+            // and measured beside tshark -r.
+            ("tshark", "tshark"),
             ("setpriv", "util-linux"),
             // The bench tests measure xdp-filter's program beside ours.
             ("xdp-filter", "xdp-tools"),

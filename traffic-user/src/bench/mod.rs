@@ -18,6 +18,7 @@ use crate::{
     sink::{plot, report::si_u64},
 };
 
+pub mod counting;
 pub mod kernel;
 pub mod live;
 pub mod scale;
@@ -89,6 +90,15 @@ pub struct Report {
     /// A million rules from a file: start-up, memory, reload under load.
     #[serde(default)]
     pub million: Option<scale::MillionRules>,
+    /// What per-rule counters and top talkers cost on the drop path.
+    #[serde(default)]
+    pub counting: Vec<counting::CountingRow>,
+    /// Top talkers on a Zipf mix against the truth.
+    #[serde(default)]
+    pub accuracy: Option<counting::Accuracy>,
+    /// `--read` beside `tcpdump -r` and `tshark -r`.
+    #[serde(default)]
+    pub read: Option<counting::ReadSpeed>,
 }
 
 /// One in-kernel figure.
@@ -209,22 +219,33 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let machine = machine();
     // Live runs come first: the private mount namespace the kernel part
     // enters for xdp-filter's pinned maps would hide the lab's namespaces.
-    let (live, afxdp_runs) = if args.kernel_only || args.scale {
+    let (live, afxdp_runs) = if args.kernel_only || args.scale || args.counting {
         (Vec::new(), Vec::new())
     } else {
         live(args.quick)?
     };
     let mut out = io::stdout().lock();
-    let (scale, million) = if args.kernel_only {
+    let bin = std::env::current_exe().map_err(write_err("the path of the traffic binary"))?;
+    let bin = bin.to_string_lossy().into_owned();
+    let (counting, accuracy, read) = if args.kernel_only || args.scale {
+        (Vec::new(), None, None)
+    } else {
+        let rows = counting::rows(args.quick, &mut out)?;
+        let accuracy = counting::accuracy(&bin, args.quick)?;
+        writeln!(out, "\n{}", accuracy_table(&accuracy)).map_err(write_err("stdout"))?;
+        let read = counting::read_speed(&bin, args.quick, &live::workdir())?;
+        writeln!(out, "\n{}", read_table(&read)).map_err(write_err("stdout"))?;
+        (rows, Some(accuracy), Some(read))
+    };
+    let (scale, million) = if args.kernel_only || args.counting {
         (Vec::new(), None)
     } else {
         let rows = scale::rows(args.quick, &mut out)?;
-        let bin = std::env::current_exe().map_err(write_err("the path of the traffic binary"))?;
-        let m = scale::million_rules(&bin.to_string_lossy(), args.quick, &live::workdir())?;
+        let m = scale::million_rules(&bin, args.quick, &live::workdir())?;
         writeln!(out, "\n{}", million_table(&m)).map_err(write_err("stdout"))?;
         (rows, Some(m))
     };
-    let kernel = if args.scale {
+    let kernel = if args.scale || args.counting {
         Vec::new()
     } else {
         kernel_rows(&rules, args.repeat, &mut out)?
@@ -246,6 +267,9 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
             afxdp_runs,
             scale,
             million,
+            counting,
+            accuracy,
+            read,
         };
         write_report(dir, &report)?;
         writeln!(out, "report written to {}", dir.display()).map_err(write_err("stdout"))?;
@@ -640,6 +664,80 @@ fn scale_table(rows: &[scale::ScaleRow]) -> String {
     t
 }
 
+/// What counting costs, each variant against the same sources without
+/// counts.
+fn counting_table(rows: &[counting::CountingRow]) -> String {
+    let mut t = String::from(
+        "Program time per packet from the kernel's BPF statistics (median of rounds); 1,024 rules over 240.0.0.0/8, every frame dropped; sources spread over the rules. *added*: against the same sources with no counts.\n\n\
+         | counting | distinct sources | test_run | added | live (veth lab) | added |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let base = rows
+            .iter()
+            .find(|b| b.variant == "no counts" && b.sources == r.sources);
+        let added = |f: fn(&counting::CountingRow) -> f64| {
+            base.filter(|b| b.variant != r.variant)
+                .map_or("-".to_owned(), |b| format!("{:+.1} ns", f(r) - f(b)))
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {:.1} ns | {} | {:.1} ns | {} |",
+            r.variant,
+            r.sources,
+            r.test_run_ns,
+            added(|r| r.test_run_ns),
+            r.live_ns,
+            added(|r| r.live_ns)
+        );
+    }
+    t
+}
+
+fn accuracy_table(a: &counting::Accuracy) -> String {
+    format!(
+        "| frames | sources | Zipf s | top 10 exact, in order | top 100: exact counts | largest error | not in the true top 100 | report says exact | untracked |\n\
+         |---:|---:|---:|---|---:|---:|---:|---|---:|\n\
+         | {} | {} | {} | {} | {} of 100 | {:.2} % | {} | {} | {} |\n",
+        a.frames,
+        a.sources,
+        a.s,
+        if a.top10_exact { "yes" } else { "no" },
+        a.top100_exact,
+        a.top100_max_rel_error * 100.0,
+        a.top100_misplaced,
+        if a.reported_exact { "yes" } else { "no" },
+        a.untracked
+    )
+}
+
+fn read_table(r: &counting::ReadSpeed) -> String {
+    let fps = |s: Option<f64>| {
+        s.map_or("not installed".to_owned(), |s| {
+            format!(
+                "{} frames/s ({s:.3} s)",
+                crate::sink::report::si(r.frames as f64 / s)
+            )
+        })
+    };
+    let n = |w: Option<u64>| w.map_or("-".to_owned(), |w| w.to_string());
+    format!(
+        "{} frames of 64 bytes in a pcap file, those from 240.0.0.0/12 ({}) written to another (best of 3 runs):\n\n\
+         | tool | speed | frames written |\n|---|---:|---:|\n\
+         | traffic --read --capture 240.0.0.0/12 -w | {} | {} |\n\
+         | tcpdump -r -w 'src net 240.0.0.0/12' | {} | {} |\n\
+         | tshark -r -Y 'ip.src == 240.0.0.0/12' -w | {} | {} |\n",
+        r.frames,
+        r.subset,
+        fps(Some(r.traffic_s)),
+        r.written.0,
+        fps(r.tcpdump_s),
+        n(r.written.1),
+        fps(r.tshark_s),
+        n(r.written.2),
+    )
+}
+
 fn million_table(m: &scale::MillionRules) -> String {
     format!(
         "| rules | start-up (until attached) | resident memory | peak | reload at {} frames/s: SIGHUP to in force | sent | counted | dropped (old) + passed (new) | peak after reload |\n\
@@ -721,6 +819,27 @@ fn write_report(dir: &Path, report: &Report) -> Result<(), BenchError> {
             md,
             "## The drop path with sources spread over the rules\n\n{}\n",
             scale_table(&report.scale)
+        );
+    }
+    if !report.counting.is_empty() {
+        let _ = write!(
+            md,
+            "## What counting costs\n\n{}\n",
+            counting_table(&report.counting)
+        );
+    }
+    if let Some(a) = &report.accuracy {
+        let _ = write!(
+            md,
+            "## Top talkers on a Zipf mix\n\n{}\n",
+            accuracy_table(a)
+        );
+    }
+    if let Some(r) = &report.read {
+        let _ = write!(
+            md,
+            "## Recorded captures: --read beside tcpdump and tshark\n\n{}\n",
+            read_table(r)
         );
     }
     if let Some(m) = &report.million {

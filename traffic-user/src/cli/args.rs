@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// rules from a file (start-up, memory, a reload under load).
     #[arg(long, conflicts_with = "kernel_only")]
     pub scale: bool,
+    /// Only what counting costs and how well it counts: per-rule counters
+    /// and --top on the drop path, top talkers on a Zipf mix, and --read
+    /// beside tcpdump -r and tshark -r.
+    #[arg(long, conflicts_with_all = ["kernel_only", "scale"])]
+    pub counting: bool,
     /// Only the soak: a long capture at a steady rate, reporting memory,
     /// open descriptors and exact counts (soak.md, soak.json).
     #[arg(long)]

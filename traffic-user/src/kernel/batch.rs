@@ -100,7 +100,9 @@ pub fn read_per_cpu_array<T: bytemuck::Pod>(
         for i in 0..got as usize {
             let element = &values[i * stride * cpus..(i + 1) * stride * cpus];
             let per_cpu: Vec<T> = (0..cpus)
-                .map(|c| bytemuck::pod_read_unaligned(&element[c * stride..c * stride + size_of::<T>()]))
+                .map(|c| {
+                    bytemuck::pod_read_unaligned(&element[c * stride..c * stride + size_of::<T>()])
+                })
                 .collect();
             each(keys[i], &per_cpu);
         }
@@ -195,10 +197,13 @@ pub fn drain_per_cpu_hash<K: bytemuck::Pod, V: bytemuck::Pod>(
             r => r?,
         };
         for i in 0..got as usize {
-            let key: K = bytemuck::pod_read_unaligned(&keys[i * size_of::<K>()..(i + 1) * size_of::<K>()]);
+            let key: K =
+                bytemuck::pod_read_unaligned(&keys[i * size_of::<K>()..(i + 1) * size_of::<K>()]);
             let element = &values[i * stride * cpus..(i + 1) * stride * cpus];
             let per_cpu: Vec<V> = (0..cpus)
-                .map(|c| bytemuck::pod_read_unaligned(&element[c * stride..c * stride + size_of::<V>()]))
+                .map(|c| {
+                    bytemuck::pod_read_unaligned(&element[c * stride..c * stride + size_of::<V>()])
+                })
                 .collect();
             each(&key, &per_cpu);
         }

@@ -128,13 +128,22 @@ impl Settings {
         }
         if let Some(top) = &self.top {
             if top.capacity == 0 {
-                problems.push("--top-capacity 0: the top-talker map needs room for at least one source".to_owned());
+                problems.push(
+                    "--top-capacity 0: the top-talker map needs room for at least one source"
+                        .to_owned(),
+                );
             }
             if top.prefix_v4 > 32 || top.prefix_v4 == 0 {
-                problems.push(format!("--top-prefix {}: an IPv4 prefix is 1 to 32 bits", top.prefix_v4));
+                problems.push(format!(
+                    "--top-prefix {}: an IPv4 prefix is 1 to 32 bits",
+                    top.prefix_v4
+                ));
             }
             if top.prefix_v6 > 128 || top.prefix_v6 == 0 {
-                problems.push(format!("--top-prefix6 {}: an IPv6 prefix is 1 to 128 bits", top.prefix_v6));
+                problems.push(format!(
+                    "--top-prefix6 {}: an IPv6 prefix is 1 to 128 bits",
+                    top.prefix_v6
+                ));
             }
         }
         if self.rule_table_mib == Some(0) {
@@ -246,7 +255,12 @@ impl Engine {
             top_mask_v4: prefix_mask(top.prefix_v4, 32) as u32,
             top_mask_v6: {
                 let m = prefix_mask(top.prefix_v6, 128);
-                [(m >> 96) as u32, (m >> 64) as u32, (m >> 32) as u32, m as u32]
+                [
+                    (m >> 96) as u32,
+                    (m >> 64) as u32,
+                    (m >> 32) as u32,
+                    m as u32,
+                ]
             },
         };
         let top_entries = settings.top.map_or(1, |t| t.capacity);
@@ -346,13 +360,19 @@ impl Engine {
         let Some(map) = &self.rule_counts else {
             return Ok(());
         };
-        batch::read_per_cpu_array::<Count>(map.fd().as_fd(), first, n, self.cpus, &mut |slot, per_cpu| {
-            let mut sum = Count::default();
-            for c in per_cpu {
-                sum.add(c);
-            }
-            each(slot, sum);
-        })
+        batch::read_per_cpu_array::<Count>(
+            map.fd().as_fd(),
+            first,
+            n,
+            self.cpus,
+            &mut |slot, per_cpu| {
+                let mut sum = Count::default();
+                for c in per_cpu {
+                    sum.add(c);
+                }
+                each(slot, sum);
+            },
+        )
         .map_err(|source| EngineError::Counters {
             what: "per-rule counters",
             source,
@@ -398,13 +418,17 @@ impl Engine {
             return Ok(());
         };
         let map = &top.maps[side as usize & 1];
-        batch::drain_per_cpu_hash::<TopKey, Count>(map.fd().as_fd(), self.cpus, &mut |key, per_cpu| {
-            let mut sum = Count::default();
-            for c in per_cpu {
-                sum.add(c);
-            }
-            each(key, sum);
-        })
+        batch::drain_per_cpu_hash::<TopKey, Count>(
+            map.fd().as_fd(),
+            self.cpus,
+            &mut |key, per_cpu| {
+                let mut sum = Count::default();
+                for c in per_cpu {
+                    sum.add(c);
+                }
+                each(key, sum);
+            },
+        )
         .map_err(|source| EngineError::Counters {
             what: "top-talker map",
             source,
@@ -523,11 +547,14 @@ impl Engine {
     ///
     /// When the run fails otherwise.
     pub fn run_frame(&self, frame: &[u8]) -> Result<bool, EngineError> {
-        let run = aya::TestRun::test_run(self.program(), aya::programs::TestRunOptions {
-            data_in: Some(frame),
-            repeat: 1,
-            ..aya::programs::TestRunOptions::default()
-        });
+        let run = aya::TestRun::test_run(
+            self.program(),
+            aya::programs::TestRunOptions {
+                data_in: Some(frame),
+                repeat: 1,
+                ..aya::programs::TestRunOptions::default()
+            },
+        );
         match run {
             Ok(_) => Ok(true),
             Err(e) if super::os_error(&e) == Some(libc::EINVAL) => Ok(false),
@@ -602,8 +629,16 @@ impl Drop for Engine {
 /// `width` bits.
 fn prefix_mask(len: u8, width: u32) -> u128 {
     let len = u32::from(len).min(width);
-    let all = if width == 128 { u128::MAX } else { (1u128 << width) - 1 };
-    if len == 0 { 0 } else { all & !((1u128 << (width - len)) - 1) }
+    let all = if width == 128 {
+        u128::MAX
+    } else {
+        (1u128 << width) - 1
+    };
+    if len == 0 {
+        0
+    } else {
+        all & !((1u128 << (width - len)) - 1)
+    }
 }
 
 fn validate(settings: &Settings) -> Result<(), EngineError> {
@@ -616,9 +651,9 @@ fn validate(settings: &Settings) -> Result<(), EngineError> {
 /// The map `name` as the kernel object it is, whatever its type.
 fn raw_map(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, EngineError> {
     match ebpf.take_map(name) {
-        Some(
-            Map::RingBuf(m) | Map::Array(m) | Map::PerCpuArray(m) | Map::PerCpuHashMap(m),
-        ) => Ok(m),
+        Some(Map::RingBuf(m) | Map::Array(m) | Map::PerCpuArray(m) | Map::PerCpuHashMap(m)) => {
+            Ok(m)
+        }
         _ => Err(EngineError::Map { name, source: None }),
     }
 }

@@ -130,6 +130,9 @@ mod tests {
         for r in Zipf::new(4, 0.0, 1).take(40_000) {
             counts[r as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

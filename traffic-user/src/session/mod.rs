@@ -932,11 +932,7 @@ impl<'a> Session<'a> {
 
     /// Stops the kernel side, reads what it handed over, reports the last
     /// interval and the summary.
-    async fn finish(
-        mut self,
-        last: Mark,
-        stopped: Stop,
-    ) -> Result<Outcome, SessionError> {
+    async fn finish(mut self, last: Mark, stopped: Stop) -> Result<Outcome, SessionError> {
         // Stop before the last reading, so that no packet is counted after
         // it, then read every packet the kernel handed over.
         self.counters.stop();
@@ -966,7 +962,11 @@ impl<'a> Session<'a> {
             .iter()
             .filter_map(|slot| slot.failed.as_ref().map(Failed::report))
             .collect();
-        let rules = self.tally.as_ref().map(RuleTally::totals).unwrap_or_default();
+        let rules = self
+            .tally
+            .as_ref()
+            .map(RuleTally::totals)
+            .unwrap_or_default();
         let top = self.top.as_ref().map(|t| {
             let counted = t.counted();
             t.summary(counted, &self.rules)

@@ -9,10 +9,9 @@ use tokio::{
 };
 
 use super::{
-    TopTally,
-    replay::Replayed,
-    Outcome, Session, SessionError, Stop, Timing,
+    Outcome, Session, SessionError, Stop, Timing, TopTally,
     reload::{Reloader, SignalOrChange},
+    replay::Replayed,
 };
 use crate::{
     cli::{Afxdp, RunConfig},

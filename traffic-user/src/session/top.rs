@@ -279,7 +279,9 @@ mod tests {
         }
         let top = s.top(3);
         assert_eq!(
-            top.iter().map(|(k, v)| (*k, v.count.packets, v.error)).collect::<Vec<_>>(),
+            top.iter()
+                .map(|(k, v)| (*k, v.count.packets, v.error))
+                .collect::<Vec<_>>(),
             [(key(9), 11, 0), (key(8), 10, 0), (key(7), 9, 0)]
         );
         assert!(!s.displaced);
@@ -314,7 +316,10 @@ mod tests {
     #[test]
     fn sources_are_written_as_addresses_or_prefixes() {
         assert_eq!(source_text(&key(1), 32, 128), "192.0.2.1");
-        assert_eq!(source_text(&TopKey::v4(0xc000_0200), 24, 128), "192.0.2.0/24");
+        assert_eq!(
+            source_text(&TopKey::v4(0xc000_0200), 24, 128),
+            "192.0.2.0/24"
+        );
         let v6 = TopKey {
             words: [0x2001_0db8, 0, 0, 0],
         };

@@ -1,11 +1,12 @@
 //! SVG charts, written by hand: no plotting dependency, and files any
 //! browser opens.
 //!
-//! [`timeline`] draws packets per second per action over a run; [`histogram`]
+//! [`timeline`] draws packets per second per action (or rule, or source)
+//! over a run; [`histogram`]
 //! draws a latency distribution on a logarithmic axis; [`bars`] draws
 //! labelled horizontal bars, for benchmark reports.
 
-use std::{fmt::Write as _, io::Write as _};
+use std::{collections::HashMap, fmt::Write as _, io::Write as _};
 
 use hdrhistogram::Histogram;
 
@@ -17,9 +18,15 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
-const COLORS: [&str; 6] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+const COLORS: [&str; 11] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+    "#17becf", "#7f7f7f", "#393b79",
 ];
+/// Legend entries per row, and the width of each.
+const LEGEND_PER_ROW: usize = 4;
+const LEGEND_W: f64 = 180.0;
+/// Lines drawn per rule or per source: the busiest, the rest summed.
+pub const MAX_LINES: usize = 10;
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -56,7 +63,9 @@ fn nice_max(v: f64) -> f64 {
 /// one value per time.
 pub fn timeline(title: &str, times: &[f64], series: &[(&str, Vec<f64>)], y_label: &str) -> String {
     let mut out = String::new();
-    header(&mut out, W, H, title);
+    // The legend goes under the axis, LEGEND_PER_ROW entries a row.
+    let legend_rows = series.len().div_ceil(LEGEND_PER_ROW);
+    header(&mut out, W, H + 18.0 * legend_rows as f64, title);
     let x_max = times.iter().copied().fold(0.0, f64::max).max(1e-9);
     let y_max = nice_max(
         series
@@ -95,13 +104,14 @@ pub fn timeline(title: &str, times: &[f64], series: &[(&str, Vec<f64>)], y_label
             r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
             points.join(" ")
         );
-        let lx = LEFT + 10.0 + i as f64 * 110.0;
+        let lx = LEFT + (i % LEGEND_PER_ROW) as f64 * LEGEND_W;
+        let ly = H + 4.0 + (i / LEGEND_PER_ROW) as f64 * 18.0;
         let _ = write!(
             out,
             r#"<rect x="{lx}" y="{}" width="12" height="3" fill="{color}"/><text x="{}" y="{}">{}</text>"#,
-            TOP - 10.0,
+            ly - 4.0,
             lx + 16.0,
-            TOP - 6.0,
+            ly,
             escape(name)
         );
     }
@@ -239,22 +249,57 @@ pub fn bars(title: &str, unit: &str, rows: &[(String, f64)]) -> String {
     out
 }
 
-/// A run's timeline and latency histogram, stacked in one SVG.
-pub fn run_report(title: &str, timeline_svg: &str, histogram_svg: &str) -> String {
+/// The height an SVG of ours declares.
+fn height_of(svg: &str) -> f64 {
+    svg.split_once("height=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .and_then(|(h, _)| h.parse().ok())
+        .unwrap_or(H)
+}
+
+/// Charts stacked in one SVG, in order.
+pub fn run_report(title: &str, charts: &[&str]) -> String {
     let strip = |s: &str| {
         let start = s.find('>').map_or(0, |i| i + 1);
         let end = s.rfind("</svg>").unwrap_or(s.len());
         s[start..end].to_owned()
     };
+    let mut body = String::new();
+    let mut y = 0.0;
+    for chart in charts {
+        let _ = write!(
+            body,
+            r#"<g transform="translate(0,{y})">{}</g>"#,
+            strip(chart)
+        );
+        y += height_of(chart);
+    }
     format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{}" viewBox="0 0 {W} {}" font-family="sans-serif" font-size="12"><title>{}</title><g>{}</g><g transform="translate(0,{H})">{}</g></svg>
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{y}" viewBox="0 0 {W} {y}" font-family="sans-serif" font-size="12"><title>{}</title>{body}</svg>
 "#,
-        2.0 * H,
-        2.0 * H,
         escape(title),
-        strip(timeline_svg),
-        strip(histogram_svg)
     )
+}
+
+/// The `MAX_LINES` busiest of `named` (each a name and its value per
+/// interval, `n` intervals) by their sum, and the rest summed as `other`.
+fn busiest(mut named: Vec<(String, Vec<f64>)>, n: usize) -> Vec<(String, Vec<f64>)> {
+    named.sort_by(|a, b| {
+        let sum = |v: &[f64]| v.iter().sum::<f64>();
+        sum(&b.1).total_cmp(&sum(&a.1)).then_with(|| a.0.cmp(&b.0))
+    });
+    if named.len() <= MAX_LINES {
+        return named;
+    }
+    let rest = named.split_off(MAX_LINES);
+    let mut other = vec![0.0; n];
+    for (_, v) in &rest {
+        for (o, x) in other.iter_mut().zip(v) {
+            *o += x;
+        }
+    }
+    named.push((format!("other ({} more)", rest.len()), other));
+    named
 }
 
 /// `--plot FILE.svg`: at the end of the run, packets per second per action
@@ -265,6 +310,13 @@ pub struct PlotSink {
     pass: Vec<f64>,
     drop: Vec<f64>,
     capture: Vec<f64>,
+    /// Packets per second of each rule, per interval.
+    rules: HashMap<String, Vec<f64>>,
+    /// Packets per second of each source named in an interval's top list,
+    /// per interval (0 when not in that interval's list).
+    sources: HashMap<String, Vec<f64>>,
+    /// Whether the run counted top talkers.
+    top: bool,
 }
 
 impl PlotSink {
@@ -277,8 +329,20 @@ impl PlotSink {
             pass: Vec::new(),
             drop: Vec::new(),
             capture: Vec::new(),
+            rules: HashMap::new(),
+            sources: HashMap::new(),
+            top: false,
         }
     }
+}
+
+/// Adds `value` at interval `at` (of `n` so far) to `name`'s line.
+fn put(lines: &mut HashMap<String, Vec<f64>>, name: &str, at: usize, value: f64) {
+    let line = lines
+        .entry(name.to_owned())
+        .or_insert_with(|| vec![0.0; at + 1]);
+    line.resize(at + 1, 0.0);
+    line[at] += value;
 }
 
 impl Sink for PlotSink {
@@ -292,6 +356,21 @@ impl Sink for PlotSink {
         self.pass.push(i.counts.pass as f64 / secs);
         self.drop.push(i.counts.drop as f64 / secs);
         self.capture.push(i.counts.capture as f64 / secs);
+        let at = self.seconds.len() - 1;
+        for r in i.rules {
+            put(
+                &mut self.rules,
+                &format!("{} {}", r.action, r.rule),
+                at,
+                r.packets as f64 / secs,
+            );
+        }
+        if let Some(top) = i.top {
+            self.top = true;
+            for t in &top.sources {
+                put(&mut self.sources, &t.source, at, t.packets as f64 / secs);
+            }
+        }
         Ok(())
     }
 
@@ -302,11 +381,48 @@ impl Sink for PlotSink {
             ("drop", std::mem::take(&mut self.drop)),
             ("capture", std::mem::take(&mut self.capture)),
         ];
-        let svg = run_report(
-            &title,
-            &timeline(&title, &self.seconds, &series, "packets/s"),
-            &histogram("delivery latency", &s.latency.total_histogram()),
-        );
+        let n = self.seconds.len();
+        let lines = |map: &mut HashMap<String, Vec<f64>>| {
+            let named = map
+                .drain()
+                .map(|(k, mut v)| {
+                    v.resize(n, 0.0);
+                    (k, v)
+                })
+                .collect();
+            busiest(named, n)
+        };
+        let mut charts = vec![timeline(&title, &self.seconds, &series, "packets/s")];
+        let rules = lines(&mut self.rules);
+        if !rules.is_empty() {
+            let series: Vec<(&str, Vec<f64>)> =
+                rules.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            charts.push(timeline(
+                "packets/s by rule",
+                &self.seconds,
+                &series,
+                "packets/s",
+            ));
+        }
+        if self.top {
+            // The run's busiest sources, each from the intervals whose
+            // top list named it.
+            let mut sources = lines(&mut self.sources);
+            sources.retain(|(k, _)| !k.starts_with("other ("));
+            let series: Vec<(&str, Vec<f64>)> = sources
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            charts.push(timeline(
+                "packets/s of the busiest sources (0 where not in an interval's --top list)",
+                &self.seconds,
+                &series,
+                "packets/s",
+            ));
+        }
+        charts.push(histogram("delivery latency", &s.latency.total_histogram()));
+        let charts: Vec<&str> = charts.iter().map(String::as_str).collect();
+        let svg = run_report(&title, &charts);
         let Some(mut out) = self.out.take() else {
             return Ok(());
         };
@@ -349,7 +465,8 @@ mod tests {
         assert!(b.contains("b &lt;x&gt;"));
         assert_eq!(nice_max(730.0), 1000.0);
         assert_eq!(nice_max(0.0), 1.0);
-        let both = run_report("r", &t, &svg);
+        let both = run_report("r", &[&t, &svg]);
         assert_eq!(both.matches("<svg").count(), 1);
+        assert!(both.contains(&format!("height=\"{}\"", 2.0 * H + 18.0)));
     }
 }

@@ -466,8 +466,12 @@ mod tests {
     fn table_header_names_every_column() {
         let mut out = Vec::new();
         let mut r = Reporter::new(&mut out, Format::Table, "the test");
-        r.interval(&test_interval(&Counts::default(), &Percentiles::default(), 1))
-            .unwrap();
+        r.interval(&test_interval(
+            &Counts::default(),
+            &Percentiles::default(),
+            1,
+        ))
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(

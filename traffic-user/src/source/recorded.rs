@@ -108,6 +108,17 @@ pub struct Frame<'a> {
     pub offset: u64,
 }
 
+/// Where a record's frame lies in the reader's buffer.
+struct Located {
+    ts: Duration,
+    wire_len: u32,
+    /// The frame's bytes: `buf[at..at + len]`.
+    at: usize,
+    len: usize,
+    /// The record's byte offset in the file.
+    offset: u64,
+}
+
 /// The file's format, as read from its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -340,7 +351,7 @@ impl Recorded {
     /// `start`, of which `read` are read already, into `buf` (without the
     /// trailing length).
     fn body(&mut self, start: u64, total: u32, read: u32) -> Result<(), RecordError> {
-        if total % 4 != 0 || total < read + 4 || total > MAX_BLOCK {
+        if !total.is_multiple_of(4) || total < read + 4 || total > MAX_BLOCK {
             return Err(self.bad(
                 start,
                 format!("a pcapng block claims {total} bytes, which no valid block has"),
@@ -355,7 +366,9 @@ impl Recorded {
         if trailer != total {
             return Err(self.bad(
                 start,
-                format!("a pcapng block's lengths disagree ({total} at its start, {trailer} at its end)"),
+                format!(
+                    "a pcapng block's lengths disagree ({total} at its start, {trailer} at its end)"
+                ),
             ));
         }
         self.buf.truncate(self.buf.len() - 4);
@@ -369,7 +382,13 @@ impl Recorded {
     /// [`RecordError::Bad`] for a record cut short or impossible;
     /// [`RecordError::Read`] when reading fails.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, RecordError> {
-        let (ts, wire_len, at, len, offset) = match self.format {
+        let Located {
+            ts,
+            wire_len,
+            at,
+            len,
+            offset,
+        } = match self.format {
             Format::Pcap { nanos } => match self.pcap_record(nanos)? {
                 Some(r) => r,
                 None => return Ok(None),
@@ -391,7 +410,7 @@ impl Recorded {
 
     /// A pcap record into `buf`: (time, wire length, data start, data
     /// length, offset).
-    fn pcap_record(&mut self, nanos: bool) -> Result<Option<(Duration, u32, usize, usize, u64)>, RecordError> {
+    fn pcap_record(&mut self, nanos: bool) -> Result<Option<Located>, RecordError> {
         let start = self.offset;
         let mut h = [0u8; 16];
         let got = self.fill(&mut h)?;
@@ -430,11 +449,17 @@ impl Recorded {
         r?;
         let ns = if nanos { frac } else { frac * 1000 };
         let ts = Duration::new(u64::from(secs), ns);
-        Ok(Some((ts, orig.max(incl), 0, incl as usize, start)))
+        Ok(Some(Located {
+            ts,
+            wire_len: orig.max(incl),
+            at: 0,
+            len: incl as usize,
+            offset: start,
+        }))
     }
 
     /// The next packet block of a pcapng file, skipping other blocks.
-    fn pcapng_record(&mut self) -> Result<Option<(Duration, u32, usize, usize, u64)>, RecordError> {
+    fn pcapng_record(&mut self) -> Result<Option<Located>, RecordError> {
         loop {
             let start = self.offset;
             let mut h = [0u8; 8];
@@ -496,13 +521,20 @@ impl Recorded {
                         10u64.checked_pow(u32::from(r))
                     };
                     iface.units = units.filter(|&u| u > 0).ok_or_else(|| {
-                        self.bad(start, format!("an interface's timestamp resolution {r:#x} is out of range"))
+                        self.bad(
+                            start,
+                            format!("an interface's timestamp resolution {r:#x} is out of range"),
+                        )
                     })?;
                 }
                 (14, 8) => {
                     let lo = u64::from(self.u32_at(&self.buf, value));
                     let hi = u64::from(self.u32_at(&self.buf, value + 4));
-                    let v = if self.big_endian { (lo << 32) | hi } else { (hi << 32) | lo };
+                    let v = if self.big_endian {
+                        (lo << 32) | hi
+                    } else {
+                        (hi << 32) | lo
+                    };
                     iface.offset_s = v as i64;
                 }
                 _ => {}
@@ -514,11 +546,12 @@ impl Recorded {
     }
 
     fn iface(&self, start: u64, id: u32) -> Result<Iface, RecordError> {
-        let iface = self
-            .ifaces
-            .get(id as usize)
-            .copied()
-            .ok_or_else(|| self.bad(start, format!("a packet of interface {id}, which the section does not describe")))?;
+        let iface = self.ifaces.get(id as usize).copied().ok_or_else(|| {
+            self.bad(
+                start,
+                format!("a packet of interface {id}, which the section does not describe"),
+            )
+        })?;
         if iface.linktype != LINKTYPE_ETHERNET {
             return Err(RecordError::LinkType {
                 path: self.path.clone(),
@@ -537,7 +570,13 @@ impl Recorded {
     }
 
     /// The frame of a packet block whose data starts at `at` in `buf`.
-    fn packet(&self, start: u64, at: usize, cap: u32, orig: u32) -> Result<(u32, usize, usize), RecordError> {
+    fn packet(
+        &self,
+        start: u64,
+        at: usize,
+        cap: u32,
+        orig: u32,
+    ) -> Result<(u32, usize, usize), RecordError> {
         if cap > MAX_FRAME || at + cap as usize > self.buf.len() {
             return Err(self.bad(
                 start,
@@ -548,19 +587,26 @@ impl Recorded {
     }
 
     /// An enhanced packet block in `buf`.
-    fn enhanced(&mut self, start: u64) -> Result<(Duration, u32, usize, usize, u64), RecordError> {
+    fn enhanced(&mut self, start: u64) -> Result<Located, RecordError> {
         if self.buf.len() < 20 {
             return Err(self.bad(start, "an enhanced packet block too short".into()));
         }
         let iface = self.iface(start, self.u32_at(&self.buf, 0))?;
-        let units = (u64::from(self.u32_at(&self.buf, 4)) << 32) | u64::from(self.u32_at(&self.buf, 8));
+        let units =
+            (u64::from(self.u32_at(&self.buf, 4)) << 32) | u64::from(self.u32_at(&self.buf, 8));
         let (cap, orig) = (self.u32_at(&self.buf, 12), self.u32_at(&self.buf, 16));
         let (wire, at, len) = self.packet(start, 20, cap, orig)?;
-        Ok((Self::timestamp(iface, units), wire, at, len, start))
+        Ok(Located {
+            ts: Self::timestamp(iface, units),
+            wire_len: wire,
+            at,
+            len,
+            offset: start,
+        })
     }
 
     /// A simple packet block in `buf`: no timestamp, the last one's.
-    fn simple(&mut self, start: u64) -> Result<(Duration, u32, usize, usize, u64), RecordError> {
+    fn simple(&mut self, start: u64) -> Result<Located, RecordError> {
         if self.buf.len() < 4 {
             return Err(self.bad(start, "a simple packet block too short".into()));
         }
@@ -568,18 +614,31 @@ impl Recorded {
         let orig = self.u32_at(&self.buf, 0);
         let cap = orig.min((self.buf.len() - 4) as u32);
         let (wire, at, len) = self.packet(start, 4, cap, orig)?;
-        Ok((self.last_ts, wire, at, len, start))
+        Ok(Located {
+            ts: self.last_ts,
+            wire_len: wire,
+            at,
+            len,
+            offset: start,
+        })
     }
 
     /// An obsolete packet block in `buf`.
-    fn obsolete(&mut self, start: u64) -> Result<(Duration, u32, usize, usize, u64), RecordError> {
+    fn obsolete(&mut self, start: u64) -> Result<Located, RecordError> {
         if self.buf.len() < 20 {
             return Err(self.bad(start, "a packet block too short".into()));
         }
         let iface = self.iface(start, u32::from(self.u16_at(&self.buf, 0)))?;
-        let units = (u64::from(self.u32_at(&self.buf, 4)) << 32) | u64::from(self.u32_at(&self.buf, 8));
+        let units =
+            (u64::from(self.u32_at(&self.buf, 4)) << 32) | u64::from(self.u32_at(&self.buf, 8));
         let (cap, orig) = (self.u32_at(&self.buf, 12), self.u32_at(&self.buf, 16));
         let (wire, at, len) = self.packet(start, 20, cap, orig)?;
-        Ok((Self::timestamp(iface, units), wire, at, len, start))
+        Ok(Located {
+            ts: Self::timestamp(iface, units),
+            wire_len: wire,
+            at,
+            len,
+            offset: start,
+        })
     }
 }

@@ -1,0 +1,582 @@
+//! Who sends what (issue 12): counts per rule, top talkers, recorded
+//! captures run through the program, and the plot of them.
+
+use std::{collections::HashMap, net::IpAddr, path::Path, process::Command, time::Duration};
+
+use traffic::{
+    lab::{generator, zipf::Zipf},
+    sink::json::{Line, RuleRow, SummaryReport},
+};
+use traffic_tests::{Lab, Running, TempDir, send};
+
+/// Rules of the lab tests: one of each action, and the default.
+const RULES: [&str; 6] = [
+    "--drop",
+    "192.0.2.0/25",
+    "--capture",
+    "203.0.113.0/24",
+    "--pass",
+    "198.51.100.0/24",
+];
+
+/// Frames sent from each source: a skewed mix over every rule and the
+/// default (192.0.2.200 is outside the /25; 2001:db8:1::5 matches nothing).
+const MIX: [(&str, u64); 6] = [
+    ("192.0.2.1", 700),
+    ("192.0.2.2", 400),
+    ("203.0.113.7", 300),
+    ("198.51.100.9", 200),
+    ("192.0.2.200", 90),
+    ("2001:db8:1::5", 60),
+];
+
+fn sum_by_action(rules: &[RuleRow], action: &str) -> u64 {
+    rules
+        .iter()
+        .filter(|r| r.action.as_str() == action)
+        .map(|r| r.packets)
+        .sum()
+}
+
+fn row<'a>(rules: &'a [RuleRow], rule: &str) -> &'a RuleRow {
+    rules
+        .iter()
+        .find(|r| r.rule == rule)
+        .unwrap_or_else(|| panic!("no row for {rule} in {rules:?}"))
+}
+
+/// The per-rule and per-source figures a run over [`MIX`] must report.
+fn check_mix(summary: &SummaryReport) {
+    let total: u64 = MIX.iter().map(|(_, n)| n).sum();
+    let c = &summary.counts;
+    assert_eq!(c.packets, total);
+    let r = &summary.rules;
+    assert_eq!(row(r, "192.0.2.0/25").packets, 1100);
+    assert_eq!(row(r, "192.0.2.0/25").action.as_str(), "drop");
+    assert_eq!(row(r, "203.0.113.0/24").packets, 300);
+    assert_eq!(row(r, "198.51.100.0/24").packets, 200);
+    assert_eq!(row(r, "default").packets, 150);
+    assert_eq!(r.len(), 4, "{r:?}");
+    // Per-rule sums equal the action totals, packets and bytes.
+    assert_eq!(sum_by_action(r, "drop"), c.drop);
+    assert_eq!(sum_by_action(r, "capture"), c.capture);
+    assert_eq!(sum_by_action(r, "pass"), c.pass);
+    assert_eq!(r.iter().map(|x| x.bytes).sum::<u64>(), c.bytes);
+    assert_eq!(row(r, "192.0.2.0/25").bytes, c.drop_bytes);
+    let top = summary.top.as_ref().expect("--top was given");
+    assert!(top.exact, "{top:?}");
+    let got: Vec<(&str, u64)> = top
+        .sources
+        .iter()
+        .map(|t| (t.source.as_str(), t.packets))
+        .collect();
+    assert_eq!(got, MIX[..5].to_vec(), "top 5, exact and in order");
+    assert_eq!(top.sources[0].rule, "192.0.2.0/25");
+    assert_eq!(top.sources[4].rule, "default");
+    assert!((top.sources[0].share - 700.0 / total as f64).abs() < 1e-9);
+}
+
+#[test]
+fn per_rule_counts_and_top_talkers_are_exact_in_the_lab() {
+    let lab = Lab::create("perrule", 1).expect("create the lab (needs root)");
+    let mut args = RULES.to_vec();
+    args.extend(["--top", "5"]);
+    let (running, _) = Running::watch(&lab, &args);
+    for (src, n) in MIX {
+        let n = n.to_string();
+        send(&lab, &["--src", src, "--count", &n]);
+    }
+    let total: u64 = MIX.iter().map(|(_, n)| n).sum();
+    let mut running = running.expect_packets(total);
+    let intervals = std::mem::take(&mut running.intervals);
+    let (summary, status, stderr) = running.stop();
+    assert!(status.success(), "{stderr}");
+    check_mix(&summary);
+    // The intervals' per-rule rows add up to the summary's.
+    let mut by_rule: HashMap<String, u64> = HashMap::new();
+    for i in &intervals {
+        for r in &i.rules {
+            *by_rule.entry(r.rule.clone()).or_default() += r.packets;
+        }
+        let sum: u64 = i.rules.iter().map(|r| r.packets).sum();
+        assert_eq!(sum, i.counts.packets, "an interval's rules add up to it");
+    }
+    for r in &summary.rules {
+        assert_eq!(by_rule.get(&r.rule), Some(&r.packets), "{}", r.rule);
+    }
+}
+
+#[test]
+fn top_talkers_of_a_zipf_mix_are_exact_and_in_order() {
+    let lab = Lab::create("zipf", 1).expect("create the lab (needs root)");
+    let (running, _) = Running::watch(&lab, &["--drop", "240.0.0.0/8", "--top", "20"]);
+    let (count, sources, seed) = (40_000u64, 5_000u64, 11u64);
+    send(
+        &lab,
+        &[
+            "--src",
+            "240.0.0.0/8",
+            "--count",
+            &count.to_string(),
+            "--zipf",
+            "1.1",
+            "--zipf-sources",
+            &sources.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ],
+    );
+    let (summary, status, stderr) = running.expect_packets(count).stop();
+    assert!(status.success(), "{stderr}");
+    // What the generator sent, from the same stream.
+    let prefixes = ["240.0.0.0/8".parse().unwrap()];
+    let mut truth: HashMap<IpAddr, u64> = HashMap::new();
+    for r in Zipf::new(sources, 1.1, seed).take(count as usize) {
+        *truth.entry(generator::ranked(&prefixes, r)).or_default() += 1;
+    }
+    let mut order: Vec<(IpAddr, u64)> = truth.into_iter().collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top = summary.top.expect("--top was given");
+    assert!(top.exact);
+    let got: Vec<(IpAddr, u64)> = top
+        .sources
+        .iter()
+        .map(|t| (t.source.parse().unwrap(), t.packets))
+        .collect();
+    assert_eq!(got, order[..20].to_vec());
+    assert!(
+        order[0].1 > 10 * order[19].1 / 2,
+        "the mix is skewed: {:?}",
+        &order[..20]
+    );
+}
+
+#[test]
+fn top_prefix_counts_sources_by_their_prefix() {
+    let lab = Lab::create("topprefix", 1).expect("create the lab (needs root)");
+    let (running, _) = Running::watch(
+        &lab,
+        &["--top", "3", "--top-prefix", "24", "--top-prefix6", "64"],
+    );
+    send(&lab, &["--src", "192.0.2.0/28", "--count", "160"]);
+    send(&lab, &["--src", "198.51.100.0/30", "--count", "40"]);
+    send(&lab, &["--src", "2001:db8:7::/120", "--count", "90"]);
+    let (summary, status, stderr) = running.expect_packets(290).stop();
+    assert!(status.success(), "{stderr}");
+    let top = summary.top.unwrap();
+    let got: Vec<(&str, u64)> = top
+        .sources
+        .iter()
+        .map(|t| (t.source.as_str(), t.packets))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("192.0.2.0/24", 160),
+            ("2001:db8:7::/64", 90),
+            ("198.51.100.0/24", 40)
+        ]
+    );
+}
+
+#[test]
+fn a_full_top_talker_map_counts_what_it_cannot_place() {
+    let lab = Lab::create("topfull", 1).expect("create the lab (needs root)");
+    let (running, _) = Running::watch(&lab, &["--top", "5", "--top-capacity", "64"]);
+    // 1,024 distinct sources, 4 frames each, for 64 places.
+    send(&lab, &["--src", "198.51.100.0/22", "--count", "4096"]);
+    let (summary, status, stderr) = running.expect_packets(4096).stop();
+    assert!(status.success(), "{stderr}");
+    let top = summary.top.unwrap();
+    assert!(!top.exact, "{top:?}");
+    assert!(top.untracked_packets > 0);
+    // Every packet is in a source's count or in the untracked count.
+    assert_eq!(summary.counts.untracked, top.untracked_packets);
+    assert!(top.sources.iter().all(|t| t.packets <= 4 + t.error));
+}
+
+/// Runs `traffic --read FILE ARGS --json` (no network needed); its summary,
+/// exit status and stderr.
+fn read(file: &Path, args: &[&str]) -> (Option<SummaryReport>, Option<i32>, String) {
+    let mut all = vec!["--read", file.to_str().unwrap(), "--json"];
+    all.extend_from_slice(args);
+    let out = Command::new(traffic_tests::traffic_bin())
+        .args(&all)
+        .output()
+        .expect("run traffic --read");
+    let summary = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| match serde_json::from_str(l) {
+            Ok(Line::Summary(s)) => Some(s),
+            _ => None,
+        });
+    (
+        summary,
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The counts that must agree between a live run and a read of its capture.
+fn same_counts(live: &SummaryReport, read: &SummaryReport, what: &str) {
+    let (a, b) = (&live.counts, &read.counts);
+    for (name, x, y) in [
+        ("packets", a.packets, b.packets),
+        ("bytes", a.bytes, b.bytes),
+        ("pass", a.pass, b.pass),
+        ("drop", a.drop, b.drop),
+        ("capture", a.capture, b.capture),
+        ("ipv4", a.ipv4, b.ipv4),
+        ("ipv6", a.ipv6, b.ipv6),
+        ("malformed", a.malformed, b.malformed),
+        ("non_ip", a.non_ip, b.non_ip),
+    ] {
+        assert_eq!(x, y, "{what}: {name}");
+    }
+    assert_eq!(live.rules, read.rules, "{what}: per rule");
+    assert_eq!(
+        live.top.as_ref().map(|t| &t.sources),
+        read.top.as_ref().map(|t| &t.sources),
+        "{what}: top talkers"
+    );
+}
+
+#[test]
+fn read_of_a_capture_reports_what_the_live_run_did() {
+    let lab = Lab::create("readback", 1).expect("create the lab (needs root)");
+    let dir = TempDir::new("readback");
+    let us = dir.0.join("tcpdump-us.pcap");
+    let ns = dir.0.join("tcpdump-ns.pcap");
+    let ours = dir.0.join("traffic.pcap");
+    // tcpdump writes everything the interface sees, in microseconds and in
+    // nanoseconds, while nothing is attached (a dropping XDP program would
+    // hide frames from it); then traffic runs on the same frames, sent
+    // again, and writes what it captures.
+    let tcpdump = |file: &Path, extra: &[&str]| {
+        let mut cmd = Lab::command_in(&lab.rx_ns, "tcpdump");
+        cmd.args(["-i", &lab.rx_if, "-n", "-U", "-w"])
+            .arg(file)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd.spawn().expect("start tcpdump")
+    };
+    let mut dumps = [
+        tcpdump(&us, &[]),
+        tcpdump(&ns, &["--time-stamp-precision", "nano"]),
+    ];
+    std::thread::sleep(Duration::from_millis(1500));
+    let send_mix = || {
+        for (src, n) in MIX {
+            send(&lab, &["--src", src, "--count", &n.to_string()]);
+        }
+    };
+    send_mix();
+    std::thread::sleep(Duration::from_millis(500));
+    for d in &mut dumps {
+        traffic_tests::signal(d.id(), libc::SIGINT);
+        d.wait().unwrap();
+    }
+    let mut args = RULES.to_vec();
+    args.extend([
+        "--top",
+        "5",
+        "--snaplen",
+        "4096",
+        "-w",
+        ours.to_str().unwrap(),
+    ]);
+    let (running, _) = Running::watch(&lab, &args);
+    send_mix();
+    let total: u64 = MIX.iter().map(|(_, n)| n).sum();
+    let (live, status, stderr) = running.expect_packets(total).stop();
+    assert!(status.success(), "{stderr}");
+    // tshark's pcapng of tcpdump's file.
+    let ng = dir.0.join("tcpdump.pcapng");
+    let editcap = Command::new("editcap")
+        .args(["-F", "pcapng"])
+        .arg(&ns)
+        .arg(&ng)
+        .status()
+        .expect("run editcap (tshark's package)");
+    assert!(editcap.success());
+    let mut read_args = RULES.to_vec();
+    read_args.extend(["--top", "5"]);
+    for file in [&us, &ns, &ng] {
+        let (summary, code, stderr) = read(file, &read_args);
+        assert_eq!(code, Some(0), "{}: {stderr}", file.display());
+        let summary = summary.expect("a summary");
+        // tcpdump may also have seen frames the kernel sent on its own
+        // (IPv6 neighbour discovery); the lab's frames are all there.
+        assert!(summary.counts.packets >= total, "{}", file.display());
+        let extra = summary.counts.packets - total;
+        assert_eq!(
+            summary.counts.packets - extra,
+            live.counts.packets,
+            "{}",
+            file.display()
+        );
+        if extra == 0 {
+            same_counts(&live, &summary, &file.display().to_string());
+        } else {
+            // The host's own frames are passed by default: everything else
+            // is as the live run counted it.
+            let rules = |s: &SummaryReport| -> Vec<RuleRow> {
+                s.rules
+                    .iter()
+                    .filter(|r| r.rule != "default" && r.rule != "unclassified")
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(rules(&live), rules(&summary), "{}", file.display());
+            assert_eq!(
+                (live.counts.drop, live.counts.capture),
+                (summary.counts.drop, summary.counts.capture)
+            );
+            assert_eq!(
+                live.top.as_ref().map(|t| &t.sources),
+                summary.top.as_ref().map(|t| &t.sources)
+            );
+        }
+        check_mix_of_read(&summary, extra);
+    }
+    // traffic's own file holds the captured subset: read through the same
+    // rules, every frame is captured again.
+    let (summary, code, stderr) = read(&ours, &read_args);
+    assert_eq!(code, Some(0), "{stderr}");
+    let summary = summary.unwrap();
+    assert_eq!(summary.counts.packets, live.counts.capture);
+    assert_eq!(summary.counts.capture, live.counts.capture);
+    assert_eq!(summary.counts.capture_bytes, live.counts.capture_bytes);
+}
+
+/// [`check_mix`] for a capture that may hold `extra` frames of the host's
+/// own (IPv6 neighbour discovery: not IPv4, never from the mix's rules).
+fn check_mix_of_read(summary: &SummaryReport, extra: u64) {
+    let r = &summary.rules;
+    assert_eq!(row(r, "192.0.2.0/25").packets, 1100);
+    assert_eq!(row(r, "203.0.113.0/24").packets, 300);
+    assert_eq!(row(r, "198.51.100.0/24").packets, 200);
+    let unmatched: u64 = r
+        .iter()
+        .filter(|x| x.rule == "default" || x.rule == "unclassified")
+        .map(|x| x.packets)
+        .sum();
+    assert_eq!(unmatched, 150 + extra);
+    let top = summary.top.as_ref().unwrap();
+    assert_eq!(top.sources[0].source, "192.0.2.1");
+    assert_eq!(top.sources[0].packets, 700);
+}
+
+/// A pcap file header (microseconds, little-endian, Ethernet).
+fn pcap_header() -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend(0xa1b2_c3d4u32.to_le_bytes());
+    h.extend(2u16.to_le_bytes());
+    h.extend(4u16.to_le_bytes());
+    h.extend([0; 8]);
+    h.extend(65_535u32.to_le_bytes());
+    h.extend(1u32.to_le_bytes());
+    h
+}
+
+/// A pcap record of `frame` at second `secs`.
+fn pcap_record(frame: &[u8], secs: u32) -> Vec<u8> {
+    let mut r = Vec::new();
+    r.extend(secs.to_le_bytes());
+    r.extend(0u32.to_le_bytes());
+    r.extend((frame.len() as u32).to_le_bytes());
+    r.extend((frame.len() as u32).to_le_bytes());
+    r.extend(frame);
+    r
+}
+
+fn udp_frame(src: &str) -> Vec<u8> {
+    let mut spec =
+        traffic::lab::frame::FrameSpec::udp(src.parse().unwrap(), "198.51.100.1".parse().unwrap());
+    spec.payload_len = 22;
+    spec.build()
+}
+
+#[test]
+fn a_cut_or_corrupt_file_says_where_and_reports_what_came_before() {
+    let dir = TempDir::new("badread");
+    let frame = udp_frame("192.0.2.9");
+    let mut file = pcap_header();
+    for i in 0..10 {
+        file.extend(pcap_record(&frame, 1_800_000_000 + i));
+    }
+    let good_len = file.len();
+    // Cut in the middle of the eleventh record's frame.
+    let mut cut = file.clone();
+    cut.extend(&pcap_record(&frame, 1_800_000_010)[..30]);
+    let path = dir.0.join("cut.pcap");
+    std::fs::write(&path, &cut).unwrap();
+    let (summary, code, stderr) = read(&path, &["--drop", "192.0.2.0/24"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let summary = summary.expect("the summary of what came before");
+    assert_eq!(summary.counts.packets, 10);
+    assert_eq!(summary.counts.drop, 10);
+    assert!(
+        stderr.contains(&format!(
+            "bad record at byte offset {good_len} (after 10 frames)"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cut short"), "{stderr}");
+
+    // A record claiming a frame no file holds.
+    let mut corrupt = file.clone();
+    let mut bad = pcap_record(&frame, 1_800_000_010);
+    bad[8..12].copy_from_slice(&0x4000_0000u32.to_le_bytes());
+    corrupt.extend(bad);
+    corrupt.extend(pcap_record(&frame, 1_800_000_011));
+    std::fs::write(&path, &corrupt).unwrap();
+    let (summary, code, stderr) = read(&path, &[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(summary.unwrap().counts.packets, 10);
+    assert!(stderr.contains(&format!("offset {good_len}")), "{stderr}");
+    assert!(stderr.contains("more than any frame"), "{stderr}");
+
+    // Not a capture at all: refused before anything is loaded, exit 2.
+    for (name, bytes) in [
+        ("empty", Vec::new()),
+        ("text", b"drop 192.0.2.0/24\n".to_vec()),
+        ("binary", vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0]),
+    ] {
+        let p = dir.0.join(name);
+        std::fs::write(&p, &bytes).unwrap();
+        let (summary, code, stderr) = read(&p, &[]);
+        assert_eq!(code, Some(2), "{name}: {stderr}");
+        assert!(summary.is_none());
+        assert!(
+            stderr.contains("is not a pcap or pcapng file"),
+            "{name}: {stderr}"
+        );
+    }
+    let (_, code, stderr) = read(&dir.0, &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("directory"), "{stderr}");
+    let (_, code, stderr) = read(&dir.0.join("missing.pcap"), &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("cannot open"), "{stderr}");
+    // A device reads as an endless stream of zeros: not a capture.
+    let (_, code, stderr) = read(Path::new("/dev/zero"), &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("is not a pcap"), "{stderr}");
+    // Linux cooked captures (tcpdump -i any) are not Ethernet.
+    let mut sll = pcap_header();
+    sll[20..24].copy_from_slice(&113u32.to_le_bytes());
+    let p = dir.0.join("sll.pcap");
+    std::fs::write(&p, &sll).unwrap();
+    let (_, code, stderr) = read(&p, &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("link type is 113"), "{stderr}");
+}
+
+#[test]
+fn read_from_a_fifo_and_frames_xdp_cannot_run() {
+    let dir = TempDir::new("fiforead");
+    let fifo = dir.0.join("in.pcap");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let frame = udp_frame("203.0.113.1");
+    let mut bytes = pcap_header();
+    for i in 0..5 {
+        bytes.extend(pcap_record(&frame, 1_800_000_000 + i));
+    }
+    // A frame shorter than an Ethernet header: the kernel will not run it.
+    bytes.extend(pcap_record(&frame[..10], 1_800_000_006));
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap())
+    };
+    let (summary, code, stderr) = read(&fifo, &["--capture", "203.0.113.0/24"]);
+    writer.join().unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("1 frames were not run"), "{stderr}");
+    let s = summary.unwrap();
+    assert_eq!(
+        (s.counts.packets, s.counts.capture, s.counts.events),
+        (5, 5, 5)
+    );
+}
+
+#[test]
+fn intervals_of_a_read_follow_the_files_time_and_the_plot_has_every_line() {
+    let dir = TempDir::new("readplot");
+    let mut file = pcap_header();
+    // 12 rules' worth of sources, busier the lower, over 4 seconds of file
+    // time, then a gap of an hour and one more frame.
+    let mut per_rule = HashMap::new();
+    for sec in 0..4u32 {
+        for r in 0..12u32 {
+            let src = format!("192.0.2.{}", r * 16 + 1);
+            for _ in 0..(12 - r) {
+                file.extend(pcap_record(&udp_frame(&src), 1_800_000_000 + sec));
+                *per_rule.entry(r).or_insert(0u64) += 1;
+            }
+        }
+    }
+    file.extend(pcap_record(&udp_frame("192.0.2.1"), 1_800_003_600));
+    let path = dir.0.join("rules.pcap");
+    std::fs::write(&path, &file).unwrap();
+    let svg = dir.0.join("plot.svg");
+    let mut args = vec![
+        "--read".to_owned(),
+        path.to_str().unwrap().to_owned(),
+        "--json".to_owned(),
+        "--top".to_owned(),
+        "3".to_owned(),
+        "--plot".to_owned(),
+        svg.to_str().unwrap().to_owned(),
+    ];
+    for r in 0..12 {
+        args.extend(["--drop".to_owned(), format!("192.0.2.{}/28", r * 16)]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = Command::new(traffic_tests::traffic_bin())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Line> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let intervals: Vec<_> = lines
+        .iter()
+        .filter_map(|l| match l {
+            Line::Interval(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    // Four one-second intervals of the file's time, then the gap as one.
+    assert_eq!(intervals.len(), 5, "{intervals:?}");
+    assert_eq!(intervals[0].ts, 1_800_000_001.0);
+    assert_eq!(intervals[0].counts.packets, 78);
+    assert_eq!(intervals[3].counts.packets, 78);
+    assert_eq!(intervals[4].counts.packets, 1);
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    // It parses as XML.
+    let parsed = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])",
+        ])
+        .arg(dir.0.join("plot.svg"))
+        .status()
+        .expect("python3");
+    assert!(parsed.success(), "the plot is not well-formed XML");
+    // Actions (3), rules (the 10 busiest and `other`), sources (3).
+    assert_eq!(svg.matches("<polyline").count(), 3 + 11 + 3, "{svg}");
+    assert!(svg.contains(">drop 192.0.2.0/28<"));
+    assert!(svg.contains(">other (2 more)<"));
+    assert!(svg.contains(">192.0.2.1<"));
+}
