@@ -92,14 +92,14 @@ fn per_rule_counts_and_top_talkers_are_exact_in_the_lab() {
     let (summary, status, stderr) = running.stop();
     assert!(status.success(), "{stderr}");
     check_mix(&summary);
-    // The intervals' per-rule rows add up to the summary's.
+    // The intervals' per-rule rows add up to the summary's. (Within one
+    // interval they may not match its counters to the packet: the two are
+    // read one after the other while packets flow.)
     let mut by_rule: HashMap<String, u64> = HashMap::new();
     for i in &intervals {
         for r in &i.rules {
             *by_rule.entry(r.rule.clone()).or_default() += r.packets;
         }
-        let sum: u64 = i.rules.iter().map(|r| r.packets).sum();
-        assert_eq!(sum, i.counts.packets, "an interval's rules add up to it");
     }
     for r in &summary.rules {
         assert_eq!(by_rule.get(&r.rule), Some(&r.packets), "{}", r.rule);
@@ -183,16 +183,28 @@ fn top_prefix_counts_sources_by_their_prefix() {
 fn a_full_top_talker_map_counts_what_it_cannot_place() {
     let lab = Lab::create("topfull", 1).expect("create the lab (needs root)");
     let (running, _) = Running::watch(&lab, &["--top", "5", "--top-capacity", "64"]);
-    // 1,024 distinct sources, 4 frames each, for 64 places.
-    send(&lab, &["--src", "198.51.100.0/22", "--count", "4096"]);
-    let (summary, status, stderr) = running.expect_packets(4096).stop();
+    // 65,536 distinct sources, two frames each, for the 16,384 slots of a
+    // CPU and 64 places in the map.
+    let n: u64 = 1 << 17;
+    send(&lab, &["--src", "240.0.0.0/16", "--count", &n.to_string()]);
+    let mut running = running.expect_packets(n);
+    let intervals = std::mem::take(&mut running.intervals);
+    let (summary, status, stderr) = running.stop();
     assert!(status.success(), "{stderr}");
     let top = summary.top.unwrap();
     assert!(!top.exact, "{top:?}");
     assert!(top.untracked_packets > 0);
-    // Every packet is in a source's count or in the untracked count.
+    // The run keeps --top-capacity sources; an interval counts more, in
+    // the slots in front of the map.
+    assert_eq!(top.tracked, 64);
+    let tracked: u64 = intervals
+        .iter()
+        .filter_map(|i| i.top.as_ref().map(|t| t.tracked))
+        .sum();
+    assert!(tracked > 64, "{tracked}");
+    // Every packet not placed in a source is counted as such.
     assert_eq!(summary.counts.untracked, top.untracked_packets);
-    assert!(top.sources.iter().all(|t| t.packets <= 4 + t.error));
+    assert!(top.sources.iter().all(|t| t.packets <= 2 + t.error));
 }
 
 /// Runs `traffic --read FILE ARGS --json` (no network needed); its summary,

@@ -48,6 +48,8 @@ pub mod names {
     pub const TOP_1: &str = "TOP_1";
     pub const TOP_SIDE: &str = "TOP_SIDE";
     pub const TOP_FULL: &str = "TOP_FULL";
+    pub const TOP_SLOTS: &str = "TOP_SLOTS";
+    pub const TOP_SEEN: &str = "TOP_SEEN";
 }
 
 /// What the program does with a packet, as stored in a rule table leaf and
@@ -220,6 +222,43 @@ pub mod rule_slot {
     pub const fn total(slots: u32) -> u32 {
         FIRST + 2 * slots
     }
+}
+
+/// The top-talker counters in front of the hash maps: per CPU and side, a
+/// direct-mapped array of [`top::SLOTS`] sources indexed by a hash of the
+/// source, whose first source keeps its slot for the interval (counting a
+/// source there costs one inlined array access, where the hash costs a
+/// lookup call); sources that find their slot taken go to the hash, which a
+/// bitmap of the sources each CPU put there ([`top::SEEN_WORDS`] words)
+/// spares a lookup that cannot succeed. A source may be counted in slots of
+/// several CPUs and in the hash: the loader adds them up.
+pub mod top {
+    use super::TopKey;
+
+    /// Slots per side.
+    pub const SLOTS: u32 = 1 << 14;
+    /// Bitmap words (64 bits each) per side.
+    pub const SEEN_WORDS: u32 = 1 << 14;
+
+    /// The hash that places a source: slot from the low bits, bitmap bit
+    /// from the next ones.
+    #[inline(always)]
+    pub const fn hash(key: &TopKey) -> u64 {
+        let w = key.words;
+        let x = ((w[2] as u64) << 32) | w[3] as u64;
+        let y = ((w[0] as u64) << 32) | w[1] as u64;
+        let h = (x ^ y.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    }
+}
+
+/// One top-talker slot: a source and its counts on one CPU (no packets:
+/// free).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct TopSlot {
+    pub key: TopKey,
+    pub count: Count,
 }
 
 /// A top-talker key: a source address, masked to `--top-prefix`, as four
@@ -532,7 +571,7 @@ impl Stats {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Config, Count, CpuState, EventHeader, Stats, TopKey, XskMeta};
+    use super::{Config, Count, CpuState, EventHeader, Stats, TopKey, TopSlot, XskMeta};
 
     // SAFETY: each type is `#[repr(C)]`, made only of integers, and has no
     // padding (bytemuck's `Pod` derive checks this at compile time).
@@ -549,4 +588,6 @@ mod user {
     unsafe impl aya::Pod for Count {}
     // SAFETY: as above.
     unsafe impl aya::Pod for TopKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for TopSlot {}
 }

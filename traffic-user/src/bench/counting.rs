@@ -228,7 +228,9 @@ fn median(xs: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Measures each variant, printing rows as they come.
+/// Measures each variant, printing rows as they come. The variants of one
+/// source count are loaded together and measured in turn, round after
+/// round, so that a slow spell of the machine falls on all of them.
 ///
 /// # Errors
 ///
@@ -236,13 +238,12 @@ fn median(xs: &[f64]) -> f64 {
 pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<CountingRow>, ScaleError> {
     let _stats = aya::sys::enable_stats(Stats::RunTime)
         .map_err(|e| ScaleError::Program(format!("enabling BPF statistics: {e}")))?;
-    let rounds = if quick { 3 } else { 5 };
+    let rounds = if quick { 5 } else { 9 };
     let set = rules();
     let plain = Settings {
         rule_counts: false,
         ..Settings::default()
     };
-    let counted = Settings::default();
     let top = |capacity| Settings {
         top: Some(TopSettings {
             capacity,
@@ -250,80 +251,99 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<CountingRo
         }),
         ..Settings::default()
     };
+    let default_top = crate::kernel::engine::DEFAULT_TOP_CAPACITY;
     let million = 1u64 << 20;
-    let variants: Vec<(&str, Settings, u64)> = vec![
-        ("no counts", plain.clone(), 1000),
-        ("per-rule counters", counted.clone(), 1000),
+    let groups: Vec<(u64, Vec<(&str, Settings)>)> = vec![
         (
-            "per-rule + top",
-            top(crate::kernel::engine::DEFAULT_TOP_CAPACITY),
             1000,
-        ),
-        ("no counts", plain, million),
-        ("per-rule counters", counted, million),
-        (
-            "per-rule + top (default capacity, most untracked)",
-            top(crate::kernel::engine::DEFAULT_TOP_CAPACITY),
-            million,
+            vec![
+                ("no counts", plain.clone()),
+                ("per-rule counters", Settings::default()),
+                ("per-rule + top", top(default_top)),
+            ],
         ),
         (
-            "per-rule + top (capacity 2^21, all tracked)",
-            top(1 << 21),
             million,
+            vec![
+                ("no counts", plain),
+                ("per-rule counters", Settings::default()),
+                (
+                    "per-rule + top (default capacity: most untracked)",
+                    top(default_top),
+                ),
+                ("per-rule + top (capacity 2^21: all tracked)", top(1 << 21)),
+            ],
         ),
     ];
     let _ = writeln!(
         out,
-        "# what counting costs: drop path, 1,024 rules, program ns/packet from BPF stats (median of {rounds} rounds)\n{:<50} {:>9} {:>12} {:>9}",
+        "# what counting costs: drop path, 1,024 rules, program ns/packet from BPF stats (median of {rounds} rounds, variants in turn)\n{:<50} {:>9} {:>12} {:>9}",
         "variant", "sources", "test_run ns", "live ns"
     );
     let mut rows = Vec::new();
-    for (variant, settings, n) in variants {
+    for (n, variants) in groups {
         let lab = Lab::create("count", 1).map_err(io_step("creating the lab"))?;
-        let engine = Engine::load_with(&set, &settings)
-            .map_err(|e| ScaleError::Program(crate::kernel::error_chain(&e)))?;
+        let mut engines = variants
+            .iter()
+            .map(|(_, settings)| {
+                Engine::load_with(&set, settings)
+                    .map_err(|e| ScaleError::Program(crate::kernel::error_chain(&e)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let passes = if n > 4096 {
             1
         } else if quick {
             20
         } else {
-            100
+            50
         };
-        let test_run_rounds = (0..rounds)
-            .map(|_| test_run(&engine, n, passes))
-            .collect::<Result<Vec<_>, _>>()?;
-        let iface = lab.rx_if.clone();
-        let mut engine = engine;
-        let engine = in_netns(&lab.rx_ns, move || {
-            engine
-                .attach(&iface, ModeChoice::Native, false)
-                .map(|_| ())
-                .map(|()| engine)
-        })
-        .map_err(io_step("entering the lab's receiving namespace"))?
-        .map_err(|e| ScaleError::Program(crate::kernel::error_chain(&e)))?;
         let count = if quick {
             n.max(200_000)
         } else {
             n.max(1_000_000)
         };
-        let live_rounds = (0..rounds)
-            .map(|_| live(&engine, &lab, n, count))
-            .collect::<Result<Vec<_>, _>>()?;
-        let row = CountingRow {
-            variant: variant.to_owned(),
-            sources: n,
-            test_run_ns: median(&test_run_rounds),
-            test_run_rounds,
-            live_ns: median(&live_rounds),
-            live_rounds,
-        };
-        let _ = writeln!(
-            out,
-            "{:<50} {:>9} {:>12.1} {:>9.1}",
-            row.variant, row.sources, row.test_run_ns, row.live_ns
-        );
-        rows.push(row);
+        let mut test_runs = vec![Vec::new(); engines.len()];
+        let mut lives = vec![Vec::new(); engines.len()];
+        for _ in 0..rounds {
+            for (engine, figures) in engines.iter().zip(&mut test_runs) {
+                figures.push(test_run(engine, n, passes)?);
+            }
+        }
+        for _ in 0..rounds {
+            let mut attached = Vec::with_capacity(engines.len());
+            for (engine, figures) in engines.into_iter().zip(&mut lives) {
+                let iface = lab.rx_if.clone();
+                let mut engine = engine;
+                let mut engine = in_netns(&lab.rx_ns, move || {
+                    let attached = engine.attach(&iface, ModeChoice::Native, false).map(|_| ());
+                    attached.map(|()| engine)
+                })
+                .map_err(io_step("entering the lab's receiving namespace"))?
+                .map_err(|e| ScaleError::Program(crate::kernel::error_chain(&e)))?;
+                figures.push(live(&engine, &lab, n, count / rounds as u64)?);
+                engine.detach();
+                attached.push(engine);
+            }
+            engines = attached;
+        }
+        for (((variant, _), test_run_rounds), live_rounds) in
+            variants.iter().zip(test_runs).zip(lives)
+        {
+            let row = CountingRow {
+                variant: (*variant).to_owned(),
+                sources: n,
+                test_run_ns: median(&test_run_rounds),
+                test_run_rounds,
+                live_ns: median(&live_rounds),
+                live_rounds,
+            };
+            let _ = writeln!(
+                out,
+                "{:<50} {:>9} {:>12.1} {:>9.1}",
+                row.variant, row.sources, row.test_run_ns, row.live_ns
+            );
+            rows.push(row);
+        }
     }
     Ok(rows)
 }

@@ -231,6 +231,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         (Vec::new(), None, None)
     } else {
         let rows = counting::rows(args.quick, &mut out)?;
+        writeln!(out, "\n{}", counting_table(&rows)).map_err(write_err("stdout"))?;
         let accuracy = counting::accuracy(&bin, args.quick)?;
         writeln!(out, "\n{}", accuracy_table(&accuracy)).map_err(write_err("stdout"))?;
         let read = counting::read_speed(&bin, args.quick, &live::workdir())?;
@@ -665,20 +666,37 @@ fn scale_table(rows: &[scale::ScaleRow]) -> String {
 }
 
 /// What counting costs, each variant against the same sources without
-/// counts.
+/// counts and against the variant before it: the median of the per-round
+/// differences (the variants of one source count were measured in turn in
+/// each round, so a slow spell of the machine falls on all of them).
 fn counting_table(rows: &[counting::CountingRow]) -> String {
     let mut t = String::from(
-        "Program time per packet from the kernel's BPF statistics (median of rounds); 1,024 rules over 240.0.0.0/8, every frame dropped; sources spread over the rules. *added*: against the same sources with no counts.\n\n\
+        "Program time per packet from the kernel's BPF statistics (median of rounds); 1,024 rules over 240.0.0.0/8, every frame dropped; sources spread over the rules. *added*: the median over rounds of the difference to the same sources with no counts, and (in brackets) to the row above.\n\n\
          | counting | distinct sources | test_run | added | live (veth lab) | added |\n\
          |---|---:|---:|---:|---:|---:|\n",
     );
-    for r in rows {
+    let paired = |a: &[f64], b: &[f64]| {
+        let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+        (!d.is_empty()).then(|| median(&d))
+    };
+    for (i, r) in rows.iter().enumerate() {
         let base = rows
             .iter()
-            .find(|b| b.variant == "no counts" && b.sources == r.sources);
-        let added = |f: fn(&counting::CountingRow) -> f64| {
-            base.filter(|b| b.variant != r.variant)
-                .map_or("-".to_owned(), |b| format!("{:+.1} ns", f(r) - f(b)))
+            .find(|b| b.variant == "no counts" && b.sources == r.sources)
+            .filter(|b| b.variant != r.variant);
+        let above = i
+            .checked_sub(1)
+            .map(|j| &rows[j])
+            .filter(|a| a.sources == r.sources && base.is_some_and(|b| b.variant != a.variant));
+        let added = |f: fn(&counting::CountingRow) -> &[f64]| {
+            let Some(b) = base else {
+                return "-".to_owned();
+            };
+            let mut text = paired(f(r), f(b)).map_or("-".to_owned(), |d| format!("{d:+.1} ns"));
+            if let Some(d) = above.and_then(|a| paired(f(r), f(a))) {
+                let _ = write!(text, " ({d:+.1})");
+            }
+            text
         };
         let _ = writeln!(
             t,
@@ -686,12 +704,18 @@ fn counting_table(rows: &[counting::CountingRow]) -> String {
             r.variant,
             r.sources,
             r.test_run_ns,
-            added(|r| r.test_run_ns),
+            added(|r| &r.test_run_rounds),
             r.live_ns,
-            added(|r| r.live_ns)
+            added(|r| &r.live_rounds)
         );
     }
     t
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn accuracy_table(a: &counting::Accuracy) -> String {

@@ -29,7 +29,10 @@ use aya::{
 };
 use std::os::fd::AsFd;
 
-use traffic_common::{Config, Count, CpuState, MAX_SNAPLEN, Stats, TopKey, names, rule_slot};
+use traffic_common::{
+    Config, Count, CpuState, MAX_SNAPLEN, Stats, TopKey, TopSlot, names, rule_slot,
+    top::{SEEN_WORDS, SLOTS},
+};
 
 use super::{
     Attached, EngineError, EventRing, ModeChoice, attach, batch,
@@ -191,6 +194,10 @@ pub struct Engine {
 /// per-CPU flags that say a map is full.
 struct TopMaps {
     maps: [MapData; 2],
+    /// The slots in front of the maps, and the bitmaps of what each CPU put
+    /// in them ([`traffic_common::top`]).
+    slots: MapData,
+    seen: MapData,
     side: aya::maps::Array<MapData, u32>,
     full: PerCpuArray<MapData, u32>,
     in_use: u32,
@@ -273,7 +280,19 @@ impl Engine {
                 .map_max_entries(names::XSKS, settings.afxdp_queues.max(1))
                 .map_max_entries(names::RULE_COUNTS, rule_slot::total(rule_slots))
                 .map_max_entries(names::TOP_0, top_entries)
-                .map_max_entries(names::TOP_1, top_entries),
+                .map_max_entries(names::TOP_1, top_entries)
+                .map_max_entries(
+                    names::TOP_SLOTS,
+                    if settings.top.is_some() { 2 * SLOTS } else { 1 },
+                )
+                .map_max_entries(
+                    names::TOP_SEEN,
+                    if settings.top.is_some() {
+                        2 * SEEN_WORDS
+                    } else {
+                        1
+                    },
+                ),
         )?;
 
         // The program must be loaded while the object still owns its maps:
@@ -293,6 +312,8 @@ impl Engine {
                     raw_map(&mut ebpf, names::TOP_0)?,
                     raw_map(&mut ebpf, names::TOP_1)?,
                 ],
+                slots: raw_map(&mut ebpf, names::TOP_SLOTS)?,
+                seen: raw_map(&mut ebpf, names::TOP_SEEN)?,
                 side: take_map(&mut ebpf, names::TOP_SIDE)?,
                 full: take_map(&mut ebpf, names::TOP_FULL)?,
                 in_use: 0,
@@ -417,22 +438,54 @@ impl Engine {
         let Some(top) = &mut self.top else {
             return Ok(());
         };
-        let map = &top.maps[side as usize & 1];
+        let side = side & 1;
+        let err = |what| move |source| EngineError::Counters { what, source };
+        // A source may be in slots of several CPUs and in the map.
+        let mut sources: std::collections::HashMap<TopKey, Count> =
+            std::collections::HashMap::new();
+        batch::read_per_cpu_array::<TopSlot>(
+            top.slots.fd().as_fd(),
+            side * SLOTS,
+            SLOTS,
+            self.cpus,
+            &mut |_, per_cpu| {
+                for slot in per_cpu.iter().filter(|s| s.count.packets > 0) {
+                    sources.entry(slot.key).or_default().add(&slot.count);
+                }
+            },
+        )
+        .map_err(err("top-talker slots"))?;
+        batch::zero_per_cpu_array(
+            top.slots.fd().as_fd(),
+            side * SLOTS,
+            SLOTS,
+            size_of::<TopSlot>(),
+            self.cpus,
+        )
+        .map_err(err("top-talker slots"))?;
+        let map = &top.maps[side as usize];
         batch::drain_per_cpu_hash::<TopKey, Count>(
             map.fd().as_fd(),
             self.cpus,
             &mut |key, per_cpu| {
-                let mut sum = Count::default();
+                let entry = sources.entry(*key).or_default();
                 for c in per_cpu {
-                    sum.add(c);
+                    entry.add(c);
                 }
-                each(key, sum);
             },
         )
-        .map_err(|source| EngineError::Counters {
-            what: "top-talker map",
-            source,
-        })?;
+        .map_err(err("top-talker map"))?;
+        batch::zero_per_cpu_array(
+            top.seen.fd().as_fd(),
+            side * SEEN_WORDS,
+            SEEN_WORDS,
+            size_of::<u64>(),
+            self.cpus,
+        )
+        .map_err(err("top-talker bitmaps"))?;
+        for (key, count) in &sources {
+            each(key, *count);
+        }
         let zeros = aya::maps::PerCpuValues::try_from(vec![0u32; self.cpus]).map_err(|source| {
             EngineError::Counters {
                 what: "top-talker map's full flags",
@@ -440,7 +493,7 @@ impl Engine {
             }
         })?;
         top.full
-            .set(side & 1, zeros, 0)
+            .set(side, zeros, 0)
             .map_err(|source| EngineError::Map {
                 name: names::TOP_FULL,
                 source: Some(source),
