@@ -27,6 +27,11 @@ pub struct Options {
     /// rules from a file (start-up, memory, a reload under load).
     #[arg(long, conflicts_with = "kernel_only")]
     pub scale: bool,
+    /// Only what counting costs and how well it counts: per-rule counters
+    /// and --top on the drop path, top talkers on a Zipf mix, and --read
+    /// beside tcpdump -r and tshark -r.
+    #[arg(long, conflicts_with_all = ["kernel_only", "scale"])]
+    pub counting: bool,
     /// Only the soak: ten minutes of capture at a steady rate, reporting
     /// memory, open descriptors and exact counts.
     #[arg(long)]
@@ -77,6 +82,9 @@ pub fn bench(opts: &Options) -> Result<()> {
     }
     if opts.scale {
         cmd.arg("--scale");
+    }
+    if opts.counting {
+        cmd.arg("--counting");
     }
     if opts.soak {
         cmd.arg("--soak");

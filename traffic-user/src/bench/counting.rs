@@ -542,7 +542,8 @@ pub fn read_speed(bin: &str, quick: bool, dir: &Path) -> Result<ReadSpeed, Scale
     let _ = std::fs::remove_file(&file);
     Ok(ReadSpeed {
         frames: n,
-        subset: n / 16,
+        // Frame i is from prefix i % 4096; the first 256 are in the /12.
+        subset: (n / 4096) * 256 + (n % 4096).min(256),
         traffic_s,
         tcpdump_s,
         tshark_s,
