@@ -126,7 +126,11 @@ fn plot_draws_the_run() {
     assert!(status.success(), "{stderr}");
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
-    assert_eq!(text.matches("<polyline").count(), 3, "one line per action");
+    // One line per action, then one per rule that matched: the capture
+    // rule and the default.
+    assert_eq!(text.matches("<polyline").count(), 3 + 2, "{text}");
+    assert!(text.contains(">capture 203.0.113.0/24<"));
+    assert!(text.contains(">pass default<"));
     assert!(text.contains("delivery latency"));
     assert!(
         text.contains("p50"),
