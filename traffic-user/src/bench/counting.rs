@@ -384,16 +384,9 @@ pub fn accuracy(bin: &str, quick: bool) -> Result<Accuracy, ScaleError> {
         Duration::from_secs(30),
     )?;
     let opts = GenOptions {
-        iface: lab.tx_if.clone(),
-        count: frames,
         sources: vec!["240.0.0.0/8".parse().expect("valid")],
-        dst4: "198.51.100.1".parse().expect("valid"),
-        dst6: "2001:db8::1".parse().expect("valid"),
-        dst_mac: crate::lab::netns::RX_MAC,
-        rate: None,
-        proto: Proto::Udp,
-        payload_len: 22,
         mix: Mix::Zipf { s, sources, seed },
+        ..spread(&lab, 1, frames)
     };
     in_netns(&lab.tx_ns, move || generator::run(&opts))
         .map_err(io_step("entering the lab's sending namespace"))?

@@ -124,18 +124,10 @@ pub enum SetupError {
 /// [`SetupError`]: what could not be set up, or how the run failed.
 pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> {
     // Installed first, so that a signal during loading also ends the run
-    // cleanly instead of killing it midway.
-    let sig = |kind: SignalKind, name| {
-        signal(kind).map_err(|source| SetupError::Signal {
-            signal: name,
-            source,
-        })
-    };
-    let mut sigint = sig(SignalKind::interrupt(), "SIGINT")?;
-    let mut sigterm = sig(SignalKind::terminate(), "SIGTERM")?;
-    // SIGHUP re-reads the rules when they come from files; otherwise it
-    // ends the run like SIGTERM (a terminal closing), with the summary.
-    let sighup = sig(SignalKind::hangup(), "SIGHUP")?;
+    // cleanly instead of killing it midway. SIGHUP re-reads the rules when
+    // they come from files; otherwise it ends the run like SIGTERM (a
+    // terminal closing), with the summary.
+    let [mut sigint, mut sigterm, sighup] = signals()?;
     let mut session = open(cfg, iface)?;
     let mut hangup_stops = None;
     if cfg.rule_spec.files.is_empty() {
@@ -180,15 +172,7 @@ pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> 
 /// [`SetupError`]: what could not be set up, or how the run failed. A bad
 /// record within the file is not one: see [`Replayed::error`].
 pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, SetupError> {
-    let sig = |kind: SignalKind, name| {
-        signal(kind).map_err(|source| SetupError::Signal {
-            signal: name,
-            source,
-        })
-    };
-    let mut sigint = sig(SignalKind::interrupt(), "SIGINT")?;
-    let mut sigterm = sig(SignalKind::terminate(), "SIGTERM")?;
-    let mut sighup = sig(SignalKind::hangup(), "SIGHUP")?;
+    let [mut sigint, mut sigterm, mut sighup] = signals()?;
     // The file first: a file that is not a capture is refused before
     // anything is loaded or written.
     let mut file = Recorded::open(path)?;
@@ -209,20 +193,7 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
         default: cfg.rules.default_action(),
         afxdp: None,
     };
-    let session = with_top(
-        cfg,
-        Session::new(
-            start,
-            Arc::clone(&cfg.rules),
-            Box::new(engine),
-            sources,
-            sinks(cfg, pcap, plot),
-            Timing {
-                interval: cfg.interval,
-                exit_drain: super::EXIT_DRAIN,
-            },
-        ),
-    );
+    let session = session(cfg, start, engine, sources, (pcap, plot));
     let stop = async move {
         tokio::select! {
             _ = sigint.recv() => Stop::Signal("SIGINT"),
@@ -233,8 +204,41 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
     Ok(session.replay(&mut file, stop).await?)
 }
 
-/// `session`, reporting top talkers when `cfg` asks.
-fn with_top<'a>(cfg: &RunConfig, session: Session<'a>) -> Session<'a> {
+/// Handlers of SIGINT, SIGTERM and SIGHUP, in that order.
+fn signals() -> Result<[tokio::signal::unix::Signal; 3], SetupError> {
+    let sig = |kind: SignalKind, name| {
+        signal(kind).map_err(|source| SetupError::Signal {
+            signal: name,
+            source,
+        })
+    };
+    Ok([
+        sig(SignalKind::interrupt(), "SIGINT")?,
+        sig(SignalKind::terminate(), "SIGTERM")?,
+        sig(SignalKind::hangup(), "SIGHUP")?,
+    ])
+}
+
+/// The session of `engine` and `sources` into the outputs `cfg` asks for,
+/// reporting top talkers when it asks.
+fn session<'a>(
+    cfg: &'a RunConfig,
+    start: Start,
+    engine: Engine,
+    sources: Vec<Box<dyn Source + 'a>>,
+    (pcap, plot): (Option<PcapFiles>, Option<Output>),
+) -> Session<'a> {
+    let session = Session::new(
+        start,
+        Arc::clone(&cfg.rules),
+        Box::new(engine),
+        sources,
+        sinks(cfg, pcap, plot),
+        Timing {
+            interval: cfg.interval,
+            exit_drain: super::EXIT_DRAIN,
+        },
+    );
     match (cfg.top, cfg.settings.top) {
         (Some(n), Some(t)) => session.with_top(TopTally::new(
             n,
@@ -346,18 +350,7 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
         default: cfg.rules.default_action(),
         afxdp: afxdp_start,
     };
-    let session = Session::new(
-        start,
-        Arc::clone(&cfg.rules),
-        Box::new(engine),
-        sources,
-        sinks(cfg, pcap, plot),
-        Timing {
-            interval: cfg.interval,
-            exit_drain: super::EXIT_DRAIN,
-        },
-    );
-    Ok(with_top(cfg, session))
+    Ok(session(cfg, start, engine, sources, (pcap, plot)))
 }
 
 /// Opens `--write`'s first file and `--plot`'s.

@@ -408,21 +408,29 @@ impl Recorded {
         }))
     }
 
-    /// A pcap record into `buf`: (time, wire length, data start, data
-    /// length, offset).
+    /// The `N`-byte header of the record or block at the read position,
+    /// or `None` at the end of the file.
+    fn header<const N: usize>(&mut self, what: &str) -> Result<Option<[u8; N]>, RecordError> {
+        let start = self.offset;
+        let mut h = [0u8; N];
+        match self.fill(&mut h)? {
+            0 => Ok(None),
+            got if got < N => Err(self.bad(
+                start,
+                format!(
+                    "the file ends {got} bytes into a {N}-byte {what} header (cut short while being written?)"
+                ),
+            )),
+            _ => Ok(Some(h)),
+        }
+    }
+
+    /// A pcap record, its frame into `buf`.
     fn pcap_record(&mut self, nanos: bool) -> Result<Option<Located>, RecordError> {
         let start = self.offset;
-        let mut h = [0u8; 16];
-        let got = self.fill(&mut h)?;
-        if got == 0 {
+        let Some(h) = self.header::<16>("record")? else {
             return Ok(None);
-        }
-        if got < h.len() {
-            return Err(self.bad(
-                start,
-                format!("the file ends {got} bytes into a 16-byte record header (cut short while being written?)"),
-            ));
-        }
+        };
         let (secs, frac, incl, orig) = (
             self.u32_at(&h, 0),
             self.u32_at(&h, 4),
@@ -462,17 +470,9 @@ impl Recorded {
     fn pcapng_record(&mut self) -> Result<Option<Located>, RecordError> {
         loop {
             let start = self.offset;
-            let mut h = [0u8; 8];
-            let got = self.fill(&mut h)?;
-            if got == 0 {
+            let Some(h) = self.header::<8>("block")? else {
                 return Ok(None);
-            }
-            if got < h.len() {
-                return Err(self.bad(
-                    start,
-                    format!("the file ends {got} bytes into an 8-byte block header (cut short while being written?)"),
-                ));
-            }
+            };
             // A section header's type reads the same in either byte order.
             if h[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
                 // Its length is in its own byte order, which follows it.
@@ -569,21 +569,28 @@ impl Recorded {
         Duration::new(secs, nanos)
     }
 
-    /// The frame of a packet block whose data starts at `at` in `buf`.
+    /// The frame of a packet block at `start` whose data starts at `at` in
+    /// `buf`, `cap` bytes of `orig`, at time `ts`.
     fn packet(
         &self,
         start: u64,
         at: usize,
-        cap: u32,
-        orig: u32,
-    ) -> Result<(u32, usize, usize), RecordError> {
+        (cap, orig): (u32, u32),
+        ts: Duration,
+    ) -> Result<Located, RecordError> {
         if cap > MAX_FRAME || at + cap as usize > self.buf.len() {
             return Err(self.bad(
                 start,
                 format!("a packet block claims {cap} captured bytes, more than the block holds"),
             ));
         }
-        Ok((orig.max(cap), at, cap as usize))
+        Ok(Located {
+            ts,
+            wire_len: orig.max(cap),
+            at,
+            len: cap as usize,
+            offset: start,
+        })
     }
 
     /// An enhanced packet block in `buf`.
@@ -591,18 +598,19 @@ impl Recorded {
         if self.buf.len() < 20 {
             return Err(self.bad(start, "an enhanced packet block too short".into()));
         }
-        let iface = self.iface(start, self.u32_at(&self.buf, 0))?;
+        let id = self.u32_at(&self.buf, 0);
+        self.timed(start, id)
+    }
+
+    /// The packet of an enhanced or obsolete packet block in `buf`, of
+    /// interface `id`: both hold the time at 4, the lengths at 12 and the
+    /// data at 20.
+    fn timed(&self, start: u64, id: u32) -> Result<Located, RecordError> {
+        let iface = self.iface(start, id)?;
         let units =
             (u64::from(self.u32_at(&self.buf, 4)) << 32) | u64::from(self.u32_at(&self.buf, 8));
-        let (cap, orig) = (self.u32_at(&self.buf, 12), self.u32_at(&self.buf, 16));
-        let (wire, at, len) = self.packet(start, 20, cap, orig)?;
-        Ok(Located {
-            ts: Self::timestamp(iface, units),
-            wire_len: wire,
-            at,
-            len,
-            offset: start,
-        })
+        let lengths = (self.u32_at(&self.buf, 12), self.u32_at(&self.buf, 16));
+        self.packet(start, 20, lengths, Self::timestamp(iface, units))
     }
 
     /// A simple packet block in `buf`: no timestamp, the last one's.
@@ -613,14 +621,7 @@ impl Recorded {
         self.iface(start, 0)?;
         let orig = self.u32_at(&self.buf, 0);
         let cap = orig.min((self.buf.len() - 4) as u32);
-        let (wire, at, len) = self.packet(start, 4, cap, orig)?;
-        Ok(Located {
-            ts: self.last_ts,
-            wire_len: wire,
-            at,
-            len,
-            offset: start,
-        })
+        self.packet(start, 4, (cap, orig), self.last_ts)
     }
 
     /// An obsolete packet block in `buf`.
@@ -628,17 +629,7 @@ impl Recorded {
         if self.buf.len() < 20 {
             return Err(self.bad(start, "a packet block too short".into()));
         }
-        let iface = self.iface(start, u32::from(self.u16_at(&self.buf, 0)))?;
-        let units =
-            (u64::from(self.u32_at(&self.buf, 4)) << 32) | u64::from(self.u32_at(&self.buf, 8));
-        let (cap, orig) = (self.u32_at(&self.buf, 12), self.u32_at(&self.buf, 16));
-        let (wire, at, len) = self.packet(start, 20, cap, orig)?;
-        Ok(Located {
-            ts: Self::timestamp(iface, units),
-            wire_len: wire,
-            at,
-            len,
-            offset: start,
-        })
+        let id = u32::from(self.u16_at(&self.buf, 0));
+        self.timed(start, id)
     }
 }
