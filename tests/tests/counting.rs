@@ -592,3 +592,54 @@ fn intervals_of_a_read_follow_the_files_time_and_the_plot_has_every_line() {
     assert!(svg.contains(">other (2 more)<"));
     assert!(svg.contains(">192.0.2.1<"));
 }
+
+#[test]
+fn read_prints_each_packet_at_its_frames_time() {
+    let dir = TempDir::new("readprint");
+    let mut file = pcap_header();
+    for (i, src) in ["203.0.113.1", "192.0.2.1", "203.0.113.2"]
+        .iter()
+        .enumerate()
+    {
+        file.extend(pcap_record(&udp_frame(src), 1_800_000_000 + i as u32 * 10));
+    }
+    let path = dir.0.join("print.pcap");
+    std::fs::write(&path, &file).unwrap();
+    let out = Command::new(traffic_tests::traffic_bin())
+        .args(["--read", path.to_str().unwrap(), "--json", "--print"])
+        .args(["--capture", "203.0.113.0/24"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let packets: Vec<_> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(Line::Packet(p)) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let got: Vec<(f64, String, String)> = packets
+        .iter()
+        .map(|p| (p.ts, p.src.unwrap().to_string(), p.rule.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                1_800_000_000.0,
+                "203.0.113.1".into(),
+                "capture 203.0.113.0/24".into()
+            ),
+            (
+                1_800_000_020.0,
+                "203.0.113.2".into(),
+                "capture 203.0.113.0/24".into()
+            ),
+        ]
+    );
+    assert!(packets.iter().all(|p| p.latency_ns.is_none()));
+}

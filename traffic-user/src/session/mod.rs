@@ -604,6 +604,7 @@ impl<'a> Session<'a> {
         let Some(reloader) = &mut self.reloader else {
             return;
         };
+        let half = self.counters.free_half();
         let (ok, change, errors) = match read.result {
             Ok(new) => match swap(
                 self.counters.as_mut(),
@@ -634,6 +635,7 @@ impl<'a> Session<'a> {
             rules_v6,
             change,
             errors,
+            table: ok.then_some(half),
         };
         let rules = Arc::clone(&reloader.rules);
         for slot in &mut self.sinks {

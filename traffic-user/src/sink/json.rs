@@ -213,6 +213,11 @@ pub struct ReloadReport {
     /// numbers included); empty when `ok`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// The kernel table (0 or 1) the rules in force are in: packets
+    /// captured before the swap name their rules from the other
+    /// ([`traffic_common::event_flags::TABLE_1`]). Not in the JSON line.
+    #[serde(skip)]
+    pub table: Option<u32>,
 }
 
 /// A captured packet (`"type": "packet"`, with `--print --json`).

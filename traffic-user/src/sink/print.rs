@@ -165,7 +165,10 @@ pub fn packet_line(p: &Captured<'_>, rules: &RuleSet) -> PacketLine {
 pub struct Printer {
     out: BufWriter<Stdout>,
     format: Format,
-    rules: Arc<RuleSet>,
+    /// The rules of each of the kernel's two tables, once known: a packet
+    /// names its rule from the set of the table that classified it, which
+    /// after a reload may not be the set in force.
+    tables: [Arc<RuleSet>; 2],
 }
 
 impl Printer {
@@ -175,22 +178,36 @@ impl Printer {
         Self {
             out: BufWriter::with_capacity(1 << 16, io::stdout()),
             format,
-            rules,
+            tables: [Arc::clone(&rules), rules],
         }
+    }
+
+    /// The rules of the table that classified `p`.
+    fn rules_of(&self, p: &Captured<'_>) -> &RuleSet {
+        let table = p
+            .flags
+            .is_some_and(|f| f & traffic_common::event_flags::TABLE_1 != 0);
+        &self.tables[usize::from(table)]
     }
 }
 
 impl Sink for Printer {
-    fn reload(&mut self, _: &super::ReloadReport, rules: &Arc<RuleSet>) -> Result<(), SinkError> {
-        self.rules = Arc::clone(rules);
+    fn reload(&mut self, r: &super::ReloadReport, rules: &Arc<RuleSet>) -> Result<(), SinkError> {
+        if let Some(t) = r.table {
+            self.tables[t as usize & 1] = Arc::clone(rules);
+        }
         Ok(())
     }
 
     fn packet(&mut self, p: &Captured<'_>) -> Result<(), SinkError> {
+        let rules = self.rules_of(p);
         let written = match self.format {
-            Format::Table => writeln!(self.out, "{}", line(p, &self.rules)),
+            Format::Table => {
+                let text = line(p, rules);
+                writeln!(self.out, "{text}")
+            }
             Format::Json => {
-                let line = Line::Packet(packet_line(p, &self.rules));
+                let line = Line::Packet(packet_line(p, rules));
                 serde_json::to_writer(&mut self.out, &line)
                     .map_err(io::Error::from)
                     .and_then(|()| writeln!(self.out))
@@ -234,6 +251,53 @@ mod tests {
 
     fn ip(s: &str) -> std::net::IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_packet_names_its_rule_from_the_table_that_classified_it() {
+        let set = |cidr: &str| {
+            let mut rules = RuleSet::new(Action::Pass);
+            rules
+                .add_str(Action::Capture, cidr, Origin::Flag("--capture"))
+                .unwrap();
+            rules.seal();
+            Arc::new(rules)
+        };
+        let mut printer = Printer::new(Format::Table, set("203.0.113.0/24"));
+        let report = super::super::ReloadReport {
+            trigger: "SIGHUP".into(),
+            at_s: 1.0,
+            ok: true,
+            took_ms: 1.0,
+            rules_v4: 1,
+            rules_v6: 0,
+            change: crate::rules::Change::default(),
+            errors: Vec::new(),
+            table: Some(1),
+        };
+        printer.reload(&report, &set("203.0.113.0/25")).unwrap();
+        let packet = |flags| {
+            let h = EventHeader {
+                wire_len: 60,
+                rule_id: 0,
+                action: action::CAPTURE as u8,
+                flags,
+                ..EventHeader::default()
+            };
+            let spec = FrameSpec::udp(ip("203.0.113.7"), ip("198.51.100.1"));
+            captured(h, spec.build(), Duration::ZERO)
+        };
+        // Classified by table 0 before the swap, printed after it.
+        let before = packet(event_flags::IPV4);
+        assert_eq!(
+            rule_text(&before, printer.rules_of(&before)),
+            "capture 203.0.113.0/24"
+        );
+        let after = packet(event_flags::IPV4 | event_flags::TABLE_1);
+        assert_eq!(
+            rule_text(&after, printer.rules_of(&after)),
+            "capture 203.0.113.0/25"
+        );
     }
 
     #[test]

@@ -483,6 +483,39 @@ mod tests {
     }
 
     #[test]
+    fn by_rule_lists_the_busiest_and_sums_the_rest() {
+        let rules: Vec<RuleRow> = (0..12u64)
+            .map(|i| RuleRow {
+                rule: format!("192.0.2.{}/32", i),
+                action: crate::rules::Action::Drop,
+                packets: 100 - i,
+                bytes: (100 - i) * 60,
+            })
+            .collect();
+        let counts = Counts::default();
+        let latency = Percentiles::default();
+        let mut interval = test_interval(&counts, &latency, 1);
+        interval.rules = &rules;
+        let mut out = Vec::new();
+        let mut r = Reporter::new(&mut out, Format::Table, "the test").by_rule(true);
+        r.interval(&interval).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("  rule ").count(), 10, "{text}");
+        assert!(text.contains("192.0.2.0/32"));
+        assert!(!text.contains("192.0.2.10/32"));
+        assert!(
+            text.contains("... 2 more rules: 179 packets, 10740 bytes"),
+            "{text}"
+        );
+        // Without --by-rule, no rows.
+        let mut out = Vec::new();
+        Reporter::new(&mut out, Format::Table, "the test")
+            .interval(&interval)
+            .unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("  rule "));
+    }
+
+    #[test]
     fn si_keeps_three_significant_digits() {
         assert_eq!(si(0.0), "0");
         assert_eq!(si(999.0), "999");
