@@ -230,7 +230,8 @@ fn median(xs: &[f64]) -> f64 {
 
 /// Measures each variant, printing rows as they come. The variants of one
 /// source count are loaded together and measured in turn, round after
-/// round, so that a slow spell of the machine falls on all of them.
+/// round, each round starting with the next, so that a slow spell of the
+/// machine falls on all of them.
 ///
 /// # Errors
 ///
@@ -283,7 +284,7 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<CountingRo
     let mut rows = Vec::new();
     for (n, variants) in groups {
         let lab = Lab::create("count", 1).map_err(io_step("creating the lab"))?;
-        let mut engines = variants
+        let engines = variants
             .iter()
             .map(|(_, settings)| {
                 Engine::load_with(&set, settings)
@@ -304,27 +305,29 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<CountingRo
         };
         let mut test_runs = vec![Vec::new(); engines.len()];
         let mut lives = vec![Vec::new(); engines.len()];
-        for _ in 0..rounds {
-            for (engine, figures) in engines.iter().zip(&mut test_runs) {
-                figures.push(test_run(engine, n, passes)?);
+        // Each round starts with another variant, so that none is always
+        // measured first (or right after a given other).
+        let k = engines.len();
+        for round in 0..rounds {
+            for i in (0..k).map(|i| (i + round) % k) {
+                test_runs[i].push(test_run(&engines[i], n, passes)?);
             }
         }
-        for _ in 0..rounds {
-            let mut attached = Vec::with_capacity(engines.len());
-            for (engine, figures) in engines.into_iter().zip(&mut lives) {
+        let mut engines: Vec<Option<Engine>> = engines.into_iter().map(Some).collect();
+        for round in 0..rounds {
+            for i in (0..k).map(|i| (i + round) % k) {
                 let iface = lab.rx_if.clone();
-                let mut engine = engine;
+                let mut engine = engines[i].take().expect("every engine is put back");
                 let mut engine = in_netns(&lab.rx_ns, move || {
                     let attached = engine.attach(&iface, ModeChoice::Native, false).map(|_| ());
                     attached.map(|()| engine)
                 })
                 .map_err(io_step("entering the lab's receiving namespace"))?
                 .map_err(|e| ScaleError::Program(crate::kernel::error_chain(&e)))?;
-                figures.push(live(&engine, &lab, n, count / rounds as u64)?);
+                lives[i].push(live(&engine, &lab, n, count / rounds as u64)?);
                 engine.detach();
-                attached.push(engine);
+                engines[i] = Some(engine);
             }
-            engines = attached;
         }
         for (((variant, _), test_run_rounds), live_rounds) in
             variants.iter().zip(test_runs).zip(lives)

@@ -133,8 +133,12 @@ pub struct RunArgs {
     pub max_rules: Option<u32>,
     /// Show packets and bytes per rule: a table under each interval's row
     /// and in the summary (JSON always carries them, as `rules`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_rule_counts")]
     pub by_rule: bool,
+    /// Do not count per rule in the kernel (the `rules` arrays stay empty):
+    /// one per-CPU counter update less per packet.
+    #[arg(long)]
+    pub no_rule_counts: bool,
     /// Report the N sources with the most packets in each interval and over
     /// the run (address, packets, bytes, share, rule), counted in the
     /// kernel per source address (or per --top-prefix).

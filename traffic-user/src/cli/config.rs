@@ -208,7 +208,7 @@ fn capture_settings(args: &RunArgs, errors: &mut Vec<ConfigError>) -> (Settings,
         // Set when the interface's queues are known.
         afxdp_queues: 0,
         rule_table_mib: args.rule_table_mib,
-        rule_counts: true,
+        rule_counts: !args.no_rule_counts,
         max_rules: args.max_rules,
         top: args.top.map(|_| crate::kernel::engine::TopSettings {
             capacity: args.top_capacity,
