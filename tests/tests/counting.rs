@@ -643,3 +643,24 @@ fn read_prints_each_packet_at_its_frames_time() {
     );
     assert!(packets.iter().all(|p| p.latency_ns.is_none()));
 }
+
+#[test]
+fn no_rule_counts_leaves_the_rules_out_and_the_counters_whole() {
+    let dir = TempDir::new("norulecounts");
+    let mut file = pcap_header();
+    for src in ["192.0.2.1", "192.0.2.2", "198.51.100.1"] {
+        file.extend(pcap_record(&udp_frame(src), 1_800_000_000));
+    }
+    let path = dir.0.join("three.pcap");
+    std::fs::write(&path, &file).unwrap();
+    let (with, code, stderr) = read(&path, &["--drop", "192.0.2.0/24"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let with = with.unwrap();
+    assert_eq!(row(&with.rules, "192.0.2.0/24").packets, 2);
+    assert_eq!(row(&with.rules, "default").packets, 1);
+    let (without, code, stderr) = read(&path, &["--drop", "192.0.2.0/24", "--no-rule-counts"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let without = without.unwrap();
+    assert!(without.rules.is_empty(), "{:?}", without.rules);
+    assert_eq!((without.counts.drop, without.counts.pass), (2, 1));
+}
