@@ -664,3 +664,68 @@ fn no_rule_counts_leaves_the_rules_out_and_the_counters_whole() {
     assert!(without.rules.is_empty(), "{:?}", without.rules);
     assert_eq!((without.counts.drop, without.counts.pass), (2, 1));
 }
+
+#[test]
+fn read_from_stdin_and_a_signal_ends_a_read_with_its_summary() {
+    let dir = TempDir::new("readsignal");
+    let frame = udp_frame("198.51.100.7");
+    let mut file = pcap_header();
+    let n = 400_000u32;
+    for i in 0..n {
+        file.extend(pcap_record(&frame, 1_800_000_000 + i / 1000));
+    }
+    let path = dir.0.join("long.pcap");
+    std::fs::write(&path, &file).unwrap();
+    // Standard input, whole.
+    let out = Command::new(traffic_tests::traffic_bin())
+        .args(["--read", "-", "--json", "--interval", "100"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| match serde_json::from_str(l) {
+            Ok(Line::Summary(s)) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(summary.counts.packets, u64::from(n));
+    assert_eq!(summary.duration_s, 399.0);
+    // SIGINT part-way (after the first interval line): the summary of the
+    // frames run so far.
+    let mut child = Command::new(traffic_tests::traffic_bin())
+        .args(["--read", path.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    for line in lines.by_ref() {
+        if line.unwrap().contains("\"type\":\"interval\"") {
+            break;
+        }
+    }
+    traffic_tests::signal(child.id(), libc::SIGINT);
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let summary = rest
+        .iter()
+        .rev()
+        .find_map(|l| match serde_json::from_str(l) {
+            Ok(Line::Summary(s)) => Some(s),
+            _ => None,
+        })
+        .expect("a summary however the run ends");
+    assert!(
+        summary.counts.packets > 0 && summary.counts.packets < u64::from(n),
+        "{}",
+        summary.counts.packets
+    );
+}

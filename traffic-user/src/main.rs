@@ -107,6 +107,8 @@ fn run(cfg: RunConfig) -> Result<u8> {
 fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<u8> {
     let replayed = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The run never waits: look at events (signals) at every yield.
+        .event_interval(1)
         .build()
         .context("starting the tokio runtime")?
         .block_on(session::setup::read(cfg, path))?;

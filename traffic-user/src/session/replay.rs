@@ -57,7 +57,10 @@ impl Session<'_> {
         let mut edge = Duration::ZERO;
         loop {
             if frames.is_multiple_of(4096) {
-                // A signal ends the run early, with its summary.
+                // A signal ends the run early, with its summary. The loop
+                // never waits otherwise, so it lets the runtime look at
+                // its events (the signal's pipe) here.
+                tokio::task::yield_now().await;
                 tokio::select! {
                     biased;
                     s = &mut stop => {
