@@ -207,6 +207,16 @@ fn a_full_top_talker_map_counts_what_it_cannot_place() {
     assert!(top.sources.iter().all(|t| t.packets <= 2 + t.error));
 }
 
+/// The last `summary` among JSON `lines`.
+fn summary_in<S: AsRef<str>>(lines: impl DoubleEndedIterator<Item = S>) -> Option<SummaryReport> {
+    lines
+        .rev()
+        .find_map(|l| match serde_json::from_str(l.as_ref()) {
+            Ok(Line::Summary(s)) => Some(s),
+            _ => None,
+        })
+}
+
 /// Runs `traffic --read FILE ARGS --json` (no network needed); its summary,
 /// exit status and stderr.
 fn read(file: &Path, args: &[&str]) -> (Option<SummaryReport>, Option<i32>, String) {
@@ -216,18 +226,26 @@ fn read(file: &Path, args: &[&str]) -> (Option<SummaryReport>, Option<i32>, Stri
         .args(&all)
         .output()
         .expect("run traffic --read");
-    let summary = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .rev()
-        .find_map(|l| match serde_json::from_str(l) {
-            Ok(Line::Summary(s)) => Some(s),
-            _ => None,
-        });
     (
-        summary,
+        summary_in(String::from_utf8_lossy(&out.stdout).lines()),
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `cmd` (traffic with `--json`), which must succeed; every line it
+/// printed.
+fn json_lines(cmd: &mut Command) -> Vec<Line> {
+    let out = cmd.output().expect("run traffic");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// The counts that must agree between a live run and a read of its capture.
@@ -549,19 +567,7 @@ fn intervals_of_a_read_follow_the_files_time_and_the_plot_has_every_line() {
         args.extend(["--drop".to_owned(), format!("192.0.2.{}/28", r * 16)]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = Command::new(traffic_tests::traffic_bin())
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Line> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(Command::new(traffic_tests::traffic_bin()).args(&args));
     let intervals: Vec<_> = lines
         .iter()
         .filter_map(|l| match l {
@@ -605,23 +611,17 @@ fn read_prints_each_packet_at_its_frames_time() {
     }
     let path = dir.0.join("print.pcap");
     std::fs::write(&path, &file).unwrap();
-    let out = Command::new(traffic_tests::traffic_bin())
-        .args(["--read", path.to_str().unwrap(), "--json", "--print"])
-        .args(["--capture", "203.0.113.0/24"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let packets: Vec<_> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| match serde_json::from_str(l) {
-            Ok(Line::Packet(p)) => Some(p),
-            _ => None,
-        })
-        .collect();
+    let packets: Vec<_> = json_lines(
+        Command::new(traffic_tests::traffic_bin())
+            .args(["--read", path.to_str().unwrap(), "--json", "--print"])
+            .args(["--capture", "203.0.113.0/24"]),
+    )
+    .into_iter()
+    .filter_map(|l| match l {
+        Line::Packet(p) => Some(p),
+        _ => None,
+    })
+    .collect();
     let got: Vec<(f64, String, String)> = packets
         .iter()
         .map(|p| (p.ts, p.src.unwrap().to_string(), p.rule.clone()))
@@ -677,21 +677,16 @@ fn read_from_stdin_and_a_signal_ends_a_read_with_its_summary() {
     let path = dir.0.join("long.pcap");
     std::fs::write(&path, &file).unwrap();
     // Standard input, whole.
-    let out = Command::new(traffic_tests::traffic_bin())
-        .args(["--read", "-", "--json", "--interval", "100"])
-        .stdin(std::fs::File::open(&path).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let lines = json_lines(
+        Command::new(traffic_tests::traffic_bin())
+            .args(["--read", "-", "--json", "--interval", "100"])
+            .stdin(std::fs::File::open(&path).unwrap()),
     );
-    let summary = String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let summary = lines
+        .into_iter()
         .rev()
-        .find_map(|l| match serde_json::from_str(l) {
-            Ok(Line::Summary(s)) => Some(s),
+        .find_map(|l| match l {
+            Line::Summary(s) => Some(s),
             _ => None,
         })
         .unwrap();
@@ -715,14 +710,7 @@ fn read_from_stdin_and_a_signal_ends_a_read_with_its_summary() {
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
     let status = child.wait().unwrap();
     assert!(status.success());
-    let summary = rest
-        .iter()
-        .rev()
-        .find_map(|l| match serde_json::from_str(l) {
-            Ok(Line::Summary(s)) => Some(s),
-            _ => None,
-        })
-        .expect("a summary however the run ends");
+    let summary = summary_in(rest.iter()).expect("a summary however the run ends");
     assert!(
         summary.counts.packets > 0 && summary.counts.packets < u64::from(n),
         "{}",
