@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     live::{Spawned, io_step},
-    scale::ScaleError,
+    scale::{ScaleError, median, per_run},
 };
 use crate::{
     kernel::{Engine, ModeChoice, Settings, engine::TopSettings},
@@ -134,16 +134,10 @@ fn test_run(engine: &Engine, n: u64, passes: u32) -> Result<f64, ScaleError> {
     );
     frame.payload_len = 22;
     let mut frame = frame.build();
-    let stats = |e: &Engine| {
-        e.program()
-            .info()
-            .map(|i| (i.run_time(), i.run_count()))
-            .map_err(|e| ScaleError::Program(e.to_string()))
-    };
     let mut before = (Duration::ZERO, 0);
     for pass in 0..=passes {
         if pass == 1 {
-            before = stats(engine)?;
+            before = run_stats(engine)?;
         }
         for i in 0..n {
             frame[26..30].copy_from_slice(&source(i, n).to_be_bytes());
@@ -163,9 +157,17 @@ fn test_run(engine: &Engine, n: u64, passes: u32) -> Result<f64, ScaleError> {
             }
         }
     }
-    let after = stats(engine)?;
-    let runs = (after.1 - before.1).max(1);
-    Ok((after.0 - before.0).as_nanos() as f64 / runs as f64)
+    Ok(per_run(before, run_stats(engine)?))
+}
+
+/// (run time, runs) of the engine's program so far, from the kernel's
+/// statistics.
+fn run_stats(engine: &Engine) -> Result<(Duration, u64), ScaleError> {
+    let info = engine
+        .program()
+        .info()
+        .map_err(|e| ScaleError::Program(e.to_string()))?;
+    Ok((info.run_time(), info.run_count()))
 }
 
 /// The generator's options for `count` frames over `n` distinct sources.
@@ -200,32 +202,19 @@ fn spread(lab: &Lab, n: u64, count: u64) -> GenOptions {
 
 /// Program time per packet live: `count` frames over `n` sources.
 fn live(engine: &Engine, lab: &Lab, n: u64, count: u64) -> Result<f64, ScaleError> {
-    let stats = || {
-        engine
-            .program()
-            .info()
-            .map(|i| (i.run_time(), i.run_count()))
-            .map_err(|e| ScaleError::Program(e.to_string()))
-    };
-    let before = stats()?;
+    let before = run_stats(engine)?;
     let opts = spread(lab, n, count);
     in_netns(&lab.tx_ns, move || generator::run(&opts))
         .map_err(io_step("entering the lab's sending namespace"))?
         .map_err(io_step("sending"))?;
-    let after = stats()?;
+    let after = run_stats(engine)?;
     let runs = after.1 - before.1;
     if runs < count {
         return Err(ScaleError::Program(format!(
             "the program ran {runs} times for {count} frames sent"
         )));
     }
-    Ok((after.0 - before.0).as_nanos() as f64 / runs as f64)
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    Ok(per_run(before, after))
 }
 
 /// Measures each variant, printing rows as they come. The variants of one
@@ -379,13 +368,7 @@ pub fn accuracy(bin: &str, quick: bool) -> Result<Accuracy, ScaleError> {
         "--top",
         "100",
     ]);
-    let mut traffic = Spawned::start(cmd).map_err(io_step("starting traffic"))?;
-    traffic.wait_for(
-        "traffic",
-        "\"type\":\"start\"",
-        false,
-        Duration::from_secs(30),
-    )?;
+    let mut traffic = Spawned::traffic(cmd, Duration::from_secs(30))?;
     let opts = GenOptions {
         sources: vec!["240.0.0.0/8".parse().expect("valid")],
         mix: Mix::Zipf { s, sources, seed },

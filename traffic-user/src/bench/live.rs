@@ -265,6 +265,14 @@ impl Spawned {
         }
     }
 
+    /// Starts `cmd`, a `traffic --json` run, and waits up to `timeout` for
+    /// its `start` line (the program attached).
+    pub(crate) fn traffic(cmd: Command, timeout: Duration) -> Result<Self, LiveError> {
+        let s = Spawned::start(cmd).map_err(io_step("starting traffic"))?;
+        s.wait_for("traffic", "\"type\":\"start\"", false, timeout)?;
+        Ok(s)
+    }
+
     pub(crate) fn interrupt(&mut self) -> std::process::ExitStatus {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
@@ -404,14 +412,7 @@ impl Receiving {
             };
             cmd.args(["--iface", &lab.rx_if, "--json", "--interval", "0.5"])
                 .args(args);
-            let s = Spawned::start(cmd).map_err(io_step("starting traffic"))?;
-            s.wait_for(
-                "traffic",
-                "\"type\":\"start\"",
-                false,
-                Duration::from_secs(30),
-            )?;
-            Ok(s)
+            Spawned::traffic(cmd, Duration::from_secs(30))
         };
         let pcap = files.pcap.to_string_lossy().into_owned();
         let capture = ["--capture", PREFIX, "--write", pcap.as_str()];

@@ -677,7 +677,7 @@ fn counting_table(rows: &[counting::CountingRow]) -> String {
     );
     let paired = |a: &[f64], b: &[f64]| {
         let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
-        (!d.is_empty()).then(|| median(&d))
+        (!d.is_empty()).then(|| scale::median(&d))
     };
     for (i, r) in rows.iter().enumerate() {
         let base = rows
@@ -710,12 +710,6 @@ fn counting_table(rows: &[counting::CountingRow]) -> String {
         );
     }
     t
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn accuracy_table(a: &counting::Accuracy) -> String {

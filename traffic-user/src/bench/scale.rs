@@ -370,13 +370,15 @@ fn spread_test_run(
     Ok(per_run(before, after))
 }
 
-fn median(xs: &[f64]) -> f64 {
+/// The median of `xs` (the upper one of an even count).
+pub(super) fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn per_run(before: (Duration, u64), after: (Duration, u64)) -> f64 {
+/// Nanoseconds per run between two (run time, runs) readings.
+pub(super) fn per_run(before: (Duration, u64), after: (Duration, u64)) -> f64 {
     let runs = after.1.saturating_sub(before.1).max(1);
     (after.0.saturating_sub(before.0)).as_nanos() as f64 / runs as f64
 }
@@ -549,13 +551,7 @@ pub fn million_rules(bin: &str, quick: bool, dir: &Path) -> Result<MillionRules,
     ])
     .arg(&file);
     let started = Instant::now();
-    let mut traffic = Spawned::start(cmd).map_err(io_step("starting traffic"))?;
-    traffic.wait_for(
-        "traffic",
-        "\"type\":\"start\"",
-        false,
-        Duration::from_secs(60),
-    )?;
+    let mut traffic = Spawned::traffic(cmd, Duration::from_secs(60))?;
     let startup_s = started.elapsed().as_secs_f64();
     let pid = traffic.child.id();
     let (rss_mib, peak_rss_mib) = memory(pid);

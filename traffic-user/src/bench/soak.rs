@@ -92,13 +92,7 @@ pub fn run(
         "203.0.113.0/24",
     ])
     .args(["-w", &pcap, "-C", "100", "-W", "4"]);
-    let mut traffic = Spawned::start(cmd).map_err(io_step("starting traffic"))?;
-    traffic.wait_for(
-        "traffic",
-        "\"type\":\"start\"",
-        false,
-        Duration::from_secs(30),
-    )?;
+    let mut traffic = Spawned::traffic(cmd, Duration::from_secs(30))?;
     let pid = traffic.child.id();
     let cpu_before = super::live::process_cpu_s(pid);
     let started = Instant::now();
