@@ -49,6 +49,16 @@ fn batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<(u32, bool)> {
     }
 }
 
+/// Element `i` of a batch of per-CPU values: one `T` per possible CPU,
+/// each in 8-byte-aligned room, as the kernel lays them out.
+fn per_cpu<T: bytemuck::Pod>(values: &[u8], i: usize, cpus: usize) -> Vec<T> {
+    let stride = size_of::<T>().next_multiple_of(8);
+    let element = &values[i * stride * cpus..(i + 1) * stride * cpus];
+    (0..cpus)
+        .map(|c| bytemuck::pod_read_unaligned(&element[c * stride..c * stride + size_of::<T>()]))
+        .collect()
+}
+
 /// The number of possible CPUs: the number of values of a per-CPU map
 /// element.
 ///
@@ -97,14 +107,8 @@ pub fn read_per_cpu_array<T: bytemuck::Pod>(
             ..BatchAttr::default()
         };
         let (got, at_end) = batch(BPF_MAP_LOOKUP_BATCH, &mut attr)?;
-        for i in 0..got as usize {
-            let element = &values[i * stride * cpus..(i + 1) * stride * cpus];
-            let per_cpu: Vec<T> = (0..cpus)
-                .map(|c| {
-                    bytemuck::pod_read_unaligned(&element[c * stride..c * stride + size_of::<T>()])
-                })
-                .collect();
-            each(keys[i], &per_cpu);
+        for (i, &key) in keys.iter().take(got as usize).enumerate() {
+            each(key, &per_cpu::<T>(&values, i, cpus));
         }
         if at_end || got == 0 {
             break;
@@ -199,13 +203,7 @@ pub fn drain_per_cpu_hash<K: bytemuck::Pod, V: bytemuck::Pod>(
         for i in 0..got as usize {
             let key: K =
                 bytemuck::pod_read_unaligned(&keys[i * size_of::<K>()..(i + 1) * size_of::<K>()]);
-            let element = &values[i * stride * cpus..(i + 1) * stride * cpus];
-            let per_cpu: Vec<V> = (0..cpus)
-                .map(|c| {
-                    bytemuck::pod_read_unaligned(&element[c * stride..c * stride + size_of::<V>()])
-                })
-                .collect();
-            each(&key, &per_cpu);
+            each(&key, &per_cpu::<V>(&values, i, cpus));
         }
         if at_end {
             return Ok(());
