@@ -142,13 +142,14 @@ pub trait Counters {
 }
 
 /// Puts `table`, built from `rules`, in force, first taking the last counts
-/// of the set whose table it takes; the rules now in force.
+/// of the set whose table it takes; the rules now in force, and the table
+/// (0 or 1) they are in.
 fn swap(
     counters: &mut dyn Counters,
     tally: Option<&mut RuleTally>,
     table: Table,
     rules: RuleSet,
-) -> Result<Arc<RuleSet>, EngineError> {
+) -> Result<(Arc<RuleSet>, u32), EngineError> {
     let half = counters.free_half();
     let mut tally = tally;
     if let Some(t) = tally.as_deref_mut() {
@@ -160,7 +161,7 @@ fn swap(
     if let Some(t) = tally {
         t.swapped(Arc::clone(&rules), half);
     }
-    Ok(rules)
+    Ok((rules, half))
 }
 
 impl Counters for Engine {
@@ -604,38 +605,37 @@ impl<'a> Session<'a> {
         let Some(reloader) = &mut self.reloader else {
             return;
         };
-        let half = self.counters.free_half();
-        let (ok, change, errors) = match read.result {
+        let (table, change, errors) = match read.result {
             Ok(new) => match swap(
                 self.counters.as_mut(),
                 self.tally.as_mut(),
                 new.table,
                 new.rules,
             ) {
-                Ok(rules) => {
+                Ok((rules, half)) => {
                     reloader.rules = Arc::clone(&rules);
                     self.rules = rules;
-                    (true, new.change, Vec::new())
+                    (Some(half), new.change, Vec::new())
                 }
                 Err(e) => (
-                    false,
+                    None,
                     Default::default(),
                     vec![crate::kernel::error_chain(&e)],
                 ),
             },
-            Err(errors) => (false, Default::default(), errors),
+            Err(errors) => (None, Default::default(), errors),
         };
         let (rules_v4, rules_v6) = reloader.rules.counts();
         let report = ReloadReport {
             trigger: read.trigger.to_owned(),
             at_s: self.clock.now().0.as_secs_f64(),
-            ok,
+            ok: table.is_some(),
             took_ms: read.asked.elapsed().as_secs_f64() * 1e3,
             rules_v4,
             rules_v6,
             change,
             errors,
-            table: ok.then_some(half),
+            table,
         };
         let rules = Arc::clone(&reloader.rules);
         for slot in &mut self.sinks {

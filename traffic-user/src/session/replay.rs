@@ -53,8 +53,14 @@ impl Session<'_> {
         let mut frames = 0u64;
         let mut refused = 0u64;
         let mut error = None;
+        let start = self.start.clone();
+        for slot in &mut self.sinks {
+            slot.call(|sink| sink.start(&start));
+        }
+        // The first frame's time, and the interval that ends next.
+        let mut first_ts = None;
         let mut last = None;
-        let mut edge = Duration::ZERO;
+        let mut edge = self.timing.interval;
         loop {
             if frames.is_multiple_of(4096) {
                 // A signal ends the run early, with its summary. The loop
@@ -78,32 +84,18 @@ impl Session<'_> {
                     break;
                 }
             };
-            let ts = frame.ts;
-            match self.clock {
-                Clock::File { ref mut now, first } if last.is_some() => {
-                    // A frame earlier than the last (clocks step) counts at
-                    // the last frame's time: intervals only move forward.
-                    *now = ts.max(*now).max(first);
-                }
-                _ => {
-                    self.clock = Clock::File { first: ts, now: ts };
-                    let start = self.start.clone();
-                    for slot in &mut self.sinks {
-                        slot.call(|sink| sink.start(&start));
-                    }
-                    last = Some(self.first_mark());
-                    edge = self.timing.interval;
-                }
-            }
-            let (at, _) = self.clock.now();
-            if at >= edge
-                && let Some(from) = last
-            {
+            // A frame earlier than the last (clocks step) counts at the last
+            // frame's time: intervals only move forward.
+            let now = match (first_ts, self.clock) {
+                (Some(_), Clock::File { now, .. }) => frame.ts.max(now),
+                _ => frame.ts,
+            };
+            let first = *first_ts.get_or_insert(now);
+            self.clock = Clock::File { first, now };
+            let from = *last.get_or_insert_with(|| self.first_mark());
+            let at = now - first;
+            if at >= edge {
                 // The interval ends at its edge, not at this frame.
-                let now = self.clock;
-                let Clock::File { first, .. } = now else {
-                    unreachable!("set above")
-                };
                 self.clock = Clock::File {
                     first,
                     now: first + edge,
@@ -113,7 +105,7 @@ impl Session<'_> {
                 let sources = self.collect_top(side).await?;
                 self.report_interval(&from, &mark, 0, sources)?;
                 last = Some(mark);
-                self.clock = now;
+                self.clock = Clock::File { first, now };
                 // A gap of several intervals is one empty interval.
                 while edge <= at {
                     edge += self.timing.interval;
@@ -130,18 +122,9 @@ impl Session<'_> {
             }
             self.drain_all()?;
         }
-        let outcome = match last {
-            Some(last) => self.finish(last, stopped).await?,
-            None => {
-                // No frame at all: the run is empty, but still reported.
-                let start = self.start.clone();
-                for slot in &mut self.sinks {
-                    slot.call(|sink| sink.start(&start));
-                }
-                let first = self.first_mark();
-                self.finish(first, stopped).await?
-            }
-        };
+        // No frame at all: the run is empty, but still reported.
+        let last = last.unwrap_or_else(|| self.first_mark());
+        let outcome = self.finish(last, stopped).await?;
         Ok(Replayed {
             outcome,
             frames,
