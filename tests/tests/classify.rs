@@ -81,8 +81,8 @@ fn expect(action: Action, outcome: Outcome, len: usize) -> Stats {
     match outcome {
         Outcome::NonIp => s.non_ip = 1,
         Outcome::Malformed => s.malformed = 1,
-        Outcome::V4 => s.ipv4 = 1,
-        Outcome::V6 => s.ipv6 = 1,
+        Outcome::V4 => (s.ipv4, s.ipv4_bytes) = (1, len),
+        Outcome::V6 => (s.ipv6, s.ipv6_bytes) = (1, len),
     }
     s
 }

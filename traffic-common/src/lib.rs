@@ -425,6 +425,10 @@ pub struct Stats {
     /// in the totals, in no source's count.
     pub untracked: u64,
     pub untracked_bytes: u64,
+    /// Bytes of well-formed IPv4 packets.
+    pub ipv4_bytes: u64,
+    /// Bytes of well-formed IPv6 packets.
+    pub ipv6_bytes: u64,
 }
 
 /// The per-CPU map entry: counters, plus state the program keeps per CPU.
@@ -518,6 +522,8 @@ impl Stats {
             xsk_unbound,
             untracked,
             untracked_bytes,
+            ipv4_bytes,
+            ipv6_bytes,
         } = other;
         self.packets += packets;
         self.bytes += bytes;
@@ -538,6 +544,8 @@ impl Stats {
         self.xsk_unbound += xsk_unbound;
         self.untracked += untracked;
         self.untracked_bytes += untracked_bytes;
+        self.ipv4_bytes += ipv4_bytes;
+        self.ipv6_bytes += ipv6_bytes;
     }
 
     /// The counts accrued since `earlier`, a previous reading of the same
@@ -565,6 +573,8 @@ impl Stats {
             xsk_unbound: d(self.xsk_unbound, earlier.xsk_unbound),
             untracked: d(self.untracked, earlier.untracked),
             untracked_bytes: d(self.untracked_bytes, earlier.untracked_bytes),
+            ipv4_bytes: d(self.ipv4_bytes, earlier.ipv4_bytes),
+            ipv6_bytes: d(self.ipv6_bytes, earlier.ipv6_bytes),
         }
     }
 }

@@ -536,8 +536,14 @@ fn record(state: &mut CpuState, verdict: &Verdict, len: u64) -> u32 {
     match verdict.outcome {
         Outcome::NonIp => stats.non_ip += 1,
         Outcome::Malformed => stats.malformed += 1,
-        Outcome::Ipv4 => stats.ipv4 += 1,
-        Outcome::Ipv6 => stats.ipv6 += 1,
+        Outcome::Ipv4 => {
+            stats.ipv4 += 1;
+            stats.ipv4_bytes += len;
+        }
+        Outcome::Ipv6 => {
+            stats.ipv6 += 1;
+            stats.ipv6_bytes += len;
+        }
     }
     if verdict.untracked {
         stats.untracked += 1;
