@@ -56,7 +56,13 @@ pub fn fails(ns: &str, args: &[&str]) -> String {
 /// Sends frames with `traffic gen` from the lab's sending end and returns its
 /// report.
 pub fn send(lab: &Lab, args: &[&str]) -> GenReport {
-    run_gen(traffic_in(&lab.tx_ns, &[]), lab, args)
+    run_gen(traffic_in(&lab.tx_ns, &[]), &lab.tx_if, args)
+}
+
+/// [`send`] on another interface of the sending namespace (one added with
+/// [`Lab::add_pair`]).
+pub fn send_on_iface(lab: &Lab, iface: &str, args: &[&str]) -> GenReport {
+    run_gen(traffic_in(&lab.tx_ns, &[]), iface, args)
 }
 
 /// [`send`] from CPU `cpu` (with taskset): AF_PACKET picks the transmit
@@ -65,15 +71,15 @@ pub fn send_on_cpu(lab: &Lab, cpu: usize, args: &[&str]) -> GenReport {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &cpu.to_string(), "ip", "netns", "exec", &lab.tx_ns])
         .arg(traffic_bin());
-    run_gen(cmd, lab, args)
+    run_gen(cmd, &lab.tx_if, args)
 }
 
-/// Runs `cmd` (traffic in the sending namespace) as `traffic gen ARGS` to
-/// the lab's receiving end.
-fn run_gen(mut cmd: Command, lab: &Lab, args: &[&str]) -> GenReport {
+/// Runs `cmd` (traffic in the sending namespace) as `traffic gen ARGS` on
+/// `iface`, to the lab's receiving end.
+fn run_gen(mut cmd: Command, iface: &str, args: &[&str]) -> GenReport {
     let mac = "02:74:72:66:00:02";
     let out = cmd
-        .args(["gen", "--iface", &lab.tx_if, "--dst-mac", mac, "--json"])
+        .args(["gen", "--iface", iface, "--dst-mac", mac, "--json"])
         .args(args)
         .output()
         .expect("run traffic gen");
@@ -504,4 +510,104 @@ pub fn send_opts(lab: &Lab, opts: &GenOptions) -> GenReport {
         args.extend(["--src", s]);
     }
     send(lab, &args)
+}
+
+/// A program started in a lab namespace for the length of a test (a
+/// collector, a scraper), killed and waited for on drop.
+pub struct Background {
+    child: Child,
+    what: String,
+}
+
+impl Background {
+    /// Starts `program ARGS` in namespace `ns`, output to `log`.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot be started (`cargo xtask test` installs what the
+    /// tests start).
+    pub fn start(ns: &str, program: &str, args: &[&str], log: &std::path::Path) -> Self {
+        let out = std::fs::File::create(log).expect("create the log");
+        let err = out.try_clone().expect("clone the log");
+        let child = Lab::command_in(ns, program)
+            .args(args)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {program} (cargo xtask test installs it): {e}")
+            });
+        Self {
+            child,
+            what: program.to_owned(),
+        }
+    }
+
+    /// Stops it with `sig` (so that it writes what it holds) and waits.
+    pub fn stop(mut self, sig: i32) {
+        signal(self.child.id(), sig);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not stop within 10 s of signal {sig}", self.what);
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `GET path` from `addr` inside namespace `ns`, HTTP/1.0: the status and
+/// the body; `None` when nothing answers.
+pub fn http_get(ns: &str, addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let addr: std::net::SocketAddr = addr.parse().expect("an address");
+    let mut stream = traffic::lab::netns::in_netns(ns, move || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    })
+    .ok()?
+    .ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// Runs `program ARGS` and returns its standard output, failing the test
+/// with its standard error when it fails.
+pub fn output_of(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (cargo xtask test installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

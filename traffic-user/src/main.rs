@@ -21,6 +21,20 @@ fn main() -> ExitCode {
     // aya logs every map and program it creates at info level; keep warnings.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = LowArgs::parse();
+    if let Some(kind) = &args.run.generate {
+        return match traffic::cli::generate::generate(kind, &mut io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(traffic::cli::generate::GenerateError::Write { source, .. })
+                if source.kind() == io::ErrorKind::BrokenPipe =>
+            {
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("traffic: error: {}", traffic::kernel::error_chain(&err));
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = match args.command {
         Some(Sub::Bench(bench_args)) => bench::run(&bench_args).map(|()| 0).map_err(Into::into),
         Some(Sub::Gen(gen_args)) => GenConfig::from_args(gen_args)
@@ -73,11 +87,11 @@ fn run_gen(cfg: &GenConfig) -> Result<()> {
 fn run(cfg: RunConfig) -> Result<u8> {
     caps::check(cfg.afxdp.is_some())?;
     let outcome = match cfg.target.clone() {
-        Target::Iface(iface) => tokio::runtime::Builder::new_current_thread()
+        Target::Ifaces(ifaces) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the tokio runtime")?
-            .block_on(session::watch(&cfg, &iface))?,
+            .block_on(session::watch(&cfg, &ifaces))?,
         Target::Lab => builtin::run(cfg)?,
         Target::File(path) => return read(&cfg, &path),
     };

@@ -65,6 +65,11 @@ pub struct BenchArgs {
     /// beside tcpdump -r and tshark -r.
     #[arg(long, conflicts_with_all = ["kernel_only", "scale"])]
     pub counting: bool,
+    /// Only what --metrics and --ipfix add to traffic's CPU at 200,000
+    /// frames/s, with a real Prometheus scraping and a real nfcapd
+    /// receiving.
+    #[arg(long, conflicts_with_all = ["kernel_only", "scale", "counting"])]
+    pub exporters: bool,
     /// Only the soak: a long capture at a steady rate, reporting memory,
     /// open descriptors and exact counts (soak.md, soak.json).
     #[arg(long)]
@@ -83,9 +88,11 @@ pub struct BenchArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The interface to attach to.
+    /// The interface to attach to; give it again for more (`--iface a
+    /// --iface b`): each gets its own program and counters, reported per
+    /// interface, and `-w` then writes pcapng with one interface block each.
     #[arg(short, long, value_name = "IFACE")]
-    pub iface: Option<String>,
+    pub iface: Vec<String>,
     /// Run on a built-in lab instead of a real interface: two network
     /// namespaces joined by a veth pair, with a generator sending a mix of
     /// IPv4 and IPv6 traffic from documentation prefixes. Everything it
@@ -144,20 +151,53 @@ pub struct RunArgs {
     /// kernel per source address (or per --top-prefix).
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
-    /// With --top: count IPv4 sources by their first BITS bits (24 counts
-    /// each /24 as one source).
-    #[arg(long, value_name = "BITS", default_value_t = 32, requires = "top")]
+    /// With --top or --ipfix: count IPv4 sources by their first BITS bits
+    /// (24 counts each /24 as one source).
+    #[arg(long, value_name = "BITS", default_value_t = 32)]
     pub top_prefix: u8,
-    /// With --top: count IPv6 sources by their first BITS bits (64 counts
-    /// each /64 as one).
-    #[arg(long, value_name = "BITS", default_value_t = 128, requires = "top")]
+    /// With --top or --ipfix: count IPv6 sources by their first BITS bits
+    /// (64 counts each /64 as one).
+    #[arg(long, value_name = "BITS", default_value_t = 128)]
     pub top_prefix6: u8,
-    /// With --top: distinct sources the kernel counts exactly per interval;
-    /// more are counted as untracked, and the report says so. Over the run,
-    /// traffic keeps this many sources in memory (Space-Saving), with an
-    /// error bound for each.
-    #[arg(long, value_name = "N", default_value_t = crate::kernel::engine::DEFAULT_TOP_CAPACITY, requires = "top")]
+    /// With --top or --ipfix: distinct sources the kernel counts exactly per
+    /// interval; more are counted as untracked, and the report says so.
+    /// Over the run, traffic keeps this many sources in memory
+    /// (Space-Saving), with an error bound for each.
+    #[arg(long, value_name = "N", default_value_t = crate::kernel::engine::DEFAULT_TOP_CAPACITY)]
     pub top_capacity: u32,
+    /// Serve Prometheus metrics over HTTP at ADDR:PORT/metrics (for example
+    /// 127.0.0.1:9464): packets and bytes by interface, action and family,
+    /// parse outcomes, capture events, per-rule counts, delivery latency,
+    /// AF_XDP drops. Updated every --interval; nothing listens without it.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// With --metrics: the first N rules to match get series of their own;
+    /// later ones count under rule="other" (per action), so that a million
+    /// rules do not make a million series.
+    #[arg(long, value_name = "N", default_value_t = 1000, requires = "metrics")]
+    pub metrics_rules: usize,
+    /// Export IPFIX (RFC 7011) flow records to a collector at HOST:PORT
+    /// every --interval: packets and bytes per source address (or
+    /// --top-prefix prefix) per interface, with the action as
+    /// forwardingStatus; what could not be tracked goes as one aggregate
+    /// record. UDP unless --ipfix-tcp.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ipfix: Option<String>,
+    /// With --ipfix: send over TCP (one connection, templates once) instead
+    /// of UDP.
+    #[arg(long, requires = "ipfix")]
+    pub ipfix_tcp: bool,
+    /// With --ipfix: the observation domain ID of the messages.
+    #[arg(long, value_name = "ID", default_value_t = 1, requires = "ipfix")]
+    pub ipfix_domain: u32,
+    /// With --ipfix over UDP: send the templates again every SECS seconds
+    /// (RFC 7011, section 8.4), so a collector started later can decode.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, requires = "ipfix")]
+    pub ipfix_templates: f64,
+    /// Print a man page (`man`) or a shell completion script (`bash`,
+    /// `zsh`, `fish`, `elvish`, `powershell`) made from these flags, and exit.
+    #[arg(long, value_name = "KIND", hide = true, exclusive = true)]
+    pub generate: Option<String>,
     /// Read frames from a pcap or pcapng FILE instead of an interface, and
     /// run each through the same XDP program (BPF_PROG_RUN) with the same
     /// rules, counters and outputs; intervals follow the file's timestamps.

@@ -102,8 +102,8 @@ impl std::error::Error for Invalid {}
 /// Where to attach.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// A real interface.
-    Iface(String),
+    /// Real interfaces, one or more (`--iface a --iface b`).
+    Ifaces(Vec<String>),
     /// The built-in lab.
     Lab,
     /// A recorded capture (`--read`), run through the program by
@@ -143,6 +143,68 @@ pub struct RunConfig {
     pub by_rule: bool,
     /// `--top N`: how many sources each report names.
     pub top: Option<usize>,
+    /// `--metrics ADDR:PORT`: where to serve Prometheus metrics, and how
+    /// many rules get series of their own (`--metrics-rules`).
+    pub metrics: Option<(std::net::SocketAddr, usize)>,
+    /// `--ipfix`: where and how to export flow records.
+    pub ipfix: Option<Ipfix>,
+}
+
+/// The IPFIX export of a run (`--ipfix`).
+#[derive(Debug, Clone)]
+pub struct Ipfix {
+    /// The collector, as given (`HOST:PORT`); resolved when the run starts.
+    pub collector: String,
+    /// Over TCP rather than UDP.
+    pub tcp: bool,
+    /// The observation domain ID.
+    pub domain: u32,
+    /// How often templates are sent again over UDP.
+    pub template_every: Duration,
+}
+
+/// `--ipfix` and its options.
+fn ipfix(args: &RunArgs, errors: &mut Vec<ConfigError>) -> Option<Ipfix> {
+    let collector = args.ipfix.clone()?;
+    if collector
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        errors.push(ConfigError::Setting(format!(
+            "--ipfix {collector}: give the collector as HOST:PORT, for example 192.0.2.10:4739 or [2001:db8::10]:4739"
+        )));
+    }
+    let template_every = seconds("--ipfix-templates", args.ipfix_templates, errors);
+    Some(Ipfix {
+        collector,
+        tcp: args.ipfix_tcp,
+        domain: args.ipfix_domain,
+        template_every,
+    })
+}
+
+/// Flags that need another, or a target that can serve them.
+fn exporters_problems(args: &RunArgs, target: &Target, errors: &mut Vec<ConfigError>) {
+    let counting = args.top.is_some() || args.ipfix.is_some();
+    if !counting
+        && (args.top_prefix != 32
+            || args.top_prefix6 != 128
+            || args.top_capacity != crate::kernel::engine::DEFAULT_TOP_CAPACITY)
+    {
+        errors.push(ConfigError::Setting(
+            "--top-prefix, --top-prefix6 and --top-capacity shape the per-source counts of --top or --ipfix; give one of those".to_owned(),
+        ));
+    }
+    if let Target::Ifaces(ifaces) = target {
+        let mut seen = std::collections::HashSet::new();
+        for i in ifaces {
+            if !seen.insert(i) {
+                errors.push(ConfigError::Setting(format!(
+                    "--iface {i} is given twice; name each interface once"
+                )));
+            }
+        }
+    }
 }
 
 /// The AF_XDP settings of a run.
@@ -210,11 +272,13 @@ fn capture_settings(args: &RunArgs, errors: &mut Vec<ConfigError>) -> (Settings,
         rule_table_mib: args.rule_table_mib,
         rule_counts: !args.no_rule_counts,
         max_rules: args.max_rules,
-        top: args.top.map(|_| crate::kernel::engine::TopSettings {
-            capacity: args.top_capacity,
-            prefix_v4: args.top_prefix,
-            prefix_v6: args.top_prefix6,
-        }),
+        top: (args.top.is_some() || args.ipfix.is_some()).then_some(
+            crate::kernel::engine::TopSettings {
+                capacity: args.top_capacity,
+                prefix_v4: args.top_prefix,
+                prefix_v6: args.top_prefix6,
+            },
+        ),
     };
     if args.top == Some(0) {
         errors.push(ConfigError::Setting(
@@ -323,11 +387,12 @@ impl RunConfig {
     pub fn from_args(args: RunArgs) -> Result<Self, Invalid> {
         let mut errors = Vec::new();
         let rotation = rotation(&args, &mut errors);
-        let target = match (args.iface.clone(), args.lab, args.read.clone()) {
+        let ifaces = args.iface.clone();
+        let target = match (ifaces.is_empty(), args.lab, args.read.clone()) {
             (_, _, Some(file)) => Target::File(file),
-            (Some(iface), _, _) => Target::Iface(iface),
-            (None, true, _) => Target::Lab,
-            (None, false, None) => {
+            (false, _, _) => Target::Ifaces(ifaces),
+            (true, true, _) => Target::Lab,
+            (true, false, None) => {
                 errors.push(ConfigError::NoTarget);
                 Target::Lab
             }
@@ -339,6 +404,8 @@ impl RunConfig {
         let (settings, sizes) = capture_settings(&args, &mut errors);
         outputs_problems(&args, &mut errors);
         let user = user(&args, &target, &mut errors);
+        let ipfix = ipfix(&args, &mut errors);
+        exporters_problems(&args, &target, &mut errors);
         if !errors.is_empty() {
             return Err(Invalid(errors));
         }
@@ -369,6 +436,8 @@ impl RunConfig {
             },
             by_rule: args.by_rule,
             top: args.top,
+            metrics: args.metrics.map(|addr| (addr, args.metrics_rules)),
+            ipfix,
             print: args.print,
             write: args.write,
             plot: args.plot,

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod config;
+pub mod generate;
 
 pub use args::{BenchArgs, GenArgs, LowArgs, RunArgs, Sub};
-pub use config::{Afxdp, ConfigError, GenConfig, Invalid, RunConfig, Target};
+pub use config::{Afxdp, ConfigError, GenConfig, Invalid, Ipfix, RunConfig, Target};

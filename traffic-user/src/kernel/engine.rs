@@ -188,6 +188,8 @@ pub struct Engine {
     /// Whether the program was ever attached: packets it classified may
     /// still be in flight just after a switch or a detach.
     ever_attached: bool,
+    /// The interface it was last attached to (0: never).
+    ifindex: u32,
 }
 
 /// The two top-talker maps, which one the program counts into, and the
@@ -346,6 +348,7 @@ impl Engine {
             cpus,
             attached: None,
             ever_attached: false,
+            ifindex: 0,
         })
     }
 
@@ -650,7 +653,14 @@ impl Engine {
         let program = xdp_mut(&mut self.ebpf, names::PROGRAM);
         let (attached, link) = attach::attach(program, iface, mode, force)?;
         self.ever_attached = true;
+        self.ifindex = attached.ifindex;
         Ok(&self.attached.insert((attached, link)).0)
+    }
+
+    /// The index of the interface the program was last attached to, even
+    /// once detached; 0 when it never was.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
     }
 
     /// Whether the program was ever attached (see [`Engine::attach`]).

@@ -157,7 +157,7 @@ pub fn run(mut cfg: RunConfig) -> Result<Outcome, LabError> {
                 .build()
                 .map_err(LabError::Runtime)
         })
-        .and_then(|rt| Ok(rt.block_on(session::watch(&cfg, &lab.rx_if))?));
+        .and_then(|rt| Ok(rt.block_on(session::watch(&cfg, std::slice::from_ref(&lab.rx_if)))?));
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().map_err(|_| LabError::GeneratorPanicked)?;
     drop(lab);

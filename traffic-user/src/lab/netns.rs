@@ -137,6 +137,42 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Joins the lab's two namespaces by one more veth pair, `tx_if` in the
+    /// sending namespace and `rx_if` in the receiving one, both up (for
+    /// runs on several interfaces). They go away with the namespaces.
+    ///
+    /// # Errors
+    ///
+    /// When `ip` fails.
+    pub fn add_pair(&self, tx_if: &str, rx_if: &str) -> io::Result<()> {
+        ip(&[
+            "link",
+            "add",
+            tx_if,
+            "netns",
+            &self.tx_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            rx_if,
+            "netns",
+            &self.rx_ns,
+        ])?;
+        ip(&["-n", &self.tx_ns, "link", "set", "dev", tx_if, "up"])?;
+        ip(&["-n", &self.rx_ns, "link", "set", "dev", rx_if, "up"])
+    }
+
+    /// Brings up the loopback interface of namespace `ns`, for collectors
+    /// and servers the tests start there.
+    ///
+    /// # Errors
+    ///
+    /// When `ip` fails.
+    pub fn loopback_up(ns: &str) -> io::Result<()> {
+        ip(&["-n", ns, "link", "set", "dev", "lo", "up"])
+    }
+
     /// A command that runs `program` inside namespace `ns`.
     pub fn command_in(ns: &str, program: &str) -> Command {
         let mut cmd = Command::new("ip");

@@ -21,6 +21,7 @@
 //! nanosecond timer set for the soonest of the others; when the sources are
 //! idle, nothing runs.
 
+pub mod ifaces;
 pub mod reload;
 pub mod replay;
 pub mod setup;
@@ -42,12 +43,14 @@ use crate::{
     kernel::{Engine, EngineError, table::Table},
     rules::RuleSet,
     sink::{
-        Counts, FailedOutput, Interval, Latency, ReloadReport, Sink, SinkError, Start, Summary,
+        Counts, FailedOutput, Flow, IfaceCounts, Interval, Latency, ReloadReport, Sink, SinkError,
+        Start, Summary,
         json::{RuleRow, TopReport},
     },
     source::{Captured, Drained, Source, SourceError, clock::TimerFd, pace::Next},
 };
 
+pub use ifaces::Ifaces;
 pub use reload::Reloader;
 pub use setup::{SetupError, watch};
 pub use tally::RuleTally;
@@ -61,6 +64,16 @@ pub trait Counters {
     ///
     /// When they cannot be read.
     fn read(&mut self) -> Result<Stats, EngineError>;
+
+    /// The counters now, summed, and of each interface with its index
+    /// when there is more than one (empty for one).
+    ///
+    /// # Errors
+    ///
+    /// When they cannot be read.
+    fn read_each(&mut self) -> Result<(Stats, Vec<Stats>), EngineError> {
+        Ok((self.read()?, Vec::new()))
+    }
 
     /// Stops the kernel from counting more packets (detaches the program).
     fn stop(&mut self);
@@ -112,7 +125,8 @@ pub trait Counters {
         Ok(None)
     }
 
-    /// Reads and empties top-talker map `side`.
+    /// Reads and empties top-talker map `side`: each source with the index
+    /// of the interface it was counted on.
     ///
     /// # Errors
     ///
@@ -120,7 +134,7 @@ pub trait Counters {
     fn drain_top(
         &mut self,
         side: u32,
-        each: &mut dyn FnMut(&TopKey, Count),
+        each: &mut dyn FnMut(u32, &TopKey, Count),
     ) -> Result<(), EngineError> {
         let _ = (side, each);
         Ok(())
@@ -205,9 +219,10 @@ impl Counters for Engine {
     fn drain_top(
         &mut self,
         side: u32,
-        each: &mut dyn FnMut(&TopKey, Count),
+        each: &mut dyn FnMut(u32, &TopKey, Count),
     ) -> Result<(), EngineError> {
-        Engine::drain_top(self, side, each)
+        let ifindex = self.ifindex();
+        Engine::drain_top(self, side, &mut |key, count| each(ifindex, key, count))
     }
 
     fn run_frame(&mut self, frame: &[u8]) -> Result<bool, EngineError> {
@@ -483,6 +498,13 @@ pub struct Session<'a> {
     tally: Option<RuleTally>,
     /// Top talkers (`--top`).
     top: Option<TopTally>,
+    /// Whether the sinks get every source's counts each interval
+    /// (`--ipfix`).
+    flows: bool,
+    /// The interfaces of a run on more than one (empty for one).
+    ifaces: Vec<(String, u32)>,
+    /// The interface (index into `ifaces`) each source reads from.
+    source_iface: Vec<Option<usize>>,
     /// What time it is.
     clock: Clock,
 }
@@ -547,6 +569,15 @@ impl<'a> Session<'a> {
             })
             .collect();
         let tally = RuleTally::new(Arc::clone(&rules), counters.rule_slots());
+        let ifaces = if start.ifaces.is_empty() {
+            Vec::new()
+        } else {
+            start.each()
+        };
+        let source_iface = sources
+            .iter()
+            .map(|s| ifaces.iter().position(|(_, i)| *i == s.ifindex()))
+            .collect();
         Self {
             start,
             counters,
@@ -559,6 +590,9 @@ impl<'a> Session<'a> {
             rules,
             tally,
             top: None,
+            flows: false,
+            ifaces,
+            source_iface,
             clock: Clock::Live {
                 started: Instant::now(),
             },
@@ -573,7 +607,17 @@ impl<'a> Session<'a> {
             at: (Duration::ZERO, ts.saturating_sub(at)),
             delivered: 0,
             dropped: 0,
+            each: vec![Part::default(); self.ifaces.len()],
         }
+    }
+
+    /// Hands the sinks every source's counts each interval, per interface
+    /// ([`Interval::flows`]); the program must count them
+    /// ([`crate::kernel::Settings::top`]).
+    #[must_use]
+    pub fn with_flows(mut self) -> Self {
+        self.flows = true;
+        self
     }
 
     /// Reports top talkers as `top` says (the program must count them:
@@ -792,25 +836,76 @@ impl<'a> Session<'a> {
 
     /// A reading of everything the intervals are differences of.
     fn mark(&mut self) -> Result<Mark, SessionError> {
-        Ok(Mark {
-            stats: self.counters.read().map_err(SessionError::Counters)?,
+        let (stats, each) = self.counters.read_each().map_err(SessionError::Counters)?;
+        Ok(self.mark_of(stats, &each))
+    }
+
+    /// The mark of counters `stats` (and `each` interface's), now.
+    fn mark_of(&self, stats: Stats, each: &[Stats]) -> Mark {
+        let mut parts: Vec<Part> = each
+            .iter()
+            .map(|&stats| Part {
+                stats,
+                ..Part::default()
+            })
+            .collect();
+        for (i, source) in self.sources.iter().enumerate() {
+            if let Some(part) = self.source_iface[i].and_then(|x| parts.get_mut(x)) {
+                part.delivered += self.drained[i].delivered;
+                part.dropped += source.dropped();
+            }
+        }
+        Mark {
+            stats,
             at: self.clock.now(),
             delivered: self.delivered(),
             dropped: self.dropped(),
-        })
+            each: parts,
+        }
     }
 
     /// The counts between two marks, `unread` more of them lost.
     fn counts(&self, from: &Mark, to: &Mark, unread: u64) -> Counts {
-        let mut counts = to.stats.since(&from.stats);
-        counts.events = to.delivered - from.delivered;
-        counts.events_lost += counts.xsk_unbound + (to.dropped - from.dropped) + unread;
-        counts
+        counts_between(
+            &Part {
+                stats: from.stats,
+                delivered: from.delivered,
+                dropped: from.dropped,
+            },
+            &Part {
+                stats: to.stats,
+                delivered: to.delivered,
+                dropped: to.dropped,
+            },
+            unread,
+        )
+    }
+
+    /// Each interface's counts between two marks, `unread[i]` more of
+    /// interface i's lost; empty for a run on one interface.
+    fn counts_each(&self, from: &Mark, to: &Mark, unread: &[u64]) -> Vec<IfaceCounts> {
+        self.ifaces
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (iface, ifindex))| {
+                let (a, b) = (from.each.get(i)?, to.each.get(i)?);
+                Some(IfaceCounts {
+                    iface: iface.clone(),
+                    ifindex: *ifindex,
+                    counts: counts_between(a, b, unread.get(i).copied().unwrap_or(0)),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the kernel counts sources: for `--top` or `--ipfix`.
+    fn counts_sources(&self) -> bool {
+        self.top.is_some() || self.flows
     }
 
     /// Switches the top-talker maps (`--top`); the one taken out of use.
     fn flip_top(&mut self) -> Result<Option<u32>, SessionError> {
-        if self.top.is_none() {
+        if !self.counts_sources() {
             return Ok(None);
         }
         self.counters.flip_top().map_err(SessionError::Counters)
@@ -818,7 +913,7 @@ impl<'a> Session<'a> {
 
     /// Switches the top-talker maps and reads the one taken out of use
     /// ([`Session::collect_top`]).
-    async fn read_top(&mut self) -> Result<Option<Vec<(TopKey, Count)>>, SessionError> {
+    async fn read_top(&mut self) -> Result<Option<Vec<Flow>>, SessionError> {
         let side = self.flip_top()?;
         self.collect_top(side).await
     }
@@ -826,10 +921,7 @@ impl<'a> Session<'a> {
     /// Reads sources while top-talker map `side`, just taken out of use,
     /// settles, then reads and empties it: every source counted since the
     /// switch before. `None` without `--top`.
-    async fn collect_top(
-        &mut self,
-        side: Option<u32>,
-    ) -> Result<Option<Vec<(TopKey, Count)>>, SessionError> {
+    async fn collect_top(&mut self, side: Option<u32>) -> Result<Option<Vec<Flow>>, SessionError> {
         let Some(side) = side else {
             return Ok(None);
         };
@@ -840,7 +932,13 @@ impl<'a> Session<'a> {
         }
         let mut sources = Vec::new();
         self.counters
-            .drain_top(side, &mut |key, count| sources.push((*key, count)))
+            .drain_top(side, &mut |ifindex, key, count| {
+                sources.push(Flow {
+                    ifindex,
+                    key: *key,
+                    count,
+                });
+            })
             .map_err(SessionError::Counters)?;
         Ok(Some(sources))
     }
@@ -850,7 +948,7 @@ impl<'a> Session<'a> {
     fn tallies(
         &mut self,
         counts: &Counts,
-        sources: Option<Vec<(TopKey, Count)>>,
+        flows: Option<&[Flow]>,
     ) -> Result<(Vec<RuleRow>, Option<TopReport>), SessionError> {
         let rules = match &mut self.tally {
             Some(t) => t
@@ -858,8 +956,9 @@ impl<'a> Session<'a> {
                 .map_err(SessionError::Counters)?,
             None => Vec::new(),
         };
-        let top = match (&mut self.top, sources) {
-            (Some(top), Some(sources)) => {
+        let top = match (&mut self.top, flows) {
+            (Some(top), Some(flows)) => {
+                let sources = by_source(flows, !self.ifaces.is_empty());
                 let untracked = Count {
                     packets: counts.untracked,
                     bytes: counts.untracked_bytes,
@@ -877,24 +976,37 @@ impl<'a> Session<'a> {
         from: &Mark,
         to: &Mark,
         unread: u64,
-        sources: Option<Vec<(TopKey, Count)>>,
+        flows: Option<Vec<Flow>>,
     ) -> Result<(), SessionError> {
         let counts = self.counts(from, to, unread);
-        let (rules, top) = self.tallies(&counts, sources)?;
-        self.emit_interval(from, to, &counts, &rules, top.as_ref());
+        let ifaces = self.counts_each(from, to, &[]);
+        let (rules, top) = self.tallies(&counts, flows.as_deref())?;
+        self.emit_interval(
+            from,
+            to,
+            &counts,
+            &ifaces,
+            &rules,
+            top.as_ref(),
+            flows.as_deref(),
+        );
         Ok(())
     }
 
     /// Hands one interval to every sink.
+    #[allow(clippy::too_many_arguments)]
     fn emit_interval(
         &mut self,
         from: &Mark,
         to: &Mark,
         counts: &Counts,
+        ifaces: &[IfaceCounts],
         rules: &[RuleRow],
         top: Option<&TopReport>,
+        flows: Option<&[Flow]>,
     ) {
         let latency = self.latency.take_interval();
+        let queues: Vec<_> = self.sources.iter().flat_map(|s| s.queues()).collect();
         let interval = Interval {
             counts,
             latency: &latency,
@@ -903,6 +1015,10 @@ impl<'a> Session<'a> {
             ts: to.at.1,
             rules,
             top,
+            ifaces,
+            flows: flows.filter(|_| self.flows),
+            latency_run: self.latency.run_histogram(),
+            queues: &queues,
         };
         for slot in &mut self.sinks {
             slot.call(|sink| sink.interval(&interval));
@@ -910,23 +1026,31 @@ impl<'a> Session<'a> {
     }
 
     /// Reads until each source has what the kernel had handed it by the
-    /// reading `end`, or [`Timing::exit_drain`] passes. Returns how many
-    /// never arrived.
-    async fn drain_to_end(&mut self, end: &Stats) -> Result<u64, SessionError> {
+    /// reading `end` (`each` interface's), or [`Timing::exit_drain`]
+    /// passes. Returns how many never arrived, in all and per interface.
+    async fn drain_to_end(
+        &mut self,
+        end: &Stats,
+        each: &[Stats],
+    ) -> Result<(u64, Vec<u64>), SessionError> {
         let deadline = Instant::now() + self.timing.exit_drain;
         loop {
             self.drain_all()?;
-            let missing: u64 = self
-                .sources
-                .iter()
-                .zip(&self.drained)
-                .map(|(s, d)| {
-                    s.handed_over(end)
-                        .saturating_sub(d.delivered + d.undecodable)
-                })
-                .sum();
+            let mut per_iface = vec![0; self.ifaces.len()];
+            let mut missing = 0;
+            for (i, (s, d)) in self.sources.iter().zip(&self.drained).enumerate() {
+                let iface = self.source_iface[i];
+                let stats = iface.and_then(|x| each.get(x)).unwrap_or(end);
+                let m = s
+                    .handed_over(stats)
+                    .saturating_sub(d.delivered + d.undecodable);
+                missing += m;
+                if let Some(x) = iface {
+                    per_iface[x] += m;
+                }
+            }
             if missing == 0 || Instant::now() > deadline {
-                return Ok(missing);
+                return Ok((missing, per_iface));
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -938,24 +1062,29 @@ impl<'a> Session<'a> {
         // Stop before the last reading, so that no packet is counted after
         // it, then read every packet the kernel handed over.
         self.counters.stop();
-        let sources = self.read_top().await?;
-        let end_stats = self.counters.read().map_err(SessionError::Counters)?;
-        let unread = self.drain_to_end(&end_stats).await?;
-        let end = Mark {
-            stats: end_stats,
-            at: self.clock.now(),
-            delivered: self.delivered(),
-            dropped: self.dropped(),
-        };
+        let flows = self.read_top().await?;
+        let (end_stats, end_each) = self.counters.read_each().map_err(SessionError::Counters)?;
+        let (unread, unread_each) = self.drain_to_end(&end_stats, &end_each).await?;
+        let end = self.mark_of(end_stats, &end_each);
         let tail = self.counts(&last, &end, unread);
+        let tail_each = self.counts_each(&last, &end, &unread_each);
         // Read whether or not the tail is reported: the summary's per-rule
         // and per-source counts include it.
-        let (tail_rules, tail_top) = self.tallies(&tail, sources)?;
+        let (tail_rules, tail_top) = self.tallies(&tail, flows.as_deref())?;
         if tail != Counts::default() || end.at.0 - last.at.0 >= self.timing.interval / 2 {
-            self.emit_interval(&last, &end, &tail, &tail_rules, tail_top.as_ref());
+            self.emit_interval(
+                &last,
+                &end,
+                &tail,
+                &tail_each,
+                &tail_rules,
+                tail_top.as_ref(),
+                flows.as_deref(),
+            );
         }
         let start = self.first_mark();
         let total = self.counts(&start, &end, unread);
+        let total_each = self.counts_each(&start, &end, &unread_each);
         let queues: Vec<_> = self.sources.iter().flat_map(|s| s.queues()).collect();
         // Outputs that failed are reported by those still working; one that
         // fails while finishing is reported by the caller.
@@ -982,6 +1111,7 @@ impl<'a> Session<'a> {
             failed: &failed,
             rules: &rules,
             top: top.as_ref(),
+            ifaces: &total_each,
         };
         for slot in &mut self.sinks {
             slot.call(|sink| sink.finish(&summary));
@@ -998,13 +1128,49 @@ impl<'a> Session<'a> {
 }
 
 /// A reading taken at an interval's edge.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Mark {
     stats: Stats,
     /// When: since the start of the run, and as Unix time ([`Clock::now`]).
     at: (Duration, Duration),
     delivered: u64,
     dropped: u64,
+    /// Each interface's part, in a run on more than one.
+    each: Vec<Part>,
+}
+
+/// What one interface's program and sources had counted at a mark.
+#[derive(Clone, Copy, Debug, Default)]
+struct Part {
+    stats: Stats,
+    /// Packets its sources delivered.
+    delivered: u64,
+    /// Packets its sources dropped (AF_XDP).
+    dropped: u64,
+}
+
+/// The counts between two readings, `unread` more of them lost: the
+/// kernel's, but `events` is what the sources delivered and `events_lost`
+/// all they lost.
+fn counts_between(from: &Part, to: &Part, unread: u64) -> Counts {
+    let mut counts = to.stats.since(&from.stats);
+    counts.events = to.delivered - from.delivered;
+    counts.events_lost += counts.xsk_unbound + (to.dropped - from.dropped) + unread;
+    counts
+}
+
+/// The packets and bytes of each source in `flows`, summed over the
+/// interfaces when `merge` (a run on more than one).
+fn by_source(flows: &[Flow], merge: bool) -> Vec<(TopKey, Count)> {
+    if !merge {
+        return flows.iter().map(|f| (f.key, f.count)).collect();
+    }
+    let mut sum: std::collections::HashMap<TopKey, Count> =
+        std::collections::HashMap::with_capacity(flows.len());
+    for f in flows {
+        sum.entry(f.key).or_default().add(&f.count);
+    }
+    sum.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ impl Session<'_> {
             };
             let first = *first_ts.get_or_insert(now);
             self.clock = Clock::File { first, now };
-            let from = *last.get_or_insert_with(|| self.first_mark());
+            let from = last.get_or_insert_with(|| self.first_mark()).clone();
             let at = now - first;
             if at >= edge {
                 // The interval ends at its edge, not at this frame.

@@ -9,7 +9,7 @@ use tokio::{
 };
 
 use super::{
-    Outcome, Session, SessionError, Stop, Timing, TopTally,
+    Counters, Ifaces, Outcome, Session, SessionError, Stop, Timing, TopTally,
     reload::{Reloader, SignalOrChange},
     replay::Replayed,
 };
@@ -23,8 +23,10 @@ use crate::{
     sink::{
         Format, Sink,
         file::{Output, OutputError},
-        json::{AfxdpStart, Refused, Start},
-        pcap::{PcapError, PcapFiles, PcapWriter},
+        ipfix::IpfixSink,
+        json::{AfxdpStart, IfaceStart, Refused, Start},
+        metrics::MetricsSink,
+        pcap::{Interfaces, PcapError, PcapFiles, PcapWriter},
         plot::PlotSink,
         print::Printer,
         report::Reporter,
@@ -111,24 +113,31 @@ pub enum SetupError {
     /// `--read`: the recorded capture cannot be read.
     #[error(transparent)]
     Record(#[from] crate::source::recorded::RecordError),
+    /// `--metrics`: the address cannot be served.
+    #[error(transparent)]
+    Metrics(crate::sink::metrics::MetricsError),
+    /// `--ipfix`: the collector cannot be reached.
+    #[error(transparent)]
+    Ipfix(crate::sink::ipfix::IpfixError),
     /// The event ring buffer was taken already (a bug).
     #[error("the event ring buffer was already taken")]
     RingTaken,
 }
 
-/// Loads and attaches the program on `iface` as `cfg` says, and runs the
-/// session until SIGINT, SIGTERM or `--duration`.
+/// Loads and attaches the program on each of `ifaces` as `cfg` says, and
+/// runs the session until SIGINT, SIGTERM, `--duration` or an interface
+/// goes away.
 ///
 /// # Errors
 ///
 /// [`SetupError`]: what could not be set up, or how the run failed.
-pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> {
+pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupError> {
     // Installed first, so that a signal during loading also ends the run
     // cleanly instead of killing it midway. SIGHUP re-reads the rules when
     // they come from files; otherwise it ends the run like SIGTERM (a
     // terminal closing), with the summary.
     let [mut sigint, mut sigterm, sighup] = signals()?;
-    let mut session = open(cfg, iface)?;
+    let mut session = open(cfg, ifaces)?;
     let mut hangup_stops = None;
     if cfg.rule_spec.files.is_empty() {
         hangup_stops = Some(sighup);
@@ -141,7 +150,12 @@ pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> 
             Arc::clone(&cfg.rules),
         ));
     }
-    let links = watch_link(session.start().ifindex)?;
+    let links = session
+        .start()
+        .each()
+        .into_iter()
+        .map(|(name, ifindex)| Ok((name, watch_link(ifindex)?)))
+        .collect::<Result<Vec<_>, SetupError>>()?;
     // Everything is open: give up root now, before the first packet.
     if let Some(user) = &cfg.user {
         user.switch()?;
@@ -151,14 +165,13 @@ pub async fn watch(cfg: &RunConfig, iface: &str) -> Result<Outcome, SetupError> 
         );
     }
     let duration = cfg.duration;
-    let name = iface.to_owned();
     let stop = async move {
         tokio::select! {
             _ = sigint.recv() => Stop::Signal("SIGINT"),
             _ = sigterm.recv() => Stop::Signal("SIGTERM"),
             Some(()) = recv(hangup_stops.as_mut()) => Stop::Signal("SIGHUP"),
             () = sleep_for(duration) => Stop::Duration,
-            () = link_gone(links) => Stop::InterfaceGone { iface: name },
+            iface = any_link_gone(links) => Stop::InterfaceGone { iface },
         }
     };
     Ok(session.run(stop).await?)
@@ -176,7 +189,7 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
     // The file first: a file that is not a capture is refused before
     // anything is loaded or written.
     let mut file = Recorded::open(path)?;
-    let (pcap, plot) = open_outputs(cfg)?;
+    let outputs = open_outputs(cfg, &Interfaces(vec![(path.display().to_string(), 0)]))?;
     let mut engine =
         Engine::load_with(&cfg.rules, &cfg.settings).map_err(|e| SetupError::Load(Box::new(e)))?;
     let ring = engine.take_events().ok_or(SetupError::RingTaken)?;
@@ -192,8 +205,9 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
         rules_v6,
         default: cfg.rules.default_action(),
         afxdp: None,
+        ifaces: Vec::new(),
     };
-    let session = session(cfg, start, engine, sources, (pcap, plot));
+    let session = session(cfg, start, Box::new(engine), sources, outputs);
     let stop = async move {
         tokio::select! {
             _ = sigint.recv() => Stop::Signal("SIGINT"),
@@ -224,21 +238,25 @@ fn signals() -> Result<[tokio::signal::unix::Signal; 3], SetupError> {
 fn session<'a>(
     cfg: &'a RunConfig,
     start: Start,
-    engine: Engine,
+    counters: Box<dyn Counters + 'a>,
     sources: Vec<Box<dyn Source + 'a>>,
-    (pcap, plot): (Option<PcapFiles>, Option<Output>),
+    outputs: Outputs,
 ) -> Session<'a> {
-    let session = Session::new(
+    let flows = outputs.ipfix.is_some();
+    let mut session = Session::new(
         start,
         Arc::clone(&cfg.rules),
-        Box::new(engine),
+        counters,
         sources,
-        sinks(cfg, pcap, plot),
+        sinks(cfg, outputs),
         Timing {
             interval: cfg.interval,
             exit_drain: super::EXIT_DRAIN,
         },
     );
+    if flows {
+        session = session.with_flows();
+    }
     match (cfg.top, cfg.settings.top) {
         (Some(n), Some(t)) => session.with_top(TopTally::new(
             n,
@@ -274,6 +292,21 @@ fn watch_link(ifindex: u32) -> Result<AsyncFd<LinkWatch>, SetupError> {
         .map_err(|e| SetupError::LinkWatch(io::Error::from(e)))
 }
 
+/// Completes with the name of the first of `links` to go away.
+async fn any_link_gone(links: Vec<(String, AsyncFd<LinkWatch>)>) -> String {
+    let mut set = tokio::task::JoinSet::new();
+    for (name, watch) in links {
+        set.spawn(async move {
+            link_gone(watch).await;
+            name
+        });
+    }
+    match set.join_next().await {
+        Some(Ok(name)) => name,
+        _ => std::future::pending().await,
+    }
+}
+
 /// Completes when the watched interface goes away. A failing watch stops
 /// watching (the run goes on) and says so.
 async fn link_gone(watch: AsyncFd<LinkWatch>) {
@@ -297,27 +330,91 @@ async fn link_gone(watch: AsyncFd<LinkWatch>) {
     std::future::pending().await
 }
 
-/// Opens the outputs, loads the program, binds AF_XDP sockets and attaches.
+/// Opens the outputs, then on each of `ifaces` loads the program, binds
+/// AF_XDP sockets and attaches.
 ///
 /// # Errors
 ///
 /// [`SetupError`]; nothing is left attached.
-pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupError> {
-    // Every output is opened first: a path that cannot be written is
-    // refused before anything is attached.
-    let (pcap, plot) = open_outputs(cfg)?;
+pub fn open<'a>(cfg: &'a RunConfig, ifaces: &[String]) -> Result<Session<'a>, SetupError> {
+    // Every output is opened first: a path that cannot be written, or an
+    // address that cannot be bound, is refused before anything is attached.
+    let named = ifaces
+        .iter()
+        .map(|iface| {
+            let ifindex = netlink::ifindex(iface).ok_or_else(|| no_such(iface))?;
+            Ok((iface.clone(), ifindex))
+        })
+        .collect::<Result<Vec<_>, SetupError>>()?;
+    let outputs = open_outputs(cfg, &Interfaces(named))?;
+    // Every program is loaded before the first is attached, so that the
+    // interfaces start counting within moments of each other.
+    let mut loaded = Vec::new();
+    for iface in ifaces {
+        loaded.push(load_one(cfg, iface)?);
+    }
+    let mut engines = Vec::new();
+    let mut sources: Vec<Box<dyn Source + 'a>> = Vec::new();
+    let mut each = Vec::new();
+    for (iface, one) in ifaces.iter().zip(loaded) {
+        let (engine, opened, start) = attach_one(cfg, iface, one)?;
+        engines.push(engine);
+        sources.extend(opened);
+        each.push(start);
+    }
+    let (rules_v4, rules_v6) = cfg.rules.counts();
+    let first = each[0].clone();
+    let start = Start {
+        iface: first.iface,
+        ifindex: first.ifindex,
+        mode: first.mode,
+        refused: first.refused,
+        replaced: first.replaced,
+        rules_v4,
+        rules_v6,
+        default: cfg.rules.default_action(),
+        afxdp: first.afxdp,
+        ifaces: if each.len() > 1 { each } else { Vec::new() },
+    };
+    let counters: Box<dyn Counters + 'a> = if engines.len() == 1 {
+        Box::new(engines.remove(0))
+    } else {
+        Box::new(Ifaces::new(engines))
+    };
+    Ok(session(cfg, start, counters, sources, outputs))
+}
+
+fn no_such(iface: &str) -> SetupError {
+    SetupError::NoSuchInterface(Box::new(EngineError::NoSuchInterface {
+        iface: iface.to_owned(),
+    }))
+}
+
+/// A program attached to one interface, its sources, and what the start
+/// line says of it.
+type AttachedOne<'a> = (Engine, Vec<Box<dyn Source + 'a>>, IfaceStart);
+
+/// A program loaded for one interface, not yet attached.
+struct Loaded<'a> {
+    engine: Engine,
+    sources: Vec<Box<dyn Source + 'a>>,
+    ring: crate::kernel::EventRing,
+    afxdp: Option<AfxdpStart>,
+}
+
+/// For `iface`: loads the program and binds AF_XDP sockets.
+fn load_one<'a>(cfg: &RunConfig, iface: &str) -> Result<Loaded<'a>, SetupError> {
     let mut settings = cfg.settings.clone();
     let xsk_plan = cfg.afxdp.map(|x| plan_sockets(x, iface)).transpose()?;
     settings.afxdp_queues = xsk_plan.map_or(0, |p| p.queues);
     let mut engine =
         Engine::load_with(&cfg.rules, &settings).map_err(|e| SetupError::Load(Box::new(e)))?;
     let mut sources: Vec<Box<dyn Source + 'a>> = Vec::new();
-    let mut afxdp_start = None;
-    let mode = cfg.read;
+    let mut afxdp = None;
     if let Some(plan) = xsk_plan {
-        let (source, start) = open_sockets(&mut engine, plan, iface, mode)?;
+        let (source, start) = open_sockets(&mut engine, plan, iface, cfg.read)?;
         sources.push(Box::new(source));
-        afxdp_start = Some(start);
+        afxdp = Some(start);
     }
     let ring = engine.take_events().ok_or(SetupError::RingTaken)?;
     if cfg.settings.explain > 0 {
@@ -326,6 +423,27 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
             .map_err(|e| SetupError::Load(Box::new(e)))?;
         sources.push(Box::new(ExplainSource::new(log)?));
     }
+    Ok(Loaded {
+        engine,
+        sources,
+        ring,
+        afxdp,
+    })
+}
+
+/// Attaches a loaded program to `iface`: the program, its sources and
+/// what the start line says of it.
+fn attach_one<'a>(
+    cfg: &RunConfig,
+    iface: &str,
+    loaded: Loaded<'a>,
+) -> Result<AttachedOne<'a>, SetupError> {
+    let Loaded {
+        mut engine,
+        mut sources,
+        ring,
+        afxdp,
+    } = loaded;
     let attached = engine
         .attach(iface, cfg.mode, cfg.force)
         .map_err(|source| SetupError::Attach {
@@ -333,9 +451,8 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
             source: Box::new(source),
         })?
         .clone();
-    sources.push(Box::new(RingSource::new(ring, attached.ifindex, mode)?));
-    let (rules_v4, rules_v6) = cfg.rules.counts();
-    let start = Start {
+    sources.push(Box::new(RingSource::new(ring, attached.ifindex, cfg.read)?));
+    let start = IfaceStart {
         iface: attached.iface,
         ifindex: attached.ifindex,
         mode: attached.mode,
@@ -345,16 +462,22 @@ pub fn open<'a>(cfg: &'a RunConfig, iface: &str) -> Result<Session<'a>, SetupErr
             .map(|(mode, error)| Refused { mode, error })
             .collect(),
         replaced: attached.replaced,
-        rules_v4,
-        rules_v6,
-        default: cfg.rules.default_action(),
-        afxdp: afxdp_start,
+        afxdp,
     };
-    Ok(session(cfg, start, engine, sources, (pcap, plot)))
+    Ok((engine, sources, start))
 }
 
-/// Opens `--write`'s first file and `--plot`'s.
-fn open_outputs(cfg: &RunConfig) -> Result<(Option<PcapFiles>, Option<Output>), SetupError> {
+/// The outputs a run opens before it attaches.
+struct Outputs {
+    pcap: Option<PcapFiles>,
+    plot: Option<Output>,
+    metrics: Option<MetricsSink>,
+    ipfix: Option<IpfixSink>,
+}
+
+/// Opens `--write`'s first file (naming `ifaces`), `--plot`'s, binds
+/// `--metrics`' address and starts serving it, and opens `--ipfix`'s socket.
+fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupError> {
     // AF_XDP delivers whole frames: the pcap's snaplen is then the frame size.
     let snaplen = cfg.afxdp.map_or(cfg.settings.snaplen, |x| x.sizes.frame);
     let pcap = match cfg.write.as_deref() {
@@ -365,8 +488,15 @@ fn open_outputs(cfg: &RunConfig) -> Result<(Option<PcapFiles>, Option<Output>), 
             let first = cfg.rotation.file_name(base, 0, now);
             let out = Output::create(&first).map_err(PcapError::from)?;
             note(&out);
-            let writer = PcapWriter::new(out, snaplen)?;
-            let files = PcapFiles::new(writer, base.to_owned(), cfg.rotation, snaplen, now);
+            let writer = PcapWriter::for_interfaces(out, snaplen, ifaces)?;
+            let files = PcapFiles::new(
+                writer,
+                base.to_owned(),
+                cfg.rotation,
+                snaplen,
+                ifaces.clone(),
+                now,
+            );
             Some(files)
         }
         None => None,
@@ -379,7 +509,23 @@ fn open_outputs(cfg: &RunConfig) -> Result<(Option<PcapFiles>, Option<Output>), 
         }
         None => None,
     };
-    Ok((pcap, plot))
+    let metrics = match cfg.metrics {
+        Some((addr, rules)) => Some(MetricsSink::serve(addr, rules).map_err(SetupError::Metrics)?),
+        None => None,
+    };
+    let ipfix = match &cfg.ipfix {
+        Some(x) => Some(
+            IpfixSink::open(x, Arc::clone(&cfg.rules), cfg.settings.top)
+                .map_err(SetupError::Ipfix)?,
+        ),
+        None => None,
+    };
+    Ok(Outputs {
+        pcap,
+        plot,
+        metrics,
+        ipfix,
+    })
 }
 
 /// Says on stderr what a user should know about an output.
@@ -401,11 +547,7 @@ struct SocketPlan {
 /// How many sockets `--afxdp` opens on `iface`: one per receive queue, or
 /// `--queues`.
 fn plan_sockets(afxdp: Afxdp, iface: &str) -> Result<SocketPlan, SetupError> {
-    let ifindex = netlink::ifindex(iface).ok_or_else(|| {
-        SetupError::NoSuchInterface(Box::new(EngineError::NoSuchInterface {
-            iface: iface.to_owned(),
-        }))
-    })?;
+    let ifindex = netlink::ifindex(iface).ok_or_else(|| no_such(iface))?;
     let available = netlink::rx_queues(iface, ifindex).map_err(|source| SetupError::Queues {
         iface: iface.to_owned(),
         source,
@@ -451,11 +593,13 @@ fn open_sockets(
 
 /// The outputs `cfg` asks for: the report always, packet lines, the pcap
 /// file and the plot when asked.
-fn sinks<'a>(
-    cfg: &'a RunConfig,
-    pcap: Option<PcapFiles>,
-    plot: Option<Output>,
-) -> Vec<Box<dyn Sink + 'a>> {
+fn sinks<'a>(cfg: &'a RunConfig, outputs: Outputs) -> Vec<Box<dyn Sink + 'a>> {
+    let Outputs {
+        pcap,
+        plot,
+        metrics,
+        ipfix,
+    } = outputs;
     let mut sinks: Vec<Box<dyn Sink + 'a>> = Vec::new();
     // Packet lines own stdout in text mode, and so does a pcap written to
     // `-w -`; the report moves to stderr.
@@ -478,6 +622,12 @@ fn sinks<'a>(
     }
     if let Some(plot) = plot {
         sinks.push(Box::new(PlotSink::new(plot)));
+    }
+    if let Some(metrics) = metrics {
+        sinks.push(Box::new(metrics));
+    }
+    if let Some(ipfix) = ipfix {
+        sinks.push(Box::new(ipfix));
     }
     sinks
 }

@@ -147,6 +147,7 @@ fn start() -> Start {
         rules_v6: 0,
         default: Action::Capture,
         afxdp: None,
+        ifaces: Vec::new(),
     }
 }
 

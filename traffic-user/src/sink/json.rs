@@ -40,6 +40,41 @@ pub struct Start {
     pub default: Action,
     /// AF_XDP sockets, with `--afxdp`.
     pub afxdp: Option<AfxdpStart>,
+    /// Every interface of a run on more than one, the first being the one
+    /// above; empty for one interface.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ifaces: Vec<IfaceStart>,
+}
+
+/// One interface of a run on several, in the start line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IfaceStart {
+    /// The interface.
+    pub iface: String,
+    /// Its index.
+    pub ifindex: u32,
+    /// The mode attached in.
+    pub mode: AttachMode,
+    /// Modes refused before, with the reason.
+    pub refused: Vec<Refused>,
+    /// The program `--force` removed.
+    pub replaced: Option<String>,
+    /// AF_XDP sockets, with `--afxdp`.
+    pub afxdp: Option<AfxdpStart>,
+}
+
+impl Start {
+    /// The interfaces of the run: `ifaces`, or the one of the line.
+    pub fn each(&self) -> Vec<(String, u32)> {
+        if self.ifaces.is_empty() {
+            vec![(self.iface.clone(), self.ifindex)]
+        } else {
+            self.ifaces
+                .iter()
+                .map(|i| (i.iface.clone(), i.ifindex))
+                .collect()
+        }
+    }
 }
 
 /// How AF_XDP was set up, in the start line.
@@ -85,6 +120,9 @@ pub struct IntervalReport {
     /// The sources with the most packets in the interval (`--top`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top: Option<TopReport>,
+    /// Each interface's counts, in a run on more than one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ifaces: Vec<super::IfaceCounts>,
 }
 
 /// One rule's counts (`rules` arrays).
@@ -172,6 +210,9 @@ pub struct SummaryReport {
     /// The sources with the most packets over the run (`--top`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top: Option<TopReport>,
+    /// Each interface's counts, in a run on more than one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ifaces: Vec<super::IfaceCounts>,
 }
 
 /// One line of `--json` output.
@@ -227,6 +268,9 @@ pub struct PacketLine {
     pub ts: f64,
     /// The interface the packet arrived on.
     pub ifindex: u32,
+    /// Its name, in a run on several interfaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
     /// Its receive queue.
     pub rx_queue: u32,
     /// The outer VLAN id.

@@ -119,6 +119,12 @@ impl Latency {
         p
     }
 
+    /// The run's histogram up to the end of the last interval
+    /// ([`Latency::take_interval`]).
+    pub fn run_histogram(&self) -> &Histogram<u64> {
+        &self.total
+    }
+
     /// The whole run's percentiles, the current interval included.
     pub fn total(&self) -> Percentiles {
         percentiles(&self.total_histogram())

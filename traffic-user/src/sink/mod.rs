@@ -12,16 +12,23 @@
 //! - [`pcap`]: a pcap file of the captured packets.
 //! - [`print`](mod@print): one line (or JSON object) per packet.
 //! - [`plot`]: an SVG of the run.
+//! - [`metrics`]: Prometheus metrics over HTTP (`--metrics`).
+//! - [`ipfix`]: IPFIX flow records to a collector (`--ipfix`).
 
 pub mod file;
+pub mod ipfix;
 pub mod json;
 pub mod latency;
+pub mod metrics;
 pub mod pcap;
 pub mod plot;
 pub mod print;
 pub mod report;
 
 use std::{io, sync::Arc, time::Duration};
+
+use hdrhistogram::Histogram;
+use traffic_common::{Count, TopKey};
 
 use crate::{rules::RuleSet, source::Captured};
 
@@ -102,6 +109,40 @@ pub struct Interval<'a> {
     pub rules: &'a [json::RuleRow],
     /// The interval's top talkers (`--top`).
     pub top: Option<&'a json::TopReport>,
+    /// Each interface's counts, when the run has more than one.
+    pub ifaces: &'a [IfaceCounts],
+    /// Every source counted in the interval, per interface (`--ipfix`):
+    /// with the untracked packets of `counts` (or of each of `ifaces`),
+    /// they add up to the IP packets of the interval.
+    pub flows: Option<&'a [Flow]>,
+    /// Delivery latency over the run so far, this interval included.
+    pub latency_run: &'a Histogram<u64>,
+    /// AF_XDP per-queue counts since the start (`--afxdp`).
+    pub queues: &'a [QueueReport],
+}
+
+/// One interface's counts, in a run on several (`ifaces` arrays).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IfaceCounts {
+    /// The interface.
+    pub iface: String,
+    /// Its index.
+    pub ifindex: u32,
+    /// Its counts, as the run's.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// The packets and bytes of one source (or `--top-prefix` prefix) on one
+/// interface in one interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// The interface it arrived on.
+    pub ifindex: u32,
+    /// The source.
+    pub key: TopKey,
+    /// Its packets and bytes.
+    pub count: Count,
 }
 
 /// The end of a run.
@@ -123,6 +164,8 @@ pub struct Summary<'a> {
     pub rules: &'a [json::RuleRow],
     /// The run's top talkers (`--top`).
     pub top: Option<&'a json::TopReport>,
+    /// Each interface's counts, when the run has more than one.
+    pub ifaces: &'a [IfaceCounts],
 }
 
 /// An output that failed during a run, as the summary reports it.

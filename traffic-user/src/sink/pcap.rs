@@ -1,5 +1,7 @@
 //! Writing captured frames as a pcap file (nanosecond timestamps), which
-//! tcpdump, tshark and Wireshark read.
+//! tcpdump, tshark and Wireshark read; for a run on several interfaces, as
+//! pcapng with one interface description block per interface, so that
+//! every frame says where it arrived.
 
 use std::{
     fs::File,
@@ -36,12 +38,34 @@ pub enum PcapError {
 /// packets (see [`PcapWriter::flush`]), whichever comes first.
 const BUFFER: usize = 1 << 20;
 
-/// A pcap file being written.
+/// The interfaces a capture file names: one means pcap, more mean pcapng
+/// with an interface description block each, in this order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Interfaces(pub Vec<(String, u32)>);
+
+impl Interfaces {
+    /// Whether the file is pcapng.
+    pub fn is_ng(&self) -> bool {
+        self.0.len() > 1
+    }
+
+    /// The pcapng interface ID of interface `ifindex` (0 when unknown).
+    fn id(&self, ifindex: u32) -> u32 {
+        self.0
+            .iter()
+            .position(|(_, i)| *i == ifindex)
+            .map_or(0, |p| p as u32)
+    }
+}
+
+/// A pcap (or, for several interfaces, pcapng) file being written.
 pub struct PcapWriter {
     file: File,
     /// Records not yet written; one copy per record, no allocation.
     buf: Vec<u8>,
     path: PathBuf,
+    /// pcapng's interfaces, when the file is pcapng.
+    ng: Option<Interfaces>,
     /// Frames written.
     pub frames: u64,
     /// Bytes written, the header included.
@@ -60,22 +84,35 @@ impl PcapWriter {
         Self::new(Output::create(path)?, snaplen)
     }
 
-    /// Writes the header to an opened output.
+    /// Writes the pcap header to an opened output.
     ///
     /// # Errors
     ///
     /// When writing fails.
     pub fn new(output: Output, snaplen: u32) -> Result<Self, PcapError> {
+        Self::for_interfaces(output, snaplen, &Interfaces::default())
+    }
+
+    /// Writes the header of a file of frames from `ifaces` to an opened
+    /// output: pcap for one interface, pcapng (a section header and one
+    /// interface description block per interface, nanosecond timestamps)
+    /// for more.
+    ///
+    /// # Errors
+    ///
+    /// When writing fails.
+    pub fn for_interfaces(
+        output: Output,
+        snaplen: u32,
+        ifaces: &Interfaces,
+    ) -> Result<Self, PcapError> {
         let path = output.path;
         let file = output.file;
-        let mut header = Vec::with_capacity(24);
-        header.extend_from_slice(&MAGIC_NS.to_ne_bytes());
-        header.extend_from_slice(&2u16.to_ne_bytes());
-        header.extend_from_slice(&4u16.to_ne_bytes());
-        header.extend_from_slice(&0i32.to_ne_bytes()); // thiszone
-        header.extend_from_slice(&0u32.to_ne_bytes()); // sigfigs
-        header.extend_from_slice(&snaplen.to_ne_bytes());
-        header.extend_from_slice(&LINKTYPE_ETHERNET.to_ne_bytes());
+        let header = if ifaces.is_ng() {
+            ng_header(snaplen, ifaces)
+        } else {
+            pcap_header(snaplen)
+        };
         // Buffered like the records: a disk that is full is found by the
         // first flush, while the run goes on, as for any later write.
         let mut buf = Vec::with_capacity(BUFFER);
@@ -84,40 +121,64 @@ impl PcapWriter {
             file,
             buf,
             path,
+            ng: ifaces.is_ng().then(|| ifaces.clone()),
             frames: 0,
             bytes: header.len() as u64,
         })
     }
 
-    /// Appends one frame: `data` is what was captured of a frame of
-    /// `wire_len` bytes, seen at Unix time `ts`.
+    /// Adds one record (buffered) of a frame from interface `ifindex`.
     ///
     /// # Errors
     ///
-    /// When writing fails.
-    pub fn write(&mut self, ts: Duration, wire_len: u32, data: &[u8]) -> Result<(), PcapError> {
-        let len = 16 + data.len();
+    /// When flushing the buffer fails.
+    pub fn write(
+        &mut self,
+        ts: Duration,
+        wire_len: u32,
+        data: &[u8],
+        ifindex: u32,
+    ) -> Result<(), PcapError> {
+        let cap = data.len() as u32;
+        let wire = wire_len.max(cap);
+        let len = match &self.ng {
+            None => 16 + data.len(),
+            Some(_) => 32 + data.len().next_multiple_of(4),
+        };
         if self.buf.len() + len > BUFFER {
             self.flush()?;
         }
-        let cap = data.len() as u32;
-        let rec: [u32; 4] = [
-            ts.as_secs() as u32,
-            ts.subsec_nanos(),
-            cap,
-            wire_len.max(cap),
-        ];
-        self.buf.extend_from_slice(bytemuck::bytes_of(&rec));
-        self.buf.extend_from_slice(data);
+        match &self.ng {
+            None => {
+                let rec: [u32; 4] = [ts.as_secs() as u32, ts.subsec_nanos(), cap, wire];
+                self.buf.extend_from_slice(bytemuck::bytes_of(&rec));
+                self.buf.extend_from_slice(data);
+            }
+            Some(ifaces) => {
+                let ns = ts.as_nanos() as u64;
+                let head: [u32; 7] = [
+                    EPB,
+                    len as u32,
+                    ifaces.id(ifindex),
+                    (ns >> 32) as u32,
+                    ns as u32,
+                    cap,
+                    wire,
+                ];
+                self.buf.extend_from_slice(bytemuck::bytes_of(&head));
+                self.buf.extend_from_slice(data);
+                self.buf.resize(
+                    self.buf.len() + data.len().next_multiple_of(4) - data.len(),
+                    0,
+                );
+                self.buf.extend_from_slice(&(len as u32).to_ne_bytes());
+            }
+        }
         self.frames += 1;
         self.bytes += len as u64;
         Ok(())
     }
 
-    /// Pushes buffered frames to the file.
-    ///
-    /// # Errors
-    ///
     /// When writing fails.
     pub fn flush(&mut self) -> Result<(), PcapError> {
         if self.buf.is_empty() {
@@ -132,6 +193,67 @@ impl PcapWriter {
             source,
         })
     }
+}
+
+/// pcapng's block types.
+const SHB: u32 = 0x0A0D_0D0A;
+const IDB: u32 = 1;
+const EPB: u32 = 6;
+
+/// The pcap file header: nanosecond timestamps, Ethernet.
+fn pcap_header(snaplen: u32) -> Vec<u8> {
+    let mut header = Vec::with_capacity(24);
+    header.extend_from_slice(&MAGIC_NS.to_ne_bytes());
+    header.extend_from_slice(&2u16.to_ne_bytes());
+    header.extend_from_slice(&4u16.to_ne_bytes());
+    header.extend_from_slice(&0i32.to_ne_bytes()); // thiszone
+    header.extend_from_slice(&0u32.to_ne_bytes()); // sigfigs
+    header.extend_from_slice(&snaplen.to_ne_bytes());
+    header.extend_from_slice(&LINKTYPE_ETHERNET.to_ne_bytes());
+    header
+}
+
+/// A pcapng option: code, length, value padded to 4 bytes.
+fn ng_option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
+    out.extend_from_slice(&code.to_ne_bytes());
+    out.extend_from_slice(&(value.len() as u16).to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len() + value.len().next_multiple_of(4) - value.len(), 0);
+}
+
+/// A pcapng block of `kind` around `body`.
+fn ng_block(out: &mut Vec<u8>, kind: u32, body: &[u8]) {
+    let len = (12 + body.len()) as u32;
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(&len.to_ne_bytes());
+    out.extend_from_slice(body);
+    out.extend_from_slice(&len.to_ne_bytes());
+}
+
+/// A pcapng section header and one interface description block per
+/// interface (Ethernet, `if_name`, nanosecond `if_tsresol`).
+fn ng_header(snaplen: u32, ifaces: &Interfaces) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut body = Vec::new();
+    body.extend_from_slice(&0x1A2B_3C4Du32.to_ne_bytes());
+    body.extend_from_slice(&1u16.to_ne_bytes());
+    body.extend_from_slice(&0u16.to_ne_bytes());
+    body.extend_from_slice(&(-1i64).to_ne_bytes()); // section length unknown
+    let app = concat!("traffic ", env!("CARGO_PKG_VERSION"));
+    ng_option(&mut body, 4, app.as_bytes()); // shb_userappl
+    ng_option(&mut body, 0, &[]);
+    ng_block(&mut out, SHB, &body);
+    for (name, _) in &ifaces.0 {
+        body.clear();
+        body.extend_from_slice(&(LINKTYPE_ETHERNET as u16).to_ne_bytes());
+        body.extend_from_slice(&0u16.to_ne_bytes());
+        body.extend_from_slice(&snaplen.to_ne_bytes());
+        ng_option(&mut body, 2, name.as_bytes()); // if_name
+        ng_option(&mut body, 9, &[9]); // if_tsresol: nanoseconds
+        ng_option(&mut body, 0, &[]);
+        ng_block(&mut out, IDB, &body);
+    }
+    out
 }
 
 impl Drop for PcapWriter {
@@ -215,6 +337,8 @@ pub struct PcapFiles {
     base: PathBuf,
     rotation: Rotation,
     snaplen: u32,
+    /// The interfaces every file names.
+    ifaces: Interfaces,
     /// Files started so far, the current one included.
     files: u32,
     /// When the current file was started (Unix time), for `-G`.
@@ -225,12 +349,13 @@ pub struct PcapFiles {
 
 impl PcapFiles {
     /// Starts with `first`, opened before the run as `rotation`'s file 0
-    /// of `base`, started at `now`.
+    /// of `base` naming `ifaces`, started at `now`.
     pub fn new(
         first: PcapWriter,
         base: PathBuf,
         rotation: Rotation,
         snaplen: u32,
+        ifaces: Interfaces,
         now: Duration,
     ) -> Self {
         Self {
@@ -238,6 +363,7 @@ impl PcapFiles {
             base,
             rotation,
             snaplen,
+            ifaces,
             files: 1,
             started: now,
             done: false,
@@ -254,7 +380,8 @@ impl PcapFiles {
             _ => self.files,
         };
         let name = self.rotation.file_name(&self.base, n, now);
-        self.current = PcapWriter::create(&name, self.snaplen)?;
+        self.current =
+            PcapWriter::for_interfaces(Output::create(&name)?, self.snaplen, &self.ifaces)?;
         self.files += 1;
         self.started = now;
         Ok(())
@@ -289,7 +416,7 @@ impl super::Sink for PcapFiles {
             }
             self.rotate(p.ts)?;
         }
-        Ok(self.current.write(p.ts, p.wire_len, p.data)?)
+        Ok(self.current.write(p.ts, p.wire_len, p.data, p.ifindex)?)
     }
 
     fn interval(&mut self, _: &super::Interval<'_>) -> Result<(), super::SinkError> {
@@ -323,7 +450,7 @@ mod tests {
         let dir = temp("records");
         let path = dir.join("out.pcap");
         let mut w = PcapWriter::create(&path, 256).unwrap();
-        w.write(Duration::new(1_700_000_000, 123_456_789), 60, &[1, 2, 3])
+        w.write(Duration::new(1_700_000_000, 123_456_789), 60, &[1, 2, 3], 0)
             .unwrap();
         w.flush().unwrap();
         let bytes = std::fs::read(&path).unwrap();

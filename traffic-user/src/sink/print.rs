@@ -143,6 +143,7 @@ pub fn packet_line(p: &Captured<'_>, rules: &RuleSet) -> PacketLine {
     PacketLine {
         ts: p.ts.as_secs_f64(),
         ifindex: p.ifindex,
+        iface: None,
         rx_queue: p.rx_queue,
         vlan: pkt.vlan_id,
         src: pkt.src,
@@ -169,6 +170,9 @@ pub struct Printer {
     /// names its rule from the set of the table that classified it, which
     /// after a reload may not be the set in force.
     tables: [Arc<RuleSet>; 2],
+    /// Interface names by index, in a run on several: each line names its
+    /// packet's, as `tcpdump -i any` does.
+    names: Vec<(u32, String)>,
 }
 
 impl Printer {
@@ -179,7 +183,16 @@ impl Printer {
             out: BufWriter::with_capacity(1 << 16, io::stdout()),
             format,
             tables: [Arc::clone(&rules), rules],
+            names: Vec::new(),
         }
+    }
+
+    /// The name of interface `ifindex`, in a run on several.
+    fn iface(&self, ifindex: u32) -> Option<String> {
+        self.names
+            .iter()
+            .find(|(i, _)| *i == ifindex)
+            .map(|(_, n)| n.clone())
     }
 
     /// The rules of the table that classified `p`.
@@ -192,6 +205,13 @@ impl Printer {
 }
 
 impl Sink for Printer {
+    fn start(&mut self, start: &super::Start) -> Result<(), SinkError> {
+        if !start.ifaces.is_empty() {
+            self.names = start.each().into_iter().map(|(n, i)| (i, n)).collect();
+        }
+        Ok(())
+    }
+
     fn reload(&mut self, r: &super::ReloadReport, rules: &Arc<RuleSet>) -> Result<(), SinkError> {
         if let Some(t) = r.table {
             self.tables[t as usize & 1] = Arc::clone(rules);
@@ -201,13 +221,21 @@ impl Sink for Printer {
 
     fn packet(&mut self, p: &Captured<'_>) -> Result<(), SinkError> {
         let rules = self.rules_of(p);
+        let iface = self.iface(p.ifindex);
         let written = match self.format {
             Format::Table => {
                 let text = line(p, rules);
-                writeln!(self.out, "{text}")
+                match (iface, text.split_once(' ')) {
+                    (Some(iface), Some((time, rest))) => {
+                        writeln!(self.out, "{time} {iface} {rest}")
+                    }
+                    _ => writeln!(self.out, "{text}"),
+                }
             }
             Format::Json => {
-                let line = Line::Packet(packet_line(p, rules));
+                let mut packet = packet_line(p, rules);
+                packet.iface = iface;
+                let line = Line::Packet(packet);
                 serde_json::to_writer(&mut self.out, &line)
                     .map_err(io::Error::from)
                     .and_then(|()| writeln!(self.out))

@@ -208,10 +208,22 @@ impl<W: Write> Reporter<W> {
                         start.iface, start.rules_v4, start.rules_v6, start.default
                     );
                 }
+                let each: Vec<String> = if start.ifaces.is_empty() {
+                    vec![format!("{} in {} mode", start.iface, start.mode)]
+                } else {
+                    start
+                        .ifaces
+                        .iter()
+                        .map(|i| format!("{} in {} mode", i.iface, i.mode))
+                        .collect()
+                };
                 writeln!(
                     note,
-                    "traffic: attached to {} in {} mode; {} IPv4 and {} IPv6 rules, default {}; Ctrl-C to stop",
-                    start.iface, start.mode, start.rules_v4, start.rules_v6, start.default
+                    "traffic: attached to {}; {} IPv4 and {} IPv6 rules, default {}; Ctrl-C to stop",
+                    each.join(" and "),
+                    start.rules_v4,
+                    start.rules_v6,
+                    start.default
                 )
             }
         }
@@ -242,6 +254,7 @@ impl<W: Write> Reporter<W> {
                 latency_ns: *latency,
                 rules: interval.rules.to_vec(),
                 top: interval.top.cloned(),
+                ifaces: interval.ifaces.to_vec(),
             })),
             Format::Table => {
                 if self.rows.is_multiple_of(HEADER_EVERY) {
@@ -279,6 +292,20 @@ impl<W: Write> Reporter<W> {
                     duration_text(latency.p50, latency.count),
                     duration_text(latency.p99, latency.count),
                 )?;
+                for i in interval.ifaces {
+                    let c = &i.counts;
+                    writeln!(
+                        self.out,
+                        "  {}: {} pkts/s, pass {}/s, drop {}/s, capture {}/s, events {}/s, lost {}",
+                        i.iface,
+                        si(rate(c.packets, secs)),
+                        si(rate(c.pass, secs)),
+                        si(rate(c.drop, secs)),
+                        si(rate(c.capture, secs)),
+                        si(rate(c.events, secs)),
+                        c.events_lost,
+                    )?;
+                }
                 if self.by_rule {
                     self.rule_rows(interval.rules, Some(secs), RULES_PER_INTERVAL)?;
                 }
@@ -336,6 +363,14 @@ impl<W: Write> Reporter<W> {
                 duration_text(l.p99, l.count),
                 duration_text(l.p999, l.count),
                 duration_text(l.max, l.count),
+            )?;
+        }
+        for i in &report.ifaces {
+            let c = &i.counts;
+            writeln!(
+                out,
+                "{}: {} packets, {} bytes; pass {}, drop {}, capture {}; events {} delivered, {} lost",
+                i.iface, c.packets, c.bytes, c.pass, c.drop, c.capture, c.events, c.events_lost
             )?;
         }
         for q in report.afxdp_queues.iter().flatten() {
@@ -435,6 +470,7 @@ impl<W: Write> Sink for Reporter<W> {
             failed_outputs: s.failed.to_vec(),
             rules: s.rules.to_vec(),
             top: s.top.cloned(),
+            ifaces: s.ifaces.to_vec(),
         };
         self.summary(&report).map_err(SinkError::write(self.what))
     }
@@ -459,8 +495,15 @@ mod tests {
             ts: Duration::from_secs(1_800_000_000),
             rules: &[],
             top: None,
+            ifaces: &[],
+            flows: None,
+            latency_run: &EMPTY,
+            queues: &[],
         }
     }
+
+    static EMPTY: std::sync::LazyLock<hdrhistogram::Histogram<u64>> =
+        std::sync::LazyLock::new(|| hdrhistogram::Histogram::new(2).unwrap());
 
     #[test]
     fn table_header_names_every_column() {
@@ -558,6 +601,7 @@ mod tests {
             failed_outputs: Vec::new(),
             rules: Vec::new(),
             top: None,
+            ifaces: Vec::new(),
         })
         .unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -731,6 +731,10 @@ impl Source for XskSource {
         stats.xsk_redirected.saturating_sub(self.dropped())
     }
 
+    fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
     fn dropped(&self) -> u64 {
         let d = self.drops();
         d.rx_ring_full + d.rx_dropped
@@ -747,6 +751,7 @@ impl Source for XskSource {
                 let q = s.queue();
                 let d = q.drops();
                 QueueReport {
+                    ifindex: self.ifindex,
                     queue: q.queue,
                     delivered: q.delivered,
                     rx_ring_full: d.rx_ring_full,

@@ -149,6 +149,9 @@ pub enum SourceError {
 /// One AF_XDP socket's counts, in the summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueReport {
+    /// The interface of the queue.
+    #[serde(default)]
+    pub ifindex: u32,
     /// The receive queue.
     pub queue: u32,
     /// Frames delivered.
@@ -202,5 +205,11 @@ pub trait Source {
     /// Per-queue counts, for sources that read receive queues.
     fn queues(&self) -> Vec<QueueReport> {
         Vec::new()
+    }
+
+    /// The interface whose program hands this source its packets (0 when
+    /// none: the source counts against no interface).
+    fn ifindex(&self) -> u32 {
+        0
     }
 }

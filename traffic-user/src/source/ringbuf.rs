@@ -170,6 +170,10 @@ impl Source for RingSource {
         stats.events
     }
 
+    fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
     fn interval(&mut self) {
         self.clock.resync();
     }
