@@ -6,6 +6,7 @@
 
 mod bench;
 mod build;
+mod dist;
 mod exec;
 mod run;
 mod setup;
@@ -29,6 +30,10 @@ enum Command {
     /// Measure traffic against the floor programs, xdp-filter and tcpdump;
     /// the report goes to target/bench/.
     Bench(bench::Options),
+    /// Build the release binary and put it in target/dist with its man
+    /// page, shell completions and the deployment files (systemd unit,
+    /// container file, Kubernetes DaemonSet).
+    Dist(dist::Options),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
         Command::Run(opts) => run::run(opts),
         Command::Test(opts) => test::test(&opts),
         Command::Bench(opts) => bench::bench(&opts),
+        Command::Dist(opts) => dist::dist(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

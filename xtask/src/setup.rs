@@ -224,7 +224,8 @@ pub fn ensure_commands(what_for: &str, commands: &[(&str, &str)]) -> Result<()> 
     if missing.is_empty() {
         return Ok(());
     }
-    let packages: Vec<&str> = missing.iter().map(|(_, pkg)| *pkg).collect();
+    let mut packages: Vec<&str> = missing.iter().map(|(_, pkg)| *pkg).collect();
+    packages.dedup();
     let names: Vec<&str> = missing.iter().map(|(cmd, _)| *cmd).collect();
     if !(is_root() && Path::new("/etc/debian_version").exists()) {
         bail!(

@@ -39,8 +39,27 @@ pub fn test(opts: &Options) -> Result<()> {
             ("setpriv", "util-linux"),
             // The bench tests measure xdp-filter's program beside ours.
             ("xdp-filter", "xdp-tools"),
+            // Issue 13: a real Prometheus scrapes --metrics and promtool
+            // lints it; nfcapd receives --ipfix and nfdump reads it back.
+            ("prometheus", "prometheus"),
+            ("promtool", "prometheus"),
+            ("nfcapd", "nfdump"),
+            ("nfdump", "nfdump"),
+            // The systemd unit is checked by systemd-analyze verify, and
+            // the generated man page rendered by man.
+            ("systemd-analyze", "systemd"),
+            ("man", "man-db"),
         ],
     )?;
+
+    // The man page and completions, made as `cargo xtask dist` makes them:
+    // CI proves they can be.
+    let dist = workspace_root().join("target/dist");
+    crate::dist::generate(&built.traffic, &dist)?;
+    eprintln!(
+        "xtask test: man page and shell completions made in {}",
+        dist.display()
+    );
 
     let cargo = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO"));
