@@ -240,6 +240,13 @@ pub mod top {
     /// Bitmap words (64 bits each) per side.
     pub const SEEN_WORDS: u32 = 1 << 14;
 
+    /// The part of the slot and bitmap arrays of `cpu`'s `side`: each CPU
+    /// has two parts, one per side, side 0 first.
+    #[inline(always)]
+    pub const fn part(cpu: u32, side: u32) -> u32 {
+        cpu * 2 + (side & 1)
+    }
+
     /// The hash that places a source: slot from the low bits, bitmap bit
     /// from the next ones.
     #[inline(always)]

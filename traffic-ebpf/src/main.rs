@@ -78,16 +78,25 @@ static TOP_0: PerCpuHashMap<TopKey, Count> = PerCpuHashMap::with_max_entries(1, 
 #[map(name = "TOP_1")]
 static TOP_1: PerCpuHashMap<TopKey, Count> = PerCpuHashMap::with_max_entries(1, 0);
 
-/// The top-talker slots in front of the maps ([`traffic_common::top`]),
-/// side 0's then side 1's.
+/// The top-talker slots in front of the maps ([`traffic_common::top`]):
+/// a part of [`traffic_common::top::SLOTS`] per CPU and side, CPU 0's side
+/// 0 first ([`traffic_common::top::part`]). Each CPU writes only its own
+/// parts, so nothing is shared; unlike a per-CPU array, userspace maps it
+/// (BPF_F_MMAPABLE) and reads and empties a side without a system call.
+/// The loader sets the size: possible CPUs times both sides.
 #[map(name = "TOP_SLOTS")]
-static TOP_SLOTS: PerCpuArray<TopSlot> =
-    PerCpuArray::with_max_entries(2 * traffic_common::top::SLOTS, 0);
+static TOP_SLOTS: Array<TopSlot> = Array::with_max_entries(
+    2 * traffic_common::top::SLOTS,
+    aya_ebpf::bindings::BPF_F_MMAPABLE,
+);
 
-/// Per CPU and side: a bit for each source this CPU put in the map.
+/// Per CPU and side: a bit for each source this CPU put in the map; laid
+/// out and shared with userspace as [`TOP_SLOTS`].
 #[map(name = "TOP_SEEN")]
-static TOP_SEEN: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(2 * traffic_common::top::SEEN_WORDS, 0);
+static TOP_SEEN: Array<u64> = Array::with_max_entries(
+    2 * traffic_common::top::SEEN_WORDS,
+    aya_ebpf::bindings::BPF_F_MMAPABLE,
+);
 
 /// Which top-talker map the program counts into (0 or 1).
 #[map(name = "TOP_SIDE")]
@@ -453,12 +462,18 @@ fn track(key: &TopKey, len: u64) -> bool {
 #[inline(always)]
 fn track_in<const SIDE: u32>(map: &PerCpuHashMap<TopKey, Count>, key: &TopKey, len: u64) -> bool {
     let h = top::hash(key);
+    // SAFETY: a helper without arguments.
+    let part = top::part(
+        unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() },
+        SIDE,
+    );
     // The source's slot: its own, or free to take.
-    let Some(slot) = TOP_SLOTS.get_ptr_mut(SIDE * top::SLOTS + (h as u32 & (top::SLOTS - 1)))
+    let Some(slot) = TOP_SLOTS.get_ptr_mut(part * top::SLOTS + (h as u32 & (top::SLOTS - 1)))
     else {
         return false;
     };
-    // SAFETY: this CPU's entry of a per-CPU array.
+    // SAFETY: in this CPU's part, which no other CPU writes; XDP runs with
+    // migration disabled.
     let slot = unsafe { &mut *slot };
     if slot.count.packets == 0 {
         slot.key = *key;
@@ -477,11 +492,11 @@ fn track_in<const SIDE: u32>(map: &PerCpuHashMap<TopKey, Count>, key: &TopKey, l
     // this CPU put the source (or one of the same bit) there.
     let bit = (h >> 14) as u32;
     let Some(seen) =
-        TOP_SEEN.get_ptr_mut(SIDE * top::SEEN_WORDS + ((bit >> 6) & (top::SEEN_WORDS - 1)))
+        TOP_SEEN.get_ptr_mut(part * top::SEEN_WORDS + ((bit >> 6) & (top::SEEN_WORDS - 1)))
     else {
         return false;
     };
-    // SAFETY: this CPU's entry of a per-CPU array.
+    // SAFETY: in this CPU's part, as the slot.
     let seen = unsafe { &mut *seen };
     let mask = 1u64 << (bit & 63);
     if *seen & mask != 0

@@ -27,15 +27,16 @@ use aya::{
     maps::{Map, MapData, PerCpuArray, XskMap},
     programs::{Xdp, xdp::XdpLinkId},
 };
-use std::os::fd::AsFd;
+use std::{collections::HashMap, os::fd::AsFd};
 
 use traffic_common::{
     Config, Count, CpuState, MAX_SNAPLEN, Stats, TopKey, TopSlot, names, rule_slot,
-    top::{SEEN_WORDS, SLOTS},
+    top::{self, SEEN_WORDS, SLOTS},
 };
 
 use super::{
     Attached, EngineError, EventRing, ModeChoice, attach, batch,
+    mapped::MappedArray,
     object::{self, load_program, take_map, xdp, xdp_mut},
     table::{Table, Tables},
 };
@@ -197,9 +198,14 @@ pub struct Engine {
 struct TopMaps {
     maps: [MapData; 2],
     /// The slots in front of the maps, and the bitmaps of what each CPU put
-    /// in them ([`traffic_common::top`]).
-    slots: MapData,
-    seen: MapData,
+    /// in them ([`traffic_common::top`]), mapped; and the maps themselves,
+    /// kept open.
+    slots: MappedArray<TopSlot>,
+    seen: MappedArray<u64>,
+    _arrays: [MapData; 2],
+    /// The sources of a side being read, summed over slots and CPUs; kept
+    /// from one interval to the next so that its room is made once.
+    sum: HashMap<TopKey, Count, BuildKeyHasher>,
     side: aya::maps::Array<MapData, u32>,
     full: PerCpuArray<MapData, u32>,
     in_use: u32,
@@ -273,6 +279,12 @@ impl Engine {
             },
         };
         let top_entries = settings.top.map_or(1, |t| t.capacity);
+        let cpus = batch::possible_cpus().map_err(|source| EngineError::Counters {
+            what: "list of possible CPUs",
+            source,
+        })?;
+        // Every CPU that may run the program has two parts (one per side).
+        let parts = 2 * cpus as u32;
         let mut ebpf = object::load(
             object::CLASSIFIER,
             EbpfLoader::new()
@@ -285,12 +297,16 @@ impl Engine {
                 .map_max_entries(names::TOP_1, top_entries)
                 .map_max_entries(
                     names::TOP_SLOTS,
-                    if settings.top.is_some() { 2 * SLOTS } else { 1 },
+                    if settings.top.is_some() {
+                        parts * SLOTS
+                    } else {
+                        1
+                    },
                 )
                 .map_max_entries(
                     names::TOP_SEEN,
                     if settings.top.is_some() {
-                        2 * SEEN_WORDS
+                        parts * SEEN_WORDS
                     } else {
                         1
                     },
@@ -309,23 +325,28 @@ impl Engine {
         drop(table);
         let rule_counts = raw_map(&mut ebpf, names::RULE_COUNTS)?;
         let top = match settings.top {
-            Some(_) => Some(TopMaps {
-                maps: [
-                    raw_map(&mut ebpf, names::TOP_0)?,
-                    raw_map(&mut ebpf, names::TOP_1)?,
-                ],
-                slots: raw_map(&mut ebpf, names::TOP_SLOTS)?,
-                seen: raw_map(&mut ebpf, names::TOP_SEEN)?,
-                side: take_map(&mut ebpf, names::TOP_SIDE)?,
-                full: take_map(&mut ebpf, names::TOP_FULL)?,
-                in_use: 0,
-            }),
+            Some(_) => {
+                let slots = raw_map(&mut ebpf, names::TOP_SLOTS)?;
+                let seen = raw_map(&mut ebpf, names::TOP_SEEN)?;
+                let mapped = |what| move |source| EngineError::Counters { what, source };
+                Some(TopMaps {
+                    maps: [
+                        raw_map(&mut ebpf, names::TOP_0)?,
+                        raw_map(&mut ebpf, names::TOP_1)?,
+                    ],
+                    slots: MappedArray::map(slots.fd().as_fd(), (parts * SLOTS) as usize)
+                        .map_err(mapped("top-talker slots, mapped"))?,
+                    seen: MappedArray::map(seen.fd().as_fd(), (parts * SEEN_WORDS) as usize)
+                        .map_err(mapped("top-talker bitmaps, mapped"))?,
+                    _arrays: [slots, seen],
+                    sum: HashMap::default(),
+                    side: take_map(&mut ebpf, names::TOP_SIDE)?,
+                    full: take_map(&mut ebpf, names::TOP_FULL)?,
+                    in_use: 0,
+                })
+            }
             None => None,
         };
-        let cpus = batch::possible_cpus().map_err(|source| EngineError::Counters {
-            what: "list of possible CPUs",
-            source,
-        })?;
         let stats = take_map(&mut ebpf, names::STATS)?;
         let events = EventRing::new(
             raw_map(&mut ebpf, names::EVENTS)?,
@@ -444,28 +465,27 @@ impl Engine {
         let side = side & 1;
         let err = |what| move |source| EngineError::Counters { what, source };
         // A source may be in slots of several CPUs and in the map.
-        let mut sources: std::collections::HashMap<TopKey, Count> =
-            std::collections::HashMap::new();
-        batch::read_per_cpu_array::<TopSlot>(
-            top.slots.fd().as_fd(),
-            side * SLOTS,
-            SLOTS,
-            self.cpus,
-            &mut |_, per_cpu| {
-                for slot in per_cpu.iter().filter(|s| s.count.packets > 0) {
+        let sources = &mut top.sum;
+        sources.clear();
+        let (slots, words) = (SLOTS as usize, SEEN_WORDS as usize);
+        for cpu in 0..self.cpus as u32 {
+            let part = top::part(cpu, side) as usize;
+            // The side is out of use and past its grace: the program writes
+            // none of it until it is switched back.
+            for slot in top.slots.part_mut(part * slots, slots) {
+                if slot.count.packets > 0 {
                     sources.entry(slot.key).or_default().add(&slot.count);
+                    // A slot with no packets is free; its key is overwritten
+                    // when it is taken.
+                    slot.count = Count::default();
                 }
-            },
-        )
-        .map_err(err("top-talker slots"))?;
-        batch::zero_per_cpu_array(
-            top.slots.fd().as_fd(),
-            side * SLOTS,
-            SLOTS,
-            size_of::<TopSlot>(),
-            self.cpus,
-        )
-        .map_err(err("top-talker slots"))?;
+            }
+            for word in top.seen.part_mut(part * words, words) {
+                if *word != 0 {
+                    *word = 0;
+                }
+            }
+        }
         let map = &top.maps[side as usize];
         batch::drain_per_cpu_hash::<TopKey, Count>(
             map.fd().as_fd(),
@@ -478,15 +498,7 @@ impl Engine {
             },
         )
         .map_err(err("top-talker map"))?;
-        batch::zero_per_cpu_array(
-            top.seen.fd().as_fd(),
-            side * SEEN_WORDS,
-            SEEN_WORDS,
-            size_of::<u64>(),
-            self.cpus,
-        )
-        .map_err(err("top-talker bitmaps"))?;
-        for (key, count) in &sources {
+        for (key, count) in sources.iter() {
             each(key, *count);
         }
         let zeros = aya::maps::PerCpuValues::try_from(vec![0u32; self.cpus]).map_err(|source| {
@@ -718,6 +730,61 @@ fn raw_map(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, EngineError> 
             Ok(m)
         }
         _ => Err(EngineError::Map { name, source: None }),
+    }
+}
+
+/// Hashes sources by a multiply-and-fold of their words, a fraction of
+/// SipHash's cost, from a seed drawn once per process: source addresses
+/// are chosen by whoever sends, and without the seed they cannot be chosen
+/// to collide here (in the kernel's slots they can, which costs them only
+/// a place: see [`traffic_common::top`]).
+#[derive(Clone, Copy)]
+struct BuildKeyHasher(u64);
+
+impl Default for BuildKeyHasher {
+    fn default() -> Self {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        Self(*SEED.get_or_init(|| std::hash::RandomState::new().build_hasher().finish()))
+    }
+}
+
+/// The state of [`BuildKeyHasher`]: the words of one key, folded.
+struct KeyHasher(u64);
+
+impl std::hash::BuildHasher for BuildKeyHasher {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u8(*b);
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.write_u64(u64::from(b));
+    }
+
+    fn write_u32(&mut self, w: u32) {
+        self.write_u64(u64::from(w));
+    }
+
+    fn write_u64(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(29) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_usize(&mut self, w: usize) {
+        self.write_u64(w as u64);
     }
 }
 
