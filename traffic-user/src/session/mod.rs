@@ -1018,6 +1018,7 @@ impl<'a> Session<'a> {
             ifaces,
             flows: flows.filter(|_| self.flows),
             latency_run: self.latency.run_histogram(),
+            latency_sum_s: self.latency.sum_s(),
             queues: &queues,
         };
         for slot in &mut self.sinks {

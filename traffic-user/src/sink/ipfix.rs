@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use traffic_common::TopKey;
+use traffic_common::{Count, TopKey};
 
 use super::{Flow, Interval, ReloadReport, Sink, SinkError, Start, Summary};
 use crate::{
@@ -117,6 +117,18 @@ struct Tally {
 /// Batches of records the exporter thread has not taken yet, at most.
 const QUEUE: usize = 8;
 
+/// One interval's counts, handed to the exporter thread, which makes the
+/// records: the session's thread only copies them.
+struct Batch {
+    flows: Vec<Flow>,
+    /// Per interface: packets no source could be counted for.
+    untracked: Vec<(u32, Count)>,
+    start_ms: u64,
+    end_ms: u64,
+    /// The rules in force, for each source's action.
+    rules: Arc<RuleSet>,
+}
+
 /// Datagrams sent back to back before a pause of [`PAUSE`]: a burst of a
 /// thousand would overflow a collector's socket buffer (nfcapd's default
 /// is 200 KiB), and the records would be lost there, uncounted.
@@ -128,11 +140,10 @@ const PAUSE: Duration = Duration::from_micros(500);
 /// sends them, paced, so that a slow collector never holds up the run.
 pub struct IpfixSink {
     rules: Arc<RuleSet>,
-    prefix: (u8, u8),
     /// The interfaces, for the aggregate records.
     ifaces: Vec<(String, u32)>,
     collector: SocketAddr,
-    queue: Option<std::sync::mpsc::SyncSender<Vec<Record>>>,
+    queue: Option<std::sync::mpsc::SyncSender<Batch>>,
     exporter: Option<std::thread::JoinHandle<Tally>>,
     /// Records of batches the exporter had no room for.
     dropped: u64,
@@ -193,8 +204,9 @@ impl IpfixSink {
             prefix_v4: 32,
             prefix_v6: 128,
         });
-        let (queue, batches) = std::sync::mpsc::sync_channel::<Vec<Record>>(QUEUE);
+        let (queue, batches) = std::sync::mpsc::sync_channel::<Batch>(QUEUE);
         let mut exporter = Exporter {
+            prefix: (top.prefix_v4.min(32), top.prefix_v6.min(128)),
             transport,
             collector,
             domain: cfg.domain,
@@ -206,7 +218,8 @@ impl IpfixSink {
         let exporter = std::thread::Builder::new()
             .name("ipfix".into())
             .spawn(move || {
-                for records in batches {
+                for batch in batches {
+                    let records = exporter.records(&batch);
                     exporter.export(&records);
                 }
                 exporter.tally
@@ -214,7 +227,6 @@ impl IpfixSink {
             .map_err(|e| connect_error(if cfg.tcp { "TCP" } else { "UDP" }, "", e))?;
         Ok(Self {
             rules,
-            prefix: (top.prefix_v4.min(32), top.prefix_v6.min(128)),
             ifaces: Vec::new(),
             collector,
             queue: Some(queue),
@@ -222,21 +234,24 @@ impl IpfixSink {
             dropped: 0,
         })
     }
+}
 
-    fn action_status(&self, key: &TopKey) -> u8 {
-        let action = match self.rules.lookup(key_addr(key)) {
-            Some((_, r)) => r.action,
-            None => self.rules.default_action(),
-        };
-        match action {
-            Action::Drop => DROPPED,
-            Action::Pass | Action::Capture => FORWARDED,
-        }
+/// The forwardingStatus of a source under `rules`.
+fn action_status(rules: &RuleSet, key: &TopKey) -> u8 {
+    let action = match rules.lookup(key_addr(key)) {
+        Some((_, r)) => r.action,
+        None => rules.default_action(),
+    };
+    match action {
+        Action::Drop => DROPPED,
+        Action::Pass | Action::Capture => FORWARDED,
     }
 }
 
 /// The exporter thread's side: the socket, the templates, the sequence.
 struct Exporter {
+    /// The prefix lengths sources are counted by (`--top-prefix`).
+    prefix: (u8, u8),
     transport: Transport,
     collector: SocketAddr,
     domain: u32,
@@ -249,6 +264,42 @@ struct Exporter {
 }
 
 impl Exporter {
+    /// The records of one interval: one per source and interface, one
+    /// aggregate per interface for what no source could be counted for.
+    fn records(&self, b: &Batch) -> Vec<Record> {
+        let (start_ms, end_ms) = (b.start_ms, b.end_ms);
+        let sources = b.flows.iter().map(|f| Record {
+            source: Some((
+                f.key,
+                if f.key.as_v4().is_some() {
+                    self.prefix.0
+                } else {
+                    self.prefix.1
+                },
+            )),
+            ifindex: f.ifindex,
+            status: action_status(&b.rules, &f.key),
+            packets: f.count.packets,
+            bytes: f.count.bytes,
+            start_ms,
+            end_ms,
+        });
+        let untracked = b
+            .untracked
+            .iter()
+            .filter(|(_, c)| c.packets > 0)
+            .map(|&(ifindex, c)| Record {
+                source: None,
+                ifindex,
+                status: UNKNOWN,
+                packets: c.packets,
+                bytes: c.bytes,
+                start_ms,
+                end_ms,
+            });
+        sources.chain(untracked).collect()
+    }
+
     fn max_message(&self) -> usize {
         match self.transport {
             Transport::Udp(_) => UDP_MESSAGE,
@@ -544,53 +595,39 @@ impl Sink for IpfixSink {
     }
 
     fn interval(&mut self, i: &Interval<'_>) -> Result<(), SinkError> {
-        let end_ms = i.ts.as_millis() as u64;
-        let start_ms = i.ts.saturating_sub(i.length).as_millis() as u64;
-        let flows: &[Flow] = i.flows.unwrap_or(&[]);
-        let mut records: Vec<Record> = flows
-            .iter()
-            .map(|f| Record {
-                source: Some((
-                    f.key,
-                    if f.key.as_v4().is_some() {
-                        self.prefix.0
-                    } else {
-                        self.prefix.1
-                    },
-                )),
-                ifindex: f.ifindex,
-                status: self.action_status(&f.key),
-                packets: f.count.packets,
-                bytes: f.count.bytes,
-                start_ms,
-                end_ms,
-            })
-            .collect();
-        let untracked: Vec<(u32, u64, u64)> = if i.ifaces.is_empty() {
+        let untracked: Vec<(u32, Count)> = if i.ifaces.is_empty() {
             let ifindex = self.ifaces.first().map_or(0, |(_, x)| *x);
-            vec![(ifindex, i.counts.untracked, i.counts.untracked_bytes)]
+            vec![(
+                ifindex,
+                Count {
+                    packets: i.counts.untracked,
+                    bytes: i.counts.untracked_bytes,
+                },
+            )]
         } else {
             i.ifaces
                 .iter()
-                .map(|x| (x.ifindex, x.counts.untracked, x.counts.untracked_bytes))
+                .map(|x| {
+                    (
+                        x.ifindex,
+                        Count {
+                            packets: x.counts.untracked,
+                            bytes: x.counts.untracked_bytes,
+                        },
+                    )
+                })
                 .collect()
         };
-        for (ifindex, packets, bytes) in untracked {
-            if packets > 0 {
-                records.push(Record {
-                    source: None,
-                    ifindex,
-                    status: UNKNOWN,
-                    packets,
-                    bytes,
-                    start_ms,
-                    end_ms,
-                });
-            }
-        }
-        let n = records.len() as u64;
+        let batch = Batch {
+            flows: i.flows.unwrap_or(&[]).to_vec(),
+            untracked,
+            start_ms: i.ts.saturating_sub(i.length).as_millis() as u64,
+            end_ms: i.ts.as_millis() as u64,
+            rules: Arc::clone(&self.rules),
+        };
+        let n = batch.flows.len() as u64 + batch.untracked.len() as u64;
         if let Some(queue) = &self.queue
-            && queue.try_send(records).is_err()
+            && queue.try_send(batch).is_err()
         {
             self.dropped += n;
         }

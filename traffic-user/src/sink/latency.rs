@@ -36,6 +36,9 @@ pub struct Latency {
     /// digits a bucket of a 10 ms latency is 100 µs wide), and counting them
     /// here costs a comparison where recording each cost a lookup.
     run: Run,
+    /// The sum of every latency recorded, in nanoseconds (for Prometheus'
+    /// `_sum`).
+    sum_ns: u128,
 }
 
 /// Consecutive latencies in one bucket, `lo..=hi`.
@@ -80,12 +83,19 @@ impl Latency {
             interval: histogram(),
             total: histogram(),
             run: Run::default(),
+            sum_ns: 0,
         }
+    }
+
+    /// The sum of every latency recorded so far, in seconds.
+    pub fn sum_s(&self) -> f64 {
+        self.sum_ns as f64 * 1e-9
     }
 
     /// Records one latency; values outside 1 ns..60 s are clamped.
     pub fn record(&mut self, ns: u64) {
         let ns = ns.clamp(1, MAX_NS);
+        self.sum_ns += u128::from(ns);
         let run = &mut self.run;
         if run.count > 0 && (run.lo..=run.hi).contains(&ns) {
             run.count += 1;

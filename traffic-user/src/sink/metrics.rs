@@ -1,10 +1,14 @@
 //! `--metrics ADDR:PORT`: the run's counters as Prometheus metrics, served
 //! over HTTP at `/metrics` in the text exposition format (version 0.0.4).
 //!
-//! The sink adds each interval's counts to running totals and renders the
-//! exposition once per interval; a scrape is handed the last rendering, so
-//! scraping costs the run nothing but a copy, however often it comes.
-//! Counters move once per `--interval`.
+//! The sink adds each interval's counts to running totals; a scrape renders
+//! them, once per interval at most (later scrapes of the same interval get
+//! the same page). Counters move once per `--interval`, and a run that is
+//! never scraped never renders.
+//!
+//! The server runs on a thread of its own (named `metrics`), with a tokio
+//! runtime of its own: a scrape never delays the reading of packets, and
+//! its cost shows as that thread's CPU.
 //!
 //! Labels are bounded: interfaces, actions, families, parse outcomes,
 //! queues and the rules themselves. Source addresses are never labels
@@ -28,7 +32,7 @@ use prometheus::proto::{
 };
 use tokio::sync::Semaphore;
 
-use super::{Counts, Interval, ReloadReport, Sink, SinkError, Start, Summary};
+use super::{Counts, Interval, ReloadReport, Sink, SinkError, Start};
 use crate::rules::{Action, RuleSet};
 
 /// The exposition format's content type.
@@ -62,62 +66,90 @@ pub enum MetricsError {
     },
 }
 
-/// The last rendering, shared with the server.
-type Page = Arc<Mutex<Bytes>>;
+/// The totals and their last rendering, shared with the server.
+#[derive(Default)]
+struct Shared {
+    model: Model,
+    /// The page of the totals as they are, once rendered.
+    page: Option<Bytes>,
+}
+
+type Page = Arc<Mutex<Shared>>;
 
 /// The Prometheus metrics of a run, and the server that hands them out.
 pub struct MetricsSink {
-    page: Page,
+    shared: Page,
     /// Where it listens.
     pub addr: SocketAddr,
-    server: tokio::task::JoinHandle<()>,
-    model: Model,
+    /// Ends the server when sent (or dropped).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for MetricsSink {
     fn drop(&mut self) {
-        self.server.abort();
+        drop(self.stop.take());
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
     }
 }
 
 impl MetricsSink {
-    /// Binds `addr` and serves `/metrics` on the current tokio runtime until
-    /// the sink is dropped; the first `rules` rules to match get series of
+    /// Binds `addr` and serves `/metrics` on a thread of its own until the
+    /// sink is dropped; the first `rules` rules to match get series of
     /// their own.
     ///
     /// # Errors
     ///
-    /// When `addr` cannot be bound.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime.
+    /// When `addr` cannot be bound, or the thread cannot start.
     pub fn serve(addr: SocketAddr, rules: usize) -> Result<Self, MetricsError> {
-        let bind = |addr| -> io::Result<tokio::net::TcpListener> {
-            let listener = std::net::TcpListener::bind(addr)?;
-            listener.set_nonblocking(true)?;
-            tokio::net::TcpListener::from_std(listener)
-        };
-        let listener = bind(addr).map_err(|source| MetricsError::Bind { addr, source })?;
+        let error = |source| MetricsError::Bind { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(error)?;
+        listener.set_nonblocking(true).map_err(error)?;
         let addr = listener.local_addr().unwrap_or(addr);
-        let mut model = Model {
-            rule_series: rules,
-            ..Model::default()
-        };
-        let page = Arc::new(Mutex::new(model.render()));
-        let server = tokio::spawn(serve(listener, Arc::clone(&page)));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(error)?;
+        let shared = Arc::new(Mutex::new(Shared {
+            model: Model {
+                rule_series: rules,
+                ..Model::default()
+            },
+            page: None,
+        }));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let page = Arc::clone(&shared);
+        let server = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            tokio::select! {
+                                () = serve(listener, page) => {}
+                                _ = stopped => {}
+                            }
+                        }
+                        Err(e) => log::warn!("--metrics: cannot serve: {e}"),
+                    }
+                });
+            })
+            .map_err(error)?;
         Ok(Self {
-            page,
+            shared,
             addr,
-            server,
-            model,
+            stop: Some(stop),
+            server: Some(server),
         })
     }
 
-    fn publish(&mut self) {
-        let body = self.model.render();
-        if let Ok(mut page) = self.page.lock() {
-            *page = body;
+    /// Changes the totals; the next scrape renders them.
+    fn update(&mut self, change: impl FnOnce(&mut Model)) {
+        if let Ok(mut shared) = self.shared.lock() {
+            change(&mut shared.model);
+            shared.page = None;
         }
     }
 }
@@ -179,7 +211,13 @@ fn respond<B>(req: &Request<B>, page: &Page) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/metrics" => {
-            let body = page.lock().map(|p| p.clone()).unwrap_or_default();
+            let body = page
+                .lock()
+                .map(|mut shared| {
+                    let Shared { model, page } = &mut *shared;
+                    page.get_or_insert_with(|| model.render()).clone()
+                })
+                .unwrap_or_default();
             reply(StatusCode::OK, CONTENT_TYPE, body)
         }
         "/" => reply(
@@ -214,8 +252,9 @@ struct Model {
     rule_series: usize,
     /// AF_XDP queues: (interface, queue) to their counts since the start.
     queues: BTreeMap<(String, u32), super::QueueReport>,
-    /// Delivery-latency buckets (cumulative), count and sum in seconds.
-    latency: Option<(Vec<u64>, u64, f64)>,
+    /// Delivery latency over the run (nanoseconds), as of the last
+    /// interval, and its sum in seconds: made into buckets when rendered.
+    latency: Option<(Histogram<u64>, f64)>,
     /// Reloads that put new rules in force, and that were refused.
     reloads: (u64, u64),
     /// Rules in force: IPv4, IPv6.
@@ -263,12 +302,18 @@ impl Model {
             self.queues.insert((name, q.queue), *q);
         }
         self.counts_sources |= i.top.is_some() || i.flows.is_some();
-        self.latency = Some(buckets(i.latency_run));
+        match &mut self.latency {
+            Some((h, sum)) => {
+                h.clone_from(i.latency_run);
+                *sum = i.latency_sum_s;
+            }
+            None => self.latency = Some((i.latency_run.clone(), i.latency_sum_s)),
+        }
         self.last_report = i.ts.as_secs_f64();
     }
 
     /// The exposition text of every family with a sample.
-    fn render(&mut self) -> Bytes {
+    fn render(&self) -> Bytes {
         let families = self.families();
         let mut text = String::with_capacity(16 << 10);
         match prometheus::TextEncoder::new().encode_utf8(&families, &mut text) {
@@ -458,13 +503,15 @@ impl Model {
                 ),
             ],
         );
-        if let Some((counts, count, sum)) = &self.latency {
+        if let Some((h, sum)) = &self.latency {
+            let (counts, count) = buckets(h);
+            let sum = *sum;
             f.histogram(
                 "traffic_delivery_latency_seconds",
                 "From the XDP hook to traffic reading the captured packet.",
-                counts,
-                *count,
-                *sum,
+                &counts,
+                count,
+                sum,
             );
         }
         if self.last_report > 0.0 {
@@ -479,24 +526,22 @@ impl Model {
 }
 
 /// The cumulative counts of `h` (nanoseconds) at each of
-/// [`LATENCY_BUCKETS`], its count and its sum in seconds. A value counts in
-/// the bucket of its histogram bucket's upper end (1% resolution).
-fn buckets(h: &Histogram<u64>) -> (Vec<u64>, u64, f64) {
-    let mut cumulative = vec![0u64; LATENCY_BUCKETS.len()];
-    let mut sum = 0.0;
-    for v in h.iter_recorded() {
-        let ns = h.highest_equivalent(v.value_iterated_to());
-        let n = v.count_at_value();
-        sum += ns as f64 * 1e-9 * n as f64;
-        let s = ns as f64 * 1e-9;
-        if let Some(first) = LATENCY_BUCKETS.iter().position(|&b| s <= b) {
-            cumulative[first] += n;
+/// [`LATENCY_BUCKETS`], and its count, to within the histogram's 1%
+/// resolution: a sum over each bucket's range of counts rather than a walk
+/// of every recorded value.
+fn buckets(h: &Histogram<u64>) -> (Vec<u64>, u64) {
+    let mut cumulative = Vec::with_capacity(LATENCY_BUCKETS.len());
+    let mut below = 0u64;
+    let mut low = 0u64;
+    for &le in &LATENCY_BUCKETS {
+        let high = (le * 1e9) as u64;
+        if !h.is_empty() && low <= h.max() {
+            below += h.count_between(low, high);
         }
+        cumulative.push(below);
+        low = h.next_non_equivalent(high);
     }
-    for i in 1..cumulative.len() {
-        cumulative[i] += cumulative[i - 1];
-    }
-    (cumulative, h.len(), sum)
+    (cumulative, h.len())
 }
 
 /// Metric families being built.
@@ -587,30 +632,24 @@ impl Sink for MetricsSink {
     }
 
     fn start(&mut self, start: &Start) -> Result<(), SinkError> {
-        self.model.start(start);
-        self.publish();
+        self.update(|m| m.start(start));
         Ok(())
     }
 
     fn interval(&mut self, interval: &Interval<'_>) -> Result<(), SinkError> {
-        self.model.interval(interval);
-        self.publish();
+        self.update(|m| m.interval(interval));
         Ok(())
     }
 
     fn reload(&mut self, report: &ReloadReport, _: &Arc<RuleSet>) -> Result<(), SinkError> {
-        if report.ok {
-            self.model.reloads.0 += 1;
-        } else {
-            self.model.reloads.1 += 1;
-        }
-        self.model.rules_in_force = (report.rules_v4, report.rules_v6);
-        self.publish();
-        Ok(())
-    }
-
-    fn finish(&mut self, _: &Summary<'_>) -> Result<(), SinkError> {
-        self.publish();
+        self.update(|m| {
+            if report.ok {
+                m.reloads.0 += 1;
+            } else {
+                m.reloads.1 += 1;
+            }
+            m.rules_in_force = (report.rules_v4, report.rules_v6);
+        });
         Ok(())
     }
 }
@@ -681,6 +720,7 @@ mod tests {
             ifaces: &[],
             flows: None,
             latency_run: &h,
+            latency_sum_s: 0.0,
             queues: &[],
         };
         m.interval(&interval);
@@ -751,6 +791,7 @@ mod tests {
             ifaces: &ifaces,
             flows: None,
             latency_run: &h,
+            latency_sum_s: 0.0,
             queues: &[],
         });
         let text = String::from_utf8(m.render().to_vec()).unwrap();
@@ -761,7 +802,7 @@ mod tests {
 
     #[test]
     fn answers_only_get_on_its_paths() {
-        let page: Page = Arc::new(Mutex::new(Bytes::from_static(b"x 1\n")));
+        let page: Page = Arc::new(Mutex::new(Shared::default()));
         let req = |m: Method, p: &str| Request::builder().method(m).uri(p).body(()).unwrap();
         let r = respond(&req(Method::GET, "/metrics"), &page);
         assert_eq!(r.status(), StatusCode::OK);

@@ -117,6 +117,8 @@ pub struct Interval<'a> {
     pub flows: Option<&'a [Flow]>,
     /// Delivery latency over the run so far, this interval included.
     pub latency_run: &'a Histogram<u64>,
+    /// The sum of those latencies, in seconds.
+    pub latency_sum_s: f64,
     /// AF_XDP per-queue counts since the start (`--afxdp`).
     pub queues: &'a [QueueReport],
 }

@@ -498,6 +498,7 @@ mod tests {
             ifaces: &[],
             flows: None,
             latency_run: &EMPTY,
+            latency_sum_s: 0.0,
             queues: &[],
         }
     }
