@@ -19,6 +19,7 @@ use crate::{
 };
 
 pub mod counting;
+pub mod exporters;
 pub mod kernel;
 pub mod live;
 pub mod scale;
@@ -99,6 +100,9 @@ pub struct Report {
     /// `--read` beside `tcpdump -r` and `tshark -r`.
     #[serde(default)]
     pub read: Option<counting::ReadSpeed>,
+    /// What `--metrics` and `--ipfix` add to traffic's CPU.
+    #[serde(default)]
+    pub exporters: Vec<exporters::ExportRow>,
 }
 
 /// One in-kernel figure.
@@ -219,7 +223,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let machine = machine();
     // Live runs come first: the private mount namespace the kernel part
     // enters for xdp-filter's pinned maps would hide the lab's namespaces.
-    let (live, afxdp_runs) = if args.kernel_only || args.scale || args.counting {
+    let only = args.kernel_only || args.scale || args.counting || args.exporters;
+    let (live, afxdp_runs) = if only {
         (Vec::new(), Vec::new())
     } else {
         live(args.quick)?
@@ -227,7 +232,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let mut out = io::stdout().lock();
     let bin = std::env::current_exe().map_err(write_err("the path of the traffic binary"))?;
     let bin = bin.to_string_lossy().into_owned();
-    let (counting, accuracy, read) = if args.kernel_only || args.scale {
+    let (counting, accuracy, read) = if args.kernel_only || args.scale || args.exporters {
         (Vec::new(), None, None)
     } else {
         let rows = counting::rows(args.quick, &mut out)?;
@@ -238,7 +243,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         writeln!(out, "\n{}", read_table(&read)).map_err(write_err("stdout"))?;
         (rows, Some(accuracy), Some(read))
     };
-    let (scale, million) = if args.kernel_only || args.counting {
+    let (scale, million) = if args.kernel_only || args.counting || args.exporters {
         (Vec::new(), None)
     } else {
         let rows = scale::rows(args.quick, &mut out)?;
@@ -246,7 +251,19 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         writeln!(out, "\n{}", million_table(&m)).map_err(write_err("stdout"))?;
         (rows, Some(m))
     };
-    let kernel = if args.scale || args.counting {
+    let exporters = if args.kernel_only || args.scale || args.counting {
+        Vec::new()
+    } else {
+        let rows = exporters::rows(&bin, args.quick, &live::workdir()).map_err(|source| {
+            BenchError::Live {
+                scenario: "measuring --metrics and --ipfix",
+                source,
+            }
+        })?;
+        writeln!(out, "\n{}", exporters::table(&rows)).map_err(write_err("stdout"))?;
+        rows
+    };
+    let kernel = if args.scale || args.counting || args.exporters {
         Vec::new()
     } else {
         kernel_rows(&rules, args.repeat, &mut out)?
@@ -271,6 +288,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
             counting,
             accuracy,
             read,
+            exporters,
         };
         write_report(dir, &report)?;
         writeln!(out, "report written to {}", dir.display()).map_err(write_err("stdout"))?;
@@ -869,6 +887,9 @@ fn write_report(dir: &Path, report: &Report) -> Result<(), BenchError> {
 ",
             million_table(m)
         );
+    }
+    if !report.exporters.is_empty() {
+        let _ = writeln!(md, "{}", exporters::table(&report.exporters));
     }
     write("summary.md", &md)?;
     let kernel_bars: Vec<(String, f64)> = report
