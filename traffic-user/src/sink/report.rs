@@ -374,9 +374,15 @@ impl<W: Write> Reporter<W> {
             )?;
         }
         for q in report.afxdp_queues.iter().flatten() {
+            // With several interfaces, each queue says whose it is.
+            let iface = report
+                .ifaces
+                .iter()
+                .find(|i| i.ifindex == q.ifindex)
+                .map_or(String::new(), |i| format!("{} ", i.iface));
             writeln!(
                 out,
-                "AF_XDP queue {}: {} delivered, {} dropped (RX ring full), {} dropped (no fill-ring frame)",
+                "{iface}AF_XDP queue {}: {} delivered, {} dropped (RX ring full), {} dropped (no fill-ring frame)",
                 q.queue, q.delivered, q.rx_ring_full, q.rx_dropped
             )?;
         }
