@@ -277,6 +277,22 @@ pub struct TopKey {
 }
 
 impl TopKey {
+    /// The address the key holds (the prefix's first address with
+    /// `--top-prefix`).
+    pub fn addr(&self) -> core::net::IpAddr {
+        match self.as_v4() {
+            Some(a) => core::net::IpAddr::V4(core::net::Ipv4Addr::from(a)),
+            None => {
+                let w = self.words;
+                let bits = (u128::from(w[0]) << 96)
+                    | (u128::from(w[1]) << 64)
+                    | (u128::from(w[2]) << 32)
+                    | u128::from(w[3]);
+                core::net::IpAddr::V6(core::net::Ipv6Addr::from(bits))
+            }
+        }
+    }
+
     pub const fn v4(addr: u32) -> Self {
         Self {
             words: [0, 0, 0xffff, addr],

@@ -151,17 +151,7 @@ pub struct RunConfig {
 }
 
 /// The IPFIX export of a run (`--ipfix`).
-#[derive(Debug, Clone)]
-pub struct Ipfix {
-    /// The collector, as given (`HOST:PORT`); resolved when the run starts.
-    pub collector: String,
-    /// Over TCP rather than UDP.
-    pub tcp: bool,
-    /// The observation domain ID.
-    pub domain: u32,
-    /// How often templates are sent again over UDP.
-    pub template_every: Duration,
-}
+pub type Ipfix = crate::sink::ipfix::IpfixSettings;
 
 /// `--ipfix` and its options.
 fn ipfix(args: &RunArgs, errors: &mut Vec<ConfigError>) -> Option<Ipfix> {

@@ -19,7 +19,7 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
 };
 
 use traffic_common::{Count, TopKey};
@@ -46,17 +46,7 @@ pub fn source_text(key: &TopKey, prefix_v4: u8, prefix_v6: u8) -> String {
 
 /// The address of a key.
 pub fn key_addr(key: &TopKey) -> IpAddr {
-    match key.as_v4() {
-        Some(a) => IpAddr::V4(Ipv4Addr::from(a)),
-        None => {
-            let w = key.words;
-            let bits = (u128::from(w[0]) << 96)
-                | (u128::from(w[1]) << 64)
-                | (u128::from(w[2]) << 32)
-                | u128::from(w[3]);
-            IpAddr::V6(Ipv6Addr::from(bits))
-        }
-    }
+    key.addr()
 }
 
 /// One source kept over the run.

@@ -31,11 +31,22 @@ use traffic_common::{Count, TopKey};
 
 use super::{Flow, Interval, ReloadReport, Sink, SinkError, Start, Summary};
 use crate::{
-    cli::Ipfix,
     kernel::engine::TopSettings,
     rules::{Action, RuleSet},
-    session::top::key_addr,
 };
+
+/// Where and how a run exports (`--ipfix` and its options).
+#[derive(Debug, Clone)]
+pub struct IpfixSettings {
+    /// The collector, as given (`HOST:PORT`); resolved when the run starts.
+    pub collector: String,
+    /// Over TCP rather than UDP.
+    pub tcp: bool,
+    /// The observation domain ID.
+    pub domain: u32,
+    /// How often templates are sent again over UDP.
+    pub template_every: Duration,
+}
 
 /// Template IDs.
 const IPV4: u16 = 256;
@@ -158,7 +169,7 @@ impl IpfixSink {
     ///
     /// When the collector does not resolve or cannot be reached.
     pub fn open(
-        cfg: &Ipfix,
+        cfg: &IpfixSettings,
         rules: Arc<RuleSet>,
         top: Option<TopSettings>,
     ) -> Result<Self, IpfixError> {
@@ -238,7 +249,7 @@ impl IpfixSink {
 
 /// The forwardingStatus of a source under `rules`.
 fn action_status(rules: &RuleSet, key: &TopKey) -> u8 {
-    let action = match rules.lookup(key_addr(key)) {
+    let action = match rules.lookup(key.addr()) {
         Some((_, r)) => r.action,
         None => rules.default_action(),
     };
