@@ -468,6 +468,8 @@ impl Engine {
         let sources = &mut top.sum;
         sources.clear();
         let (slots, words) = (SLOTS as usize, SEEN_WORDS as usize);
+        // Whether any CPU put a source in the map: a set bit says so.
+        let mut in_map = false;
         for cpu in 0..self.cpus as u32 {
             let part = top::part(cpu, side) as usize;
             // The side is out of use and past its grace: the program writes
@@ -482,22 +484,27 @@ impl Engine {
             }
             for word in top.seen.part_mut(part * words, words) {
                 if *word != 0 {
+                    in_map = true;
                     *word = 0;
                 }
             }
         }
-        let map = &top.maps[side as usize];
-        batch::drain_per_cpu_hash::<TopKey, Count>(
-            map.fd().as_fd(),
-            self.cpus,
-            &mut |key, per_cpu| {
-                let entry = sources.entry(*key).or_default();
-                for c in per_cpu {
-                    entry.add(c);
-                }
-            },
-        )
-        .map_err(err("top-talker map"))?;
+        // Draining walks every bucket of the map, however few it holds:
+        // skip it when no source went there.
+        if in_map {
+            let map = &top.maps[side as usize];
+            batch::drain_per_cpu_hash::<TopKey, Count>(
+                map.fd().as_fd(),
+                self.cpus,
+                &mut |key, per_cpu| {
+                    let entry = sources.entry(*key).or_default();
+                    for c in per_cpu {
+                        entry.add(c);
+                    }
+                },
+            )
+            .map_err(err("top-talker map"))?;
+        }
         for (key, count) in sources.iter() {
             each(key, *count);
         }
@@ -738,8 +745,8 @@ fn raw_map(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, EngineError> 
 /// are chosen by whoever sends, and without the seed they cannot be chosen
 /// to collide here (in the kernel's slots they can, which costs them only
 /// a place: see [`traffic_common::top`]).
-#[derive(Clone, Copy)]
-struct BuildKeyHasher(u64);
+#[derive(Clone, Copy, Debug)]
+pub struct BuildKeyHasher(u64);
 
 impl Default for BuildKeyHasher {
     fn default() -> Self {
@@ -750,7 +757,7 @@ impl Default for BuildKeyHasher {
 }
 
 /// The state of [`BuildKeyHasher`]: the words of one key, folded.
-struct KeyHasher(u64);
+pub struct KeyHasher(u64);
 
 impl std::hash::BuildHasher for BuildKeyHasher {
     type Hasher = KeyHasher;

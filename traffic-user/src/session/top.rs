@@ -25,6 +25,7 @@ use std::{
 use traffic_common::{Count, TopKey};
 
 use crate::{
+    kernel::engine::BuildKeyHasher,
     rules::RuleSet,
     sink::json::{TopReport, TopRow},
 };
@@ -61,7 +62,7 @@ struct Kept {
 #[derive(Debug)]
 pub struct SpaceSaving {
     capacity: usize,
-    kept: HashMap<TopKey, Kept>,
+    kept: HashMap<TopKey, Kept, BuildKeyHasher>,
     /// Candidates for the smallest: (packets when pushed, key); stale ones
     /// (the source counted more since, or left) are skipped when popped.
     heap: BinaryHeap<Reverse<(u64, TopKey)>>,
@@ -74,7 +75,7 @@ impl SpaceSaving {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            kept: HashMap::new(),
+            kept: HashMap::default(),
             heap: BinaryHeap::new(),
             displaced: false,
         }
@@ -138,11 +139,14 @@ impl SpaceSaving {
 
 /// Most packets first, then by address, so that ties come in a stable order.
 fn sort<T>(v: &mut [(TopKey, T)], packets: impl Fn(&T) -> u64) {
-    v.sort_by(|a, b| {
-        packets(&b.1)
-            .cmp(&packets(&a.1))
-            .then_with(|| key_addr(&a.0).cmp(&key_addr(&b.0)))
-    });
+    v.sort_by(|a, b| busier(a, b, &packets));
+}
+
+/// The order of [`sort`].
+fn busier<T>(a: &(TopKey, T), b: &(TopKey, T), packets: impl Fn(&T) -> u64) -> std::cmp::Ordering {
+    packets(&b.1)
+        .cmp(&packets(&a.1))
+        .then_with(|| key_addr(&a.0).cmp(&key_addr(&b.0)))
 }
 
 /// Top talkers for a run.
@@ -179,7 +183,11 @@ impl TopTally {
         total: u64,
         rules: &RuleSet,
     ) -> TopReport {
-        sort(&mut sources, |c| c.packets);
+        // Busiest first when the summary may fill, so that heavy sources
+        // take the room before light ones would push them out.
+        if self.run.kept.len() + sources.len() > self.run.capacity {
+            sort(&mut sources, |c| c.packets);
+        }
         for (key, count) in &sources {
             self.run.add(*key, *count);
             self.counted += count.packets;
@@ -187,6 +195,12 @@ impl TopTally {
         self.untracked.add(&untracked);
         self.counted += untracked.packets;
         let tracked = sources.len() as u64;
+        // Only the first n are reported: put them first, then in order.
+        if sources.len() > self.n && self.n > 0 {
+            sources.select_nth_unstable_by(self.n - 1, |a, b| busier(a, b, |c| c.packets));
+            sources.truncate(self.n);
+        }
+        sort(&mut sources, |c| c.packets);
         sources.truncate(self.n);
         let rows = sources
             .iter()
