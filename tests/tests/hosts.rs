@@ -581,3 +581,31 @@ fn two_interfaces_are_counted_apart_and_written_as_pcapng() {
             .collect()
     );
 }
+
+#[test]
+fn idle_connections_cannot_starve_the_metrics_endpoint() {
+    let lab = Lab::create("promidle", 1).expect("create the lab");
+    Lab::loopback_up(&lab.rx_ns).unwrap();
+    let (running, _) = Running::watch(&lab, &["--metrics", "127.0.0.1:9464"]);
+    // More silent connections than the server serves at once: each is
+    // closed when it sends no request within the header timeout.
+    let idle: Vec<std::net::TcpStream> = traffic::lab::netns::in_netns(&lab.rx_ns, || {
+        (0..40)
+            .map(|_| std::net::TcpStream::connect("127.0.0.1:9464").expect("connect"))
+            .collect()
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let answered = eventually(Duration::from_secs(20), || {
+        http_get(&lab.rx_ns, "127.0.0.1:9464", "/metrics").is_some_and(|(s, _)| s == 200)
+    });
+    assert!(answered, "no answer with 40 idle connections open");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    let (_, status, stderr) = running.stop();
+    assert!(status.success(), "{stderr}");
+}
