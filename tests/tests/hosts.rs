@@ -609,3 +609,43 @@ fn idle_connections_cannot_starve_the_metrics_endpoint() {
     let (_, status, stderr) = running.stop();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn a_tcp_collector_that_goes_away_costs_counted_records_not_the_run() {
+    let lab = Lab::create("ipfixgone", 1).expect("create the lab");
+    Lab::loopback_up(&lab.rx_ns).unwrap();
+    let listener =
+        traffic::lab::netns::in_netns(&lab.rx_ns, || std::net::TcpListener::bind("127.0.0.1:4742"))
+            .unwrap()
+            .unwrap();
+    // The collector takes the connection, reads a little, and goes away
+    // with its listening socket: reconnecting is refused from then on.
+    let collector = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let (mut s, _) = listener.accept().expect("traffic connects");
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+    });
+    let (running, _) = Running::watch(
+        &lab,
+        &[
+            "--ipfix",
+            "127.0.0.1:4742",
+            "--ipfix-tcp",
+            "--top-prefix",
+            "24",
+        ],
+    );
+    collector.join().unwrap();
+    for _ in 0..5 {
+        send(&lab, &["--count", "50", "--src", "192.0.2.0/24"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (summary, status, stderr) = running.expect_packets(250).stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary.counts.packets, 250);
+    assert!(
+        stderr.contains("flow records could not be sent to 127.0.0.1:4742"),
+        "{stderr}"
+    );
+}
