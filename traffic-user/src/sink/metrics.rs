@@ -64,6 +64,11 @@ pub enum MetricsError {
         #[source]
         source: io::Error,
     },
+    /// The server's thread or runtime could not start.
+    #[error(
+        "--metrics: the server's thread could not start ({0}); the system is out of threads or memory"
+    )]
+    Start(#[source] io::Error),
 }
 
 /// The totals and their last rendering, shared with the server.
@@ -111,7 +116,7 @@ impl MetricsSink {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(error)?;
+            .map_err(MetricsError::Start)?;
         let shared = Arc::new(Mutex::new(Shared {
             model: Model {
                 rule_series: rules,
@@ -136,7 +141,7 @@ impl MetricsSink {
                     }
                 });
             })
-            .map_err(error)?;
+            .map_err(MetricsError::Start)?;
         Ok(Self {
             shared,
             addr,
