@@ -186,10 +186,9 @@ pub struct Engine {
     top: Option<TopMaps>,
     cpus: usize,
     attached: Option<(Attached, XdpLinkId)>,
-    /// Whether the program was ever attached: packets it classified may
-    /// still be in flight just after a switch or a detach.
-    ever_attached: bool,
-    /// The interface it was last attached to (0: never).
+    /// The interface it was last attached to (0: never; no interface has
+    /// index 0). Once attached, packets it classified may still be in
+    /// flight just after a switch or a detach.
     ifindex: u32,
 }
 
@@ -368,7 +367,6 @@ impl Engine {
             top,
             cpus,
             attached: None,
-            ever_attached: false,
             ifindex: 0,
         })
     }
@@ -671,7 +669,6 @@ impl Engine {
     ) -> Result<&Attached, EngineError> {
         let program = xdp_mut(&mut self.ebpf, names::PROGRAM);
         let (attached, link) = attach::attach(program, iface, mode, force)?;
-        self.ever_attached = true;
         self.ifindex = attached.ifindex;
         Ok(&self.attached.insert((attached, link)).0)
     }
@@ -684,7 +681,7 @@ impl Engine {
 
     /// Whether the program was ever attached (see [`Engine::attach`]).
     pub fn ever_attached(&self) -> bool {
-        self.ever_attached
+        self.ifindex != 0
     }
 
     /// Where the program is attached, if it is.

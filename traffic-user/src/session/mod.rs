@@ -603,10 +603,8 @@ impl<'a> Session<'a> {
     fn first_mark(&self) -> Mark {
         let (at, ts) = self.clock.now();
         Mark {
-            stats: Stats::default(),
+            all: Part::default(),
             at: (Duration::ZERO, ts.saturating_sub(at)),
-            delivered: 0,
-            dropped: 0,
             each: vec![Part::default(); self.ifaces.len()],
         }
     }
@@ -856,29 +854,19 @@ impl<'a> Session<'a> {
             }
         }
         Mark {
-            stats,
+            all: Part {
+                stats,
+                delivered: self.delivered(),
+                dropped: self.dropped(),
+            },
             at: self.clock.now(),
-            delivered: self.delivered(),
-            dropped: self.dropped(),
             each: parts,
         }
     }
 
     /// The counts between two marks, `unread` more of them lost.
     fn counts(&self, from: &Mark, to: &Mark, unread: u64) -> Counts {
-        counts_between(
-            &Part {
-                stats: from.stats,
-                delivered: from.delivered,
-                dropped: from.dropped,
-            },
-            &Part {
-                stats: to.stats,
-                delivered: to.delivered,
-                dropped: to.dropped,
-            },
-            unread,
-        )
+        counts_between(&from.all, &to.all, unread)
     }
 
     /// Each interface's counts between two marks, `unread[i]` more of
@@ -1123,7 +1111,7 @@ impl<'a> Session<'a> {
             undecodable: self.drained.iter().map(|d| d.undecodable).sum(),
             unread,
             failed: self.sinks.into_iter().filter_map(|s| s.failed).collect(),
-            socket_drops: end.dropped,
+            socket_drops: end.all.dropped,
         })
     }
 }
@@ -1131,16 +1119,16 @@ impl<'a> Session<'a> {
 /// A reading taken at an interval's edge.
 #[derive(Clone, Debug)]
 struct Mark {
-    stats: Stats,
+    /// What every program and source had counted.
+    all: Part,
     /// When: since the start of the run, and as Unix time ([`Clock::now`]).
     at: (Duration, Duration),
-    delivered: u64,
-    dropped: u64,
     /// Each interface's part, in a run on more than one.
     each: Vec<Part>,
 }
 
-/// What one interface's program and sources had counted at a mark.
+/// What the programs and sources of the run, or of one interface, had
+/// counted at a mark.
 #[derive(Clone, Copy, Debug, Default)]
 struct Part {
     stats: Stats,

@@ -186,22 +186,14 @@ impl Printer {
             names: Vec::new(),
         }
     }
+}
 
-    /// The name of interface `ifindex`, in a run on several.
-    fn iface(&self, ifindex: u32) -> Option<String> {
-        self.names
-            .iter()
-            .find(|(i, _)| *i == ifindex)
-            .map(|(_, n)| n.clone())
-    }
-
-    /// The rules of the table that classified `p`.
-    fn rules_of(&self, p: &Captured<'_>) -> &RuleSet {
-        let table = p
-            .flags
-            .is_some_and(|f| f & traffic_common::event_flags::TABLE_1 != 0);
-        &self.tables[usize::from(table)]
-    }
+/// Of `tables`, the rules of the one that classified `p`.
+fn table_rules<'t>(tables: &'t [Arc<RuleSet>; 2], p: &Captured<'_>) -> &'t RuleSet {
+    let table = p
+        .flags
+        .is_some_and(|f| f & traffic_common::event_flags::TABLE_1 != 0);
+    &tables[usize::from(table)]
 }
 
 impl Sink for Printer {
@@ -220,25 +212,33 @@ impl Sink for Printer {
     }
 
     fn packet(&mut self, p: &Captured<'_>) -> Result<(), SinkError> {
-        let rules = self.rules_of(p);
-        let iface = self.iface(p.ifindex);
-        let written = match self.format {
+        let Self {
+            out,
+            format,
+            tables,
+            names,
+        } = self;
+        let rules = table_rules(tables, p);
+        // The name of the packet's interface, in a run on several.
+        let iface = names
+            .iter()
+            .find(|(i, _)| *i == p.ifindex)
+            .map(|(_, n)| n.as_str());
+        let written = match format {
             Format::Table => {
                 let text = line(p, rules);
                 match (iface, text.split_once(' ')) {
-                    (Some(iface), Some((time, rest))) => {
-                        writeln!(self.out, "{time} {iface} {rest}")
-                    }
-                    _ => writeln!(self.out, "{text}"),
+                    (Some(iface), Some((time, rest))) => writeln!(out, "{time} {iface} {rest}"),
+                    _ => writeln!(out, "{text}"),
                 }
             }
             Format::Json => {
                 let mut packet = packet_line(p, rules);
-                packet.iface = iface;
+                packet.iface = iface.map(str::to_owned);
                 let line = Line::Packet(packet);
-                serde_json::to_writer(&mut self.out, &line)
+                serde_json::to_writer(&mut *out, &line)
                     .map_err(io::Error::from)
-                    .and_then(|()| writeln!(self.out))
+                    .and_then(|()| writeln!(out))
             }
         };
         written.map_err(SinkError::write("stdout"))
@@ -318,12 +318,12 @@ mod tests {
         // Classified by table 0 before the swap, printed after it.
         let before = packet(event_flags::IPV4);
         assert_eq!(
-            rule_text(&before, printer.rules_of(&before)),
+            rule_text(&before, table_rules(&printer.tables, &before)),
             "capture 203.0.113.0/24"
         );
         let after = packet(event_flags::IPV4 | event_flags::TABLE_1);
         assert_eq!(
-            rule_text(&after, printer.rules_of(&after)),
+            rule_text(&after, table_rules(&printer.tables, &after)),
             "capture 203.0.113.0/25"
         );
     }
