@@ -355,11 +355,11 @@ impl Exporter {
         }
         let (messages, sequence) = b.finish();
         self.sequence = sequence;
-        for (n, m) in messages.iter().enumerate() {
+        for (n, (m, records)) in messages.iter().enumerate() {
             if n > 0 && n % BURST == 0 && matches!(self.transport, Transport::Udp(_)) {
                 std::thread::sleep(PAUSE);
             }
-            let records = u64::from(records_in(m));
+            let records = u64::from(*records);
             let result = match &mut self.transport {
                 Transport::Udp(s) => send_udp(s, m),
                 Transport::Tcp(Some(stream)) => stream.write_all(m),
@@ -413,24 +413,6 @@ fn send_udp(s: &UdpSocket, m: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Data records in a message, from its data sets' lengths.
-fn records_in(m: &[u8]) -> u32 {
-    let mut n = 0;
-    let mut at = HEADER;
-    while at + SET_HEADER <= m.len() {
-        let id = u16::from_be_bytes([m[at], m[at + 1]]);
-        let len = usize::from(u16::from_be_bytes([m[at + 2], m[at + 3]]));
-        if len < SET_HEADER {
-            break;
-        }
-        if let Some(size) = record_size(id) {
-            n += ((len - SET_HEADER) / size) as u32;
-        }
-        at += len;
-    }
-    n
-}
-
 /// One data record.
 #[derive(Clone, Copy, Debug)]
 struct Record {
@@ -480,7 +462,8 @@ struct Builder {
     message: Vec<u8>,
     /// Where the open set's header is, and its ID.
     set: Option<(usize, u16)>,
-    done: Vec<Vec<u8>>,
+    /// The messages made, each with its data records.
+    done: Vec<(Vec<u8>, u32)>,
 }
 
 impl Builder {
@@ -526,7 +509,8 @@ impl Builder {
         if self.message.len() > HEADER {
             let len = self.message.len() as u16;
             self.message[2..4].copy_from_slice(&len.to_be_bytes());
-            self.done.push(self.message.clone());
+            let message = std::mem::replace(&mut self.message, Vec::with_capacity(self.max));
+            self.done.push((message, self.records));
             self.sequence = self.sequence.wrapping_add(self.records);
         }
         self.begin();
@@ -588,8 +572,9 @@ impl Builder {
         self.records += 1;
     }
 
-    /// The messages, and the sequence number after them.
-    fn finish(mut self) -> (Vec<Vec<u8>>, u32) {
+    /// The messages, each with its data records, and the sequence number
+    /// after them.
+    fn finish(mut self) -> (Vec<(Vec<u8>, u32)>, u32) {
         self.end();
         (self.done, self.sequence)
     }
@@ -678,6 +663,24 @@ impl Sink for IpfixSink {
 mod tests {
     use super::*;
 
+    /// Data records in a message, read from its data sets' lengths.
+    fn records_in(m: &[u8]) -> u32 {
+        let mut n = 0;
+        let mut at = HEADER;
+        while at + SET_HEADER <= m.len() {
+            let id = u16::from_be_bytes([m[at], m[at + 1]]);
+            let len = usize::from(u16::from_be_bytes([m[at + 2], m[at + 3]]));
+            if len < SET_HEADER {
+                break;
+            }
+            if let Some(size) = record_size(id) {
+                n += ((len - SET_HEADER) / size) as u32;
+            }
+            at += len;
+        }
+        n
+    }
+
     fn record(i: u32) -> Record {
         Record {
             source: Some((TopKey::v4(0xc000_0200 + i), 32)),
@@ -702,19 +705,20 @@ mod tests {
         assert_eq!(sequence, 140);
         let mut next = 40;
         let mut total = 0;
-        for m in &messages {
+        for (m, records) in &messages {
             assert!(m.len() <= UDP_MESSAGE);
             assert_eq!(u16::from_be_bytes([m[0], m[1]]), 10);
             assert_eq!(usize::from(u16::from_be_bytes([m[2], m[3]])), m.len());
             assert_eq!(u32::from_be_bytes(m[8..12].try_into().unwrap()), next);
             assert_eq!(u32::from_be_bytes(m[12..16].try_into().unwrap()), 7);
             let n = records_in(m);
+            assert_eq!(n, *records, "the count the message is sent with");
             next += n;
             total += n;
         }
         assert_eq!(total, 100);
         // The templates lead the first message: set ID 2, IPv4 first.
-        let m = &messages[0];
+        let m = &messages[0].0;
         assert_eq!(u16::from_be_bytes([m[16], m[17]]), 2);
         assert_eq!(u16::from_be_bytes([m[20], m[21]]), IPV4);
         assert_eq!(u16::from_be_bytes([m[22], m[23]]), 8, "eight fields");
@@ -739,7 +743,8 @@ mod tests {
             ..record(3)
         });
         let (m, _) = b.finish();
-        let m = &m[0];
+        let (m, records) = &m[0];
+        assert_eq!(*records, 3);
         let sizes = [4 + 1 + 37, 16 + 1 + 37, 37];
         assert_eq!(
             m.len(),
