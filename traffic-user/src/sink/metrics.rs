@@ -238,17 +238,11 @@ fn respond<B>(req: &Request<B>, page: &Page) -> Response<Full<Bytes>> {
     }
 }
 
-/// Running totals of one interface.
-#[derive(Clone, Debug, Default)]
-struct Iface {
-    counts: Counts,
-}
-
 /// Everything the metrics say, as running totals.
 #[derive(Debug, Default)]
 struct Model {
-    /// Per interface, by name.
-    ifaces: BTreeMap<String, Iface>,
+    /// Per interface, by name: the counts since the start.
+    ifaces: BTreeMap<String, Counts>,
     /// Interface names by index, for the queues.
     names: BTreeMap<u32, String>,
     /// Per rule: (rule, action) to packets and bytes.
@@ -281,15 +275,14 @@ impl Model {
 
     fn interval(&mut self, i: &Interval<'_>) {
         if i.ifaces.is_empty() {
-            if let Some((_, iface)) = self.ifaces.iter_mut().next() {
-                iface.counts.accumulate(i.counts);
+            if let Some((_, counts)) = self.ifaces.iter_mut().next() {
+                counts.accumulate(i.counts);
             }
         } else {
             for each in i.ifaces {
                 self.ifaces
                     .entry(each.iface.clone())
                     .or_default()
-                    .counts
                     .accumulate(&each.counts);
             }
         }
@@ -337,8 +330,8 @@ impl Model {
         let per_iface = |get: &dyn Fn(&Counts) -> Vec<(&'static str, u64)>, label: &'static str| {
             self.ifaces
                 .iter()
-                .flat_map(|(name, i)| {
-                    get(&i.counts).into_iter().map(move |(value, n)| {
+                .flat_map(|(name, counts)| {
+                    get(counts).into_iter().map(move |(value, n)| {
                         (
                             vec![("iface", name.clone()), (label, value.to_owned())],
                             n as f64,
@@ -350,7 +343,7 @@ impl Model {
         let one = |get: &dyn Fn(&Counts) -> u64| {
             self.ifaces
                 .iter()
-                .map(|(name, i)| (vec![("iface", name.clone())], get(&i.counts) as f64))
+                .map(|(name, counts)| (vec![("iface", name.clone())], get(counts) as f64))
                 .collect::<Vec<_>>()
         };
         f.counter(
@@ -569,6 +562,26 @@ fn labels(pairs: Vec<(&'static str, String)>) -> Vec<LabelPair> {
 }
 
 impl Families {
+    /// A family of `kind` with a metric per sample, its value set by `set`.
+    fn samples(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: Samples,
+        set: impl Fn(&mut Metric, f64),
+    ) {
+        let metrics = samples
+            .into_iter()
+            .map(|(l, v)| {
+                let mut m = Metric::from_label(labels(l));
+                set(&mut m, v);
+                m
+            })
+            .collect();
+        self.family(name, help, kind, metrics);
+    }
+
     fn family(&mut self, name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) {
         if metrics.is_empty() {
             return;
@@ -582,31 +595,19 @@ impl Families {
     }
 
     fn counter(&mut self, name: &str, help: &str, samples: Samples) {
-        let metrics = samples
-            .into_iter()
-            .map(|(l, v)| {
-                let mut m = Metric::from_label(labels(l));
-                let mut c = Counter::default();
-                c.set_value(v);
-                m.set_counter(c);
-                m
-            })
-            .collect();
-        self.family(name, help, MetricType::COUNTER, metrics);
+        self.samples(name, help, MetricType::COUNTER, samples, |m, v| {
+            let mut c = Counter::default();
+            c.set_value(v);
+            m.set_counter(c);
+        });
     }
 
     fn gauge(&mut self, name: &str, help: &str, samples: Samples) {
-        let metrics = samples
-            .into_iter()
-            .map(|(l, v)| {
-                let mut m = Metric::from_label(labels(l));
-                let mut g = Gauge::default();
-                g.set_value(v);
-                m.set_gauge(g);
-                m
-            })
-            .collect();
-        self.family(name, help, MetricType::GAUGE, metrics);
+        self.samples(name, help, MetricType::GAUGE, samples, |m, v| {
+            let mut g = Gauge::default();
+            g.set_value(v);
+            m.set_gauge(g);
+        });
     }
 
     fn histogram(&mut self, name: &str, help: &str, cumulative: &[u64], count: u64, sum: f64) {
