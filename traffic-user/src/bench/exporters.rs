@@ -22,7 +22,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::live::{LiveError, Spawned, io_step, last_summary, process_cpu_s};
+use super::live::{
+    LiveError, Spawned, io_step, last_summary, process_cpu_s, run_gen, threads_cpu_s,
+};
 use crate::lab::{Lab, RX_MAC};
 
 /// The offered rate.
@@ -158,11 +160,11 @@ pub fn rows(bin: &str, quick: bool, workdir: &Path) -> Result<Vec<ExportRow>, Li
             // A scrape and an export before the measurement starts.
             std::thread::sleep(Duration::from_millis(1500));
             let before = process_cpu_s(pid);
-            let threads_before = THREADS.map(|t| thread_cpu_s(pid, t));
+            let threads_before = THREADS.map(|t| threads_cpu_s(pid, Some(t)).unwrap_or(0.0));
             let started = Instant::now();
             let sent = send(&lab, bin, seconds)?;
             let after = process_cpu_s(pid);
-            let threads_after = THREADS.map(|t| thread_cpu_s(pid, t));
+            let threads_after = THREADS.map(|t| threads_cpu_s(pid, Some(t)).unwrap_or(0.0));
             let wall = started.elapsed().as_secs_f64();
             for (i, (a, b)) in threads_before.iter().zip(&threads_after).enumerate() {
                 threads[v][i].push((b - a) * 1e3 / wall);
@@ -210,27 +212,6 @@ pub fn rows(bin: &str, quick: bool, workdir: &Path) -> Result<Vec<ExportRow>, Li
 /// session (the main thread, named after the program).
 const THREADS: [&str; 3] = ["metrics", "ipfix", "traffic"];
 
-/// CPU seconds of the threads of `pid` named `name` (0 when none).
-fn thread_cpu_s(pid: u32, name: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
-    };
-    let mut ns = 0u64;
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        ns += stat
-            .split_whitespace()
-            .next()
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    ns as f64 / 1e9
-}
-
 /// The median, NaN when there is nothing (the CPU could not be read).
 fn median(xs: &[f64]) -> f64 {
     if xs.is_empty() {
@@ -244,20 +225,13 @@ fn median(xs: &[f64]) -> f64 {
 fn send(lab: &Lab, bin: &str, seconds: u64) -> Result<u64, LiveError> {
     let mac = RX_MAC.map(|b| format!("{b:02x}")).join(":");
     let count = (RATE * seconds).to_string();
-    let out = Lab::command_in(&lab.tx_ns, bin)
-        .args(["gen", "--iface", &lab.tx_if, "--json", "--dst-mac", &mac])
-        .args(["--src", "192.0.2.0/24", "--src", "240.0.0.0/16"])
-        .args(["--zipf", "1.1", "--zipf-sources", "10000"])
-        .args(["--count", &count, "--rate", &RATE.to_string()])
-        .output()
-        .map_err(io_step("running traffic gen"))?;
-    if !out.status.success() {
-        return Err(LiveError::Generator(
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ));
-    }
-    let report: crate::lab::generator::GenReport = serde_json::from_slice(&out.stdout)
-        .map_err(|e| LiveError::Generator(format!("it printed no report ({e})")))?;
+    let report = run_gen(
+        Lab::command_in(&lab.tx_ns, bin)
+            .args(["gen", "--iface", &lab.tx_if, "--json", "--dst-mac", &mac])
+            .args(["--src", "192.0.2.0/24", "--src", "240.0.0.0/16"])
+            .args(["--zipf", "1.1", "--zipf-sources", "10000"])
+            .args(["--count", &count, "--rate", &RATE.to_string()]),
+    )?;
     Ok(report.sent)
 }
 

@@ -181,9 +181,21 @@ fn cpu_busy_jiffies() -> u64 {
 /// summed over the process's threads: `/proc/PID/stat` counts in clock
 /// ticks of 10 ms, too coarse for a capture that costs 0.05 s.
 pub(crate) fn process_cpu_s(pid: u32) -> Option<f64> {
+    threads_cpu_s(pid, None)
+}
+
+/// CPU seconds of the threads of process `pid` named `name` (all of them
+/// when `None`), as [`process_cpu_s`]; `None` when the process is gone.
+pub(crate) fn threads_cpu_s(pid: u32, name: Option<&str>) -> Option<f64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut ns = 0u64;
     for task in tasks.flatten() {
+        if let Some(name) = name {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+        }
         let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
         ns += stat
             .split_whitespace()
@@ -587,7 +599,12 @@ fn send(
     if let Some(r) = rate {
         sender.args(["--rate", &r.to_string()]);
     }
-    let out = sender.output().map_err(io_step("running traffic gen"))?;
+    run_gen(&mut sender)
+}
+
+/// Runs `cmd`, a `traffic gen --json`, and reads its report.
+pub(crate) fn run_gen(cmd: &mut Command) -> Result<GenReport, LiveError> {
+    let out = cmd.output().map_err(io_step("running traffic gen"))?;
     if !out.status.success() {
         return Err(LiveError::Generator(
             String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -14,7 +14,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::live::{LiveError, Spawned, io_step, last_summary};
+use super::live::{LiveError, Spawned, io_step, last_summary, run_gen};
 use crate::{
     lab::{Lab, RX_MAC},
     sink::json::SummaryReport,
@@ -107,19 +107,12 @@ pub fn run(
     let mac = RX_MAC.map(|b| format!("{b:02x}")).join(":");
     let mut next_sample = sample;
     for second in 1..=seconds {
-        let out = Lab::command_in(&lab.tx_ns, &bin)
-            .args(["gen", "--iface", &lab.tx_if, "--json", "--dst-mac", &mac])
-            .args(["--src", "203.0.113.0/24", "--count", &rate.to_string()])
-            .args(["--rate", &rate.to_string(), "--payload", "64"])
-            .output()
-            .map_err(io_step("running traffic gen"))?;
-        if !out.status.success() {
-            return Err(LiveError::Generator(
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ));
-        }
-        let report: crate::lab::generator::GenReport = serde_json::from_slice(&out.stdout)
-            .map_err(|e| LiveError::Generator(format!("it printed no report ({e})")))?;
+        let report = run_gen(
+            Lab::command_in(&lab.tx_ns, &bin)
+                .args(["gen", "--iface", &lab.tx_if, "--json", "--dst-mac", &mac])
+                .args(["--src", "203.0.113.0/24", "--count", &rate.to_string()])
+                .args(["--rate", &rate.to_string(), "--payload", "64"]),
+        )?;
         result.sent += report.sent;
         if second >= next_sample || second == seconds {
             let (rss, fds) = footprint(pid);
