@@ -26,6 +26,14 @@ fn setting<'a>(text: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key}= in\n{text}"))
 }
 
+/// The value given to `flag` in `args`.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .skip_while(|a| *a != flag)
+        .nth(1)
+        .map(String::as_str)
+}
+
 /// Arguments as a deployment gives them, run in the lab: the interface
 /// given there is the lab's, the rules file is `rules`, and the run lasts
 /// two seconds.
@@ -112,12 +120,9 @@ fn the_systemd_unit_verifies_and_its_capabilities_and_arguments_run_traffic() {
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    let metrics = args
-        .iter()
-        .skip_while(|a| *a != "--metrics")
-        .nth(1)
+    let metrics = flag_value(&args, "--metrics")
         .expect("the default arguments serve metrics")
-        .clone();
+        .to_owned();
 
     // The service's user: not root, with only those capabilities.
     let lab = Lab::create("unit", 1).expect("create the lab");
@@ -176,12 +181,9 @@ fn the_daemonset_parses_with_its_kinds_and_its_pod_runs_traffic() {
     assert_eq!(pod["hostNetwork"].as_bool(), Some(true));
     let container = &pod["containers"][0];
     let args = strings(&container["args"]);
-    let metrics = args
-        .iter()
-        .skip_while(|a| *a != "--metrics")
-        .nth(1)
+    let metrics = flag_value(&args, "--metrics")
         .expect("the pod serves metrics")
-        .clone();
+        .to_owned();
     assert!(
         metrics.ends_with(&format!(":{port}")),
         "{metrics} vs port {port}"

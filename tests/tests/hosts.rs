@@ -214,11 +214,10 @@ fn nfdump_sources(dir: &std::path::Path) -> HashMap<IpAddr, (u64, u64)> {
     m
 }
 
-#[test]
-fn nfcapd_receives_the_packets_and_bytes_of_every_source() {
-    let lab = Lab::create("nfcapd", 1).expect("create the lab");
-    Lab::loopback_up(&lab.rx_ns).unwrap();
-    let dir = TempDir::new("nfcapd");
+/// nfcapd on the lab's receiving loopback, port 4739, writing into a
+/// `flows` folder of a new temporary directory.
+fn nfcapd(lab: &Lab, tag: &str) -> (TempDir, std::path::PathBuf, Background) {
+    let dir = TempDir::new(tag);
     let flows = dir.0.join("flows");
     std::fs::create_dir_all(&flows).unwrap();
     let nfcapd = Background::start(
@@ -236,6 +235,14 @@ fn nfcapd_receives_the_packets_and_bytes_of_every_source() {
         ],
         &dir.0.join("nfcapd.log"),
     );
+    (dir, flows, nfcapd)
+}
+
+#[test]
+fn nfcapd_receives_the_packets_and_bytes_of_every_source() {
+    let lab = Lab::create("nfcapd", 1).expect("create the lab");
+    Lab::loopback_up(&lab.rx_ns).unwrap();
+    let (dir, flows, nfcapd) = nfcapd(&lab, "nfcapd");
     let (running, _) = Running::watch(
         &lab,
         &["--ipfix", "127.0.0.1:4739", "--drop", "198.51.100.0/24"],
@@ -267,24 +274,7 @@ fn nfcapd_receives_the_packets_and_bytes_of_every_source() {
 fn sources_with_no_room_reach_the_collector_as_one_aggregate() {
     let lab = Lab::create("nfagg", 1).expect("create the lab");
     Lab::loopback_up(&lab.rx_ns).unwrap();
-    let dir = TempDir::new("nfagg");
-    let flows = dir.0.join("flows");
-    std::fs::create_dir_all(&flows).unwrap();
-    let nfcapd = Background::start(
-        &lab.rx_ns,
-        "nfcapd",
-        &[
-            "-w",
-            flows.to_str().unwrap(),
-            "-b",
-            "127.0.0.1",
-            "-p",
-            "4739",
-            "-t",
-            "3600",
-        ],
-        &dir.0.join("nfcapd.log"),
-    );
+    let (_dir, flows, nfcapd) = nfcapd(&lab, "nfagg");
     // 32,768 sources (reserved space, only ever a source inside the lab)
     // for 16,384 slots per CPU and a map of 16: some find no room.
     let (running, _) = Running::watch(&lab, &["--ipfix", "127.0.0.1:4739", "--top-capacity", "16"]);
