@@ -637,3 +637,121 @@ fn the_kernel_walks_dense_and_sparse_tables_as_the_rule_set_looks_up() {
     }
     assert_eq!(seen.len(), 3, "every action was probed");
 }
+
+/// Issue 12: the program logs each IP frame's source for the loader to
+/// count ([`traffic_common::top`]). Through test_run on one CPU: every
+/// frame's source and length arrive exactly, IPv4 and IPv6, masked to the
+/// `--top-prefix`; a log with no room counts the frame untracked (and
+/// nothing else is lost); once read, the log has room again; and sources
+/// past `--top-capacity` in an interval are counted untracked by the loader.
+#[test]
+fn the_log_of_sources_counts_every_frame_once_and_a_full_log_untracked() {
+    use std::collections::HashMap;
+
+    use traffic::kernel::{Settings, engine::TopSettings};
+    use traffic_common::{Count, TopKey, top::LOG_UNITS};
+
+    // One CPU, so that one log fills.
+    // SAFETY: a CPU set on the stack, for this thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, size_of_val(&set), &set), 0);
+    }
+    let set = RuleSet::new(Action::Pass);
+    let load = |capacity| {
+        let settings = Settings {
+            top: Some(TopSettings {
+                capacity,
+                prefix_v4: 24,
+                prefix_v6: 64,
+            }),
+            ..Settings::default()
+        };
+        Engine::load_with(&set, &settings).unwrap()
+    };
+    let mut e = load(1 << 20);
+    let take = |e: &mut Engine| {
+        let mut got = HashMap::new();
+        e.take_sources(&mut |key: &TopKey, count: Count| {
+            assert!(
+                got.insert(*key, count).is_none(),
+                "{key:?} handed out twice"
+            );
+        });
+        got
+    };
+
+    // Sources in 256 /24s, frames of two lengths; IPv6 in 4 /64s.
+    let v4 = |i: u32| {
+        let mut f = udp(&format!("240.{}.0.{}", i % 256, i % 251), "198.51.100.1");
+        f.payload_len = 18 + (i % 2) as usize * 100;
+        f.build()
+    };
+    let v6 = |i: u32| {
+        udp(
+            &format!("2001:db8:0:{:x}::{:x}", i % 4, i + 1),
+            "2001:db8::1",
+        )
+        .build()
+    };
+    let mut want: HashMap<TopKey, Count> = HashMap::new();
+    let mut expect = |key: TopKey, frame: &[u8]| {
+        let c = want.entry(key).or_default();
+        c.packets += 1;
+        c.bytes += frame.len() as u64;
+    };
+    let before = e.stats().unwrap();
+    for i in 0..3000 {
+        let f = v4(i);
+        run(&e, &f);
+        expect(TopKey::v4(0xf000_0000 | (i % 256) << 16), &f);
+    }
+    for i in 0..100 {
+        let f = v6(i);
+        run(&e, &f);
+        expect(
+            TopKey {
+                words: [0x2001_0db8, i % 4, 0, 0],
+            },
+            &f,
+        );
+    }
+    let got = take(&mut e);
+    assert_eq!(got.len(), want.len(), "256 IPv4 /24s and 4 IPv6 /64s");
+    for (key, count) in &want {
+        assert_eq!(got.get(key), Some(count), "{}", key.addr());
+    }
+    assert_eq!(take(&mut e), HashMap::new(), "taken once");
+
+    // A full log: one unit a frame fills it; the rest are untracked.
+    let f = v4(1);
+    for _ in 0..LOG_UNITS + 10 {
+        run(&e, &f);
+    }
+    let got = take(&mut e);
+    let all: u64 = got.values().map(|c| c.packets).sum();
+    assert_eq!(all, u64::from(LOG_UNITS));
+    let s = e.stats().unwrap().since(&before);
+    assert_eq!(s.untracked, 10);
+    assert_eq!(s.untracked_bytes, 10 * f.len() as u64);
+    assert_eq!(s.packets, 3100 + u64::from(LOG_UNITS) + 10);
+    // Read, it has room again.
+    let (_, s) = run(&e, &f);
+    assert_eq!(s.untracked, 0);
+    assert_eq!(take(&mut e).values().map(|c| c.packets).sum::<u64>(), 1);
+
+    // The loader keeps --top-capacity sources an interval.
+    let mut e = load(100);
+    for i in 0..300 {
+        run(&e, &v4(i));
+    }
+    let got = take(&mut e);
+    assert_eq!(got.len(), 100);
+    let s = e.stats().unwrap();
+    assert_eq!(
+        s.untracked + got.values().map(|c| c.packets).sum::<u64>(),
+        300
+    );
+    assert!(s.untracked > 0);
+}

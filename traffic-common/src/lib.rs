@@ -44,12 +44,12 @@ pub mod names {
     /// The read-only global holding [`Config`](super::Config).
     pub const CONFIG: &str = "CONFIG";
     pub const RULE_COUNTS: &str = "RULE_COUNTS";
-    pub const TOP_0: &str = "TOP_0";
-    pub const TOP_1: &str = "TOP_1";
-    pub const TOP_SIDE: &str = "TOP_SIDE";
-    pub const TOP_FULL: &str = "TOP_FULL";
-    pub const TOP_SLOTS: &str = "TOP_SLOTS";
-    pub const TOP_SEEN: &str = "TOP_SEEN";
+    /// The per-CPU logs of sources ([`top`](super::top)): an mmapable
+    /// `Array<u64>` of [`LOG_UNITS`](super::top::LOG_UNITS) per CPU.
+    pub const TOP_LOG: &str = "TOP_LOG";
+    /// The logs' heads and tails: an mmapable `Array<u64>` of
+    /// [`POS_WORDS`](super::top::POS_WORDS) per CPU.
+    pub const TOP_POS: &str = "TOP_POS";
 }
 
 /// What the program does with a packet, as stored in a rule table leaf and
@@ -178,8 +178,8 @@ pub struct Config {
     /// Counters per rule: the number of rules each of the two tables may
     /// hold ([`rule_slot`]); 0 for no counts per rule.
     pub rule_slots: u32,
-    /// Nonzero: count packets and bytes per source address (or prefix) in
-    /// the top-talker maps.
+    /// Nonzero: log each IP packet's source address (or prefix) and length
+    /// for the loader to count ([`top`]).
     pub top: u32,
     /// The mask applied to IPv4 sources before they are counted (`--top-prefix`).
     pub top_mask_v4: u32,
@@ -224,48 +224,69 @@ pub mod rule_slot {
     }
 }
 
-/// The top-talker counters in front of the hash maps: per CPU and side, a
-/// direct-mapped array of [`top::SLOTS`] sources indexed by a hash of the
-/// source, whose first source keeps its slot for the interval (counting a
-/// source there costs one inlined array access, where the hash costs a
-/// lookup call); sources that find their slot taken go to the hash, which a
-/// bitmap of the sources each CPU put there ([`top::SEEN_WORDS`] words)
-/// spares a lookup that cannot succeed. A source may be counted in slots of
-/// several CPUs and in the hash: the loader adds them up.
+/// The sources the program counted (`--top`, `--ipfix`): per CPU, a log
+/// of the frames' sources and lengths that the loader reads and sums.
+///
+/// Counting a source in the kernel means finding its counter, and with
+/// sources spread over thousands of addresses that counter is a cache (and
+/// TLB) miss per packet: a table of counters cost 150-400 ns a packet live
+/// where the rest of the drop path costs about 100. The log is written in
+/// order, so the program touches one cache line at a time, the same one for
+/// eight IPv4 sources in a row; the loader, which reads it every few tens of
+/// milliseconds, pays for the lookups, once per frame, in its own memory.
+///
+/// Each CPU's part is a single-producer, single-consumer ring of
+/// [`LOG_UNITS`] 64-bit units: the program appends at its head and then
+/// publishes the head ([`HEAD`]); the loader reads from its tail ([`TAIL`])
+/// up to the head it read and then publishes the tail. The head and the
+/// tail are on cache lines of their own ([`POS_WORDS`] words per CPU), so
+/// the program only reads a line the loader writes once per reading. A frame
+/// that finds too little room is not logged and is counted untracked.
+///
+/// An IPv4 source takes one unit (address, length, [`TAG_V4`]); an IPv6
+/// source three (length and [`TAG_V6`], then the address's high and low
+/// halves).
 pub mod top {
-    use super::TopKey;
+    /// Units of each CPU's log: 2^18, 2 MiB. Read every
+    /// [`GATHER_EVERY_MS`], it holds 5 million IPv4 frames a second per CPU.
+    pub const LOG_UNITS: u32 = 1 << 18;
+    /// How often the loader reads the logs while packets flow.
+    pub const GATHER_EVERY_MS: u64 = 50;
+    /// Words of the position array per CPU: the head, then the tail a cache
+    /// line further.
+    pub const POS_WORDS: u32 = 16;
+    /// Where in a CPU's words the program's head is.
+    pub const HEAD: u32 = 0;
+    /// Where in a CPU's words the loader's tail is.
+    pub const TAIL: u32 = 8;
+    /// The low byte of an IPv4 unit.
+    pub const TAG_V4: u64 = 4;
+    /// The low byte of the first of an IPv6 source's three units.
+    pub const TAG_V6: u64 = 6;
+    /// The largest length a unit holds (24 bits); longer frames count as
+    /// this many bytes, which no XDP frame reaches.
+    pub const MAX_LEN: u64 = (1 << 24) - 1;
 
-    /// Slots per side.
-    pub const SLOTS: u32 = 1 << 14;
-    /// Bitmap words (64 bits each) per side.
-    pub const SEEN_WORDS: u32 = 1 << 14;
-
-    /// The part of the slot and bitmap arrays of `cpu`'s `side`: each CPU
-    /// has two parts, one per side, side 0 first.
+    /// The unit of an IPv4 source `addr` (host order) and a frame of `len`
+    /// bytes.
     #[inline(always)]
-    pub const fn part(cpu: u32, side: u32) -> u32 {
-        cpu * 2 + (side & 1)
+    pub const fn v4_unit(addr: u32, len: u64) -> u64 {
+        let len = if len > MAX_LEN { MAX_LEN } else { len };
+        ((addr as u64) << 32) | (len << 8) | TAG_V4
     }
 
-    /// The hash that places a source: slot from the low bits, bitmap bit
-    /// from the next ones.
+    /// The first unit of an IPv6 source and a frame of `len` bytes.
     #[inline(always)]
-    pub const fn hash(key: &TopKey) -> u64 {
-        let w = key.words;
-        let x = ((w[2] as u64) << 32) | w[3] as u64;
-        let y = ((w[0] as u64) << 32) | w[1] as u64;
-        let h = (x ^ y.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^ (h >> 29)
+    pub const fn v6_unit(len: u64) -> u64 {
+        let len = if len > MAX_LEN { MAX_LEN } else { len };
+        (len << 8) | TAG_V6
     }
-}
 
-/// One top-talker slot: a source and its counts on one CPU (no packets:
-/// free).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct TopSlot {
-    pub key: TopKey,
-    pub count: Count,
+    /// The length a unit holds.
+    #[inline(always)]
+    pub const fn unit_len(unit: u64) -> u64 {
+        (unit >> 8) & MAX_LEN
+    }
 }
 
 /// A top-talker key: a source address, masked to `--top-prefix`, as four
@@ -444,8 +465,9 @@ pub struct Stats {
     /// Packets to capture whose receive queue had no AF_XDP socket: passed
     /// to the stack instead.
     pub xsk_unbound: u64,
-    /// IP packets whose source the top-talker map had no room for (`--top`):
-    /// in the totals, in no source's count.
+    /// IP packets whose source could not be counted (`--top`): the log was
+    /// full, or (added by the loader) the sources of the interval were as
+    /// many as it keeps. In the totals, in no source's count.
     pub untracked: u64,
     pub untracked_bytes: u64,
     /// Bytes of well-formed IPv4 packets.
@@ -604,7 +626,7 @@ impl Stats {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Config, Count, CpuState, EventHeader, Stats, TopKey, TopSlot, XskMeta};
+    use super::{Config, Count, CpuState, EventHeader, Stats, TopKey, XskMeta};
 
     // SAFETY: each type is `#[repr(C)]`, made only of integers, and has no
     // padding (bytemuck's `Pod` derive checks this at compile time).
@@ -621,6 +643,4 @@ mod user {
     unsafe impl aya::Pod for Count {}
     // SAFETY: as above.
     unsafe impl aya::Pod for TopKey {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for TopSlot {}
 }

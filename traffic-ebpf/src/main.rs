@@ -19,12 +19,12 @@ use aya_ebpf::{
         generated::{bpf_xdp_adjust_meta, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf, XskMap},
+    maps::{Array, PerCpuArray, RingBuf, XskMap},
     programs::XdpContext,
 };
 use aya_log_ebpf::info;
 use traffic_common::{
-    Config, Count, CpuState, EventHeader, MAX_SNAPLEN, NO_RULE, TopKey, TopSlot, XskMeta, action,
+    Config, Count, CpuState, EventHeader, MAX_SNAPLEN, NO_RULE, TopKey, XskMeta, action,
     event_flags, rule_slot, table, top, why,
 };
 
@@ -70,43 +70,24 @@ static XSKS: XskMap = XskMap::with_max_entries(64, 0);
 #[map(name = "RULE_COUNTS")]
 static RULE_COUNTS: PerCpuArray<Count> = PerCpuArray::with_max_entries(1, 0);
 
-/// Packets and bytes per source (`--top`), in two maps: the program counts
-/// into the one [`TOP_SIDE`] names while the loader reads and empties the
-/// other. The loader sets their size.
-#[map(name = "TOP_0")]
-static TOP_0: PerCpuHashMap<TopKey, Count> = PerCpuHashMap::with_max_entries(1, 0);
-#[map(name = "TOP_1")]
-static TOP_1: PerCpuHashMap<TopKey, Count> = PerCpuHashMap::with_max_entries(1, 0);
-
-/// The top-talker slots in front of the maps ([`traffic_common::top`]):
-/// a part of [`traffic_common::top::SLOTS`] per CPU and side, CPU 0's side
-/// 0 first ([`traffic_common::top::part`]). Each CPU writes only its own
-/// parts, so nothing is shared; unlike a per-CPU array, userspace maps it
-/// (BPF_F_MMAPABLE) and reads and empties a side without a system call.
-/// The loader sets the size: possible CPUs times both sides.
-#[map(name = "TOP_SLOTS")]
-static TOP_SLOTS: Array<TopSlot> = Array::with_max_entries(
-    2 * traffic_common::top::SLOTS,
+/// The per-CPU logs of the sources of IP frames (`--top`, `--ipfix`):
+/// [`traffic_common::top::LOG_UNITS`] units per CPU, CPU 0's first. Each
+/// CPU writes only its own part; userspace maps the array (BPF_F_MMAPABLE)
+/// and reads it without a system call. The loader sets the size.
+#[map(name = "TOP_LOG")]
+static TOP_LOG: Array<u64> = Array::with_max_entries(
+    traffic_common::top::LOG_UNITS,
     aya_ebpf::bindings::BPF_F_MMAPABLE,
 );
 
-/// Per CPU and side: a bit for each source this CPU put in the map; laid
-/// out and shared with userspace as [`TOP_SLOTS`].
-#[map(name = "TOP_SEEN")]
-static TOP_SEEN: Array<u64> = Array::with_max_entries(
-    2 * traffic_common::top::SEEN_WORDS,
+/// Each CPU's log head (written here) and tail (written by the loader):
+/// [`traffic_common::top::POS_WORDS`] words per CPU. The loader sets the
+/// size.
+#[map(name = "TOP_POS")]
+static TOP_POS: Array<u64> = Array::with_max_entries(
+    traffic_common::top::POS_WORDS,
     aya_ebpf::bindings::BPF_F_MMAPABLE,
 );
-
-/// Which top-talker map the program counts into (0 or 1).
-#[map(name = "TOP_SIDE")]
-static TOP_SIDE: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Per CPU and side: nonzero once that map had no room for a new source,
-/// so that later new sources are counted untracked without another try.
-/// The loader clears a side's flags when it empties its map.
-#[map(name = "TOP_FULL")]
-static TOP_FULL: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
 
 /// Written by the loader before the program is loaded; read with a volatile
 /// load so the compiler cannot fold the initial value into the code.
@@ -444,102 +425,74 @@ fn count_rule(v: &Verdict, slots: u32, len: u64) {
     }
 }
 
-/// Counts a frame of `len` bytes for source `key` in the top-talker map in
-/// use; `false` when the map has no room for a new source.
-///
-/// Each map has a call site of its own: the verifier inlines a map lookup
-/// only where one map reaches the call (a call fed either map goes through
-/// the generic helper and an indirect call, about 30 ns more).
+/// Logs an IPv4 source (masked to `--top-prefix`) and a frame of `len`
+/// bytes for the loader to count; `false` when the log has no room.
 #[inline(always)]
-fn track(key: &TopKey, len: u64) -> bool {
-    if TOP_SIDE.get(0).copied().unwrap_or(0) & 1 == 0 {
-        track_in::<0>(&TOP_0, key, len)
-    } else {
-        track_in::<1>(&TOP_1, key, len)
+fn track_v4(addr: u32, len: u64) -> bool {
+    let Some((cpu, head, at)) = log_room(1) else {
+        return false;
+    };
+    if !log_put(cpu, at, top::v4_unit(addr, len)) {
+        return false;
     }
+    publish(head, at + 1);
+    true
 }
 
+/// Logs an IPv6 source (masked to `--top-prefix6`), as [`track_v4`].
 #[inline(always)]
-fn track_in<const SIDE: u32>(map: &PerCpuHashMap<TopKey, Count>, key: &TopKey, len: u64) -> bool {
-    let h = top::hash(key);
-    // SAFETY: a helper without arguments.
-    let part = top::part(
-        unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() },
-        SIDE,
-    );
-    // The source's slot: its own, or free to take.
-    let Some(slot) = TOP_SLOTS.get_ptr_mut(part * top::SLOTS + (h as u32 & (top::SLOTS - 1)))
-    else {
+fn track_v6(key: &TopKey, len: u64) -> bool {
+    let Some((cpu, head, at)) = log_room(3) else {
         return false;
     };
-    // SAFETY: in this CPU's part, which no other CPU writes; XDP runs with
-    // migration disabled.
-    let slot = unsafe { &mut *slot };
-    if slot.count.packets == 0 {
-        slot.key = *key;
-        slot.count = Count {
-            packets: 1,
-            bytes: len,
-        };
-        return true;
-    }
-    if slot.key == *key {
-        slot.count.packets += 1;
-        slot.count.bytes += len;
-        return true;
-    }
-    // Taken by another source: the hash, which is worth a look only when
-    // this CPU put the source (or one of the same bit) there.
-    let bit = (h >> 14) as u32;
-    let Some(seen) =
-        TOP_SEEN.get_ptr_mut(part * top::SEEN_WORDS + ((bit >> 6) & (top::SEEN_WORDS - 1)))
-    else {
-        return false;
-    };
-    // SAFETY: in this CPU's part, as the slot.
-    let seen = unsafe { &mut *seen };
-    let mask = 1u64 << (bit & 63);
-    if *seen & mask != 0
-        && let Some(count) = map.get_ptr_mut(key)
+    let w = key.words;
+    if !(log_put(cpu, at, top::v6_unit(len))
+        && log_put(cpu, at + 1, (u64::from(w[0]) << 32) | u64::from(w[1]))
+        && log_put(cpu, at + 2, (u64::from(w[2]) << 32) | u64::from(w[3])))
     {
-        // SAFETY: this CPU's value of a per-CPU hash entry; XDP runs with
-        // migration disabled.
-        let count = unsafe { &mut *count };
-        count.packets += 1;
-        count.bytes += len;
-        return true;
-    }
-    let Some(full) = TOP_FULL.get_ptr_mut(SIDE) else {
-        return false;
-    };
-    // SAFETY: this CPU's entry of a per-CPU array.
-    let full = unsafe { &mut *full };
-    if *full != 0 {
         return false;
     }
-    let first = Count {
-        packets: 1,
-        bytes: len,
-    };
-    match map.insert(key, &first, u64::from(aya_ebpf::bindings::BPF_NOEXIST)) {
-        Ok(()) => {
-            *seen |= mask;
-            true
-        }
-        Err(_) => {
-            // Another CPU may have added the source.
-            if let Some(count) = map.get_ptr_mut(key) {
-                // SAFETY: as above.
-                let count = unsafe { &mut *count };
-                count.packets += 1;
-                count.bytes += len;
-                *seen |= mask;
-                return true;
-            }
-            *full = 1;
-            false
-        }
+    publish(head, at + 3);
+    true
+}
+
+/// This CPU, its log's head and the head's value, when the log has room for
+/// `units` more units.
+#[inline(always)]
+fn log_room(units: u64) -> Option<(u32, *mut u64, u64)> {
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+    let head = TOP_POS.get_ptr_mut(cpu * top::POS_WORDS + top::HEAD)?;
+    let tail = TOP_POS.get_ptr(cpu * top::POS_WORDS + top::TAIL)?;
+    // SAFETY: valid map values; only this CPU writes its head (XDP runs
+    // with migration disabled), the loader writes the tail, hence volatile.
+    let (at, tail) = unsafe { (*head, core::ptr::read_volatile(tail)) };
+    if at.wrapping_sub(tail) + units > u64::from(top::LOG_UNITS) {
+        return None;
     }
+    Some((cpu, head, at))
+}
+
+/// Writes `unit` at position `at` of `cpu`'s log.
+#[inline(always)]
+fn log_put(cpu: u32, at: u64, unit: u64) -> bool {
+    let i = cpu * top::LOG_UNITS + (at as u32 & (top::LOG_UNITS - 1));
+    let Some(slot) = TOP_LOG.get_ptr_mut(i) else {
+        return false;
+    };
+    // SAFETY: a valid map value in this CPU's part, between the tail and
+    // the head the loader has not yet seen, so it does not read it.
+    // Volatile, so that it is written before the head that publishes it.
+    unsafe { core::ptr::write_volatile(slot, unit) };
+    true
+}
+
+/// Publishes the units before `at` to the loader. The stores before it are
+/// volatile, so they stay before it, and x86 keeps stores in order.
+#[inline(always)]
+fn publish(head: *mut u64, at: u64) {
+    // SAFETY: this CPU's head, as in `log_room`.
+    unsafe { core::ptr::write_volatile(head, at) };
 }
 
 /// Counts the frame exactly once and turns its action into an XDP verdict.
@@ -891,11 +844,7 @@ fn classify_ipv4(cur: &mut Cursor, rules: u32) -> Verdict {
     let (action, rule_id) = lookup_v4(rules, src);
     let frag_offset = be16(ip.frag_off) & 0x1fff;
     let cfg = config();
-    let untracked = cfg.top != 0
-        && !track(
-            &TopKey::v4(src & cfg.top_mask_v4),
-            cur.remaining_from(0) as u64,
-        );
+    let untracked = cfg.top != 0 && !track_v4(src & cfg.top_mask_v4, cur.remaining_from(0) as u64);
     let verdict = Verdict {
         outcome: Outcome::Ipv4,
         action,
@@ -959,7 +908,7 @@ fn classify_ipv6(cur: &mut Cursor, rules: u32) -> Verdict {
                 word(&ip.src, 3) & m[3],
             ],
         };
-        !track(&key, cur.remaining_from(0) as u64)
+        !track_v6(&key, cur.remaining_from(0) as u64)
     };
     let mut verdict = Verdict {
         outcome: Outcome::Ipv6,

@@ -57,6 +57,10 @@ pub struct CountingRow {
     pub live_ns: f64,
     /// Every round.
     pub live_rounds: Vec<f64>,
+    /// The loader's time per frame reading the logs of sources and summing
+    /// them (`--top`), over the live rounds; 0 for the other variants.
+    #[serde(default)]
+    pub loader_ns: f64,
 }
 
 /// Top talkers on a Zipf mix, against the truth.
@@ -125,9 +129,14 @@ fn source(i: u64, n: u64) -> u32 {
     0xf000_0000 | (spread as u32 & 0x00ff_ffff)
 }
 
+/// Frames between two readings of the logs of sources, as traffic reads
+/// them while packets flow (a log holds 262,144 IPv4 sources).
+const GATHER_FRAMES: u64 = 65_536;
+
 /// Program time per packet over `n` distinct frames by test_run, each run
-/// once per pass, the first pass not counted.
-fn test_run(engine: &Engine, n: u64, passes: u32) -> Result<f64, ScaleError> {
+/// once per pass, the first pass not counted. The logs of sources are read
+/// as traffic reads them, outside the program's time.
+fn test_run(engine: &mut Engine, n: u64, passes: u32) -> Result<f64, ScaleError> {
     let mut frame = FrameSpec::udp(
         IpAddr::V4(Ipv4Addr::from_bits(source(0, n))),
         "198.51.100.1".parse().expect("valid"),
@@ -155,7 +164,12 @@ fn test_run(engine: &Engine, n: u64, passes: u32) -> Result<f64, ScaleError> {
                     Ipv4Addr::from_bits(source(i, n))
                 )));
             }
+            if i % GATHER_FRAMES == GATHER_FRAMES - 1 {
+                engine.gather_sources();
+            }
         }
+        engine.gather_sources();
+        engine.take_sources(&mut |_, _| {});
     }
     Ok(per_run(before, run_stats(engine)?))
 }
@@ -200,13 +214,34 @@ fn spread(lab: &Lab, n: u64, count: u64) -> GenOptions {
     }
 }
 
-/// Program time per packet live: `count` frames over `n` sources.
-fn live(engine: &Engine, lab: &Lab, n: u64, count: u64) -> Result<f64, ScaleError> {
+/// Program time per packet live: `count` frames over `n` sources; and the
+/// time this thread spent reading the logs of sources, as traffic does
+/// every [`traffic_common::top::GATHER_EVERY_MS`] while the frames flow.
+fn live(engine: &mut Engine, lab: &Lab, n: u64, count: u64) -> Result<(f64, Duration), ScaleError> {
     let before = run_stats(engine)?;
     let opts = spread(lab, n, count);
-    in_netns(&lab.tx_ns, move || generator::run(&opts))
+    let sender = std::thread::spawn({
+        let ns = lab.tx_ns.clone();
+        move || in_netns(&ns, move || generator::run(&opts))
+    });
+    let every = Duration::from_millis(traffic_common::top::GATHER_EVERY_MS);
+    let mut gathering = Duration::ZERO;
+    let mut gather = |engine: &mut Engine| {
+        let t = Instant::now();
+        engine.gather_sources();
+        engine.take_sources(&mut |_, _| {});
+        gathering += t.elapsed();
+    };
+    while !sender.is_finished() {
+        std::thread::sleep(every);
+        gather(engine);
+    }
+    sender
+        .join()
+        .map_err(|_| ScaleError::Program("the sending thread panicked".to_owned()))?
         .map_err(io_step("entering the lab's sending namespace"))?
         .map_err(io_step("sending"))?;
+    gather(engine);
     let after = run_stats(engine)?;
     let runs = after.1 - before.1;
     if runs < count {
@@ -214,7 +249,7 @@ fn live(engine: &Engine, lab: &Lab, n: u64, count: u64) -> Result<f64, ScaleErro
             "the program ran {runs} times for {count} frames sent"
         )));
     }
-    Ok(per_run(before, after))
+    Ok((per_run(before, after), gathering))
 }
 
 /// Measures each variant, printing rows as they come. The variants of one
@@ -261,19 +296,19 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<CountingRo
                     "per-rule + top (default capacity: most untracked)",
                     top(default_top),
                 ),
-                ("per-rule + top (capacity 2^21: all tracked)", top(1 << 21)),
+                ("per-rule + top (capacity 2^21: all counted)", top(1 << 21)),
             ],
         ),
     ];
     let _ = writeln!(
         out,
-        "# what counting costs: drop path, 1,024 rules, program ns/packet from BPF stats (median of {rounds} rounds, variants in turn)\n{:<50} {:>9} {:>12} {:>9}",
-        "variant", "sources", "test_run ns", "live ns"
+        "# what counting costs: drop path, 1,024 rules, program ns/packet from BPF stats (median of {rounds} rounds, variants in turn)\n{:<50} {:>9} {:>12} {:>9} {:>9}",
+        "variant", "sources", "test_run ns", "live ns", "loader ns"
     );
     let mut rows = Vec::new();
     for (n, variants) in groups {
         let lab = Lab::create("count", 1).map_err(io_step("creating the lab"))?;
-        let engines = variants
+        let mut engines = variants
             .iter()
             .map(|(_, settings)| {
                 Engine::load_with(&set, settings)
@@ -294,12 +329,13 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<CountingRo
         };
         let mut test_runs = vec![Vec::new(); engines.len()];
         let mut lives = vec![Vec::new(); engines.len()];
+        let mut gathering = vec![Duration::ZERO; engines.len()];
         // Each round starts with another variant, so that none is always
         // measured first (or right after a given other).
         let k = engines.len();
         for round in 0..rounds {
             for i in (0..k).map(|i| (i + round) % k) {
-                test_runs[i].push(test_run(&engines[i], n, passes)?);
+                test_runs[i].push(test_run(&mut engines[i], n, passes)?);
             }
         }
         let mut engines: Vec<Option<Engine>> = engines.into_iter().map(Some).collect();
@@ -313,13 +349,16 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<CountingRo
                 })
                 .map_err(io_step("entering the lab's receiving namespace"))?
                 .map_err(|e| ScaleError::Program(crate::kernel::error_chain(&e)))?;
-                lives[i].push(live(&engine, &lab, n, count / rounds as u64)?);
+                let (ns, took) = live(&mut engine, &lab, n, count / rounds as u64)?;
+                lives[i].push(ns);
+                gathering[i] += took;
                 engine.detach();
                 engines[i] = Some(engine);
             }
         }
-        for (((variant, _), test_run_rounds), live_rounds) in
-            variants.iter().zip(test_runs).zip(lives)
+        let frames = (count / rounds as u64 * rounds as u64) as f64;
+        for ((((variant, settings), test_run_rounds), live_rounds), gathering) in
+            variants.iter().zip(test_runs).zip(lives).zip(gathering)
         {
             let row = CountingRow {
                 variant: (*variant).to_owned(),
@@ -328,11 +367,16 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<CountingRo
                 test_run_rounds,
                 live_ns: median(&live_rounds),
                 live_rounds,
+                loader_ns: if settings.top.is_some() {
+                    gathering.as_nanos() as f64 / frames
+                } else {
+                    0.0
+                },
             };
             let _ = writeln!(
                 out,
-                "{:<50} {:>9} {:>12.1} {:>9.1}",
-                row.variant, row.sources, row.test_run_ns, row.live_ns
+                "{:<50} {:>9} {:>12.1} {:>9.1} {:>9.1}",
+                row.variant, row.sources, row.test_run_ns, row.live_ns, row.loader_ns
             );
             rows.push(row);
         }

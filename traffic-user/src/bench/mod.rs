@@ -689,9 +689,9 @@ fn scale_table(rows: &[scale::ScaleRow]) -> String {
 /// each round, so a slow spell of the machine falls on all of them).
 fn counting_table(rows: &[counting::CountingRow]) -> String {
     let mut t = String::from(
-        "Program time per packet from the kernel's BPF statistics (median of rounds); 1,024 rules over 240.0.0.0/8, every frame dropped; sources spread over the rules. *added*: the median over rounds of the difference to the same sources with no counts, and (in brackets) to the row above.\n\n\
-         | counting | distinct sources | test_run | added | live (veth lab) | added |\n\
-         |---|---:|---:|---:|---:|---:|\n",
+        "Program time per packet from the kernel's BPF statistics (median of rounds); 1,024 rules over 240.0.0.0/8, every frame dropped; sources spread over the rules. *added*: the median over rounds of the difference to the same sources with no counts, and (in brackets) to the row above. *loader*: with `--top`, traffic's own time per frame reading the kernel's logs of sources and summing them (every 50 ms while the live frames flow), on top of the program's.\n\n\
+         | counting | distinct sources | test_run | added | live (veth lab) | added | loader |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
     );
     let paired = |a: &[f64], b: &[f64]| {
         let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
@@ -718,13 +718,18 @@ fn counting_table(rows: &[counting::CountingRow]) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {:.1} ns | {} | {:.1} ns | {} |",
+            "| {} | {} | {:.1} ns | {} | {:.1} ns | {} | {} |",
             r.variant,
             r.sources,
             r.test_run_ns,
             added(|r| &r.test_run_rounds),
             r.live_ns,
-            added(|r| &r.live_rounds)
+            added(|r| &r.live_rounds),
+            if r.loader_ns > 0.0 {
+                format!("{:.1} ns", r.loader_ns)
+            } else {
+                "-".to_owned()
+            }
         );
     }
     t

@@ -147,8 +147,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_rule_counts: bool,
     /// Report the N sources with the most packets in each interval and over
-    /// the run (address, packets, bytes, share, rule), counted in the
-    /// kernel per source address (or per --top-prefix).
+    /// the run (address, packets, bytes, share, rule), per source address
+    /// (or per --top-prefix): the kernel logs each packet's source, traffic
+    /// counts them.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
     /// With --top or --ipfix: count IPv4 sources by their first BITS bits
@@ -159,7 +160,7 @@ pub struct RunArgs {
     /// (64 counts each /64 as one).
     #[arg(long, value_name = "BITS", default_value_t = 128)]
     pub top_prefix6: u8,
-    /// With --top or --ipfix: distinct sources the kernel counts exactly per
+    /// With --top or --ipfix: distinct sources counted exactly per
     /// interval; more are counted as untracked, and the report says so.
     /// Over the run, traffic keeps this many sources in memory
     /// (Space-Saving), with an error bound for each.

@@ -8,7 +8,6 @@ use std::{
 };
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
 /// The `batch` member of `union bpf_attr`.
@@ -153,62 +152,4 @@ pub fn zero_per_cpu_array(
         next += done;
     }
     Ok(())
-}
-
-/// Reads and deletes every element of the per-CPU hash `fd` with keys `K`
-/// and values `V`, handing each key and its values (one per possible CPU)
-/// to `each`. Nothing may write the map meanwhile, or what it writes
-/// between the read and the delete of an element is lost.
-///
-/// # Errors
-///
-/// When the kernel refuses a read.
-pub fn drain_per_cpu_hash<K: bytemuck::Pod, V: bytemuck::Pod>(
-    fd: BorrowedFd<'_>,
-    cpus: usize,
-    each: &mut dyn FnMut(&K, &[V]),
-) -> io::Result<()> {
-    let stride = size_of::<V>().next_multiple_of(8);
-    // A batch ends at a bucket's end; one bucket longer than the batch is
-    // refused with ENOSPC, and the batch is made larger.
-    let mut chunk = 4096usize;
-    let mut keys = vec![0u8; chunk * size_of::<K>()];
-    let mut values = vec![0u8; chunk * stride * cpus];
-    let mut bucket = 0u32;
-    let mut started = false;
-    loop {
-        let mut out = 0u32;
-        let mut attr = BatchAttr {
-            in_batch: if started {
-                std::ptr::from_ref(&bucket) as u64
-            } else {
-                0
-            },
-            out_batch: std::ptr::from_mut(&mut out) as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: chunk as u32,
-            map_fd: fd.as_raw_fd() as u32,
-            ..BatchAttr::default()
-        };
-        let (got, at_end) = match batch(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                chunk *= 2;
-                keys.resize(chunk * size_of::<K>(), 0);
-                values.resize(chunk * stride * cpus, 0);
-                continue;
-            }
-            r => r?,
-        };
-        for i in 0..got as usize {
-            let key: K =
-                bytemuck::pod_read_unaligned(&keys[i * size_of::<K>()..(i + 1) * size_of::<K>()]);
-            each(&key, &per_cpu::<V>(&values, i, cpus));
-        }
-        if at_end {
-            return Ok(());
-        }
-        bucket = out;
-        started = true;
-    }
 }

@@ -27,11 +27,11 @@ use aya::{
     maps::{Map, MapData, PerCpuArray, XskMap},
     programs::{Xdp, xdp::XdpLinkId},
 };
-use std::{collections::HashMap, os::fd::AsFd};
+use std::{collections::HashMap, os::fd::AsFd, sync::atomic::Ordering};
 
 use traffic_common::{
-    Config, Count, CpuState, MAX_SNAPLEN, Stats, TopKey, TopSlot, names, rule_slot,
-    top::{self, SEEN_WORDS, SLOTS},
+    Config, Count, CpuState, MAX_SNAPLEN, Stats, TopKey, names, rule_slot,
+    top::{self, LOG_UNITS, POS_WORDS},
 };
 
 use super::{
@@ -72,7 +72,7 @@ pub struct Settings {
 /// How the program counts per source (`--top`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TopSettings {
-    /// Sources each of the two maps holds per interval.
+    /// Sources counted per interval; later new ones are untracked.
     pub capacity: u32,
     /// Count IPv4 sources by this prefix of them (32: by address).
     pub prefix_v4: u8,
@@ -90,8 +90,8 @@ impl Default for TopSettings {
     }
 }
 
-/// Sources a top-talker map holds by default: 2^17, about 13 MiB of kernel
-/// memory for each of the two maps on a 2-CPU host.
+/// Sources counted per interval by default: 2^17, about 6 MiB of the
+/// loader's memory (the kernel's is the logs', 2 MiB per CPU).
 pub const DEFAULT_TOP_CAPACITY: u32 = 1 << 17;
 
 /// The rule counters a first set of `rules` gets by default.
@@ -183,7 +183,7 @@ pub struct Engine {
     rule_slots: u32,
     /// Rules in each table, as last installed.
     table_rules: [u32; 2],
-    top: Option<TopMaps>,
+    top: Option<TopLogs>,
     cpus: usize,
     attached: Option<(Attached, XdpLinkId)>,
     /// The interface it was last attached to (0: never; no interface has
@@ -192,22 +192,21 @@ pub struct Engine {
     ifindex: u32,
 }
 
-/// The two top-talker maps, which one the program counts into, and the
-/// per-CPU flags that say a map is full.
-struct TopMaps {
-    maps: [MapData; 2],
-    /// The slots in front of the maps, and the bitmaps of what each CPU put
-    /// in them ([`traffic_common::top`]), mapped; and the maps themselves,
-    /// kept open.
-    slots: MappedArray<TopSlot>,
-    seen: MappedArray<u64>,
-    _arrays: [MapData; 2],
-    /// The sources of a side being read, summed over slots and CPUs; kept
-    /// from one interval to the next so that its room is made once.
+/// The per-CPU logs of sources ([`traffic_common::top`]), mapped, and what
+/// was read of them since the last [`Engine::take_sources`].
+struct TopLogs {
+    log: MappedArray<u64>,
+    pos: MappedArray<u64>,
+    /// The maps themselves, kept open.
+    _maps: [MapData; 2],
+    /// The sources read, and their counts summed over the CPUs; kept from
+    /// one interval to the next so that its room is made once.
     sum: HashMap<TopKey, Count, BuildKeyHasher>,
-    side: aya::maps::Array<MapData, u32>,
-    full: PerCpuArray<MapData, u32>,
-    in_use: u32,
+    /// Sources `sum` holds at most.
+    capacity: usize,
+    /// Frames whose source found `sum` full, since the engine was loaded:
+    /// added to the kernel's untracked counts.
+    untracked: Count,
 }
 
 impl Engine {
@@ -277,13 +276,16 @@ impl Engine {
                 ]
             },
         };
-        let top_entries = settings.top.map_or(1, |t| t.capacity);
         let cpus = batch::possible_cpus().map_err(|source| EngineError::Counters {
             what: "list of possible CPUs",
             source,
         })?;
-        // Every CPU that may run the program has two parts (one per side).
-        let parts = 2 * cpus as u32;
+        // Every CPU that may run the program has a log.
+        let logs = if settings.top.is_some() {
+            cpus as u32
+        } else {
+            0
+        };
         let mut ebpf = object::load(
             object::CLASSIFIER,
             EbpfLoader::new()
@@ -292,24 +294,8 @@ impl Engine {
                 .map_max_entries(names::EVENTS, settings.ring_bytes)
                 .map_max_entries(names::XSKS, settings.afxdp_queues.max(1))
                 .map_max_entries(names::RULE_COUNTS, rule_slot::total(rule_slots))
-                .map_max_entries(names::TOP_0, top_entries)
-                .map_max_entries(names::TOP_1, top_entries)
-                .map_max_entries(
-                    names::TOP_SLOTS,
-                    if settings.top.is_some() {
-                        parts * SLOTS
-                    } else {
-                        1
-                    },
-                )
-                .map_max_entries(
-                    names::TOP_SEEN,
-                    if settings.top.is_some() {
-                        parts * SEEN_WORDS
-                    } else {
-                        1
-                    },
-                ),
+                .map_max_entries(names::TOP_LOG, (logs * LOG_UNITS).max(1))
+                .map_max_entries(names::TOP_POS, (logs * POS_WORDS).max(1)),
         )?;
 
         // The program must be loaded while the object still owns its maps:
@@ -324,24 +310,19 @@ impl Engine {
         drop(table);
         let rule_counts = raw_map(&mut ebpf, names::RULE_COUNTS)?;
         let top = match settings.top {
-            Some(_) => {
-                let slots = raw_map(&mut ebpf, names::TOP_SLOTS)?;
-                let seen = raw_map(&mut ebpf, names::TOP_SEEN)?;
+            Some(t) => {
+                let log = raw_map(&mut ebpf, names::TOP_LOG)?;
+                let pos = raw_map(&mut ebpf, names::TOP_POS)?;
                 let mapped = |what| move |source| EngineError::Counters { what, source };
-                Some(TopMaps {
-                    maps: [
-                        raw_map(&mut ebpf, names::TOP_0)?,
-                        raw_map(&mut ebpf, names::TOP_1)?,
-                    ],
-                    slots: MappedArray::map(slots.fd().as_fd(), (parts * SLOTS) as usize)
-                        .map_err(mapped("top-talker slots, mapped"))?,
-                    seen: MappedArray::map(seen.fd().as_fd(), (parts * SEEN_WORDS) as usize)
-                        .map_err(mapped("top-talker bitmaps, mapped"))?,
-                    _arrays: [slots, seen],
+                Some(TopLogs {
+                    log: MappedArray::map(log.fd().as_fd(), (logs * LOG_UNITS) as usize)
+                        .map_err(mapped("logs of sources, mapped"))?,
+                    pos: MappedArray::map(pos.fd().as_fd(), (logs * POS_WORDS) as usize)
+                        .map_err(mapped("positions of the logs of sources, mapped"))?,
+                    _maps: [log, pos],
                     sum: HashMap::default(),
-                    side: take_map(&mut ebpf, names::TOP_SIDE)?,
-                    full: take_map(&mut ebpf, names::TOP_FULL)?,
-                    in_use: 0,
+                    capacity: t.capacity as usize,
+                    untracked: Count::default(),
                 })
             }
             None => None,
@@ -422,102 +403,30 @@ impl Engine {
         })
     }
 
-    /// Puts the other top-talker map in use and returns the one that was;
-    /// read it with [`Engine::drain_top`] once no packet can still be
-    /// counting into it ([`crate::kernel::table::GRACE`]). `None` without
-    /// `--top`.
-    ///
-    /// # Errors
-    ///
-    /// When the kernel refuses the write.
-    pub fn flip_top(&mut self) -> Result<Option<u32>, EngineError> {
+    /// Reads what the program logged of sources since the last reading
+    /// into the sums [`Engine::take_sources`] hands out. Run it at least
+    /// every [`top::GATHER_EVERY_MS`] while packets flow, so that the logs
+    /// keep room; nothing without `--top`.
+    pub fn gather_sources(&mut self) {
         let Some(top) = &mut self.top else {
-            return Ok(None);
+            return;
         };
-        let was = top.in_use;
-        top.side
-            .set(0, 1 - was, 0)
-            .map_err(|source| EngineError::Map {
-                name: names::TOP_SIDE,
-                source: Some(source),
-            })?;
-        top.in_use = 1 - was;
-        Ok(Some(was))
+        for cpu in 0..self.cpus {
+            top.gather(cpu);
+        }
     }
 
-    /// Reads and empties top-talker map `side`, handing each source and its
-    /// counts summed over the CPUs to `each`, and clears the map's full
-    /// flags.
-    ///
-    /// # Errors
-    ///
-    /// When the kernel refuses the read or the writes.
-    pub fn drain_top(
-        &mut self,
-        side: u32,
-        each: &mut dyn FnMut(&TopKey, Count),
-    ) -> Result<(), EngineError> {
+    /// Reads the logs ([`Engine::gather_sources`]) and hands each source
+    /// counted since the last call, with its counts summed over the CPUs,
+    /// to `each`; then starts the sums anew.
+    pub fn take_sources(&mut self, each: &mut dyn FnMut(&TopKey, Count)) {
+        self.gather_sources();
         let Some(top) = &mut self.top else {
-            return Ok(());
+            return;
         };
-        let side = side & 1;
-        let err = |what| move |source| EngineError::Counters { what, source };
-        // A source may be in slots of several CPUs and in the map.
-        let sources = &mut top.sum;
-        sources.clear();
-        let (slots, words) = (SLOTS as usize, SEEN_WORDS as usize);
-        // Whether any CPU put a source in the map: a set bit says so.
-        let mut in_map = false;
-        for cpu in 0..self.cpus as u32 {
-            let part = top::part(cpu, side) as usize;
-            // The side is out of use and past its grace: the program writes
-            // none of it until it is switched back.
-            for slot in top.slots.part_mut(part * slots, slots) {
-                if slot.count.packets > 0 {
-                    sources.entry(slot.key).or_default().add(&slot.count);
-                    // A slot with no packets is free; its key is overwritten
-                    // when it is taken.
-                    slot.count = Count::default();
-                }
-            }
-            for word in top.seen.part_mut(part * words, words) {
-                if *word != 0 {
-                    in_map = true;
-                    *word = 0;
-                }
-            }
+        for (key, count) in top.sum.drain() {
+            each(&key, count);
         }
-        // Draining walks every bucket of the map, however few it holds:
-        // skip it when no source went there.
-        if in_map {
-            let map = &top.maps[side as usize];
-            batch::drain_per_cpu_hash::<TopKey, Count>(
-                map.fd().as_fd(),
-                self.cpus,
-                &mut |key, per_cpu| {
-                    let entry = sources.entry(*key).or_default();
-                    for c in per_cpu {
-                        entry.add(c);
-                    }
-                },
-            )
-            .map_err(err("top-talker map"))?;
-        }
-        for (key, count) in sources.iter() {
-            each(key, *count);
-        }
-        let zeros = aya::maps::PerCpuValues::try_from(vec![0u32; self.cpus]).map_err(|source| {
-            EngineError::Counters {
-                what: "top-talker map's full flags",
-                source,
-            }
-        })?;
-        top.full
-            .set(side, zeros, 0)
-            .map_err(|source| EngineError::Map {
-                name: names::TOP_FULL,
-                source: Some(source),
-            })
     }
 
     /// Puts the rules of `table` (see [`Table::build`], which can run on
@@ -652,6 +561,10 @@ impl Engine {
         for cpu in per_cpu.iter() {
             total.accumulate(&cpu.stats);
         }
+        if let Some(top) = &self.top {
+            total.untracked += top.untracked.packets;
+            total.untracked_bytes += top.untracked.bytes;
+        }
         Ok(total)
     }
 
@@ -704,6 +617,64 @@ impl Drop for Engine {
     }
 }
 
+impl TopLogs {
+    /// Reads `cpu`'s log from its tail to its head, sums each source in,
+    /// and gives the units back to the program.
+    fn gather(&mut self, cpu: usize) {
+        let words = cpu * POS_WORDS as usize;
+        let head = self
+            .pos
+            .atomic(words + top::HEAD as usize)
+            .load(Ordering::Acquire);
+        let tail = self.pos.atomic(words + top::TAIL as usize);
+        let mut at = tail.load(Ordering::Relaxed);
+        // The program never runs more than a log ahead; a head that says
+        // otherwise is not believed past one log.
+        let end = at + head.wrapping_sub(at).min(u64::from(LOG_UNITS));
+        let base = cpu * LOG_UNITS as usize;
+        let unit = |at: u64| {
+            self.log
+                .get(base + (at as usize & (LOG_UNITS as usize - 1)))
+        };
+        while at < end {
+            let first = unit(at);
+            let (key, units) = match first & 0xff {
+                top::TAG_V4 => (TopKey::v4((first >> 32) as u32), 1),
+                top::TAG_V6 => {
+                    // Published whole: a head in its middle was not believed.
+                    if end - at < 3 {
+                        break;
+                    }
+                    let (hi, lo) = (unit(at + 1), unit(at + 2));
+                    let key = TopKey {
+                        words: [(hi >> 32) as u32, hi as u32, (lo >> 32) as u32, lo as u32],
+                    };
+                    (key, 3)
+                }
+                // Not a unit the program writes: skip it.
+                _ => {
+                    at += 1;
+                    continue;
+                }
+            };
+            at += units;
+            let count = Count {
+                packets: 1,
+                bytes: top::unit_len(first),
+            };
+            let room = self.sum.len() < self.capacity;
+            match self.sum.get_mut(&key) {
+                Some(c) => c.add(&count),
+                None if room => {
+                    self.sum.insert(key, count);
+                }
+                None => self.untracked.add(&count),
+            }
+        }
+        tail.store(at, Ordering::Release);
+    }
+}
+
 /// The mask of the top `len` bits of a `width`-bit address, in the low
 /// `width` bits.
 fn prefix_mask(len: u8, width: u32) -> u128 {
@@ -740,8 +711,7 @@ fn raw_map(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, EngineError> 
 /// Hashes sources by a multiply-and-fold of their words, a fraction of
 /// SipHash's cost, from a seed drawn once per process: source addresses
 /// are chosen by whoever sends, and without the seed they cannot be chosen
-/// to collide here (in the kernel's slots they can, which costs them only
-/// a place: see [`traffic_common::top`]).
+/// to collide.
 #[derive(Clone, Copy, Debug)]
 pub struct BuildKeyHasher(u64);
 
@@ -769,8 +739,14 @@ impl std::hash::Hasher for KeyHasher {
         self.0 ^ (self.0 >> 29)
     }
 
+    /// A key's words come as one slice of bytes (`[u32; 4]` hashes its
+    /// bytes whole): folded eight at a time, two rounds for an address.
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.write_u64(u64::from_le_bytes(w.try_into().expect("eight bytes")));
+        }
+        for b in words.remainder() {
             self.write_u8(*b);
         }
     }

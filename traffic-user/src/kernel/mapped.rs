@@ -1,16 +1,16 @@
 //! BPF arrays mapped into this process (`BPF_F_MMAPABLE`): read and
 //! written as memory, without a system call per element.
 //!
-//! The top-talker slots and bitmaps are such arrays, in parts of which
-//! each CPU writes only its own ([`traffic_common::top::part`]); the loader
-//! reads and empties a part only once no packet can still be counting into
-//! it (after the switch of sides and the grace period), so the program and
-//! this process never touch the same part at once.
+//! The logs of sources are such arrays ([`traffic_common::top`]): each CPU
+//! appends to its own part and publishes its head; this process reads the
+//! units between its tail and that head, which the program does not write
+//! again until the tail, published after the reading, has passed them.
 
 use std::{
     io,
     os::fd::{AsRawFd as _, BorrowedFd},
     ptr::NonNull,
+    sync::atomic::AtomicU64,
 };
 
 use bytemuck::Pod;
@@ -52,22 +52,36 @@ impl<T: Pod> MappedArray<T> {
         Ok(Self { ptr, entries, len })
     }
 
-    /// Entries `first .. first + n`, to read and change in place.
-    ///
-    /// The caller must only ask for entries the program does not write
-    /// until the borrow ends: for the top-talker arrays, a side out of use
-    /// after its grace period (see the module's comment).
+    /// Entry `i`, read once. The program may write it at the same time
+    /// (then the value is whichever the read saw); for a log, read only
+    /// units the program has published and not been given back.
     ///
     /// # Panics
     ///
-    /// When they are not all in the array.
-    pub fn part_mut(&mut self, first: usize, n: usize) -> &mut [T] {
-        assert!(first + n <= self.entries, "entries out of the array");
-        // SAFETY: in bounds (checked above) of a live, writable mapping
-        // that this value owns; `T` is Pod, so any bytes are a value; no
-        // one else writes these entries while the borrow lasts (the
-        // caller's part of the contract above).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(first), n) }
+    /// When `i` is not in the array.
+    pub fn get(&self, i: usize) -> T {
+        assert!(i < self.entries, "entry out of the array");
+        // SAFETY: in bounds (checked above) of a live mapping that this
+        // value owns; `T` is Pod, so any bytes are a value; volatile, since
+        // the program writes the memory behind the compiler's back.
+        unsafe { self.ptr.as_ptr().add(i).read_volatile() }
+    }
+}
+
+impl MappedArray<u64> {
+    /// Entry `i` as an atomic word, for positions the program and this
+    /// process publish to each other.
+    ///
+    /// # Panics
+    ///
+    /// When `i` is not in the array.
+    pub fn atomic(&self, i: usize) -> &AtomicU64 {
+        assert!(i < self.entries, "entry out of the array");
+        // SAFETY: in bounds of a live mapping that lives as long as the
+        // borrow of `self`; page-aligned, so every u64 is aligned; AtomicU64
+        // has u64's layout, and the program's accesses are single aligned
+        // 8-byte loads and stores.
+        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(i)) }
     }
 }
 

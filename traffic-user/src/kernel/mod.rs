@@ -5,7 +5,7 @@
 //!   and AF_XDP socket map.
 //! - [`ring`]: the event ring buffer, mapped and read in batches.
 //! - [`batch`]: batched reads of per-rule and per-source counters.
-//! - [`mapped`]: BPF arrays mapped into the process (top-talker slots).
+//! - [`mapped`]: BPF arrays mapped into the process (the logs of sources).
 //! - [`tools`]: the floor and XDP_TX programs of the benchmark and the
 //!   generator, from an object of their own.
 //! - [`attach`]: bpf_link attachment, mode fallback, programs in the way.

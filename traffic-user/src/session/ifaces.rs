@@ -106,24 +106,17 @@ impl Counters for Ifaces {
         self.first().settle();
     }
 
-    fn flip_top(&mut self) -> Result<Option<u32>, EngineError> {
-        let mut side = None;
+    fn gather_sources(&mut self) {
         for e in &mut self.engines {
-            side = side.or(e.flip_top()?);
+            e.gather_sources();
         }
-        Ok(side)
     }
 
-    fn drain_top(
-        &mut self,
-        side: u32,
-        each: &mut dyn FnMut(u32, &TopKey, Count),
-    ) -> Result<(), EngineError> {
+    fn take_sources(&mut self, each: &mut dyn FnMut(u32, &TopKey, Count)) {
         for e in &mut self.engines {
             let ifindex = e.ifindex();
-            e.drain_top(side, &mut |key, count| each(ifindex, key, count))?;
+            e.take_sources(&mut |key, count| each(ifindex, key, count));
         }
-        Ok(())
     }
 
     fn grace(&self) -> Duration {

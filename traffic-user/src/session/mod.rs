@@ -113,31 +113,17 @@ pub trait Counters {
     }
 
     /// Waits until no packet can still be classified by the table out of
-    /// force, or be counting into the top-talker map out of use.
+    /// force.
     fn settle(&mut self) {}
 
-    /// Switches the top-talker maps; the one that was in use, if any.
-    ///
-    /// # Errors
-    ///
-    /// When the switch cannot be written.
-    fn flip_top(&mut self) -> Result<Option<u32>, EngineError> {
-        Ok(None)
-    }
+    /// Reads what the kernel logged of sources into the sums
+    /// [`Counters::take_sources`] hands out, so that the logs keep room.
+    fn gather_sources(&mut self) {}
 
-    /// Reads and empties top-talker map `side`: each source with the index
-    /// of the interface it was counted on.
-    ///
-    /// # Errors
-    ///
-    /// When it cannot be read.
-    fn drain_top(
-        &mut self,
-        side: u32,
-        each: &mut dyn FnMut(u32, &TopKey, Count),
-    ) -> Result<(), EngineError> {
-        let _ = (side, each);
-        Ok(())
+    /// Hands each source counted since the last call to `each`, with the
+    /// index of the interface it was counted on, and starts anew.
+    fn take_sources(&mut self, each: &mut dyn FnMut(u32, &TopKey, Count)) {
+        let _ = each;
     }
 
     /// How long a packet may still be classified or counted by what it
@@ -212,17 +198,13 @@ impl Counters for Engine {
         Engine::settle(self);
     }
 
-    fn flip_top(&mut self) -> Result<Option<u32>, EngineError> {
-        Engine::flip_top(self)
+    fn gather_sources(&mut self) {
+        Engine::gather_sources(self);
     }
 
-    fn drain_top(
-        &mut self,
-        side: u32,
-        each: &mut dyn FnMut(u32, &TopKey, Count),
-    ) -> Result<(), EngineError> {
+    fn take_sources(&mut self, each: &mut dyn FnMut(u32, &TopKey, Count)) {
         let ifindex = self.ifindex();
-        Engine::drain_top(self, side, &mut |key, count| each(ifindex, key, count))
+        Engine::take_sources(self, &mut |key, count| each(ifindex, key, count));
     }
 
     fn run_frame(&mut self, frame: &[u8]) -> Result<bool, EngineError> {
@@ -777,6 +759,12 @@ impl<'a> Session<'a> {
         );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pace = Pace::new()?;
+        let mut gather = self.counts_sources().then(|| {
+            let every = Duration::from_millis(traffic_common::top::GATHER_EVERY_MS);
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         // The sources arrange to be woken (or timed) before the first read.
         pace.set(self.next_read())?;
         let mut last = self.first_mark();
@@ -803,15 +791,17 @@ impl<'a> Session<'a> {
                     for source in &mut self.sources {
                         source.interval();
                     }
-                    // The switch and the reading as close together as can
-                    // be, so that the interval's sources and counters cover
-                    // the same packets (but for those in flight).
-                    let side = self.flip_top()?;
+                    // The counters first, then the sources: every packet
+                    // counted has its source logged by then (the program
+                    // logs it first), and the interval's sources and
+                    // counters cover the same packets but for those in
+                    // flight.
                     let now = self.mark()?;
-                    let top = self.collect_top(side).await?;
+                    let top = self.collect_top();
                     self.report_interval(&last, &now, 0, top)?;
                     last = now;
                 }
+                () = Self::gather_due(&mut gather) => self.counters.gather_sources(),
                 read = Self::reload_read(&mut self.reloader) => self.reloaded(read),
                 stopped = &mut stop => break self.finish(last, stopped).await,
             }
@@ -891,44 +881,46 @@ impl<'a> Session<'a> {
         self.top.is_some() || self.flows
     }
 
-    /// Switches the top-talker maps (`--top`); the one taken out of use.
-    fn flip_top(&mut self) -> Result<Option<u32>, SessionError> {
-        if !self.counts_sources() {
-            return Ok(None);
+    /// Completes when the logs of sources are to be read (never when no
+    /// source is counted).
+    async fn gather_due(gather: &mut Option<tokio::time::Interval>) {
+        match gather {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => std::future::pending().await,
         }
-        self.counters.flip_top().map_err(SessionError::Counters)
     }
 
-    /// Switches the top-talker maps and reads the one taken out of use
-    /// ([`Session::collect_top`]).
-    async fn read_top(&mut self) -> Result<Option<Vec<Flow>>, SessionError> {
-        let side = self.flip_top()?;
-        self.collect_top(side).await
-    }
-
-    /// Reads sources while top-talker map `side`, just taken out of use,
-    /// settles, then reads and empties it: every source counted since the
-    /// switch before. `None` without `--top`.
-    async fn collect_top(&mut self, side: Option<u32>) -> Result<Option<Vec<Flow>>, SessionError> {
-        let Some(side) = side else {
-            return Ok(None);
-        };
-        let until = Instant::now() + self.counters.grace();
-        while Instant::now() < until {
-            self.drain_all()?;
-            tokio::time::sleep(Duration::from_millis(2)).await;
+    /// The sources counted since the last call (`--top`, `--ipfix`);
+    /// `None` when sources are not counted.
+    fn collect_top(&mut self) -> Option<Vec<Flow>> {
+        if !self.counts_sources() {
+            return None;
         }
         let mut sources = Vec::new();
-        self.counters
-            .drain_top(side, &mut |ifindex, key, count| {
-                sources.push(Flow {
-                    ifindex,
-                    key: *key,
-                    count,
-                });
-            })
-            .map_err(SessionError::Counters)?;
-        Ok(Some(sources))
+        self.counters.take_sources(&mut |ifindex, key, count| {
+            sources.push(Flow {
+                ifindex,
+                key: *key,
+                count,
+            });
+        });
+        Some(sources)
+    }
+
+    /// After the program stops: reads events while a packet may still be
+    /// counted by a program run that began before ([`Counters::grace`]),
+    /// then the sources.
+    async fn collect_last_top(&mut self) -> Result<Option<Vec<Flow>>, SessionError> {
+        if self.counts_sources() {
+            let until = Instant::now() + self.counters.grace();
+            while Instant::now() < until {
+                self.drain_all()?;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        Ok(self.collect_top())
     }
 
     /// The per-rule counts since the last interval and the interval's top
@@ -1051,7 +1043,7 @@ impl<'a> Session<'a> {
         // Stop before the last reading, so that no packet is counted after
         // it, then read every packet the kernel handed over.
         self.counters.stop();
-        let flows = self.read_top().await?;
+        let flows = self.collect_last_top().await?;
         let (end_stats, end_each) = self.counters.read_each().map_err(SessionError::Counters)?;
         let (unread, unread_each) = self.drain_to_end(&end_stats, &end_each).await?;
         let end = self.mark_of(end_stats, &end_each);

@@ -15,6 +15,10 @@ use std::{future::Future, time::Duration};
 use super::{Clock, Outcome, Session, SessionError, Stop};
 use crate::source::recorded::{RecordError, Recorded};
 
+/// Frames between two readings of the logs of sources: a log holds 87,381
+/// IPv6 sources or 262,144 IPv4 ones ([`traffic_common::top::LOG_UNITS`]).
+const GATHER_FRAMES: u64 = 16_384;
+
 /// How a recorded capture ran.
 #[derive(Debug)]
 pub struct Replayed {
@@ -100,9 +104,8 @@ impl Session<'_> {
                     first,
                     now: first + edge,
                 };
-                let side = self.flip_top()?;
                 let mark = self.mark()?;
-                let sources = self.collect_top(side).await?;
+                let sources = self.collect_top();
                 self.report_interval(&from, &mark, 0, sources)?;
                 last = Some(mark);
                 self.clock = Clock::File { first, now };
@@ -117,6 +120,10 @@ impl Session<'_> {
                 .map_err(SessionError::Counters)?
             {
                 frames += 1;
+                // Within what a log holds ([`traffic_common::top`]).
+                if frames.is_multiple_of(GATHER_FRAMES) {
+                    self.counters.gather_sources();
+                }
             } else {
                 refused += 1;
             }
