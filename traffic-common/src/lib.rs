@@ -43,6 +43,8 @@ pub mod names {
     pub const XSKS: &str = "XSKS";
     /// The read-only global holding [`Config`](super::Config).
     pub const CONFIG: &str = "CONFIG";
+    /// Packets and bytes per rule: an mmapable `Array<Count>` of
+    /// [`rule_slot::total`](super::rule_slot::total) per CPU.
     pub const RULE_COUNTS: &str = "RULE_COUNTS";
     /// The per-CPU logs of sources ([`top`](super::top)): an mmapable
     /// `Array<u64>` of [`LOG_UNITS`](super::top::LOG_UNITS) per CPU.

@@ -65,10 +65,16 @@ static WAKE: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "XSKS")]
 static XSKS: XskMap = XskMap::with_max_entries(64, 0);
 
-/// Packets and bytes per rule, per CPU: see [`rule_slot`]. The loader sets
-/// the size from [`Config::rule_slots`].
+/// Packets and bytes per rule, per CPU: see [`rule_slot`]; a part of
+/// [`rule_slot::total`] slots per CPU, CPU 0's first. Each CPU writes only
+/// its own part. One array rather than a per-CPU one: a per-CPU array's
+/// lookup first reads the element's per-CPU pointer from an array of them
+/// (a megabyte for the default 65,536 rules a table), a second dependent
+/// load that missed the cache live; and userspace maps this one
+/// (BPF_F_MMAPABLE) and reads it without a system call. The loader sets the
+/// size from [`Config::rule_slots`] and the possible CPUs.
 #[map(name = "RULE_COUNTS")]
-static RULE_COUNTS: PerCpuArray<Count> = PerCpuArray::with_max_entries(1, 0);
+static RULE_COUNTS: Array<Count> = Array::with_max_entries(1, aya_ebpf::bindings::BPF_F_MMAPABLE);
 
 /// The per-CPU logs of the sources of IP frames (`--top`, `--ipfix`):
 /// [`traffic_common::top::LOG_UNITS`] units per CPU, CPU 0's first. Each
@@ -417,8 +423,11 @@ fn count_rule(v: &Verdict, slots: u32, len: u64) {
     } else {
         rule_slot::UNCLASSIFIED
     };
-    if let Some(count) = RULE_COUNTS.get_ptr_mut(slot) {
-        // SAFETY: this CPU's entry of a per-CPU array, as for STATS.
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+    if let Some(count) = RULE_COUNTS.get_ptr_mut(cpu * rule_slot::total(slots) + slot) {
+        // SAFETY: in this CPU's part, which no other CPU writes; XDP runs
+        // with migration disabled.
         let count = unsafe { &mut *count };
         count.packets += 1;
         count.bytes += len;

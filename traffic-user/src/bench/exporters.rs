@@ -45,6 +45,16 @@ pub struct ExportRow {
     pub metrics_thread_ms_per_s: f64,
     pub ipfix_thread_ms_per_s: f64,
     pub session_thread_ms_per_s: f64,
+    /// The whole machine's busy CPU (user, system, IRQ and softirq time of
+    /// every CPU, from /proc/stat): traffic, the generator, the peers, and
+    /// the XDP program, which runs in softirq and which traffic's own figure
+    /// sees only in part. Milliseconds per second (median of rounds).
+    #[serde(default)]
+    pub machine_ms_per_s: f64,
+    /// The median of per-round differences of `machine_ms_per_s` to the
+    /// first variant's, in ms/s.
+    #[serde(default)]
+    pub machine_added: Option<f64>,
     /// Frames counted over every round, and frames sent.
     pub counted: u64,
     pub sent: u64,
@@ -143,6 +153,7 @@ pub fn rows(bin: &str, quick: bool, workdir: &Path) -> Result<Vec<ExportRow>, Li
     )?;
     let variants = variants();
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut machine: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     // Per variant: the metrics, ipfix and session threads' CPU per round.
     let mut threads: Vec<[Vec<f64>; 3]> = vec![Default::default(); variants.len()];
     let mut totals = vec![(0u64, 0u64, 0u64); variants.len()];
@@ -160,10 +171,12 @@ pub fn rows(bin: &str, quick: bool, workdir: &Path) -> Result<Vec<ExportRow>, Li
             // A scrape and an export before the measurement starts.
             std::thread::sleep(Duration::from_millis(1500));
             let before = process_cpu_s(pid);
+            let machine_before = machine_busy_s();
             let threads_before = THREADS.map(|t| threads_cpu_s(pid, Some(t)).unwrap_or(0.0));
             let started = Instant::now();
             let sent = send(&lab, bin, seconds)?;
             let after = process_cpu_s(pid);
+            let machine_after = machine_busy_s();
             let threads_after = THREADS.map(|t| threads_cpu_s(pid, Some(t)).unwrap_or(0.0));
             let wall = started.elapsed().as_secs_f64();
             for (i, (a, b)) in threads_before.iter().zip(&threads_after).enumerate() {
@@ -173,6 +186,9 @@ pub fn rows(bin: &str, quick: bool, workdir: &Path) -> Result<Vec<ExportRow>, Li
             let summary = last_summary(&traffic);
             if let (Some(a), Some(b)) = (before, after) {
                 cpu[v].push((b - a) * 1e3 / wall);
+            }
+            if let (Some(a), Some(b)) = (machine_before, machine_after) {
+                machine[v].push((b - a) * 1e3 / wall);
             }
             let t = &mut totals[v];
             t.0 += summary.as_ref().map_or(0, |s| s.counts.packets);
@@ -199,6 +215,15 @@ pub fn rows(bin: &str, quick: bool, workdir: &Path) -> Result<Vec<ExportRow>, Li
                 metrics_thread_ms_per_s: median(&threads[v][0]),
                 ipfix_thread_ms_per_s: median(&threads[v][1]),
                 session_thread_ms_per_s: median(&threads[v][2]),
+                machine_ms_per_s: median(&machine[v]),
+                machine_added: (v > 0 && !machine[v].is_empty()).then(|| {
+                    let diffs: Vec<f64> = machine[v]
+                        .iter()
+                        .zip(&machine[0])
+                        .map(|(x, b)| x - b)
+                        .collect();
+                    median(&diffs)
+                }),
                 added,
                 counted: totals[v].0,
                 sent: totals[v].1,
@@ -206,6 +231,25 @@ pub fn rows(bin: &str, quick: bool, workdir: &Path) -> Result<Vec<ExportRow>, Li
             }
         })
         .collect())
+}
+
+/// Seconds the machine's CPUs have been busy since boot: user, nice,
+/// system, IRQ and softirq time of the `cpu` line of /proc/stat (not idle,
+/// I/O wait, or the time the hypervisor gave to others). `None` when it
+/// cannot be read.
+fn machine_busy_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(busy as f64 / hz.max(1) as f64)
 }
 
 /// The threads read apart: the metrics server, the IPFIX exporter, and the
@@ -238,12 +282,12 @@ fn send(lab: &Lab, bin: &str, seconds: u64) -> Result<u64, LiveError> {
 /// The rows as a Markdown section.
 pub fn table(rows: &[ExportRow]) -> String {
     let mut md = format!(
-        "## Exporters\n\ntraffic's own CPU (user + system, from the scheduler) while {RATE} frames/s of a Zipf mix of 10,000 sources flow, half captured to pcap; Prometheus scraping every second, nfcapd receiving every second; variants in turn, added = median of per-round differences.\n\n\
-         | variant | traffic CPU (ms/s) | added | session thread | metrics thread | ipfix thread | counted / sent | events lost |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "## Exporters\n\ntraffic's own CPU (user + system, from the scheduler) while {RATE} frames/s of a Zipf mix of 10,000 sources flow, half captured to pcap; Prometheus scraping every second, nfcapd receiving every second; variants in turn, added = median of per-round differences. *machine*: every CPU's busy time (from /proc/stat, in 10 ms ticks: traffic, the generator, the peers, and the XDP program in softirq), and its added ms/s.\n\n\
+         | variant | traffic CPU (ms/s) | added | session thread | metrics thread | ipfix thread | machine (ms/s) | machine added | counted / sent | events lost |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for r in rows {
         md.push_str(&format!(
-            "| {} | {:.1} | {} | {:.1} | {:.2} | {:.2} | {} / {} | {} |\n",
+            "| {} | {:.1} | {} | {:.1} | {:.2} | {:.2} | {:.0} | {} | {} / {} | {} |\n",
             r.variant,
             r.cpu_ms_per_s,
             r.added
@@ -251,6 +295,9 @@ pub fn table(rows: &[ExportRow]) -> String {
             r.session_thread_ms_per_s,
             r.metrics_thread_ms_per_s,
             r.ipfix_thread_ms_per_s,
+            r.machine_ms_per_s,
+            r.machine_added
+                .map_or("-".to_owned(), |a| format!("{a:+.0}")),
             r.counted,
             r.sent,
             r.lost

@@ -27,7 +27,7 @@ use aya::{
     maps::{Map, MapData, PerCpuArray, XskMap},
     programs::{Xdp, xdp::XdpLinkId},
 };
-use std::{collections::HashMap, os::fd::AsFd, sync::atomic::Ordering};
+use std::{os::fd::AsFd, sync::atomic::Ordering};
 
 use traffic_common::{
     Config, Count, CpuState, MAX_SNAPLEN, Stats, TopKey, names, rule_slot,
@@ -35,9 +35,10 @@ use traffic_common::{
 };
 
 use super::{
-    Attached, EngineError, EventRing, ModeChoice, attach, batch,
+    Attached, EngineError, EventRing, ModeChoice, attach,
     mapped::MappedArray,
     object::{self, load_program, take_map, xdp, xdp_mut},
+    sums::SourceSums,
     table::{Table, Tables},
 };
 use crate::rules::RuleSet;
@@ -178,7 +179,7 @@ pub struct Engine {
     default_action: crate::rules::Action,
     tables: Tables,
     /// Per-rule counters, when counted; see [`rule_slot`].
-    rule_counts: Option<MapData>,
+    rule_counts: Option<RuleCounts>,
     /// Rules each table may hold (0 when not counted).
     rule_slots: u32,
     /// Rules in each table, as last installed.
@@ -192,6 +193,15 @@ pub struct Engine {
     ifindex: u32,
 }
 
+/// The per-rule counters ([`rule_slot`]), mapped: a part of `per_cpu`
+/// slots per possible CPU.
+struct RuleCounts {
+    counts: MappedArray<Count>,
+    /// The map itself, kept open.
+    _map: MapData,
+    per_cpu: usize,
+}
+
 /// The per-CPU logs of sources ([`traffic_common::top`]), mapped, and what
 /// was read of them since the last [`Engine::take_sources`].
 struct TopLogs {
@@ -199,14 +209,15 @@ struct TopLogs {
     pos: MappedArray<u64>,
     /// The maps themselves, kept open.
     _maps: [MapData; 2],
-    /// The sources read, and their counts summed over the CPUs; kept from
-    /// one interval to the next so that its room is made once.
-    sum: HashMap<TopKey, Count, BuildKeyHasher>,
-    /// Sources `sum` holds at most.
-    capacity: usize,
-    /// Frames whose source found `sum` full, since the engine was loaded:
-    /// added to the kernel's untracked counts.
-    untracked: Count,
+    /// The sources read, and their counts summed over the CPUs, up to
+    /// `--top-capacity` of them; kept from one interval to the next so that
+    /// its room is made once. What finds it full is added to the kernel's
+    /// untracked counts.
+    sums: SourceSums,
+    /// The units of one reading, copied out of the log.
+    scratch: Vec<u64>,
+    /// The sources and lengths of one reading.
+    frames: Vec<(TopKey, u64)>,
 }
 
 impl Engine {
@@ -276,7 +287,7 @@ impl Engine {
                 ]
             },
         };
-        let cpus = batch::possible_cpus().map_err(|source| EngineError::Counters {
+        let cpus = possible_cpus().map_err(|source| EngineError::Counters {
             what: "list of possible CPUs",
             source,
         })?;
@@ -293,7 +304,14 @@ impl Engine {
                 .map_max_entries(names::TABLE, table_entries)
                 .map_max_entries(names::EVENTS, settings.ring_bytes)
                 .map_max_entries(names::XSKS, settings.afxdp_queues.max(1))
-                .map_max_entries(names::RULE_COUNTS, rule_slot::total(rule_slots))
+                .map_max_entries(
+                    names::RULE_COUNTS,
+                    if settings.rule_counts {
+                        cpus as u32 * rule_slot::total(rule_slots)
+                    } else {
+                        1
+                    },
+                )
                 .map_max_entries(names::TOP_LOG, (logs * LOG_UNITS).max(1))
                 .map_max_entries(names::TOP_POS, (logs * POS_WORDS).max(1)),
         )?;
@@ -308,7 +326,22 @@ impl Engine {
         );
         tables.install(&table).map_err(EngineError::Table)?;
         drop(table);
-        let rule_counts = raw_map(&mut ebpf, names::RULE_COUNTS)?;
+        let rule_counts = if settings.rule_counts {
+            let map = raw_map(&mut ebpf, names::RULE_COUNTS)?;
+            let per_cpu = rule_slot::total(rule_slots) as usize;
+            Some(RuleCounts {
+                counts: MappedArray::map(map.fd().as_fd(), cpus * per_cpu).map_err(|source| {
+                    EngineError::Counters {
+                        what: "per-rule counters, mapped",
+                        source,
+                    }
+                })?,
+                _map: map,
+                per_cpu,
+            })
+        } else {
+            None
+        };
         let top = match settings.top {
             Some(t) => {
                 let log = raw_map(&mut ebpf, names::TOP_LOG)?;
@@ -320,9 +353,9 @@ impl Engine {
                     pos: MappedArray::map(pos.fd().as_fd(), (logs * POS_WORDS) as usize)
                         .map_err(mapped("positions of the logs of sources, mapped"))?,
                     _maps: [log, pos],
-                    sum: HashMap::default(),
-                    capacity: t.capacity as usize,
-                    untracked: Count::default(),
+                    sums: SourceSums::new(t.capacity as usize),
+                    scratch: Vec::new(),
+                    frames: Vec::new(),
                 })
             }
             None => None,
@@ -342,7 +375,7 @@ impl Engine {
             xsks,
             default_action: rules.default_action(),
             tables,
-            rule_counts: settings.rule_counts.then_some(rule_counts),
+            rule_counts,
             rule_slots,
             table_rules: [rules.len() as u32, 0],
             top,
@@ -381,26 +414,28 @@ impl Engine {
         n: u32,
         each: &mut dyn FnMut(u32, Count),
     ) -> Result<(), EngineError> {
-        let Some(map) = &self.rule_counts else {
+        let Some(rc) = &self.rule_counts else {
             return Ok(());
         };
-        batch::read_per_cpu_array::<Count>(
-            map.fd().as_fd(),
-            first,
-            n,
-            self.cpus,
-            &mut |slot, per_cpu| {
-                let mut sum = Count::default();
-                for c in per_cpu {
-                    sum.add(c);
-                }
-                each(slot, sum);
-            },
-        )
-        .map_err(|source| EngineError::Counters {
-            what: "per-rule counters",
-            source,
-        })
+        let (first, n) = (first as usize, n as usize);
+        if first + n > rc.per_cpu {
+            return Err(EngineError::Counters {
+                what: "per-rule counters",
+                source: std::io::Error::other(format!(
+                    "slots {first}..{} asked of {}",
+                    first + n,
+                    rc.per_cpu
+                )),
+            });
+        }
+        for slot in first..first + n {
+            let mut sum = Count::default();
+            for cpu in 0..self.cpus {
+                sum.add(&rc.counts.get(cpu * rc.per_cpu + slot));
+            }
+            each(slot as u32, sum);
+        }
+        Ok(())
     }
 
     /// Reads what the program logged of sources since the last reading
@@ -424,9 +459,7 @@ impl Engine {
         let Some(top) = &mut self.top else {
             return;
         };
-        for (key, count) in top.sum.drain() {
-            each(&key, count);
-        }
+        top.sums.drain(each);
     }
 
     /// Puts the rules of `table` (see [`Table::build`], which can run on
@@ -443,7 +476,7 @@ impl Engine {
             return Err(EngineError::DefaultChanged);
         }
         let half = self.tables.free_half();
-        if let Some(map) = &self.rule_counts {
+        if let Some(rc) = &self.rule_counts {
             if table.rules() > self.rule_slots as usize {
                 return Err(EngineError::TooManyRules {
                     rules: table.rules(),
@@ -451,17 +484,14 @@ impl Engine {
                 });
             }
             self.tables.settle();
-            batch::zero_per_cpu_array(
-                map.fd().as_fd(),
-                rule_slot::of(half, self.rule_slots, 0),
-                table.rules() as u32,
-                size_of::<Count>(),
-                self.cpus,
-            )
-            .map_err(|source| EngineError::Counters {
-                what: "per-rule counters",
-                source,
-            })?;
+            // No packet counts into the table out of force once settled.
+            let first = rule_slot::of(half, self.rule_slots, 0) as usize;
+            for cpu in 0..self.cpus {
+                let part = cpu * rc.per_cpu + first;
+                for i in part..part + table.rules() {
+                    rc.counts.set(i, Count::default());
+                }
+            }
         }
         self.tables.install(table).map_err(EngineError::Table)?;
         self.table_rules[half as usize] = table.rules() as u32;
@@ -562,8 +592,9 @@ impl Engine {
             total.accumulate(&cpu.stats);
         }
         if let Some(top) = &self.top {
-            total.untracked += top.untracked.packets;
-            total.untracked_bytes += top.untracked.bytes;
+            let untracked = top.sums.untracked();
+            total.untracked += untracked.packets;
+            total.untracked_bytes += untracked.bytes;
         }
         Ok(total)
     }
@@ -631,48 +662,57 @@ impl TopLogs {
         // The program never runs more than a log ahead; a head that says
         // otherwise is not believed past one log.
         let end = at + head.wrapping_sub(at).min(u64::from(LOG_UNITS));
-        let base = cpu * LOG_UNITS as usize;
-        let unit = |at: u64| {
-            self.log
-                .get(base + (at as usize & (LOG_UNITS as usize - 1)))
-        };
-        while at < end {
-            let first = unit(at);
-            let (key, units) = match first & 0xff {
-                top::TAG_V4 => (TopKey::v4((first >> 32) as u32), 1),
+        // Copied out first, in at most two pieces (the ring wraps): one
+        // stream of loads of lines the other CPU wrote, which the prefetcher
+        // follows, instead of loads between hash lookups.
+        let units = &mut self.scratch;
+        units.clear();
+        let (base, mask) = (cpu * LOG_UNITS as usize, LOG_UNITS as usize - 1);
+        let mut from = at;
+        while from < end {
+            let i = from as usize & mask;
+            let n = ((end - from) as usize).min(LOG_UNITS as usize - i);
+            self.log.extend_into(base + i, n, units);
+            from += n as u64;
+        }
+        let frames = &mut self.frames;
+        frames.clear();
+        let mut i = 0;
+        while i < units.len() {
+            let first = units[i];
+            let key = match first & 0xff {
+                top::TAG_V4 => {
+                    i += 1;
+                    TopKey::v4((first >> 32) as u32)
+                }
                 top::TAG_V6 => {
                     // Published whole: a head in its middle was not believed.
-                    if end - at < 3 {
+                    let [hi, lo, ..] = units[i + 1..] else {
                         break;
-                    }
-                    let (hi, lo) = (unit(at + 1), unit(at + 2));
-                    let key = TopKey {
-                        words: [(hi >> 32) as u32, hi as u32, (lo >> 32) as u32, lo as u32],
                     };
-                    (key, 3)
+                    i += 3;
+                    TopKey {
+                        words: [(hi >> 32) as u32, hi as u32, (lo >> 32) as u32, lo as u32],
+                    }
                 }
                 // Not a unit the program writes: skip it.
                 _ => {
-                    at += 1;
+                    i += 1;
                     continue;
                 }
             };
-            at += units;
-            let count = Count {
-                packets: 1,
-                bytes: top::unit_len(first),
-            };
-            let room = self.sum.len() < self.capacity;
-            match self.sum.get_mut(&key) {
-                Some(c) => c.add(&count),
-                None if room => {
-                    self.sum.insert(key, count);
-                }
-                None => self.untracked.add(&count),
-            }
+            frames.push((key, top::unit_len(first)));
         }
+        self.sums.add_all(frames);
+        at += i as u64;
         tail.store(at, Ordering::Release);
     }
+}
+
+/// The number of possible CPUs: the number of values of a per-CPU map
+/// element, and of the parts of the per-CPU arrays.
+fn possible_cpus() -> std::io::Result<usize> {
+    aya::util::nr_cpus().map_err(|(_, e)| e)
 }
 
 /// The mask of the top `len` bits of a `width`-bit address, in the low
@@ -705,66 +745,6 @@ fn raw_map(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, EngineError> 
             Ok(m)
         }
         _ => Err(EngineError::Map { name, source: None }),
-    }
-}
-
-/// Hashes sources by a multiply-and-fold of their words, a fraction of
-/// SipHash's cost, from a seed drawn once per process: source addresses
-/// are chosen by whoever sends, and without the seed they cannot be chosen
-/// to collide.
-#[derive(Clone, Copy, Debug)]
-pub struct BuildKeyHasher(u64);
-
-impl Default for BuildKeyHasher {
-    fn default() -> Self {
-        use std::hash::{BuildHasher as _, Hasher as _};
-        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        Self(*SEED.get_or_init(|| std::hash::RandomState::new().build_hasher().finish()))
-    }
-}
-
-/// The state of [`BuildKeyHasher`]: the words of one key, folded.
-pub struct KeyHasher(u64);
-
-impl std::hash::BuildHasher for BuildKeyHasher {
-    type Hasher = KeyHasher;
-
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(self.0)
-    }
-}
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 29)
-    }
-
-    /// A key's words come as one slice of bytes (`[u32; 4]` hashes its
-    /// bytes whole): folded eight at a time, two rounds for an address.
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            self.write_u64(u64::from_le_bytes(w.try_into().expect("eight bytes")));
-        }
-        for b in words.remainder() {
-            self.write_u8(*b);
-        }
-    }
-
-    fn write_u8(&mut self, b: u8) {
-        self.write_u64(u64::from(b));
-    }
-
-    fn write_u32(&mut self, w: u32) {
-        self.write_u64(u64::from(w));
-    }
-
-    fn write_u64(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(29) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn write_usize(&mut self, w: usize) {
-        self.write_u64(w as u64);
     }
 }
 

@@ -1,6 +1,10 @@
 //! BPF arrays mapped into this process (`BPF_F_MMAPABLE`): read and
 //! written as memory, without a system call per element.
 //!
+//! The per-rule counters are such an array, a part per CPU, read while the
+//! program counts (each count is a u64 the program writes whole) and
+//! zeroed only for the table out of force.
+//!
 //! The logs of sources are such arrays ([`traffic_common::top`]): each CPU
 //! appends to its own part and publishes its head; this process reads the
 //! units between its tail and that head, which the program does not write
@@ -65,6 +69,45 @@ impl<T: Pod> MappedArray<T> {
         // value owns; `T` is Pod, so any bytes are a value; volatile, since
         // the program writes the memory behind the compiler's back.
         unsafe { self.ptr.as_ptr().add(i).read_volatile() }
+    }
+
+    /// Appends entries `first .. first + n` to `out`, read as plain memory:
+    /// for entries the program does not write meanwhile (a log's published
+    /// units).
+    ///
+    /// # Panics
+    ///
+    /// When they are not all in the array.
+    pub fn extend_into(&self, first: usize, n: usize, out: &mut Vec<T>) {
+        assert!(first + n <= self.entries, "entries out of the array");
+        out.reserve(n);
+        let len = out.len();
+        // SAFETY: the source is in bounds (checked above) of a live mapping
+        // that this value owns, and nothing writes it meanwhile (the
+        // caller's part); the destination has room for `n` more (reserved
+        // above), which are initialised by the copy before the length
+        // covers them; `T` is Pod.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(first),
+                out.as_mut_ptr().add(len),
+                n,
+            );
+            out.set_len(len + n);
+        }
+    }
+
+    /// Writes entry `i`, once; for entries the program does not write
+    /// meanwhile (the per-rule counters of the table out of force).
+    ///
+    /// # Panics
+    ///
+    /// When `i` is not in the array.
+    pub fn set(&self, i: usize, value: T) {
+        assert!(i < self.entries, "entry out of the array");
+        // SAFETY: in bounds (checked above) of a live, writable mapping
+        // that this value owns; volatile, as in `get`.
+        unsafe { self.ptr.as_ptr().add(i).write_volatile(value) }
     }
 }
 

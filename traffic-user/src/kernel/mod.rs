@@ -4,8 +4,9 @@
 //! - [`engine`]: the classifier with its rule tables, counters, event ring
 //!   and AF_XDP socket map.
 //! - [`ring`]: the event ring buffer, mapped and read in batches.
-//! - [`batch`]: batched reads of per-rule and per-source counters.
-//! - [`mapped`]: BPF arrays mapped into the process (the logs of sources).
+//! - [`mapped`]: BPF arrays mapped into the process (per-rule counters, the
+//!   logs of sources).
+//! - [`sums`]: the sources of those logs, summed.
 //! - [`tools`]: the floor and XDP_TX programs of the benchmark and the
 //!   generator, from an object of their own.
 //! - [`attach`]: bpf_link attachment, mode fallback, programs in the way.
@@ -13,13 +14,13 @@
 //! - [`caps`]: the capabilities the process holds.
 
 pub mod attach;
-pub mod batch;
 pub mod caps;
 pub mod engine;
 pub mod mapped;
 pub mod netlink;
 pub(crate) mod object;
 pub mod ring;
+pub mod sums;
 pub mod table;
 pub mod tools;
 

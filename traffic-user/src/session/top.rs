@@ -25,7 +25,7 @@ use std::{
 use traffic_common::{Count, TopKey};
 
 use crate::{
-    kernel::engine::BuildKeyHasher,
+    kernel::sums::BuildKeyHasher,
     rules::RuleSet,
     sink::json::{TopReport, TopRow},
 };
