@@ -134,7 +134,7 @@ impl Settings {
         if let Some(top) = &self.top {
             if top.capacity == 0 {
                 problems.push(
-                    "--top-capacity 0: the top-talker map needs room for at least one source"
+                    "--top-capacity 0: top talkers need room for at least one source an interval"
                         .to_owned(),
                 );
             }

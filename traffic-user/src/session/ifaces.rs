@@ -2,7 +2,7 @@
 //! own maps and counters, read by the session as one [`Counters`].
 //!
 //! Each interface's program is loaded and attached on its own (its rule
-//! tables, counters, ring buffer and top-talker maps are its own), so that
+//! tables, counters, ring buffer and logs of sources are its own), so that
 //! the interfaces are counted apart and a busy one cannot fill another's
 //! ring. The session sums them for the run's counts and reports each.
 
