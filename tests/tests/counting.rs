@@ -7,7 +7,7 @@ use traffic::{
     lab::{generator, zipf::Zipf},
     sink::json::{Line, RuleRow, SummaryReport},
 };
-use traffic_tests::{Lab, Running, TempDir, send};
+use traffic_tests::{Lab, Running, TempDir, send, send_on_cpu, signal};
 
 /// Rules of the lab tests: one of each action, and the default.
 const RULES: [&str; 6] = [
@@ -204,6 +204,37 @@ fn a_full_top_talker_map_counts_what_it_cannot_place() {
     // Every packet not placed in a source is counted as such.
     assert_eq!(summary.counts.untracked, top.untracked_packets);
     assert!(top.sources.iter().all(|t| t.packets <= 2 + t.error));
+}
+
+/// A reader that stops (SIGSTOP) while sources are counted: the kernel's
+/// logs of sources fill, the frames that find no room are counted
+/// untracked, and once traffic goes on every other frame is in its
+/// source's count, so that sources and untracked add up to every IP packet.
+#[test]
+fn a_stopped_reader_fills_the_logs_and_the_rest_is_counted_untracked() {
+    let lab = Lab::create("toplog", 1).expect("create the lab (needs root)");
+    let (running, _) = Running::watch(&lab, &["--top", "16"]);
+    signal(running.pid(), libc::SIGSTOP);
+    // More than both CPUs' logs hold (2 x 262,144 IPv4 units), from 16
+    // sources.
+    let n: u64 = 600_000;
+    send_on_cpu(
+        &lab,
+        0,
+        &["--src", "240.0.0.0/28", "--count", &n.to_string()],
+    );
+    signal(running.pid(), libc::SIGCONT);
+    let running = running.expect_packets(n);
+    let (summary, status, stderr) = running.stop();
+    assert!(status.success(), "{stderr}");
+    let top = summary.top.expect("--top reports top talkers");
+    assert!(!top.exact, "{top:?}");
+    assert!(top.untracked_packets >= n - 2 * 262_144, "{top:?}");
+    assert_eq!(summary.counts.untracked, top.untracked_packets);
+    let counted: u64 = top.sources.iter().map(|s| s.packets).sum();
+    let ip = summary.counts.ipv4 + summary.counts.ipv6;
+    assert_eq!(counted + top.untracked_packets, ip, "{top:?}");
+    assert!(counted > 0);
 }
 
 /// The last `summary` among JSON `lines`.
