@@ -741,6 +741,33 @@ fn the_log_of_sources_counts_every_frame_once_and_a_full_log_untracked() {
     assert_eq!(s.untracked, 0);
     assert_eq!(take(&mut e).values().map(|c| c.packets).sum::<u64>(), 1);
 
+    // An IPv6 source whose three units wrap around the log's end: IPv4
+    // units up to one short of it, then the IPv6 source.
+    let logged = 3000 + 3 * 100 + LOG_UNITS + 1;
+    let to_end = LOG_UNITS - 1 - logged % LOG_UNITS;
+    for _ in 0..to_end {
+        run(&e, &f);
+    }
+    let got = take(&mut e);
+    assert_eq!(
+        got.values().map(|c| c.packets).sum::<u64>(),
+        u64::from(to_end)
+    );
+    let f6 = v6(7);
+    run(&e, &f6);
+    let got = take(&mut e);
+    let wrapped = TopKey {
+        words: [0x2001_0db8, 3, 0, 0],
+    };
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got.get(&wrapped),
+        Some(&Count {
+            packets: 1,
+            bytes: f6.len() as u64
+        })
+    );
+
     // The loader keeps --top-capacity sources an interval.
     let mut e = load(100);
     for i in 0..300 {

@@ -91,8 +91,9 @@ impl Default for TopSettings {
     }
 }
 
-/// Sources counted per interval by default: 2^17, about 6 MiB of the
-/// loader's memory (the kernel's is the logs', 2 MiB per CPU).
+/// Sources counted per interval by default: 2^17, whose table takes at most
+/// 8 MiB of the loader's memory (twice as many 32-byte slots); the kernel's
+/// is the logs', 2 MiB per CPU.
 pub const DEFAULT_TOP_CAPACITY: u32 = 1 << 17;
 
 /// The rule counters a first set of `rules` gets by default.
@@ -214,8 +215,6 @@ struct TopLogs {
     /// its room is made once. What finds it full is added to the kernel's
     /// untracked counts.
     sums: SourceSums,
-    /// The units of one reading, copied out of the log.
-    scratch: Vec<u64>,
     /// The sources and lengths of one reading.
     frames: Vec<(TopKey, u64)>,
 }
@@ -330,12 +329,7 @@ impl Engine {
             let map = raw_map(&mut ebpf, names::RULE_COUNTS)?;
             let per_cpu = rule_slot::total(rule_slots) as usize;
             Some(RuleCounts {
-                counts: MappedArray::map(map.fd().as_fd(), cpus * per_cpu).map_err(|source| {
-                    EngineError::Counters {
-                        what: "per-rule counters, mapped",
-                        source,
-                    }
-                })?,
+                counts: mapped(&map, cpus * per_cpu, "per-rule counters, mapped")?,
                 _map: map,
                 per_cpu,
             })
@@ -346,15 +340,15 @@ impl Engine {
             Some(t) => {
                 let log = raw_map(&mut ebpf, names::TOP_LOG)?;
                 let pos = raw_map(&mut ebpf, names::TOP_POS)?;
-                let mapped = |what| move |source| EngineError::Counters { what, source };
                 Some(TopLogs {
-                    log: MappedArray::map(log.fd().as_fd(), (logs * LOG_UNITS) as usize)
-                        .map_err(mapped("logs of sources, mapped"))?,
-                    pos: MappedArray::map(pos.fd().as_fd(), (logs * POS_WORDS) as usize)
-                        .map_err(mapped("positions of the logs of sources, mapped"))?,
+                    log: mapped(&log, (logs * LOG_UNITS) as usize, "logs of sources, mapped")?,
+                    pos: mapped(
+                        &pos,
+                        (logs * POS_WORDS) as usize,
+                        "positions of the logs of sources, mapped",
+                    )?,
                     _maps: [log, pos],
                     sums: SourceSums::new(t.capacity as usize),
-                    scratch: Vec::new(),
                     frames: Vec::new(),
                 })
             }
@@ -662,51 +656,61 @@ impl TopLogs {
         // The program never runs more than a log ahead; a head that says
         // otherwise is not believed past one log.
         let end = at + head.wrapping_sub(at).min(u64::from(LOG_UNITS));
-        // Copied out first, in at most two pieces (the ring wraps): one
-        // stream of loads of lines the other CPU wrote, which the prefetcher
-        // follows, instead of loads between hash lookups.
-        let units = &mut self.scratch;
-        units.clear();
-        let (base, mask) = (cpu * LOG_UNITS as usize, LOG_UNITS as usize - 1);
-        let mut from = at;
-        while from < end {
-            let i = from as usize & mask;
-            let n = ((end - from) as usize).min(LOG_UNITS as usize - i);
-            self.log.extend_into(base + i, n, units);
-            from += n as u64;
-        }
+        // The published units, in at most two pieces (the ring wraps),
+        // read in place: the program does not write them until the tail
+        // passes them.
+        let (base, first) = (
+            cpu * LOG_UNITS as usize,
+            at as usize & (LOG_UNITS as usize - 1),
+        );
+        let n = (end - at) as usize;
+        let to_end = n.min(LOG_UNITS as usize - first);
+        let mut units = self
+            .log
+            .published(base + first, to_end)
+            .iter()
+            .chain(self.log.published(base, n - to_end))
+            .copied();
         let frames = &mut self.frames;
         frames.clear();
-        let mut i = 0;
-        while i < units.len() {
-            let first = units[i];
-            let key = match first & 0xff {
+        while let Some(unit) = units.next() {
+            let key = match unit & 0xff {
                 top::TAG_V4 => {
-                    i += 1;
-                    TopKey::v4((first >> 32) as u32)
+                    at += 1;
+                    TopKey::v4((unit >> 32) as u32)
                 }
                 top::TAG_V6 => {
                     // Published whole: a head in its middle was not believed.
-                    let [hi, lo, ..] = units[i + 1..] else {
+                    let (Some(hi), Some(lo)) = (units.next(), units.next()) else {
                         break;
                     };
-                    i += 3;
+                    at += 3;
                     TopKey {
                         words: [(hi >> 32) as u32, hi as u32, (lo >> 32) as u32, lo as u32],
                     }
                 }
                 // Not a unit the program writes: skip it.
                 _ => {
-                    i += 1;
+                    at += 1;
                     continue;
                 }
             };
-            frames.push((key, top::unit_len(first)));
+            frames.push((key, top::unit_len(unit)));
         }
         self.sums.add_all(frames);
-        at += i as u64;
         tail.store(at, Ordering::Release);
     }
+}
+
+/// The `entries` values of BPF array `map`, mapped (`what` names it in an
+/// error).
+fn mapped<T: bytemuck::Pod>(
+    map: &MapData,
+    entries: usize,
+    what: &'static str,
+) -> Result<MappedArray<T>, EngineError> {
+    MappedArray::map(map.fd().as_fd(), entries)
+        .map_err(|source| EngineError::Counters { what, source })
 }
 
 /// The number of possible CPUs: the number of values of a per-CPU map

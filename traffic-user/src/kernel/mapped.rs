@@ -71,30 +71,19 @@ impl<T: Pod> MappedArray<T> {
         unsafe { self.ptr.as_ptr().add(i).read_volatile() }
     }
 
-    /// Appends entries `first .. first + n` to `out`, read as plain memory:
-    /// for entries the program does not write meanwhile (a log's published
-    /// units).
+    /// Entries `first .. first + n`, read as plain memory: only entries
+    /// the program does not write while the borrow lasts (a log's
+    /// published units, until the tail is published past them).
     ///
     /// # Panics
     ///
     /// When they are not all in the array.
-    pub fn extend_into(&self, first: usize, n: usize, out: &mut Vec<T>) {
+    pub fn published(&self, first: usize, n: usize) -> &[T] {
         assert!(first + n <= self.entries, "entries out of the array");
-        out.reserve(n);
-        let len = out.len();
-        // SAFETY: the source is in bounds (checked above) of a live mapping
-        // that this value owns, and nothing writes it meanwhile (the
-        // caller's part); the destination has room for `n` more (reserved
-        // above), which are initialised by the copy before the length
-        // covers them; `T` is Pod.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().add(first),
-                out.as_mut_ptr().add(len),
-                n,
-            );
-            out.set_len(len + n);
-        }
+        // SAFETY: in bounds (checked above) of a live mapping that lives as
+        // long as the borrow of `self`; `T` is Pod, so any bytes are a
+        // value; nothing writes these entries meanwhile (the caller's part).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(first), n) }
     }
 
     /// Writes entry `i`, once; for entries the program does not write
