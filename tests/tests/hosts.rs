@@ -45,6 +45,17 @@ fn query(ns: &str, q: &str, label: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// What `open` makes in the lab's receiving namespace (a socket bound
+/// there), which must succeed.
+fn in_lab<T: Send + 'static>(
+    lab: &Lab,
+    open: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> T {
+    traffic::lab::netns::in_netns(&lab.rx_ns, open)
+        .expect("enter the lab's namespace")
+        .expect("open a socket in the lab")
+}
+
 fn map(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
@@ -158,10 +169,7 @@ fn prometheus_scrapes_the_counts_the_lab_sent() {
 fn a_busy_metrics_port_is_refused_before_anything_is_attached() {
     let lab = Lab::create("promport", 1).expect("create the lab");
     Lab::loopback_up(&lab.rx_ns).unwrap();
-    let _taken =
-        traffic::lab::netns::in_netns(&lab.rx_ns, || std::net::TcpListener::bind("127.0.0.1:9464"))
-            .unwrap()
-            .unwrap();
+    let _taken = in_lab(&lab, || std::net::TcpListener::bind("127.0.0.1:9464"));
     let stderr = traffic_tests::fails(
         &lab.rx_ns,
         &["--iface", &lab.rx_if, "--metrics", "127.0.0.1:9464"],
@@ -316,14 +324,8 @@ fn ipfix_templates_and_records_decode_in_tshark() {
     Lab::loopback_up(&lab.rx_ns).unwrap();
     let dir = TempDir::new("cflow");
     // Something listens on each port, so that nothing is refused.
-    let udp =
-        traffic::lab::netns::in_netns(&lab.rx_ns, || std::net::UdpSocket::bind("127.0.0.1:4739"))
-            .unwrap()
-            .unwrap();
-    let tcp =
-        traffic::lab::netns::in_netns(&lab.rx_ns, || std::net::TcpListener::bind("127.0.0.1:4740"))
-            .unwrap()
-            .unwrap();
+    let udp = in_lab(&lab, || std::net::UdpSocket::bind("127.0.0.1:4739"));
+    let tcp = in_lab(&lab, || std::net::TcpListener::bind("127.0.0.1:4740"));
     let received = std::thread::spawn(move || {
         use std::io::Read as _;
         let (mut s, _) = tcp.accept().expect("traffic connects");
@@ -604,10 +606,7 @@ fn idle_connections_cannot_starve_the_metrics_endpoint() {
 fn a_tcp_collector_that_goes_away_costs_counted_records_not_the_run() {
     let lab = Lab::create("ipfixgone", 1).expect("create the lab");
     Lab::loopback_up(&lab.rx_ns).unwrap();
-    let listener =
-        traffic::lab::netns::in_netns(&lab.rx_ns, || std::net::TcpListener::bind("127.0.0.1:4742"))
-            .unwrap()
-            .unwrap();
+    let listener = in_lab(&lab, || std::net::TcpListener::bind("127.0.0.1:4742"));
     // The collector takes the connection, reads a little, and goes away
     // with its listening socket: reconnecting is refused from then on.
     let collector = std::thread::spawn(move || {
