@@ -10,10 +10,10 @@ use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use traffic::{
     bench,
-    cli::{GenConfig, LowArgs, RunConfig, Sub, Target},
+    cli::{GenConfig, LowArgs, Sub},
     kernel::caps,
     lab::{builtin, generator},
-    session::{self, Outcome, Stop},
+    session::{self, Outcome, RunConfig, Stop, Target},
     sink::report::si,
 };
 

@@ -6,16 +6,14 @@ use std::{fmt, path::PathBuf, time::Duration};
 use super::args::{GenArgs, RunArgs};
 use crate::{
     kernel::{
-        ModeChoice, Settings,
+        Settings,
         caps::{CapsError, User},
     },
     lab::generator::{GenOptions, Mechanism, Mix, parse_mac},
     rules::{Action, CidrError, RuleError, RuleSet, RuleSpec},
+    session::{Afxdp, Ipfix, RunConfig, Target},
     sink::{Format, pcap::Rotation},
-    source::{
-        afxdp::{XskModeChoice, XskSizes},
-        pace::Mode,
-    },
+    source::{afxdp::XskSizes, pace::Mode},
 };
 
 /// One problem with the flags.
@@ -99,60 +97,6 @@ impl fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
-/// Where to attach.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// Real interfaces, one or more (`--iface a --iface b`).
-    Ifaces(Vec<String>),
-    /// The built-in lab.
-    Lab,
-    /// A recorded capture (`--read`), run through the program by
-    /// BPF_PROG_RUN.
-    File(PathBuf),
-}
-
-/// A validated capture/filter run.
-#[derive(Debug)]
-pub struct RunConfig {
-    pub target: Target,
-    pub mode: ModeChoice,
-    pub force: bool,
-    pub rules: std::sync::Arc<RuleSet>,
-    /// What the rules are made of, to read them again on SIGHUP.
-    pub rule_spec: RuleSpec,
-    /// `--watch-rules`: also read them again when a rules file changes.
-    pub watch_rules: bool,
-    /// Whether any rule was given (the lab adds demo rules when not).
-    pub rules_given: bool,
-    pub interval: Duration,
-    pub format: Format,
-    pub duration: Option<Duration>,
-    pub settings: Settings,
-    /// How the sources are read: `--busy-poll`, or paced by the rate below
-    /// `--max-wait-us`.
-    pub read: Mode,
-    pub print: bool,
-    pub write: Option<PathBuf>,
-    pub plot: Option<PathBuf>,
-    pub afxdp: Option<Afxdp>,
-    /// Who to run as once everything is open (`-Z`).
-    pub user: Option<User>,
-    /// When to start a new pcap file (`-C`, `-G`, `-W`).
-    pub rotation: Rotation,
-    /// `--by-rule`: the per-rule table.
-    pub by_rule: bool,
-    /// `--top N`: how many sources each report names.
-    pub top: Option<usize>,
-    /// `--metrics ADDR:PORT`: where to serve Prometheus metrics, and how
-    /// many rules get series of their own (`--metrics-rules`).
-    pub metrics: Option<(std::net::SocketAddr, usize)>,
-    /// `--ipfix`: where and how to export flow records.
-    pub ipfix: Option<Ipfix>,
-}
-
-/// The IPFIX export of a run (`--ipfix`).
-pub type Ipfix = crate::sink::ipfix::IpfixSettings;
-
 /// `--ipfix` and its options.
 fn ipfix(args: &RunArgs, errors: &mut Vec<ConfigError>) -> Option<Ipfix> {
     let collector = args.ipfix.clone()?;
@@ -195,14 +139,6 @@ fn exporters_problems(args: &RunArgs, target: &Target, errors: &mut Vec<ConfigEr
             }
         }
     }
-}
-
-/// The AF_XDP settings of a run.
-#[derive(Debug, Clone, Copy)]
-pub struct Afxdp {
-    pub mode: XskModeChoice,
-    pub queues: Option<u32>,
-    pub sizes: XskSizes,
 }
 
 /// A validated generator run.

@@ -7,4 +7,4 @@ pub mod config;
 pub mod generate;
 
 pub use args::{BenchArgs, GenArgs, LowArgs, RunArgs, Sub};
-pub use config::{Afxdp, ConfigError, GenConfig, Invalid, Ipfix, RunConfig, Target};
+pub use config::{ConfigError, GenConfig, Invalid};

@@ -16,9 +16,8 @@ use super::{
     remove_stale,
 };
 use crate::{
-    cli::RunConfig,
     rules::{Action, Origin, RuleError, RuleSet},
-    session::{self, Outcome, SetupError},
+    session::{self, Outcome, RunConfig, SetupError},
 };
 
 /// Sources of the lab's generator.

@@ -21,6 +21,7 @@
 //! nanosecond timer set for the soonest of the others; when the sources are
 //! idle, nothing runs.
 
+pub mod config;
 pub mod ifaces;
 pub mod reload;
 pub mod replay;
@@ -50,6 +51,7 @@ use crate::{
     source::{Captured, Drained, Source, SourceError, clock::TimerFd, pace::Next},
 };
 
+pub use config::{Afxdp, Ipfix, RunConfig, Target};
 pub use ifaces::Ifaces;
 pub use reload::Reloader;
 pub use setup::{SetupError, watch};

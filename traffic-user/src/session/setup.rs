@@ -9,12 +9,11 @@ use tokio::{
 };
 
 use super::{
-    Counters, Ifaces, Outcome, Session, SessionError, Stop, Timing, TopTally,
+    Afxdp, Counters, Ifaces, Outcome, RunConfig, Session, SessionError, Stop, Timing, TopTally,
     reload::{Reloader, SignalOrChange},
     replay::Replayed,
 };
 use crate::{
-    cli::{Afxdp, RunConfig},
     kernel::{
         AttachMode, Engine, EngineError,
         caps::CapsError,
