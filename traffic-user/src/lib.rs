@@ -3,7 +3,7 @@
 //! The crate's folders follow the data flow of a run:
 //!
 //! - [`cli`]: the flags, parsed and then validated into a run's
-//!   configuration.
+//!   configuration ([`session::RunConfig`]).
 //! - [`rules`] decides: source prefixes and their actions, longest prefix
 //!   wins.
 //! - [`kernel`]: the XDP objects; loading, attaching, counters, and the
@@ -14,7 +14,8 @@
 //! - [`session`]: a run, which drives sources into sinks and reports
 //!   counters every interval.
 //! - [`sink`]: where a run goes: reports (table or JSON), latency
-//!   histograms, pcap files, packet lines, plots.
+//!   histograms, pcap files, packet lines, plots, metrics and IPFIX.
+//! - [`os`]: descriptor calls that the inputs and outputs share.
 //!
 //! Tooling lives beside the product: [`lab`] makes test traffic (veth pairs
 //! in network namespaces, frames, a generator, the built-in lab) and
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod cli;
 pub mod kernel;
 pub mod lab;
+pub mod os;
 pub mod packet;
 pub mod rules;
 pub mod session;

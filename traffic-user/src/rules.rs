@@ -468,7 +468,7 @@ fn open_rules(path: &Path) -> std::io::Result<std::fs::File> {
             )));
         }
     }
-    crate::sink::file::set_blocking(&file)?;
+    crate::os::set_blocking(&file)?;
     Ok(file)
 }
 

@@ -17,10 +17,7 @@
 use std::{
     fs::{File, OpenOptions},
     io,
-    os::{
-        fd::AsRawFd as _,
-        unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _},
-    },
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -223,7 +220,7 @@ fn open_fifo(path: &Path, follow: bool) -> Result<File, OutputError> {
                 open_error(path, e)
             }
         })?;
-    set_blocking(&file).map_err(|source| OutputError::Io {
+    crate::os::set_blocking(&file).map_err(|source| OutputError::Io {
         path: path.to_owned(),
         source,
     })?;
@@ -241,21 +238,6 @@ fn open_error(path: &Path, e: io::Error) -> OutputError {
             source: e,
         }
     }
-}
-
-/// Clears `O_NONBLOCK` on `file`.
-pub(crate) fn set_blocking(file: &File) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor `file` owns.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A `File` on a duplicate of descriptor 1.
