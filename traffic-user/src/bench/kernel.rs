@@ -256,8 +256,13 @@ pub fn kernel_costs(
                 ("drop", Action::Drop, XDP_DROP),
                 ("capture", Action::Capture, XDP_PASS),
             ] {
-                let mut engine =
-                    Engine::load_with(&rules_with(n, src, action), &Settings::default())?;
+                // As the command line runs it: rules counted per rule
+                // up to the default's bound.
+                let settings = Settings {
+                    rule_counts: n <= crate::kernel::engine::RULE_COUNTS_BY_DEFAULT,
+                    ..Settings::default()
+                };
+                let mut engine = Engine::load_with(&rules_with(n, src, action), &settings)?;
                 let mut ring = engine.take_events().expect("a fresh engine has its ring");
                 let (median, rounds) = if action == Action::Capture {
                     measure_draining(engine.program(), &frame, repeat, want, &mut ring)?

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::live::{LiveError, Spawned, io_step};
 use crate::{
-    kernel::{Engine, EngineError, ModeChoice, Tool, ToolProgram, object},
+    kernel::{Engine, EngineError, ModeChoice, Settings, Tool, ToolProgram, object},
     lab::{
         Lab,
         frame::FrameSpec,
@@ -138,7 +138,8 @@ fn cidr(v6: bool, bits: u128, len: u32, _block: u32) -> Cidr {
 /// One figure of the classifier at scale.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScaleRow {
-    /// `traffic`, `lpm-trie` or `floor` (drops everything, no lookup).
+    /// [`TRAFFIC_RULE_COUNTS`], [`TRAFFIC_NO_RULE_COUNTS`], `lpm-trie` or
+    /// `floor` (drops everything, no lookup).
     pub program: String,
     /// `ipv4` or `ipv6`.
     pub family: String,
@@ -246,6 +247,17 @@ fn fill<K: aya::Pod>(
     }
     Ok(())
 }
+
+/// traffic with per-rule counters, as it runs by default up to
+/// [`crate::kernel::engine::RULE_COUNTS_BY_DEFAULT`] rules (and above with
+/// `--by-rule`).
+pub const TRAFFIC_RULE_COUNTS: &str = "traffic, per-rule counters";
+
+/// traffic without them, as it runs by default above that many rules (and
+/// with `--no-rule-counts`): the classifier and the action counters. With
+/// many rules and spread sources, a rule's counter is a cache miss of its
+/// own.
+pub const TRAFFIC_NO_RULE_COUNTS: &str = "traffic, no per-rule counters";
 
 /// A program under measurement.
 enum Measured {
@@ -433,7 +445,7 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<ScaleRow>,
     let rounds = if quick { 3 } else { 5 };
     let _ = writeln!(
         out,
-        "# drop path with sources spread over the rules (program ns/packet from BPF stats, median of {rounds} rounds; test_run over {SOURCES} distinct frames, live over {count} frames)\n{:<9} {:<6} {:>9} {:>5} {:>12} {:>9} {:>8}",
+        "# drop path with sources spread over the rules (program ns/packet from BPF stats, median of {rounds} rounds; test_run over {SOURCES} distinct frames, live over {count} frames)\n{:<30} {:<6} {:>9} {:>5} {:>12} {:>9} {:>8}",
         "program", "family", "rules", "len", "test_run ns", "live ns", "load s"
     );
     let mut rows = Vec::new();
@@ -441,14 +453,27 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<ScaleRow>,
         let lab = Lab::create("scale", 1).map_err(io_step("creating the lab"))?;
         let set = case.rule_set();
         let frames = frames(case);
-        for which in ["floor", "traffic", "lpm-trie"] {
+        for which in [
+            "floor",
+            TRAFFIC_RULE_COUNTS,
+            TRAFFIC_NO_RULE_COUNTS,
+            "lpm-trie",
+        ] {
             if which == "floor" && case.rules != 1 {
                 continue;
             }
             let started = Instant::now();
             let loaded = match which {
                 "floor" => ToolProgram::load(Tool::FloorDrop).map(Measured::Floor),
-                "traffic" => Engine::load(&set).map(|e| Measured::Traffic(Box::new(e))),
+                TRAFFIC_RULE_COUNTS => Engine::load(&set).map(|e| Measured::Traffic(Box::new(e))),
+                TRAFFIC_NO_RULE_COUNTS => Engine::load_with(
+                    &set,
+                    &Settings {
+                        rule_counts: false,
+                        ..Settings::default()
+                    },
+                )
+                .map(|e| Measured::Traffic(Box::new(e))),
                 _ => LpmProgram::load(&set).map(Measured::Lpm),
             };
             let mut m = loaded.map_err(|e| ScaleError::Program(crate::kernel::error_chain(&e)))?;
@@ -480,7 +505,7 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<ScaleRow>,
             };
             let _ = writeln!(
                 out,
-                "{:<9} {:<6} {:>9} {:>5} {:>12.1} {:>9.1} {:>8.2}",
+                "{:<30} {:<6} {:>9} {:>5} {:>12.1} {:>9.1} {:>8.2}",
                 row.program,
                 row.family,
                 row.rules,
