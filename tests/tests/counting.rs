@@ -696,6 +696,53 @@ fn no_rule_counts_leaves_the_rules_out_and_the_counters_whole() {
 }
 
 #[test]
+fn a_rule_set_above_65536_rules_is_counted_per_rule_only_when_asked() {
+    // 70,000 /28s over 240.0.0.0/8, then the lab's own /24.
+    let dir = TempDir::new("bigset");
+    let mut rules = String::new();
+    for i in 0..70_000u32 {
+        let a = std::net::Ipv4Addr::from_bits(0xf000_0000 | (i << 4));
+        rules.push_str(&format!("drop {a}/28\n"));
+    }
+    rules.push_str("drop 192.0.2.0/24\n");
+    let rules_path = dir.0.join("big.rules");
+    std::fs::write(&rules_path, rules).unwrap();
+    let rules_arg = rules_path.to_str().unwrap();
+    let mut file = pcap_header();
+    for src in ["192.0.2.1", "192.0.2.2", "240.0.0.17", "198.51.100.1"] {
+        file.extend(pcap_record(&udp_frame(src), 1_800_000_000));
+    }
+    let path = dir.0.join("four.pcap");
+    std::fs::write(&path, &file).unwrap();
+
+    // By default: no per-rule counts, a note that says so and how to have
+    // them, and the action counters whole.
+    let (summary, code, stderr) = read(&path, &["--rules", rules_arg]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let summary = summary.unwrap();
+    assert!(summary.rules.is_empty(), "{:?}", summary.rules);
+    assert_eq!((summary.counts.drop, summary.counts.pass), (3, 1));
+    assert!(
+        stderr.contains("70001 rules: per-rule counts are off")
+            && stderr.contains("--by-rule or --max-rules N turns them on"),
+        "{stderr}"
+    );
+
+    // Asked for, by either flag: exact, and no note.
+    for asked in [&["--by-rule"][..], &["--max-rules", "80000"]] {
+        let args = [&["--rules", rules_arg][..], asked].concat();
+        let (summary, code, stderr) = read(&path, &args);
+        assert_eq!(code, Some(0), "{stderr}");
+        let summary = summary.unwrap();
+        assert_eq!(row(&summary.rules, "192.0.2.0/24").packets, 2, "{asked:?}");
+        assert_eq!(row(&summary.rules, "240.0.0.16/28").packets, 1, "{asked:?}");
+        assert_eq!(row(&summary.rules, "default").packets, 1, "{asked:?}");
+        assert_eq!(sum_by_action(&summary.rules, "drop"), 3, "{asked:?}");
+        assert!(!stderr.contains("per-rule counts are off"), "{stderr}");
+    }
+}
+
+#[test]
 fn read_from_stdin_and_a_signal_ends_a_read_with_its_summary() {
     let dir = TempDir::new("readsignal");
     let frame = udp_frame("198.51.100.7");

@@ -158,32 +158,39 @@ fn a_reload_larger_than_the_table_is_refused_and_names_the_flag() {
     let lab = Lab::create("bigreload", 1).expect("create the lab (needs root)");
     let dir = TempDir::new("bigreload");
     let rules = dir.0.join("rules.txt");
-    replace(&rules, DROP);
-    let (mut running, _) = Running::watch(
-        &lab,
-        &["--rules", rules.to_str().unwrap(), "--rule-table-mib", "1"],
-    );
     // 20,000 /32s spread over 240.0.0.0/4 (table entries only): far more
-    // blocks than 1 MiB holds.
+    // blocks than 1 MiB holds, and more rules than the per-rule counters a
+    // first set of two gets (4,096).
     let mut text = String::from(PASS);
     for i in 0..20_000u32 {
         let a = 0xf000_0000 | (i.wrapping_mul(2_654_435_761) & 0x0fff_ffff);
         text.push_str(&format!("drop {}\n", std::net::Ipv4Addr::from_bits(a)));
     }
-    replace(&rules, &text);
-    signal(running.pid(), libc::SIGHUP);
-    let r = running.next_reload(Duration::from_secs(20));
-    assert!(!r.ok);
-    assert_eq!(r.rules_v4, 2, "the old rules stay in force");
-    assert!(
-        r.errors[0].contains("--rule-table-mib"),
-        "the message names the flag: {:?}",
-        r.errors
-    );
-    send(&lab, &["--src", "192.0.2.0/24", "--count", "100"]);
-    let (summary, status, stderr) = running.expect_packets(100).stop();
-    assert!(status.success(), "{stderr}");
-    assert_eq!(summary.counts.drop, 100);
+    for (limit, flag) in [
+        (
+            &["--rule-table-mib", "1", "--max-rules", "30000"][..],
+            "--rule-table-mib",
+        ),
+        (&[][..], "--max-rules"),
+    ] {
+        replace(&rules, DROP);
+        let args = [&["--rules", rules.to_str().unwrap()][..], limit].concat();
+        let (mut running, _) = Running::watch(&lab, &args);
+        replace(&rules, &text);
+        signal(running.pid(), libc::SIGHUP);
+        let r = running.next_reload(Duration::from_secs(20));
+        assert!(!r.ok);
+        assert_eq!(r.rules_v4, 2, "the old rules stay in force");
+        assert!(
+            r.errors[0].contains(flag),
+            "the message names {flag}: {:?}",
+            r.errors
+        );
+        send(&lab, &["--src", "192.0.2.0/24", "--count", "100"]);
+        let (summary, status, stderr) = running.expect_packets(100).stop();
+        assert!(status.success(), "{stderr}");
+        assert_eq!(summary.counts.drop, 100);
+    }
 }
 
 /// How Kubernetes updates a mounted ConfigMap: the file is a link through

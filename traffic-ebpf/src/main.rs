@@ -69,7 +69,7 @@ static XSKS: XskMap = XskMap::with_max_entries(64, 0);
 /// [`rule_slot::total`] slots per CPU, CPU 0's first. Each CPU writes only
 /// its own part. One array rather than a per-CPU one: a per-CPU array's
 /// lookup first reads the element's per-CPU pointer from an array of them
-/// (a megabyte for the default 65,536 rules a table), a second dependent
+/// (a megabyte for 65,536 rules a table), a second dependent
 /// load that missed the cache live; and userspace maps this one
 /// (BPF_F_MMAPABLE) and reads it without a system call. The loader sets the
 /// size from [`Config::rule_slots`] and the possible CPUs.

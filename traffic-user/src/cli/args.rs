@@ -135,11 +135,15 @@ pub struct RunArgs {
     pub rule_table_mib: Option<u32>,
     /// Rules each of the two rule tables may hold, as far as per-rule
     /// counters go (default: half again the first rule set, at least
-    /// 65,536). A reload with more rules is refused.
+    /// 4,096). A reload with more rules is refused. Also turns per-rule
+    /// counts on for a first set above 65,536 rules.
     #[arg(long, value_name = "N")]
     pub max_rules: Option<u32>,
     /// Show packets and bytes per rule: a table under each interval's row
-    /// and in the summary (JSON always carries them, as `rules`).
+    /// and in the summary (JSON always carries them, as `rules`). Rules are
+    /// counted by default for sets of up to 65,536 rules; above, only with
+    /// this flag or --max-rules (48 bytes of kernel memory a rule per CPU,
+    /// and a cache miss a packet).
     #[arg(long, conflicts_with = "no_rule_counts")]
     pub by_rule: bool,
     /// Do not count per rule in the kernel (the `rules` arrays stay empty):

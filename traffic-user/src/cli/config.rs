@@ -8,6 +8,7 @@ use crate::{
     kernel::{
         Settings,
         caps::{CapsError, User},
+        engine::{RULE_COUNTS_BY_DEFAULT, rule_counter_bytes},
     },
     lab::generator::{GenOptions, Mechanism, Mix, parse_mac},
     rules::{Action, CidrError, RuleError, RuleSet, RuleSpec},
@@ -183,8 +184,30 @@ fn rule_set(args: &RunArgs, errors: &mut Vec<ConfigError>) -> (RuleSpec, RuleSet
     (spec, rules)
 }
 
+/// Whether the kernel counts per rule: unless `--no-rule-counts`, for rule
+/// sets up to [`RULE_COUNTS_BY_DEFAULT`] rules, and for larger ones when
+/// `--by-rule` or `--max-rules` asks (a note says when they are off).
+fn rule_counts(args: &RunArgs, rules: usize, notes: &mut Vec<String>) -> bool {
+    if args.no_rule_counts {
+        return false;
+    }
+    if args.by_rule || args.max_rules.is_some() || rules <= RULE_COUNTS_BY_DEFAULT {
+        return true;
+    }
+    notes.push(format!(
+        "{rules} rules: per-rule counts are off above {RULE_COUNTS_BY_DEFAULT} rules (they would take {} MiB of kernel memory per CPU and a cache miss a packet); --by-rule or --max-rules N turns them on",
+        rule_counter_bytes(rules).div_ceil(1 << 20)
+    ));
+    false
+}
+
 /// The capture path's settings and the AF_XDP sizes, checked.
-fn capture_settings(args: &RunArgs, errors: &mut Vec<ConfigError>) -> (Settings, XskSizes) {
+fn capture_settings(
+    args: &RunArgs,
+    rules: usize,
+    notes: &mut Vec<String>,
+    errors: &mut Vec<ConfigError>,
+) -> (Settings, XskSizes) {
     if args.sample == Some(0) {
         errors.push(ConfigError::SampleZero);
     }
@@ -196,7 +219,7 @@ fn capture_settings(args: &RunArgs, errors: &mut Vec<ConfigError>) -> (Settings,
         // Set when the interface's queues are known.
         afxdp_queues: 0,
         rule_table_mib: args.rule_table_mib,
-        rule_counts: !args.no_rule_counts,
+        rule_counts: rule_counts(args, rules, notes),
         max_rules: args.max_rules,
         top: (args.top.is_some() || args.ipfix.is_some()).then_some(
             crate::kernel::engine::TopSettings {
@@ -327,7 +350,8 @@ impl RunConfig {
         let rules_given = !rules.is_empty();
         let interval = seconds("--interval", args.interval, &mut errors);
         let duration = args.duration.map(|d| seconds("--duration", d, &mut errors));
-        let (settings, sizes) = capture_settings(&args, &mut errors);
+        let mut notes = Vec::new();
+        let (settings, sizes) = capture_settings(&args, rules.len(), &mut notes, &mut errors);
         outputs_problems(&args, &mut errors);
         let user = user(&args, &target, &mut errors);
         let ipfix = ipfix(&args, &mut errors);
@@ -361,6 +385,7 @@ impl RunConfig {
                 }
             },
             by_rule: args.by_rule,
+            notes,
             top: args.top,
             metrics: args.metrics.map(|addr| (addr, args.metrics_rules)),
             ipfix,

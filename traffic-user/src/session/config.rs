@@ -55,6 +55,9 @@ pub struct RunConfig {
     pub rotation: Rotation,
     /// `--by-rule`: the per-rule table.
     pub by_rule: bool,
+    /// What the user should know of how the flags were taken (printed as
+    /// `traffic: note: ...` when the run starts).
+    pub notes: Vec<String>,
     /// `--top N`: how many sources each report names.
     pub top: Option<usize>,
     /// `--metrics ADDR:PORT`: where to serve Prometheus metrics, and how

@@ -136,6 +136,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
     // they come from files; otherwise it ends the run like SIGTERM (a
     // terminal closing), with the summary.
     let [mut sigint, mut sigterm, sighup] = signals()?;
+    print_notes(cfg);
     let mut session = open(cfg, ifaces)?;
     let mut hangup_stops = None;
     if cfg.rule_spec.files.is_empty() {
@@ -185,6 +186,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
 /// record within the file is not one: see [`Replayed::error`].
 pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, SetupError> {
     let [mut sigint, mut sigterm, mut sighup] = signals()?;
+    print_notes(cfg);
     // The file first: a file that is not a capture is refused before
     // anything is loaded or written.
     let mut file = Recorded::open(path)?;
@@ -528,6 +530,13 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
 }
 
 /// Says on stderr what a user should know about an output.
+/// The configuration's notes ([`RunConfig::notes`]), on standard error.
+fn print_notes(cfg: &RunConfig) {
+    for note in &cfg.notes {
+        eprintln!("traffic: note: {note}");
+    }
+}
+
 fn note(out: &Output) {
     if let Some(note) = out.note() {
         eprintln!("traffic: note: {note}");
