@@ -107,7 +107,9 @@ pub const MIN_RULE_SLOTS: u32 = 4096;
 /// too), and with sources spread over the rules each packet's counter is a
 /// cache miss of its own: `traffic bench --scale` measured 131,072 rules
 /// at +44 to +248 ns a packet live with them against without (three runs),
-/// a million at +32 to +257, where 1,024 were within the noise.
+/// a million at +32 to +257, where 1,024 were within the noise; 16,384
+/// already cost +41 and +47 (two quick runs). The bound is where the
+/// memory, more than the miss, says stop.
 pub const RULE_COUNTS_BY_DEFAULT: usize = 65_536;
 
 /// The rule counters a first set of `rules` gets by default.
