@@ -246,7 +246,7 @@ pub struct RunArgs {
     /// strftime(3) conversions (e.g. `cap-%H%M%S.pcap`).
     #[arg(short = 'G', value_name = "SECS")]
     pub rotate_seconds: Option<u64>,
-    /// With -C: reuse COUNT file names in turn (FILE0 to FILE<COUNT-1>);
+    /// With -C: reuse COUNT file names in turn, FILE0 upward;
     /// with -G alone: stop after COUNT files.
     #[arg(short = 'W', value_name = "COUNT")]
     pub file_count: Option<u32>,

@@ -4,7 +4,7 @@
 //!
 //! The layout is [`traffic_common::table`]'s: a multibit trie with a 16-bit
 //! first level and, below, one block per node of the width (1 to 24 bits)
-//! its prefixes fill densely enough ([`stride_for`]), longest-prefix answers
+//! its prefixes fill densely enough (`stride_for`), longest-prefix answers
 //! pushed into every slot. Each node is built from the prefixes under it,
 //! a contiguous run of them sorted by address: its block starts as copies
 //! of the entry it replaces, the prefixes that end in it are written
