@@ -459,3 +459,46 @@ fn live_frames_reach_the_receiver() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--rate is not supported"));
 }
+
+/// The generator's open-ended stream (the built-in lab's) ends when told,
+/// and every frame it says it sent arrived.
+#[test]
+fn an_open_ended_stream_stops_when_told_and_counts_what_it_sent() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    use traffic::lab::generator::{self, GenOptions, Mix, Proto};
+
+    let lab = Lab::create("until", 1).expect("create the lab");
+    let (running, _) = Running::watch(&lab, &["--drop", "192.0.2.0/24"]);
+    let opts = GenOptions {
+        iface: lab.tx_if.clone(),
+        count: u64::MAX,
+        sources: vec!["192.0.2.0/24".parse().unwrap()],
+        dst4: "198.51.100.1".parse().unwrap(),
+        dst6: "2001:db8::1".parse().unwrap(),
+        dst_mac: traffic::lab::RX_MAC,
+        rate: Some(20_000),
+        proto: Proto::Udp,
+        payload_len: 22,
+        mix: Mix::RoundRobin,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, ended) = std::sync::mpsc::channel();
+    let (ns, flag) = (lab.tx_ns.clone(), Arc::clone(&stop));
+    std::thread::spawn(move || {
+        let _ = done.send(in_netns(&ns, move || generator::run_until(&opts, &flag)));
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let report = ended
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the stream ended when told")
+        .expect("enter the sending namespace")
+        .expect("send");
+    assert!(report.sent > 0 && report.sent < 1_000_000, "{report:?}");
+    let (summary, status, stderr) = running.expect_packets(report.sent).stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary.counts.drop, report.sent, "{summary:?}");
+}

@@ -111,7 +111,7 @@ pub fn run(mut cfg: RunConfig) -> Result<Outcome, LabError> {
         let ns = lab.tx_ns.clone();
         let options = GenOptions {
             iface: lab.tx_if.clone(),
-            count: RATE / 10,
+            count: u64::MAX,
             sources: SOURCES
                 .iter()
                 .map(|s| s.parse().expect("valid lab prefix"))
@@ -133,15 +133,10 @@ pub fn run(mut cfg: RunConfig) -> Result<Outcome, LabError> {
                 which: "sending",
                 source,
             })?;
-            // Rounds of a tenth of a second, until told to stop, each
-            // with its own draw of sources.
-            let mut options = options;
-            while !stop.load(Ordering::Relaxed) {
-                generator::run(&options).map_err(LabError::Generator)?;
-                if let Mix::Zipf { seed, .. } = &mut options.mix {
-                    *seed += 1;
-                }
-            }
+            // One paced stream until told to stop. (Rounds of a tenth of
+            // a second, each opening its socket and drawing its sources
+            // anew, sent 8,700 frames/s of the 10,000.)
+            generator::run_until(&options, &stop).map_err(LabError::Generator)?;
             Ok(())
         })
     };

@@ -11,6 +11,7 @@ use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -159,6 +160,26 @@ pub fn run(opts: &GenOptions) -> io::Result<GenReport> {
 ///
 /// As [`run`]; for live frames, when the program cannot be loaded or run.
 pub fn run_with(opts: &GenOptions, mechanism: Mechanism) -> io::Result<GenReport> {
+    send(opts, mechanism, None)
+}
+
+/// Sends as [`run`] until `opts.count` frames are sent or `stop` is set
+/// (checked between batches, so within a tenth of a millisecond when
+/// paced): one stream at one pace, where rounds of [`run`] would each open
+/// a socket and lose a little time between them.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_until(opts: &GenOptions, stop: &AtomicBool) -> io::Result<GenReport> {
+    send(opts, Mechanism::AfPacket, Some(stop))
+}
+
+fn send(
+    opts: &GenOptions,
+    mechanism: Mechanism,
+    stop: Option<&AtomicBool>,
+) -> io::Result<GenReport> {
     if opts.sources.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -192,7 +213,7 @@ pub fn run_with(opts: &GenOptions, mechanism: Mechanism) -> io::Result<GenReport
         .rate
         .filter(|&r| r > 0)
         .map_or(BATCH as u64, |r| (r / 10_000).clamp(1, BATCH as u64));
-    while next < opts.count {
+    while next < opts.count && !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
         frames.clear();
         let n = (opts.count - next).min(batch);
         for i in next..next + n {
