@@ -263,6 +263,16 @@ fn odd_numbers_get_traffics_own_messages() {
         err.contains("--afxdp-ring 2147483648") && err.contains("lower it"),
         "{err}"
     );
+    // A mistyped --max-rules must not take the machine's memory.
+    let err = fails(
+        &lab.rx_ns,
+        &["--iface", &lab.rx_if, "--max-rules", "200000000"],
+    );
+    assert!(
+        err.contains("--max-rules 200000000: at most 16777216"),
+        "{err}"
+    );
+    assert!(!has_xdp(&lab.rx_ns, &lab.rx_if), "nothing was attached");
 }
 
 #[test]

@@ -135,8 +135,10 @@ pub struct RunArgs {
     pub rule_table_mib: Option<u32>,
     /// Rules each of the two rule tables may hold, as far as per-rule
     /// counters go (default: half again the first rule set, at least
-    /// 4,096). A reload with more rules is refused. Also turns per-rule
-    /// counts on for a first set above 65,536 rules.
+    /// 4,096; at most 16,777,216, and at most what half the available
+    /// memory holds, 32 bytes a rule per CPU). A reload with more rules is
+    /// refused. Also turns per-rule counts on for a first set above 65,536
+    /// rules.
     #[arg(long, value_name = "N")]
     pub max_rules: Option<u32>,
     /// Show packets and bytes per rule: a table under each interval's row

@@ -96,6 +96,10 @@ impl Default for TopSettings {
 /// is the logs', 2 MiB per CPU.
 pub const DEFAULT_TOP_CAPACITY: u32 = 1 << 17;
 
+/// The most rule slots a table may have (`--max-rules`): 512 MiB of
+/// counters per CPU.
+pub const MAX_RULE_SLOTS: u32 = 1 << 24;
+
 /// The rule slots a table has at least by default: room for a reload to
 /// grow a small rule set, at 128 KiB of counters per CPU.
 pub const MIN_RULE_SLOTS: u32 = 4096;
@@ -151,8 +155,12 @@ impl Settings {
                 self.snaplen
             ));
         }
-        if self.max_rules == Some(0) {
-            problems.push("--max-rules 0: give at least 1".to_owned());
+        match self.max_rules {
+            Some(0) => problems.push("--max-rules 0: give at least 1".to_owned()),
+            Some(n) if n > MAX_RULE_SLOTS => problems.push(format!(
+                "--max-rules {n}: at most {MAX_RULE_SLOTS} (per-rule counters take 32 bytes a rule per CPU)"
+            )),
+            _ => {}
         }
         if let Some(top) = &self.top {
             if top.capacity == 0 {
@@ -312,6 +320,9 @@ impl Engine {
             what: "list of possible CPUs",
             source,
         })?;
+        if settings.rule_counts {
+            counters_fit(rule_slots, cpus, mem_available())?;
+        }
         // Every CPU that may run the program has a log.
         let logs = if settings.top.is_some() {
             cpus as u32
@@ -735,6 +746,38 @@ fn mapped<T: bytemuck::Pod>(
         .map_err(|source| EngineError::Counters { what, source })
 }
 
+/// Whether per-rule counters of `slots` rules a table for `cpus` CPUs fit
+/// in half of the `available` memory (when it is known): a mistyped
+/// `--max-rules` must not take the machine's memory.
+fn counters_fit(slots: u32, cpus: usize, available: Option<u64>) -> Result<(), EngineError> {
+    let bytes =
+        cpus as u64 * u64::from(rule_slot::total(slots)) * std::mem::size_of::<Count>() as u64;
+    match available {
+        Some(available) if bytes > available / 2 => Err(EngineError::RuleCountsTooLarge {
+            slots,
+            bytes,
+            cpus,
+            available,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The kernel's estimate of the memory available for new allocations
+/// (`MemAvailable` in /proc/meminfo), in bytes.
+fn mem_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// The number of possible CPUs: the number of values of a per-CPU map
 /// element, and of the parts of the per-CPU arrays.
 fn possible_cpus() -> std::io::Result<usize> {
@@ -777,6 +820,24 @@ fn raw_map(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, EngineError> 
 #[cfg(test)]
 mod tests {
     use super::Settings;
+
+    #[test]
+    fn per_rule_counters_must_fit_in_half_the_available_memory() {
+        use super::counters_fit;
+        // A million slots a table, two tables, 16 bytes: 32 MiB a CPU, and
+        // 64 CPUs: 2 GiB, more than half of 3 GiB, less than half of 5.
+        let err = counters_fit(1 << 20, 64, Some(3 << 30))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("2048 MiB of kernel memory (32 MiB per CPU, 64 CPUs)")
+                && err.contains("--max-rules")
+                && err.contains("--no-rule-counts"),
+            "{err}"
+        );
+        assert!(counters_fit(1 << 20, 64, Some(5 << 30)).is_ok());
+        assert!(counters_fit(1 << 20, 64, None).is_ok(), "unknown: tried");
+    }
 
     #[test]
     fn settings_problems_name_the_flags() {

@@ -98,6 +98,21 @@ pub enum EngineError {
         /// Counters for each table.
         room: u32,
     },
+    /// The per-rule counters would take too much of the kernel's memory.
+    #[error(
+        "per-rule counters for {slots} rules a table would take {} MiB of kernel memory ({} MiB per CPU, {cpus} CPUs), more than half of the {} MiB available; give a smaller --max-rules, or --no-rule-counts",
+        bytes >> 20, (bytes / *cpus as u64) >> 20, available >> 20
+    )]
+    RuleCountsTooLarge {
+        /// Rules each table may hold.
+        slots: u32,
+        /// Bytes the counters would take, over all CPUs.
+        bytes: u64,
+        /// Possible CPUs.
+        cpus: usize,
+        /// The kernel's estimate of the memory available (MemAvailable).
+        available: u64,
+    },
     /// A batched read or write of per-rule or per-source counters failed.
     #[error("reading or clearing the {what} failed")]
     Counters {
