@@ -41,15 +41,11 @@ pub struct SourceSums {
 impl SourceSums {
     /// An empty table that keeps up to `capacity` sources at a time.
     pub fn new(capacity: usize) -> Self {
-        let seed = {
-            use std::hash::{BuildHasher as _, Hasher as _};
-            std::hash::RandomState::new().build_hasher().finish()
-        };
         Self {
             slots: vec![Slot::default(); 16],
             used: Vec::new(),
             capacity: capacity.max(1),
-            seed,
+            seed: process_seed(),
             untracked: Count::default(),
         }
     }
@@ -176,10 +172,16 @@ pub struct BuildKeyHasher(u64);
 
 impl Default for BuildKeyHasher {
     fn default() -> Self {
-        use std::hash::{BuildHasher as _, Hasher as _};
-        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        Self(*SEED.get_or_init(|| std::hash::RandomState::new().build_hasher().finish()))
+        Self(process_seed())
     }
+}
+
+/// The seed of this process's source hashes ([`SourceSums`],
+/// [`BuildKeyHasher`]), drawn once from the standard library's random keys.
+fn process_seed() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| std::hash::RandomState::new().build_hasher().finish())
 }
 
 /// The state of [`BuildKeyHasher`]: the words of one key, folded.
