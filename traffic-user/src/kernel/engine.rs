@@ -125,7 +125,13 @@ fn default_rule_slots(rules: usize) -> u32 {
 /// The kernel memory per CPU of the per-rule counters of a first set of
 /// `rules`, by default, in bytes.
 pub fn rule_counter_bytes(rules: usize) -> u64 {
-    u64::from(rule_slot::total(default_rule_slots(rules))) * std::mem::size_of::<Count>() as u64
+    counter_bytes(default_rule_slots(rules))
+}
+
+/// The kernel memory per CPU of per-rule counters for `slots` rules a
+/// table, in bytes.
+fn counter_bytes(slots: u32) -> u64 {
+    u64::from(rule_slot::total(slots)) * std::mem::size_of::<Count>() as u64
 }
 
 impl Default for Settings {
@@ -750,8 +756,7 @@ fn mapped<T: bytemuck::Pod>(
 /// in half of the `available` memory (when it is known): a mistyped
 /// `--max-rules` must not take the machine's memory.
 fn counters_fit(slots: u32, cpus: usize, available: Option<u64>) -> Result<(), EngineError> {
-    let bytes =
-        cpus as u64 * u64::from(rule_slot::total(slots)) * std::mem::size_of::<Count>() as u64;
+    let bytes = cpus as u64 * counter_bytes(slots);
     match available {
         Some(available) if bytes > available / 2 => Err(EngineError::RuleCountsTooLarge {
             slots,
