@@ -168,7 +168,6 @@ fn test_run(engine: &mut Engine, n: u64, passes: u32) -> Result<f64, ScaleError>
                 engine.gather_sources();
             }
         }
-        engine.gather_sources();
         engine.take_sources(&mut |_, _| {});
     }
     Ok(per_run(before, run_stats(engine)?))
@@ -237,7 +236,6 @@ fn live(
     let mut gathering = Duration::ZERO;
     let mut gather = |engine: &mut Engine| {
         let t = Instant::now();
-        engine.gather_sources();
         engine.take_sources(&mut |_, _| {});
         gathering += t.elapsed();
     };
