@@ -23,7 +23,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::live::{
-    LiveError, Spawned, io_step, last_summary, process_cpu_s, run_gen, threads_cpu_s,
+    LiveError, Spawned, io_step, last_summary, machine_busy_s, process_cpu_s, run_gen,
+    threads_cpu_s,
 };
 use crate::lab::{Lab, RX_MAC};
 
@@ -231,25 +232,6 @@ pub fn rows(bin: &str, quick: bool, workdir: &Path) -> Result<Vec<ExportRow>, Li
             }
         })
         .collect())
-}
-
-/// Seconds the machine's CPUs have been busy since boot: user, nice,
-/// system, IRQ and softirq time of the `cpu` line of /proc/stat (not idle,
-/// I/O wait, or the time the hypervisor gave to others). `None` when it
-/// cannot be read.
-fn machine_busy_s() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some(busy as f64 / hz.max(1) as f64)
 }
 
 /// The threads read apart: the metrics server, the IPFIX exporter, and the

@@ -159,20 +159,37 @@ pub struct LiveResult {
     pub latency_ns: Option<Percentiles>,
 }
 
-/// Busy jiffies of all CPUs together, from the first line of /proc/stat.
-fn cpu_busy_jiffies() -> u64 {
+/// The times of all CPUs together, in clock ticks, from the `cpu` line of
+/// /proc/stat: user, nice, system, idle, iowait, irq, softirq, steal, ...;
+/// empty when it cannot be read.
+fn cpu_ticks() -> Vec<u64> {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().next() else {
-        return 0;
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return Vec::new();
     };
-    let fields: Vec<u64> = line
-        .split_whitespace()
+    line.split_whitespace()
         .skip(1)
         .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let busy = [0, 1, 2, 5, 6, 7];
-    busy.iter().filter_map(|&i| fields.get(i)).sum()
+        .collect()
+}
+
+/// Busy jiffies of all CPUs together: user, nice, system, irq, softirq and
+/// steal.
+fn cpu_busy_jiffies() -> u64 {
+    let ticks = cpu_ticks();
+    [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum()
+}
+
+/// Seconds the machine's CPUs have been busy since boot: user, nice,
+/// system, IRQ and softirq time (not idle, I/O wait, or the time the
+/// hypervisor gave to others). `None` when /proc/stat cannot be read.
+pub(crate) fn machine_busy_s() -> Option<f64> {
+    let t = cpu_ticks();
+    let busy = t.first()? + t.get(1)? + t.get(2)? + t.get(5)? + t.get(6)?;
+    Some(busy as f64 / clock_ticks())
 }
 
 /// CPU seconds of process `pid` (user + system), or `None` when it is gone.
@@ -693,6 +710,7 @@ mod tests {
     #[test]
     fn cpu_counters_are_readable() {
         assert!(cpu_busy_jiffies() > 0);
+        assert!(machine_busy_s().is_some_and(|s| s > 0.0));
         assert!(process_cpu_s(std::process::id()).is_some());
     }
 }
