@@ -26,6 +26,7 @@ use super::live::{
     LiveError, Spawned, io_step, last_summary, machine_busy_s, process_cpu_s, run_gen,
     threads_cpu_s,
 };
+use super::scale::median_of_differences;
 use crate::lab::{Lab, RX_MAC};
 
 /// The offered rate.
@@ -203,12 +204,8 @@ pub fn rows(bin: &str, quick: bool, workdir: &Path) -> Result<Vec<ExportRow>, Li
         .enumerate()
         .map(|(v, (name, _))| {
             let added = (v > 0).then(|| {
-                let diffs: Vec<f64> = cpu[v]
-                    .iter()
-                    .zip(base)
-                    .map(|(x, b)| (x - b) / b.max(1e-9))
-                    .collect();
-                median(&diffs)
+                median_of_differences(&cpu[v], base, |x, b| (x - b) / b.max(1e-9))
+                    .unwrap_or(f64::NAN)
             });
             ExportRow {
                 variant: (*name).to_owned(),
@@ -218,12 +215,8 @@ pub fn rows(bin: &str, quick: bool, workdir: &Path) -> Result<Vec<ExportRow>, Li
                 session_thread_ms_per_s: median(&threads[v][2]),
                 machine_ms_per_s: median(&machine[v]),
                 machine_added: (v > 0 && !machine[v].is_empty()).then(|| {
-                    let diffs: Vec<f64> = machine[v]
-                        .iter()
-                        .zip(&machine[0])
-                        .map(|(x, b)| x - b)
-                        .collect();
-                    median(&diffs)
+                    median_of_differences(&machine[v], &machine[0], |x, b| x - b)
+                        .unwrap_or(f64::NAN)
                 }),
                 added,
                 counted: totals[v].0,

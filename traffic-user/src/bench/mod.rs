@@ -693,10 +693,7 @@ fn counting_table(rows: &[counting::CountingRow]) -> String {
          | counting | distinct sources | test_run | added | live (veth lab) | added | loader |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
     );
-    let paired = |a: &[f64], b: &[f64]| {
-        let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
-        (!d.is_empty()).then(|| scale::median(&d))
-    };
+    let paired = |a: &[f64], b: &[f64]| scale::median_of_differences(a, b, |x, y| x - y);
     for (i, r) in rows.iter().enumerate() {
         let base = rows
             .iter()

@@ -389,6 +389,18 @@ pub(super) fn median(xs: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The median of the per-round differences `diff(x, b)` between a series
+/// and the base it was measured beside, round by round (so that a slow
+/// spell of the machine falls on both); `None` without a pair.
+pub(super) fn median_of_differences(
+    xs: &[f64],
+    base: &[f64],
+    diff: impl Fn(f64, f64) -> f64,
+) -> Option<f64> {
+    let d: Vec<f64> = xs.iter().zip(base).map(|(&x, &b)| diff(x, b)).collect();
+    (!d.is_empty()).then(|| median(&d))
+}
+
 /// Nanoseconds per run between two (run time, runs) readings.
 pub(super) fn per_run(before: (Duration, u64), after: (Duration, u64)) -> f64 {
     let runs = after.1.saturating_sub(before.1).max(1);
