@@ -259,6 +259,9 @@ fn live(
     Ok((per_run(before, after), gathering))
 }
 
+/// Frames per live round of a full run.
+const LIVE_ROUND_FRAMES: u64 = 40_000;
+
 /// Measures each variant, printing rows as they come. The variants of one
 /// source count are loaded together and measured in turn, round after
 /// round, each round starting with the next, so that a slow spell of the
@@ -273,8 +276,11 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<CountingRo
     let rounds = if quick { 5 } else { 9 };
     // Live figures move with the machine's other tenants from one second to
     // the next: many short rounds, variants in turn, so that a slow spell
-    // falls on all of them.
-    let live_rounds: u64 = if quick { 9 } else { 25 };
+    // falls on all of them. One round's figure strays by 30 ns and more
+    // either way (122 to 253 ns for one variant in one run), so that a
+    // median of 25 rounds put per-rule counting at +4 to +31 ns from one
+    // run to the next; 100 rounds narrow that to a few ns.
+    let live_rounds: u64 = if quick { 9 } else { 100 };
     let set = rules();
     let plain = Settings {
         rule_counts: false,
@@ -336,7 +342,7 @@ pub fn rows(quick: bool, out: &mut impl std::io::Write) -> Result<Vec<CountingRo
         let count = if quick {
             n.max(200_000)
         } else {
-            n.max(1_000_000)
+            live_rounds * LIVE_ROUND_FRAMES
         };
         let mut test_runs = vec![Vec::new(); engines.len()];
         let mut lives = vec![Vec::new(); engines.len()];

@@ -688,8 +688,11 @@ fn scale_table(rows: &[scale::ScaleRow]) -> String {
 /// differences (the variants of one source count were measured in turn in
 /// each round, so a slow spell of the machine falls on all of them).
 fn counting_table(rows: &[counting::CountingRow]) -> String {
-    let mut t = String::from(
-        "Program time per packet from the kernel's BPF statistics (median of rounds: 9 by test_run, 25 live of 40,000 frames, each a variant's turn); 1,024 rules over 240.0.0.0/8, every frame dropped; sources spread over the rules (live, a million over the 25 rounds). *added*: the median over rounds of the difference to the same sources with no counts, and (in brackets) to the row above. *loader*: with `--top`, traffic's own time per frame reading the kernel's logs of sources and summing them (every 50 ms while the live frames flow), on top of the program's.\n\n\
+    let (test_runs, lives) = rows
+        .first()
+        .map_or((0, 0), |r| (r.test_run_rounds.len(), r.live_rounds.len()));
+    let mut t = format!(
+        "Program time per packet from the kernel's BPF statistics (median of rounds: {test_runs} by test_run, {lives} live, each a variant's turn); 1,024 rules over 240.0.0.0/8, every frame dropped; sources spread over the rules (live, a million over the {lives} rounds). *added*: the median over rounds of the difference to the same sources with no counts, and (in brackets) to the row above. *loader*: with `--top`, traffic's own time per frame reading the kernel's logs of sources and summing them (every 50 ms while the live frames flow), on top of the program's.\n\n\
          | counting | distinct sources | test_run | added | live (veth lab) | added | loader |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
     );
