@@ -259,7 +259,7 @@ pub fn kernel_costs(
                 // As the command line runs it: rules counted per rule
                 // up to the default's bound.
                 let settings = Settings {
-                    rule_counts: n <= crate::kernel::engine::RULE_COUNTS_BY_DEFAULT,
+                    rule_counts: crate::kernel::engine::counts_rules_by_default(n),
                     ..Settings::default()
                 };
                 let mut engine = Engine::load_with(&rules_with(n, src, action), &settings)?;

@@ -8,7 +8,7 @@ use crate::{
     kernel::{
         Settings,
         caps::{CapsError, User},
-        engine::{RULE_COUNTS_BY_DEFAULT, rule_counter_bytes},
+        engine::{RULE_COUNTS_BY_DEFAULT, counts_rules_by_default, rule_counter_bytes},
     },
     lab::generator::{GenOptions, Mechanism, Mix, parse_mac},
     rules::{Action, CidrError, RuleError, RuleSet, RuleSpec},
@@ -191,7 +191,7 @@ fn rule_counts(args: &RunArgs, rules: usize, notes: &mut Vec<String>) -> bool {
     if args.no_rule_counts {
         return false;
     }
-    if args.by_rule || args.max_rules.is_some() || rules <= RULE_COUNTS_BY_DEFAULT {
+    if args.by_rule || args.max_rules.is_some() || counts_rules_by_default(rules) {
         return true;
     }
     notes.push(format!(

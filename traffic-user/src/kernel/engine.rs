@@ -116,6 +116,12 @@ pub const MIN_RULE_SLOTS: u32 = 4096;
 /// memory, more than the miss, says stop.
 pub const RULE_COUNTS_BY_DEFAULT: usize = 65_536;
 
+/// Whether a set of `rules` rules is counted per rule when nothing asks
+/// either way.
+pub fn counts_rules_by_default(rules: usize) -> bool {
+    rules <= RULE_COUNTS_BY_DEFAULT
+}
+
 /// The rule counters a first set of `rules` gets by default.
 fn default_rule_slots(rules: usize) -> u32 {
     let rules = u32::try_from(rules).unwrap_or(u32::MAX / 4);
@@ -237,6 +243,14 @@ struct RuleCounts {
     /// The map itself, kept open.
     _map: MapData,
     per_cpu: usize,
+}
+
+impl RuleCounts {
+    /// The index of `cpu`'s counter of `slot`: each CPU's part follows the
+    /// one before, as the program lays them out.
+    fn index(&self, cpu: usize, slot: usize) -> usize {
+        cpu * self.per_cpu + slot
+    }
 }
 
 /// The per-CPU logs of sources ([`traffic_common::top`]), mapped, and what
@@ -464,7 +478,7 @@ impl Engine {
         for slot in first..first + n {
             let mut sum = Count::default();
             for cpu in 0..self.cpus {
-                sum.add(&rc.counts.get(cpu * rc.per_cpu + slot));
+                sum.add(&rc.counts.get(rc.index(cpu, slot)));
             }
             each(slot as u32, sum);
         }
@@ -520,7 +534,7 @@ impl Engine {
             // No packet counts into the table out of force once settled.
             let first = rule_slot::of(half, self.rule_slots, 0) as usize;
             for cpu in 0..self.cpus {
-                let part = cpu * rc.per_cpu + first;
+                let part = rc.index(cpu, first);
                 for i in part..part + table.rules() {
                     rc.counts.set(i, Count::default());
                 }
