@@ -441,6 +441,14 @@ impl<F: Fn(u32) -> Pref> Builder<F> {
     }
 }
 
+/// A node whose prefixes sit in few slots may still take a wide block when
+/// there are at least this many prefixes below it for each of the block's
+/// entries: a million IPv6 /52s under one /32 then take one level of 18
+/// bits above the /32 (a mebibyte, four slots used) instead of four
+/// 16-entry levels, each a dependent read for every packet. The entries
+/// such blocks add are at most a quarter of the prefixes per level.
+const NARROW_PER_ENTRY: usize = 4;
+
 /// The stride of a node `at` bits down over the prefixes `ids` (sorted
 /// by address): the widest, within the address and (for IPv6) its 64-bit
 /// half, whose block the prefixes fill to at least a quarter (counting the
@@ -476,6 +484,9 @@ fn stride_for<F: Fn(u32) -> Pref>(b: &Builder<F>, ids: &[u32], at: u32) -> u32 {
             return stride;
         }
         if (1usize << stride) <= 2 * n && used(stride) * 4 >= 1usize << stride {
+            return stride;
+        }
+        if (1usize << stride) * NARROW_PER_ENTRY <= n {
             return stride;
         }
     }
@@ -647,5 +658,33 @@ mod tests {
         assert_eq!(table::stride_of(root), 12, "{root:#x}");
         assert_eq!(table.lookup(false, 0xf000_0013u128 << 96), Some((1, 1)));
         assert_eq!(table.lookup(false, 0xf100_0013u128 << 96), None);
+    }
+
+    #[test]
+    fn a_million_ipv6_prefixes_under_one_32_take_three_reads() {
+        let mut set = RuleSet::new(Action::Pass);
+        let base = u128::from(0x2001_0db8u32) << 96;
+        for i in 0..1u128 << 20 {
+            let net = std::net::Ipv6Addr::from_bits(base | (i << 76));
+            set.add(crate::rules::Rule {
+                cidr: crate::rules::Cidr::new(IpAddr::V6(net), 52).unwrap(),
+                action: Action::Drop,
+                origin: Origin::Flag("--test"),
+            });
+        }
+        assert!(set.seal().is_empty());
+        let table = Table::build(&set).unwrap();
+        assert!(table.bytes() < 8 << 20, "{} bytes", table.bytes());
+        // The first level at 2001::/16, one level of 18 bits to /34, one
+        // of 18 to /52: the leaf is the third read.
+        let root = table.entries()[(table::V6_ROOT + 0x2001) as usize];
+        assert_eq!(table::stride_of(root), 18, "{root:#x}");
+        // db8's slot at /34 (the /52s' top two bits below the /32 are 0
+        // for the first quarter).
+        let second = table.entries()[(table::index_of(root) + (0x0db8 << 2)) as usize];
+        assert_eq!(table::stride_of(second), 18, "{second:#x}");
+        let addr = base | (5u128 << 76) | 0x1234;
+        assert_eq!(table.lookup(true, addr).map(|(action, _)| action), Some(1));
+        assert_eq!(table.lookup(true, base ^ (1u128 << 100)), None);
     }
 }
