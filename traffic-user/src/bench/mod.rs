@@ -645,7 +645,7 @@ fn kernel_table(rows: &[KernelRow]) -> String {
 /// cost themselves).
 fn scale_table(rows: &[scale::ScaleRow]) -> String {
     let mut t = String::from(
-        "Program time per packet from the kernel's BPF statistics (median of rounds); every frame dropped; sources take turns among 4,096 prefixes covering the rules' block (240.0.0.0/8, 2001:db8::/32). *net*: minus the floor's time, what the classifier itself costs.\n\n\
+        "Program time per packet from the kernel's BPF statistics (median of rounds, the programs of a family in turn in each round); every frame dropped; sources take turns among 4,096 prefixes covering the rules' block (240.0.0.0/8, 2001:db8::/32). *x one rule*: the median of the rounds' ratios to the same program with one rule; *net*: both minus the floor's time, what the classifier itself costs.\n\n\
          | program | family | rules | prefix | test_run, 4,096 distinct frames | x one rule (net) | live (veth lab) | x one rule (net) | load |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -656,15 +656,33 @@ fn scale_table(rows: &[scale::ScaleRow]) -> String {
     for r in rows {
         let one = find(&r.program, &r.family);
         let floor = find("floor", &r.family);
-        let x = |f: fn(&scale::ScaleRow) -> Option<f64>| {
-            let (Some(one), Some(v)) = (one.and_then(f), f(r)) else {
+        // The ratio to the one-rule row, and net of the floor: the median
+        // of the rounds' ratios where the rounds were measured in turn
+        // (as many of each), else the ratio of the medians.
+        let x = |f: fn(&scale::ScaleRow) -> Option<f64>, rounds: fn(&scale::ScaleRow) -> &[f64]| {
+            let (Some(one), Some(v)) = (one, f(r)) else {
+                return "-".to_owned();
+            };
+            let Some(one_v) = f(one) else {
                 return "-".to_owned();
             };
             if r.program == "floor" {
                 return "-".to_owned();
             }
+            let (xs, ones) = (rounds(r), rounds(one));
+            let floors = floor.map_or(&[][..], rounds);
+            if !xs.is_empty() && xs.len() == ones.len() && xs.len() == floors.len() {
+                let ratio: Vec<f64> = xs.iter().zip(ones).map(|(x, o)| x / o).collect();
+                let net: Vec<f64> = xs
+                    .iter()
+                    .zip(ones)
+                    .zip(floors)
+                    .map(|((x, o), b)| (x - b) / (o - b))
+                    .collect();
+                return format!("{:.2} ({:.2})", scale::median(&ratio), scale::median(&net));
+            }
             let base = floor.and_then(f).unwrap_or(0.0);
-            format!("{:.2} ({:.2})", v / one, (v - base) / (one - base))
+            format!("{:.2} ({:.2})", v / one_v, (v - base) / (one_v - base))
         };
         let _ = writeln!(
             t,
@@ -674,9 +692,9 @@ fn scale_table(rows: &[scale::ScaleRow]) -> String {
             r.rules,
             r.prefix_len,
             r.test_run_ns,
-            x(|r| Some(r.test_run_ns)),
+            x(|r| Some(r.test_run_ns), |r| &r.test_run_rounds),
             r.live_ns.map_or("-".to_owned(), |n| format!("{n:.1} ns")),
-            x(|r| r.live_ns),
+            x(|r| r.live_ns, |r| &r.live_rounds),
             r.load_s
         );
     }

@@ -123,11 +123,18 @@ impl ToolProgram {
     }
 }
 
-impl Drop for ToolProgram {
-    fn drop(&mut self) {
+impl ToolProgram {
+    /// Detaches the program, if attached.
+    pub fn detach(&mut self) {
         if let Some(link) = self.link.take() {
             // Failure means the link is already gone (interface removed).
             let _ = xdp_mut(&mut self.ebpf, self.tool.name()).detach(link);
         }
+    }
+}
+
+impl Drop for ToolProgram {
+    fn drop(&mut self) {
+        self.detach();
     }
 }
