@@ -639,19 +639,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_million_prefixes_take_a_few_mebibytes() {
+    /// A sealed set that drops each of `nets`, each `len` bits long.
+    fn dropping(nets: impl Iterator<Item = IpAddr>, len: u8) -> RuleSet {
         let mut set = RuleSet::new(Action::Pass);
-        for i in 0..1u32 << 20 {
-            let net = std::net::Ipv4Addr::from_bits(0xf000_0000 | (i << 4));
+        for net in nets {
             set.add(crate::rules::Rule {
-                cidr: crate::rules::Cidr::new(IpAddr::V4(net), 28).unwrap(),
+                cidr: crate::rules::Cidr::new(net, len).unwrap(),
                 action: Action::Drop,
                 origin: Origin::Flag("--test"),
             });
         }
         assert!(set.seal().is_empty());
-        let table = Table::build(&set).unwrap();
+        set
+    }
+
+    #[test]
+    fn a_million_prefixes_take_a_few_mebibytes() {
+        let nets = (0..1u32 << 20)
+            .map(|i| IpAddr::V4(std::net::Ipv4Addr::from_bits(0xf000_0000 | (i << 4))));
+        let table = Table::build(&dropping(nets, 28)).unwrap();
         assert!(table.bytes() < 6 << 20, "{} bytes", table.bytes());
         // Dense: the first level, then one 4,096-entry block per /16.
         let root = table.entries()[0xf000];
@@ -662,18 +668,10 @@ mod tests {
 
     #[test]
     fn a_million_ipv6_prefixes_under_one_32_take_three_reads() {
-        let mut set = RuleSet::new(Action::Pass);
         let base = u128::from(0x2001_0db8u32) << 96;
-        for i in 0..1u128 << 20 {
-            let net = std::net::Ipv6Addr::from_bits(base | (i << 76));
-            set.add(crate::rules::Rule {
-                cidr: crate::rules::Cidr::new(IpAddr::V6(net), 52).unwrap(),
-                action: Action::Drop,
-                origin: Origin::Flag("--test"),
-            });
-        }
-        assert!(set.seal().is_empty());
-        let table = Table::build(&set).unwrap();
+        let nets =
+            (0..1u128 << 20).map(|i| IpAddr::V6(std::net::Ipv6Addr::from_bits(base | (i << 76))));
+        let table = Table::build(&dropping(nets, 52)).unwrap();
         assert!(table.bytes() < 8 << 20, "{} bytes", table.bytes());
         // The first level at 2001::/16, one level of 18 bits to /34, one
         // of 18 to /52: the leaf is the third read.
