@@ -319,12 +319,13 @@ mod tests {
             2_048.0,
         );
         steady(&mut p, 200_000.0);
-        // The sender paused: one window at a tenth of the rate.
-        let mut now = 2_000_000_000u64;
-        now += WINDOW_NS;
-        let Next::After(d) = p.after_read(40, now) else {
+        // The sender slowed: the next read, 100 ms after the steady
+        // stream's last (which ended near 2 s), finds a tenth of the rate,
+        // still above the batching threshold.
+        let Next::After(d) = p.after_read(2_000, 2_100_000_000) else {
             panic!("still batching");
         };
+        assert!(p.rate() < 25_000.0, "the slow window was measured");
         // A quarter of the room at the rate of the windows before, not at
         // the tenth: 512 frames at 200,000/s.
         assert!(d <= Duration::from_micros(2_600), "{d:?}");
