@@ -672,14 +672,18 @@ fn scale_table(rows: &[scale::ScaleRow]) -> String {
             let (xs, ones) = (rounds(r), rounds(one));
             let floors = floor.map_or(&[][..], rounds);
             if !xs.is_empty() && xs.len() == ones.len() && xs.len() == floors.len() {
-                let ratio: Vec<f64> = xs.iter().zip(ones).map(|(x, o)| x / o).collect();
+                let ratio = scale::median_of_differences(xs, ones, |x, o| x / o);
                 let net: Vec<f64> = xs
                     .iter()
                     .zip(ones)
                     .zip(floors)
                     .map(|((x, o), b)| (x - b) / (o - b))
                     .collect();
-                return format!("{:.2} ({:.2})", scale::median(&ratio), scale::median(&net));
+                return format!(
+                    "{:.2} ({:.2})",
+                    ratio.unwrap_or(f64::NAN),
+                    scale::median(&net)
+                );
             }
             let base = floor.and_then(f).unwrap_or(0.0);
             format!("{:.2} ({:.2})", v / one_v, (v - base) / (one_v - base))

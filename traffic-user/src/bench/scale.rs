@@ -225,8 +225,7 @@ impl LpmProgram {
 
     fn detach(&mut self) {
         if let Some(link) = self.link.take() {
-            // Failure means the link is already gone (interface removed).
-            let _ = self.program().detach(link);
+            crate::kernel::attach::detach(self.program(), link);
         }
     }
 }

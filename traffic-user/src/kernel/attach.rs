@@ -73,6 +73,13 @@ pub struct Attached {
     pub replaced: Option<String>,
 }
 
+/// Detaches `program` from the attachment `link` made by [`attach`]. A
+/// failure means the link is already gone (its interface was removed), and
+/// there is nothing left to undo.
+pub fn detach(program: &mut Xdp, link: XdpLinkId) {
+    let _ = program.detach(link);
+}
+
 /// Attaches `program` (loaded) to `iface` through a bpf_link, so that the
 /// kernel removes it when this process exits, however it exits.
 ///

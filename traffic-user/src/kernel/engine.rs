@@ -683,8 +683,7 @@ impl Engine {
     /// Detaches the program, if attached. Counters stay readable.
     pub fn detach(&mut self) {
         if let Some((_, link)) = self.attached.take() {
-            // Failure means the link is already gone (interface removed).
-            let _ = xdp_mut(&mut self.ebpf, names::PROGRAM).detach(link);
+            attach::detach(xdp_mut(&mut self.ebpf, names::PROGRAM), link);
         }
     }
 }

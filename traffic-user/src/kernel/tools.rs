@@ -79,6 +79,13 @@ impl ToolProgram {
         Ok(attached)
     }
 
+    /// Detaches the program, if attached.
+    pub fn detach(&mut self) {
+        if let Some(link) = self.link.take() {
+            attach::detach(xdp_mut(&mut self.ebpf, self.tool.name()), link);
+        }
+    }
+
     /// Transmits `frame` `count` times out of interface `ifindex` with
     /// BPF_PROG_RUN's live-frames mode, `batch` frames per kernel batch. The
     /// kernel neither retries nor reports frames the device could not take:
@@ -120,16 +127,6 @@ impl ToolProgram {
                 source: Box::new(source),
             })?;
         Ok(())
-    }
-}
-
-impl ToolProgram {
-    /// Detaches the program, if attached.
-    pub fn detach(&mut self) {
-        if let Some(link) = self.link.take() {
-            // Failure means the link is already gone (interface removed).
-            let _ = xdp_mut(&mut self.ebpf, self.tool.name()).detach(link);
-        }
     }
 }
 
