@@ -226,6 +226,77 @@ fn ipv6_events_and_every_snaplen_class() {
     }
 }
 
+/// Every captured length from 1 to 300 bytes, byte for byte: lengths that
+/// are and are not multiples of 8, below 8, at and across the record
+/// classes' edges, so through the program's word-by-word copy (classes up
+/// to 256 bytes, the last word overlapping) and its helper copy (below 8
+/// bytes, above 256), cut by the snaplen and whole.
+#[test]
+fn every_capture_length_is_copied_byte_for_byte() {
+    // Payload bytes that differ from their neighbours, so that a word
+    // copied to the wrong place or one byte off shows.
+    let frame_of = |payload: usize| {
+        let mut spec = FrameSpec::udp(ip("203.0.113.9"), ip("198.51.100.1"));
+        spec.payload_len = payload;
+        let mut frame = spec.build();
+        let start = frame.len() - payload;
+        for (i, b) in frame[start..].iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        frame
+    };
+    let check = |h: &mut Harness, frame: &[u8], snaplen: usize| {
+        let events = h.run(frame, 1);
+        assert_eq!(
+            events.len(),
+            1,
+            "snaplen {snaplen}, frame of {}",
+            frame.len()
+        );
+        let (hdr, data) = &events[0];
+        let want = frame.len().min(snaplen);
+        assert_eq!(
+            (hdr.cap_len as usize, hdr.wire_len as usize),
+            (want, frame.len()),
+            "snaplen {snaplen}, frame of {}",
+            frame.len()
+        );
+        assert!(
+            data.as_slice() == &frame[..want],
+            "snaplen {snaplen}, frame of {}: captured bytes differ at {:?}",
+            frame.len(),
+            data.iter().zip(frame).position(|(a, b)| a != b)
+        );
+    };
+    // Whole frames of 42 to 300 bytes.
+    let mut whole = Harness::new(
+        &capture_rules(),
+        Settings {
+            snaplen: 4096,
+            ..Settings::default()
+        },
+    );
+    for payload in 0..=258 {
+        check(&mut whole, &frame_of(payload), 4096);
+    }
+    // A 300-byte frame cut below 8, around multiples of 8 and at the
+    // classes' edges (one program load each).
+    let frame = frame_of(258);
+    let snaplens = (1..=17).chain([
+        23, 24, 25, 31, 63, 64, 65, 71, 127, 128, 129, 199, 255, 256, 257, 300,
+    ]);
+    for snaplen in snaplens {
+        let mut h = Harness::new(
+            &capture_rules(),
+            Settings {
+                snaplen,
+                ..Settings::default()
+            },
+        );
+        check(&mut h, &frame, snaplen as usize);
+    }
+}
+
 #[test]
 fn fragments_and_malformed_frames_are_flagged() {
     let mut h = Harness::new(&capture_rules(), Settings::default());

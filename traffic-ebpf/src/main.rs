@@ -9,6 +9,7 @@
 //! address: the program never aborts on packet content.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 use core::mem::size_of;
 
@@ -567,6 +568,11 @@ struct Record<const N: usize> {
 /// scratch buffer (226 against 278 ns by test_run), whose copy and extra
 /// checks cost more than the bytes a class leaves unused.
 ///
+/// Where the rest of an event's cost goes, by test_run on a 64-byte frame
+/// (245 ns against 75 for a drop): `bpf_ktime_get_ns` about 50 ns, the
+/// ring's reservation and commit (a spin lock, an atomic exchange) about
+/// 70, the frame's bytes about 5 ([`copy_linear`]).
+///
 /// The reader is not woken here unless it asked to be ([`WAKE`]): it reads
 /// on its own schedule while events flow, and nothing in this path touches
 /// the consumer's cache lines (no ring query).
@@ -619,24 +625,129 @@ fn emit<const N: usize>(ctx: &XdpContext, mut header: EventHeader, cap: u32) -> 
         return false;
     };
     let rec = entry.as_mut_ptr();
-    // Opaque to LLVM, so that it keeps both checks below on the register it
-    // passes to the helper: knowing `cap` is in the class's range, it drops
-    // them and checks a copy, which the verifier cannot tie to the length.
-    let cap = core::hint::black_box(cap);
-    let mut cap = if cap as usize > N { N as u32 } else { cap };
-    if cap > 0 {
-        // SAFETY: `rec` points at a reserved record of N data bytes and
-        // `cap <= N`; the helper copies from any of the frame's buffers.
-        let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, (*rec).data.as_mut_ptr().cast(), cap) };
-        if rc != 0 {
-            cap = 0;
-        }
-    }
-    header.cap_len = cap as u16;
+    // SAFETY: `rec` points at the reserved record.
+    let data = unsafe { (*rec).data.as_mut_ptr() };
+    let copied = if N <= DIRECT_COPY_MAX && copy_linear::<N>(ctx, data, cap as usize) {
+        cap
+    } else {
+        load_frame::<N>(ctx, data, cap)
+    };
+    header.cap_len = copied as u16;
     // SAFETY: `rec` points at the reserved record.
     unsafe { (*rec).header = header };
     entry.submit(BPF_RB_NO_WAKEUP as u64);
     true
+}
+
+/// The largest record class whose bytes [`copy_linear`] copies: 32 words,
+/// unrolled. Longer captures go through `bpf_xdp_load_bytes`, whose cost
+/// per call matters less beside the bytes it copies.
+const DIRECT_COPY_MAX: usize = 256;
+
+/// Copies the first `cap` bytes of the frame into `dst` (`N` bytes) by
+/// direct packet access, eight at a time; `false`, having copied any part
+/// or none, when they are not all in the frame's linear data or `cap` is
+/// below 8 or above `N`.
+///
+/// `bpf_xdp_load_bytes` cost about 80 ns of the 320 an event took by
+/// test_run on a 64-byte frame; this copy, about 5. A `cap` that is not a
+/// multiple of 8 ends with the word that ends at `cap`, which overlaps the
+/// one before it rather than reading past the captured bytes.
+#[inline(always)]
+fn copy_linear<const N: usize>(ctx: &XdpContext, dst: *mut u8, cap: usize) -> bool {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if cap < 8 || cap > N {
+        return false;
+    }
+    // The verifier checks each word's packet bounds by its constant offset;
+    // a check of `data + cap` first would let LLVM drop them as implied.
+    let mut off = 0;
+    while off + 8 <= N {
+        if off + 8 > cap {
+            break;
+        }
+        let at = data + off;
+        if at + 8 > end {
+            return false;
+        }
+        // SAFETY: `off + 8 <= N`, inside the record; the word is inside
+        // the frame.
+        unsafe { store_u64(dst.add(off), load_u64(at)) };
+        off += 8;
+    }
+    if cap % 8 != 0 {
+        // Opaque to LLVM, so that the bound below stays on the register
+        // that offsets `dst`, where the verifier needs it.
+        let last = core::hint::black_box(cap - 8);
+        if last > N - 8 {
+            return false;
+        }
+        let at = data + last;
+        if at + 8 > end {
+            return false;
+        }
+        // SAFETY: as above, at `last <= N - 8`.
+        unsafe { store_u64(dst.add(last), load_u64(at)) };
+    }
+    true
+}
+
+/// Copies `cap` bytes of the frame, from any of its buffers, into `dst`
+/// (`N` bytes) with `bpf_xdp_load_bytes`; the bytes copied, 0 if it fails.
+#[inline(always)]
+fn load_frame<const N: usize>(ctx: &XdpContext, dst: *mut u8, cap: u32) -> u32 {
+    // Opaque to LLVM, so that it keeps both checks below on the register it
+    // passes to the helper: knowing `cap` is in the class's range, it drops
+    // them and checks a copy, which the verifier cannot tie to the length.
+    let cap = core::hint::black_box(cap);
+    let cap = if cap as usize > N { N as u32 } else { cap };
+    if cap == 0 {
+        return 0;
+    }
+    // SAFETY: `dst` holds N bytes and `cap <= N`.
+    let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, dst.cast(), cap) };
+    if rc == 0 { cap } else { 0 }
+}
+
+/// The eight bytes at `at`, a frame address the caller has checked against
+/// the frame's end, whatever its alignment.
+///
+/// An unaligned load is defined in BPF (the verifier allows it on packet
+/// data where the CPU does, and x86 does), but not for a Rust pointer,
+/// and `read_unaligned` compiles to eight byte loads and the shifts to
+/// join them; hence the one instruction, written out.
+#[inline(always)]
+fn load_u64(at: usize) -> u64 {
+    let v: u64;
+    // SAFETY: a load from the frame, bounds-checked by the caller.
+    unsafe {
+        core::arch::asm!(
+            "{v} = *(u64 *)({p} + 0)",
+            p = in(reg) at,
+            v = lateout(reg) v,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    v
+}
+
+/// Stores `v` at `dst`, whatever its alignment (see [`load_u64`]).
+///
+/// # Safety
+///
+/// `dst..dst + 8` must be inside memory the program may write.
+#[inline(always)]
+unsafe fn store_u64(dst: *mut u8, v: u64) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        core::arch::asm!(
+            "*(u64 *)({p} + 0) = {v}",
+            p = in(reg) dst,
+            v = in(reg) v,
+            options(nostack, preserves_flags),
+        );
+    }
 }
 
 /// Wakes the reader if it asked to be woken by the next event.
