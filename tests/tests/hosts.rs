@@ -257,16 +257,22 @@ fn nfcapd_receives_the_packets_and_bytes_of_every_source() {
     );
     let v4 = gen_options(&["192.0.2.0/30", "198.51.100.0/31"], 600, 10);
     let v6 = gen_options(&["2001:db8::/126"], 400, 24);
+    // Twelve thousand more sources (reserved space, only ever a source
+    // inside the lab), one frame each: an interval's records then fill
+    // datagrams of loopback's whole MTU, about 1,500 records each.
+    let many = gen_options(&["240.0.64.0/18"], 12_000, 0);
     send_opts(&lab, &v4);
     send_opts(&lab, &v6);
-    let (summary, status, stderr) = running.expect_packets(1000).stop();
+    send_opts(&lab, &many);
+    let (summary, status, stderr) = running.expect_packets(13_000).stop();
     assert!(status.success(), "{stderr}");
     assert!(!stderr.contains("could not be sent"), "{stderr}");
     nfcapd.stop(libc::SIGINT);
 
     let mut want = per_source(&expected_frames(&v4));
     want.extend(per_source(&expected_frames(&v6)));
-    assert_eq!(want.len(), 10);
+    want.extend(per_source(&expected_frames(&many)));
+    assert_eq!(want.len(), 10 + 12_000);
     let got = nfdump_sources(&flows);
     assert_eq!(
         got,

@@ -1037,8 +1037,25 @@ impl RuleSet {
 
     /// The action for a packet from `ip`: its longest matching rule's, or the
     /// default.
+    ///
+    /// # Panics
+    ///
+    /// When the set is not sealed.
     pub fn action_for(&self, ip: IpAddr) -> Action {
-        self.lookup(ip).map_or(self.default, |(_, r)| r.action)
+        self.assert_sealed();
+        // Not through `lookup`, which also makes the rule's origin: a
+        // file's path, copied.
+        let action = match ip {
+            IpAddr::V4(a) => self
+                .v4
+                .lookup(u128::from(a.to_bits()) << 96)
+                .map(|i| self.v4.rules[i].action()),
+            IpAddr::V6(a) => self
+                .v6
+                .lookup(a.to_bits())
+                .map(|i| self.v6.rules[i].action()),
+        };
+        action.unwrap_or(self.default)
     }
 
     /// How many IPv4 and IPv6 rules there are.

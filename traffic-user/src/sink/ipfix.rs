@@ -73,7 +73,8 @@ const FORWARDED: u8 = 0b0100_0000;
 const DROPPED: u8 = 0b1000_0000;
 const UNKNOWN: u8 = 0;
 
-/// Largest message over UDP: a 1,500-byte MTU less IPv6 and UDP headers.
+/// Largest message over UDP when the path's MTU is not known: a 1,500-byte
+/// MTU less IPv6 and UDP headers.
 const UDP_MESSAGE: usize = 1452;
 /// Largest message over TCP (the length field's limit).
 const TCP_MESSAGE: usize = 65_535;
@@ -112,7 +113,8 @@ pub enum IpfixError {
 
 /// Where messages go.
 enum Transport {
-    Udp(UdpSocket),
+    /// The socket, and the largest message its path carries whole.
+    Udp(UdpSocket, usize),
     /// `None` while disconnected.
     Tcp(Option<TcpStream>),
 }
@@ -140,10 +142,12 @@ struct Batch {
     rules: Arc<RuleSet>,
 }
 
-/// Datagrams sent back to back before a pause of [`PAUSE`]: a burst of a
-/// thousand would overflow a collector's socket buffer (nfcapd's default
-/// is 200 KiB), and the records would be lost there, uncounted.
-const BURST: usize = 16;
+/// Bytes sent back to back over UDP before a pause of [`PAUSE`] per
+/// [`BURST`] bytes: a thousand 1,452-byte datagrams at once would overflow
+/// a collector's socket buffer (nfcapd's default is 200 KiB), and the
+/// records would be lost there, uncounted. 46 MB/s, about a million
+/// records a second.
+const BURST: usize = 16 * UDP_MESSAGE;
 const PAUSE: Duration = Duration::from_micros(500);
 
 /// The IPFIX export of a run. Records are made on the session's thread,
@@ -208,7 +212,8 @@ impl IpfixSink {
                         .map(|()| s)
                 })
                 .map_err(|e| connect_error("UDP", "", e))?;
-            Transport::Udp(socket)
+            let max = udp_message(&socket, collector.is_ipv4());
+            Transport::Udp(socket, max)
         };
         let top = top.unwrap_or(TopSettings {
             capacity: 0,
@@ -249,11 +254,7 @@ impl IpfixSink {
 
 /// The forwardingStatus of a source under `rules`.
 fn action_status(rules: &RuleSet, key: &TopKey) -> u8 {
-    let action = match rules.lookup(key.addr()) {
-        Some((_, r)) => r.action,
-        None => rules.default_action(),
-    };
-    match action {
+    match rules.action_for(key.addr()) {
         Action::Drop => DROPPED,
         Action::Pass | Action::Capture => FORWARDED,
     }
@@ -313,7 +314,7 @@ impl Exporter {
 
     fn max_message(&self) -> usize {
         match self.transport {
-            Transport::Udp(_) => UDP_MESSAGE,
+            Transport::Udp(_, max) => max,
             Transport::Tcp(_) => TCP_MESSAGE,
         }
     }
@@ -323,7 +324,7 @@ impl Exporter {
     fn templates_due(&self) -> bool {
         match (&self.transport, self.templates_sent) {
             (_, None) => true,
-            (Transport::Udp(_), Some(at)) => at.elapsed() >= self.template_every,
+            (Transport::Udp(..), Some(at)) => at.elapsed() >= self.template_every,
             (Transport::Tcp(_), Some(_)) => false,
         }
     }
@@ -355,13 +356,17 @@ impl Exporter {
         }
         let (messages, sequence) = b.finish();
         self.sequence = sequence;
-        for (n, (m, records)) in messages.iter().enumerate() {
-            if n > 0 && n % BURST == 0 && matches!(self.transport, Transport::Udp(_)) {
-                std::thread::sleep(PAUSE);
+        // Bytes sent since the last pause.
+        let mut owed = 0;
+        for (m, records) in &messages {
+            if owed >= BURST && matches!(self.transport, Transport::Udp(..)) {
+                std::thread::sleep(PAUSE.mul_f64(owed as f64 / BURST as f64));
+                owed = 0;
             }
+            owed += m.len();
             let records = u64::from(*records);
             let result = match &mut self.transport {
-                Transport::Udp(s) => send_udp(s, m),
+                Transport::Udp(s, _) => send_udp(s, m),
                 Transport::Tcp(Some(stream)) => stream.write_all(m),
                 Transport::Tcp(None) => Err(io::Error::new(
                     io::ErrorKind::NotConnected,
@@ -389,6 +394,42 @@ fn connect(to: SocketAddr) -> io::Result<TcpStream> {
     s.set_write_timeout(Some(Duration::from_secs(1)))?;
     s.set_nodelay(true)?;
     Ok(s)
+}
+
+/// The largest message a datagram on `s`'s path carries whole: the route's
+/// MTU (`IP_MTU`, `IPV6_MTU` of the connected socket) less the IP and UDP
+/// headers, at most the 65,535 bytes a message can say it is long, so that
+/// a collector on loopback gets ten thousand records in 7 datagrams rather
+/// than 290 (each a pass through both network stacks and a wake-up of the
+/// collector). [`UDP_MESSAGE`] when the kernel does not say.
+fn udp_message(s: &UdpSocket, v4: bool) -> usize {
+    use std::os::fd::AsRawFd as _;
+    let (level, name, headers) = if v4 {
+        (libc::IPPROTO_IP, libc::IP_MTU, 20 + 8)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU, 40 + 8)
+    };
+    let mut mtu: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: an int-sized option into an int, with its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&raw mut mtu).cast(),
+            &raw mut len,
+        )
+    };
+    match usize::try_from(mtu) {
+        Ok(mtu) if rc == 0 && mtu > headers + HEADER + 64 => {
+            // An IPv4 packet's length field counts its header too, and
+            // stops at 65,535; loopback's MTU is 65,536.
+            let mtu = if v4 { mtu.min(65_535) } else { mtu };
+            (mtu - headers).min(TCP_MESSAGE)
+        }
+        _ => UDP_MESSAGE,
+    }
 }
 
 /// Sends one datagram, retrying briefly while the socket's buffer is full.
@@ -436,14 +477,36 @@ impl Record {
     }
 }
 
-fn fields(template: u16) -> Vec<(u16, u16)> {
-    let mut f = match template {
-        IPV4 => vec![SOURCE_V4, PREFIX_V4],
-        IPV6 => vec![SOURCE_V6, PREFIX_V6],
-        _ => Vec::new(),
-    };
-    f.extend(COMMON);
+/// The fields of the templates: a source and its prefix length, then
+/// [`COMMON`].
+const FIELDS_V4: [(u16, u16); 8] = with_source(SOURCE_V4, PREFIX_V4);
+const FIELDS_V6: [(u16, u16); 8] = with_source(SOURCE_V6, PREFIX_V6);
+
+const fn with_source(source: (u16, u16), prefix: (u16, u16)) -> [(u16, u16); 8] {
+    let mut f = [
+        source,
+        prefix,
+        (0, 0),
+        (0, 0),
+        (0, 0),
+        (0, 0),
+        (0, 0),
+        (0, 0),
+    ];
+    let mut i = 0;
+    while i < COMMON.len() {
+        f[2 + i] = COMMON[i];
+        i += 1;
+    }
     f
+}
+
+fn fields(template: u16) -> &'static [(u16, u16)] {
+    match template {
+        IPV4 => &FIELDS_V4,
+        IPV6 => &FIELDS_V6,
+        _ => &COMMON,
+    }
 }
 
 /// A record's size under template `id`; `None` for a set that is not data.
@@ -540,7 +603,7 @@ impl Builder {
             self.message.extend_from_slice(&id.to_be_bytes());
             self.message
                 .extend_from_slice(&(f.len() as u16).to_be_bytes());
-            for (ie, len) in f {
+            for &(ie, len) in f {
                 self.message.extend_from_slice(&ie.to_be_bytes());
                 self.message.extend_from_slice(&len.to_be_bytes());
             }
@@ -722,6 +785,21 @@ mod tests {
         assert_eq!(u16::from_be_bytes([m[16], m[17]]), 2);
         assert_eq!(u16::from_be_bytes([m[20], m[21]]), IPV4);
         assert_eq!(u16::from_be_bytes([m[22], m[23]]), 8, "eight fields");
+    }
+
+    #[test]
+    fn messages_over_loopback_take_its_whole_mtu() {
+        // Connecting a UDP socket sends nothing.
+        let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        v4.connect("127.0.0.1:9").unwrap();
+        assert_eq!(udp_message(&v4, true), 65_507);
+        if let Ok(v6) = UdpSocket::bind("[::1]:0") {
+            v6.connect("[::1]:9").unwrap();
+            assert_eq!(udp_message(&v6, false), 65_488);
+        }
+        // Not connected: no route, so no MTU to go by.
+        let loose = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(udp_message(&loose, true), UDP_MESSAGE);
     }
 
     #[test]
