@@ -710,17 +710,21 @@ fn load_frame<const N: usize>(ctx: &XdpContext, dst: *mut u8, cap: u32) -> u32 {
     if rc == 0 { cap } else { 0 }
 }
 
-/// The eight bytes at `at`, a frame address the caller has checked against
-/// the frame's end, whatever its alignment.
+/// The eight bytes at `at`, whatever its alignment.
 ///
 /// An unaligned load is defined in BPF (the verifier allows it on packet
 /// data where the CPU does, and x86 does), but not for a Rust pointer,
 /// and `read_unaligned` compiles to eight byte loads and the shifts to
 /// join them; hence the one instruction, written out.
+///
+/// # Safety
+///
+/// `at..at + 8` must be inside the frame, checked against its end where
+/// the verifier sees it.
 #[inline(always)]
-fn load_u64(at: usize) -> u64 {
+unsafe fn load_u64(at: usize) -> u64 {
     let v: u64;
-    // SAFETY: a load from the frame, bounds-checked by the caller.
+    // SAFETY: the caller's promise.
     unsafe {
         core::arch::asm!(
             "{v} = *(u64 *)({p} + 0)",
