@@ -517,6 +517,12 @@ impl Addr for [u32; 4] {
     }
 }
 
+/// A matching rule's place: its index in its family's list.
+enum Matched {
+    V4(usize),
+    V6(usize),
+}
+
 /// One rule as the set keeps it: 12 bytes for IPv4, 24 for IPv6, whatever
 /// its origin, so a million rules take 12 MB and no string of their own.
 #[derive(Clone, Copy, Debug)]
@@ -1022,17 +1028,10 @@ impl RuleSet {
     ///
     /// When the set is not sealed.
     pub fn lookup(&self, ip: IpAddr) -> Option<(usize, Rule)> {
-        self.assert_sealed();
-        match ip {
-            IpAddr::V4(a) => {
-                let i = self.v4.lookup(u128::from(a.to_bits()) << 96)?;
-                Some((i, self.expand(&self.v4.rules[i])))
-            }
-            IpAddr::V6(a) => {
-                let i = self.v6.lookup(a.to_bits())?;
-                Some((self.v4.rules.len() + i, self.expand(&self.v6.rules[i])))
-            }
-        }
+        Some(match self.matched(ip)? {
+            Matched::V4(i) => (i, self.expand(&self.v4.rules[i])),
+            Matched::V6(i) => (self.v4.rules.len() + i, self.expand(&self.v6.rules[i])),
+        })
     }
 
     /// The action for a packet from `ip`: its longest matching rule's, or the
@@ -1042,20 +1041,25 @@ impl RuleSet {
     ///
     /// When the set is not sealed.
     pub fn action_for(&self, ip: IpAddr) -> Action {
-        self.assert_sealed();
         // Not through `lookup`, which also makes the rule's origin: a
         // file's path, copied.
-        let action = match ip {
+        match self.matched(ip) {
+            Some(Matched::V4(i)) => self.v4.rules[i].action(),
+            Some(Matched::V6(i)) => self.v6.rules[i].action(),
+            None => self.default,
+        }
+    }
+
+    /// Where the rule with the longest prefix containing `ip` is kept.
+    fn matched(&self, ip: IpAddr) -> Option<Matched> {
+        self.assert_sealed();
+        match ip {
             IpAddr::V4(a) => self
                 .v4
                 .lookup(u128::from(a.to_bits()) << 96)
-                .map(|i| self.v4.rules[i].action()),
-            IpAddr::V6(a) => self
-                .v6
-                .lookup(a.to_bits())
-                .map(|i| self.v6.rules[i].action()),
-        };
-        action.unwrap_or(self.default)
+                .map(Matched::V4),
+            IpAddr::V6(a) => self.v6.lookup(a.to_bits()).map(Matched::V6),
+        }
     }
 
     /// How many IPv4 and IPv6 rules there are.
