@@ -101,18 +101,7 @@ fn run(cfg: RunConfig) -> Result<u8> {
         );
     }
     report_loss(&outcome);
-    for f in outcome
-        .failed
-        .iter()
-        .filter(|f| !f.error.is_closed_stdout())
-    {
-        eprintln!(
-            "traffic: {}; the run went on without it: {} packets were written there before, {} after were not",
-            traffic::kernel::error_chain(&f.error),
-            f.packets_before,
-            f.packets_missed
-        );
-    }
+    report_failed(&outcome);
     Ok(outcome.exit_code())
 }
 
@@ -142,6 +131,7 @@ fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<u8> {
         code = code.max(1);
     }
     report_loss(&replayed.outcome);
+    report_failed(&replayed.outcome);
     if let Some(e) = &replayed.error {
         eprintln!(
             "traffic: error: {}; the summary covers the frames before it",
@@ -150,6 +140,23 @@ fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<u8> {
         code = code.max(1);
     }
     Ok(code)
+}
+
+/// An output that failed did not stop the run, but it must not pass
+/// unnoticed either.
+fn report_failed(outcome: &Outcome) {
+    for f in outcome
+        .failed
+        .iter()
+        .filter(|f| !f.error.is_closed_stdout())
+    {
+        eprintln!(
+            "traffic: {}; the run went on without it: {} packets were written there before, {} after were not",
+            traffic::kernel::error_chain(&f.error),
+            f.packets_before,
+            f.packets_missed
+        );
+    }
 }
 
 /// Lost packets are not fatal, but they must not pass unnoticed.
