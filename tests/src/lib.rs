@@ -611,3 +611,35 @@ pub fn output_of(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The open flags (`O_*`) of process `pid`'s descriptor for `path`, from
+/// /proc/PID/fdinfo, or `None` when it has no descriptor for it.
+pub fn open_flags(pid: u32, path: &std::path::Path) -> Option<i32> {
+    let want = std::fs::canonicalize(path).ok()?;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        if std::fs::read_link(entry.path()).ok().as_deref() != Some(want.as_path()) {
+            continue;
+        }
+        let fd = entry.file_name();
+        let info =
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy())).ok()?;
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+        return i32::from_str_radix(flags.trim(), 8).ok();
+    }
+    None
+}
+
+/// Whether the file system holding `dir` is ext4 (this project's machines'
+/// root), which supports direct I/O.
+pub fn is_ext4(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a plain C struct, for which all zeroes is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs fills the struct for a valid C path.
+    let rc = unsafe { libc::statfs(path.as_ptr(), &raw mut st) };
+    const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+    rc == 0 && st.f_type as i64 == EXT4_SUPER_MAGIC
+}

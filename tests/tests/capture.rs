@@ -13,7 +13,8 @@ use traffic::{
 };
 use traffic_common::{EventHeader, NO_RULE, action, event_flags};
 use traffic_tests::{
-    Lab, Running, TempDir, expected_frames, gen_options, read_pcap, send, send_opts, tcpdump_read,
+    Lab, Running, TempDir, expected_frames, gen_options, is_ext4, open_flags, read_pcap, send,
+    send_opts, tcpdump_read,
 };
 
 fn rules(default: Action, list: &[(Action, &str)]) -> RuleSet {
@@ -621,6 +622,12 @@ fn every_captured_packet_is_in_the_file_or_counted_lost_in_every_mode() {
             keep: 100,
         },
         Exact {
+            name: "ring, --page-cache (written as tcpdump writes)",
+            args: &["--page-cache"],
+            payload: 50,
+            keep: 128,
+        },
+        Exact {
             name: "ring, --max-wait-us 0 (a wake-up per packet)",
             args: &["--max-wait-us", "0"],
             payload: 20,
@@ -648,6 +655,17 @@ fn every_captured_packet_is_in_the_file_or_counted_lost_in_every_mode() {
         args.push(file.to_str().unwrap());
         args.extend_from_slice(case.args);
         let (running, _) = Running::watch(&lab, &args);
+        // A regular file on a file system with direct I/O is written
+        // around the page cache unless --page-cache says otherwise.
+        let flags = open_flags(running.pid(), &file).expect("traffic holds the pcap file open");
+        if is_ext4(&dir.0) {
+            assert_eq!(
+                flags & libc::O_DIRECT != 0,
+                !case.args.contains(&"--page-cache"),
+                "{}: O_DIRECT in the file's flags {flags:o}",
+                case.name
+            );
+        }
         let opts = gen_options(&["203.0.113.0/24"], SENT, case.payload);
         send_opts(&lab, &opts);
         let (summary, status, stderr) = running.expect_packets(SENT).stop();

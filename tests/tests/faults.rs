@@ -540,3 +540,80 @@ fn frames_on_a_queue_without_a_socket_are_named_with_their_flag() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_file_system_that_fills_up_under_direct_writes_is_reported() {
+    // /dev/full is a device, written plainly; a regular file is written
+    // around the page cache (O_DIRECT) by a thread of its own, whose
+    // failure must reach the summary just the same. A small ext4 file
+    // system, mounted in a mount namespace of the run's own (it goes away
+    // with the run), fills up partway through a recorded capture.
+    let dir = TempDir::new("fullfs");
+    let image = dir.0.join("fs.img");
+    let mnt = dir.0.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&image)
+        .status()
+        .expect("mkfs.ext4 (e2fsprogs)");
+    assert!(mkfs.success());
+    // 20,000 frames of 542 bytes: 11 MB of pcap for a 6 MB file system.
+    let input = dir.0.join("in.pcap");
+    let mut w = traffic::sink::pcap::PcapWriter::create(&input, 4096).unwrap();
+    for i in 0..20_000u32 {
+        let src = std::net::Ipv4Addr::new(203, 0, 113, (i % 250) as u8 + 1);
+        let mut spec =
+            traffic::lab::frame::FrameSpec::udp(src.into(), "198.51.100.1".parse().unwrap());
+        spec.payload_len = 500;
+        w.write(Duration::from_millis(u64::from(i)), 542, &spec.build(), 0)
+            .unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let out = mnt.join("out.pcap");
+    let script = format!(
+        "mount -o loop {} {} && exec {} --read {} --capture 203.0.113.0/24 --snaplen 1500 --json -w {}",
+        image.display(),
+        mnt.display(),
+        traffic_tests::traffic_bin().display(),
+        input.display(),
+        out.display()
+    );
+    let run = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    let summary: traffic::sink::json::SummaryReport = stdout
+        .lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v["type"] == "summary")
+        })
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_else(|| panic!("a summary: {stdout}"));
+    assert_eq!(
+        (summary.counts.packets, summary.counts.events),
+        (20_000, 20_000),
+        "counting went on after the output failed"
+    );
+    let [failed] = &summary.failed_outputs[..] else {
+        panic!("{summary:?}")
+    };
+    assert!(
+        failed.error.contains("No space left on device"),
+        "{failed:?}"
+    );
+    assert_eq!(failed.packets_written + failed.packets_not_written, 20_000);
+    assert!(failed.packets_not_written > 0, "{failed:?}");
+    assert!(stderr.contains("the run went on without it"), "{stderr}");
+}

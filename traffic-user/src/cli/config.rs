@@ -391,6 +391,7 @@ impl RunConfig {
             ipfix,
             print: args.print,
             write: args.write,
+            direct_io: !args.page_cache,
             plot: args.plot,
             afxdp: args.afxdp.then_some(Afxdp {
                 mode: args.afxdp_mode,

@@ -47,6 +47,9 @@ pub struct RunConfig {
     pub read: Mode,
     pub print: bool,
     pub write: Option<PathBuf>,
+    /// Whether `-w` writes a regular file around the page cache where its
+    /// file system allows (not `--page-cache`).
+    pub direct_io: bool,
     pub plot: Option<PathBuf>,
     pub afxdp: Option<Afxdp>,
     /// Who to run as once everything is open (`-Z`).

@@ -489,7 +489,7 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
             let first = cfg.rotation.file_name(base, 0, now);
             let out = Output::create(&first).map_err(PcapError::from)?;
             note(&out);
-            let writer = PcapWriter::for_interfaces(out, snaplen, ifaces)?;
+            let writer = PcapWriter::for_interfaces(out, snaplen, ifaces, cfg.direct_io)?;
             let files = PcapFiles::new(
                 writer,
                 base.to_owned(),
@@ -497,6 +497,7 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
                 snaplen,
                 ifaces.clone(),
                 now,
+                cfg.direct_io,
             );
             Some(files)
         }

@@ -15,6 +15,7 @@
 //! - [`metrics`]: Prometheus metrics over HTTP (`--metrics`).
 //! - [`ipfix`]: IPFIX flow records to a collector (`--ipfix`).
 
+pub mod direct;
 pub mod file;
 pub mod ipfix;
 pub mod json;

@@ -4,13 +4,15 @@
 //! every frame says where it arrived.
 
 use std::{
-    fs::File,
-    io::{self, Write},
+    io,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use super::file::{Output, OutputError};
+use super::{
+    direct::FileWriter,
+    file::{Output, OutputError},
+};
 
 /// The pcap magic for nanosecond-resolution timestamps.
 const MAGIC_NS: u32 = 0xa1b2_3c4d;
@@ -34,8 +36,8 @@ pub enum PcapError {
     },
 }
 
-/// Bytes buffered before a write: a write per megabyte, or per batch of
-/// packets (see [`PcapWriter::flush`]), whichever comes first.
+/// Bytes buffered before a write: a write per megabyte, or per report
+/// interval, whichever comes first (see [`PcapWriter::flush_blocks`]).
 const BUFFER: usize = 1 << 20;
 
 /// The interfaces a capture file names: one means pcap, more mean pcapng
@@ -60,9 +62,9 @@ impl Interfaces {
 
 /// A pcap (or, for several interfaces, pcapng) file being written.
 pub struct PcapWriter {
-    file: File,
-    /// Records not yet written; one copy per record, no allocation.
-    buf: Vec<u8>,
+    /// The file, and the records not yet written to it: one copy per
+    /// record, no allocation.
+    out: FileWriter,
     path: PathBuf,
     /// pcapng's interfaces, when the file is pcapng.
     ng: Option<Interfaces>,
@@ -84,19 +86,26 @@ impl PcapWriter {
         Self::new(Output::create(path)?, snaplen)
     }
 
+    /// Whether the file is written around the page cache
+    /// ([`super::direct`]).
+    pub fn is_direct(&self) -> bool {
+        matches!(self.out.mode(), super::direct::WriteMode::Direct(_))
+    }
+
     /// Writes the pcap header to an opened output.
     ///
     /// # Errors
     ///
     /// When writing fails.
     pub fn new(output: Output, snaplen: u32) -> Result<Self, PcapError> {
-        Self::for_interfaces(output, snaplen, &Interfaces::default())
+        Self::for_interfaces(output, snaplen, &Interfaces::default(), true)
     }
 
     /// Writes the header of a file of frames from `ifaces` to an opened
     /// output: pcap for one interface, pcapng (a section header and one
     /// interface description block per interface, nanosecond timestamps)
-    /// for more.
+    /// for more. A regular file is written around the page cache when
+    /// `direct` and its file system allows ([`super::direct`]).
     ///
     /// # Errors
     ///
@@ -105,9 +114,10 @@ impl PcapWriter {
         output: Output,
         snaplen: u32,
         ifaces: &Interfaces,
+        direct: bool,
     ) -> Result<Self, PcapError> {
         let path = output.path;
-        let file = output.file;
+        let mut out = FileWriter::new(output.file, output.kind, BUFFER, direct);
         let header = if ifaces.is_ng() {
             ng_header(snaplen, ifaces)
         } else {
@@ -115,11 +125,9 @@ impl PcapWriter {
         };
         // Buffered like the records: a disk that is full is found by the
         // first flush, while the run goes on, as for any later write.
-        let mut buf = Vec::with_capacity(BUFFER);
-        buf.extend_from_slice(&header);
+        out.buf().extend_from_slice(&header);
         Ok(Self {
-            file,
-            buf,
+            out,
             path,
             ng: ifaces.is_ng().then(|| ifaces.clone()),
             frames: 0,
@@ -145,14 +153,15 @@ impl PcapWriter {
             None => 16 + data.len(),
             Some(_) => 32 + data.len().next_multiple_of(4),
         };
-        if self.buf.len() + len > BUFFER {
-            self.flush()?;
+        if self.out.pending() + len > self.out.buf().capacity() {
+            self.flush_blocks()?;
         }
+        let buf = self.out.buf();
         match &self.ng {
             None => {
                 let rec: [u32; 4] = [ts.as_secs() as u32, ts.subsec_nanos(), cap, wire];
-                self.buf.extend_from_slice(bytemuck::bytes_of(&rec));
-                self.buf.extend_from_slice(data);
+                buf.extend_from_slice(bytemuck::bytes_of(&rec));
+                buf.extend_from_slice(data);
             }
             Some(ifaces) => {
                 let ns = ts.as_nanos() as u64;
@@ -165,13 +174,10 @@ impl PcapWriter {
                     cap,
                     wire,
                 ];
-                self.buf.extend_from_slice(bytemuck::bytes_of(&head));
-                self.buf.extend_from_slice(data);
-                self.buf.resize(
-                    self.buf.len() + data.len().next_multiple_of(4) - data.len(),
-                    0,
-                );
-                self.buf.extend_from_slice(&(len as u32).to_ne_bytes());
+                buf.extend_from_slice(bytemuck::bytes_of(&head));
+                buf.extend_from_slice(data);
+                buf.extend_zeros(data.len().next_multiple_of(4) - data.len());
+                buf.extend_from_slice(&(len as u32).to_ne_bytes());
             }
         }
         self.frames += 1;
@@ -179,15 +185,33 @@ impl PcapWriter {
         Ok(())
     }
 
+    /// Writes every record held: the file is complete up to here (with
+    /// direct I/O, its tail goes through the page cache, and so does the
+    /// rest of the file: call this where a file ends).
+    ///
+    /// # Errors
+    ///
     /// When writing fails.
     pub fn flush(&mut self) -> Result<(), PcapError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let written = self.file.write_all(&self.buf);
-        // What could not be written is not tried again: the error says so,
-        // and the run reports this output as failed from here on.
-        self.buf.clear();
+        let written = self.out.finish();
+        self.io(written)
+    }
+
+    /// Writes what can be written now: every record through the page
+    /// cache, whole blocks with direct I/O (the rest, less than a block,
+    /// waits for the next write or the end of the file).
+    ///
+    /// # Errors
+    ///
+    /// When writing fails.
+    pub fn flush_blocks(&mut self) -> Result<(), PcapError> {
+        let written = self.out.flush();
+        self.io(written)
+    }
+
+    /// What could not be written is not tried again: the error says so, and
+    /// the run reports this output as failed from here on.
+    fn io(&self, written: io::Result<()>) -> Result<(), PcapError> {
         written.map_err(|source| PcapError::Io {
             path: self.path.clone(),
             source,
@@ -345,11 +369,14 @@ pub struct PcapFiles {
     started: Duration,
     /// `-G -W`: the last file is full; the run should stop.
     done: bool,
+    /// Whether files are written around the page cache where they can be.
+    direct: bool,
 }
 
 impl PcapFiles {
     /// Starts with `first`, opened before the run as `rotation`'s file 0
-    /// of `base` naming `ifaces`, started at `now`.
+    /// of `base` naming `ifaces`, started at `now`; the next files written
+    /// around the page cache when `direct` and their file system allows.
     pub fn new(
         first: PcapWriter,
         base: PathBuf,
@@ -357,6 +384,7 @@ impl PcapFiles {
         snaplen: u32,
         ifaces: Interfaces,
         now: Duration,
+        direct: bool,
     ) -> Self {
         Self {
             current: first,
@@ -367,6 +395,7 @@ impl PcapFiles {
             files: 1,
             started: now,
             done: false,
+            direct,
         }
     }
 
@@ -380,8 +409,12 @@ impl PcapFiles {
             _ => self.files,
         };
         let name = self.rotation.file_name(&self.base, n, now);
-        self.current =
-            PcapWriter::for_interfaces(Output::create(&name)?, self.snaplen, &self.ifaces)?;
+        self.current = PcapWriter::for_interfaces(
+            Output::create(&name)?,
+            self.snaplen,
+            &self.ifaces,
+            self.direct,
+        )?;
         self.files += 1;
         self.started = now;
         Ok(())
@@ -420,7 +453,7 @@ impl super::Sink for PcapFiles {
     }
 
     fn interval(&mut self, _: &super::Interval<'_>) -> Result<(), super::SinkError> {
-        Ok(self.current.flush()?)
+        Ok(self.current.flush_blocks()?)
     }
 
     fn finish(&mut self, _: &super::Summary<'_>) -> Result<(), super::SinkError> {
