@@ -36,8 +36,9 @@ pub enum PcapError {
     },
 }
 
-/// Bytes buffered before a write: a write per megabyte, or per report
-/// interval, whichever comes first (see [`PcapWriter::flush_blocks`]).
+/// Bytes buffered before a write: a write per megabyte (per two when the
+/// file is written directly, in huge pages), or per report interval,
+/// whichever comes first (see [`PcapWriter::flush_blocks`]).
 const BUFFER: usize = 1 << 20;
 
 /// The interfaces a capture file names: one means pcap, more mean pcapng
