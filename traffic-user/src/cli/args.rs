@@ -241,10 +241,10 @@ pub struct RunArgs {
     pub write: Option<PathBuf>,
     /// With -w: write a regular file through the page cache, as tcpdump
     /// does. By default traffic writes it around the page cache (O_DIRECT)
-    /// where its file system supports that: no copy into the cache, so
-    /// about a quarter less CPU per captured frame at full rate, but each
-    /// write of a megabyte waits for the disk (on a slow or stalling disk,
-    /// the ring buffer fills meanwhile).
+    /// where its file system supports that, from a thread of its own: no
+    /// copy into the cache, so an eighth to a quarter less CPU per captured
+    /// frame; but a disk slower than the capture, or one that stalls, is
+    /// not absorbed by the page cache, and the ring buffer fills meanwhile.
     #[arg(long, requires = "write")]
     pub page_cache: bool,
     /// With -w: start a new file before a packet once the current one is
