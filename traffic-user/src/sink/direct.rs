@@ -77,6 +77,12 @@ impl AlignedBuf {
         buf
     }
 
+    /// Touches every page, so that none is faulted in later.
+    pub fn fault_in(&mut self) {
+        // SAFETY: the whole allocation, which this buffer owns.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, self.capacity()) };
+    }
+
     /// Bytes held.
     pub fn len(&self) -> usize {
         self.len
@@ -199,6 +205,8 @@ enum Target {
 struct Thread {
     jobs: Option<mpsc::Sender<Job>>,
     done: mpsc::Receiver<Done>,
+    /// Buffers the thread made ready before its first job.
+    fresh: mpsc::Receiver<AlignedBuf>,
     handle: Option<thread::JoinHandle<File>>,
     /// Buffers sent and not yet back.
     in_flight: usize,
@@ -249,10 +257,14 @@ impl FileWriter {
             WriteMode::Buffered
         };
         let (buf, to) = match mode {
-            WriteMode::Direct(block) => (
-                AlignedBuf::huge(capacity, block),
-                Target::Thread(Thread::start(file, block)),
-            ),
+            WriteMode::Direct(block) => {
+                // The first buffer is faulted in here: for a run's first
+                // file, before anything is attached.
+                let mut buf = AlignedBuf::huge(capacity, block);
+                buf.fault_in();
+                let capacity = buf.capacity();
+                (buf, Target::Thread(Thread::start(file, block, capacity)))
+            }
             WriteMode::Buffered => (
                 AlignedBuf::new(capacity.next_multiple_of(PAGE), PAGE),
                 Target::Here(file),
@@ -361,16 +373,32 @@ impl Drop for FileWriter {
 
 impl Thread {
     /// Starts the thread writing `file` directly in blocks of `block`.
-    fn start(file: File, block: usize) -> Self {
+    /// Its first job is to fill [`IN_FLIGHT`] buffers of `capacity` with
+    /// zeroes, so that their pages (huge ones, found by compacting memory
+    /// if need be) are faulted in by this thread, not by the reader while
+    /// packets wait.
+    fn start(file: File, block: usize, capacity: usize) -> Self {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (tx, done) = mpsc::channel::<Done>();
+        let (fresh_tx, fresh) = mpsc::channel::<AlignedBuf>();
         let handle = thread::Builder::new()
             .name("pcap-writer".into())
-            .spawn(move || write_jobs(file, block, &rx, &tx));
+            .spawn(move || {
+                for _ in 0..IN_FLIGHT {
+                    let mut buf = AlignedBuf::huge(capacity, block);
+                    buf.fault_in();
+                    if fresh_tx.send(buf).is_err() {
+                        break;
+                    }
+                }
+                drop(fresh_tx);
+                write_jobs(file, block, &rx, &tx)
+            });
         match handle {
             Ok(handle) => Self {
                 jobs: Some(jobs),
                 done,
+                fresh,
                 handle: Some(handle),
                 in_flight: 0,
                 spare: Vec::new(),
@@ -381,6 +409,7 @@ impl Thread {
             Err(e) => Self {
                 jobs: None,
                 done,
+                fresh: mpsc::channel().1,
                 handle: None,
                 in_flight: 0,
                 spare: Vec::new(),
@@ -432,6 +461,7 @@ impl Thread {
         let mut next = self
             .spare
             .pop()
+            .or_else(|| self.fresh.try_recv().ok())
             .unwrap_or_else(|| AlignedBuf::huge(buf.capacity(), block));
         next.extend_from_slice(&buf[n..]);
         buf.truncate(n);
