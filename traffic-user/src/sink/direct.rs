@@ -129,14 +129,6 @@ impl AlignedBuf {
         self.len += n;
     }
 
-    /// Drops the first `n` bytes, moving the rest to the start.
-    pub fn consume(&mut self, n: usize) {
-        let n = n.min(self.len);
-        // SAFETY: both ranges are inside the initialised part.
-        unsafe { std::ptr::copy(self.ptr.as_ptr().add(n), self.ptr.as_ptr(), self.len - n) };
-        self.len -= n;
-    }
-
     /// Empties the buffer.
     pub fn clear(&mut self) {
         self.len = 0;
@@ -187,7 +179,6 @@ pub enum WriteMode {
 pub struct FileWriter {
     /// The buffer being filled.
     buf: AlignedBuf,
-    mode: WriteMode,
     to: Target,
 }
 
@@ -203,6 +194,8 @@ enum Target {
 
 /// The file's writing thread, and the buffers it has.
 struct Thread {
+    /// The direct-I/O block: whole ones are handed to the thread.
+    block: usize,
     jobs: Option<mpsc::Sender<Job>>,
     done: mpsc::Receiver<Done>,
     /// Buffers the thread made ready before its first job.
@@ -270,12 +263,15 @@ impl FileWriter {
                 Target::Here(file),
             ),
         };
-        Self { buf, mode, to }
+        Self { buf, to }
     }
 
     /// How the file is written now.
     pub fn mode(&self) -> WriteMode {
-        self.mode
+        match &self.to {
+            Target::Thread(t) => WriteMode::Direct(t.block),
+            Target::Here(_) | Target::Gone => WriteMode::Buffered,
+        }
     }
 
     /// The buffer, to append records to.
@@ -301,7 +297,7 @@ impl FileWriter {
     pub fn flush(&mut self) -> io::Result<()> {
         let result = match &mut self.to {
             Target::Here(file) => write_all(file, &self.buf),
-            Target::Thread(t) => t.send_blocks(&mut self.buf, self.mode),
+            Target::Thread(t) => t.send_blocks(&mut self.buf),
             Target::Gone => Ok(()),
         };
         if result.is_err() {
@@ -339,7 +335,6 @@ impl FileWriter {
                 if let Some(file) = file {
                     self.to = Target::Here(file);
                 }
-                self.mode = WriteMode::Buffered;
                 r
             }
             Target::Gone => Ok(()),
@@ -353,7 +348,6 @@ impl FileWriter {
 
     /// Writes nothing more to this file.
     fn stop(&mut self) {
-        self.mode = WriteMode::Buffered;
         if let Target::Thread(t) = std::mem::replace(&mut self.to, Target::Gone) {
             let _ = t.finish(AlignedBuf::new(PAGE, PAGE));
         }
@@ -396,6 +390,7 @@ impl Thread {
             });
         match handle {
             Ok(handle) => Self {
+                block,
                 jobs: Some(jobs),
                 done,
                 fresh,
@@ -407,6 +402,7 @@ impl Thread {
             // No thread: the file was moved into the closure, which is gone;
             // report it at the first write.
             Err(e) => Self {
+                block,
                 jobs: None,
                 done,
                 fresh: mpsc::channel().1,
@@ -443,14 +439,12 @@ impl Thread {
 
     /// Hands the whole blocks of `buf` to the thread, and puts the rest at
     /// the start of a fresh buffer in its place.
-    fn send_blocks(&mut self, buf: &mut AlignedBuf, mode: WriteMode) -> io::Result<()> {
+    fn send_blocks(&mut self, buf: &mut AlignedBuf) -> io::Result<()> {
         self.collect(false);
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        let WriteMode::Direct(block) = mode else {
-            unreachable!("a thread writes directly");
-        };
+        let block = self.block;
         let n = buf.len() / block * block;
         if n == 0 {
             return Ok(());
@@ -724,14 +718,15 @@ mod tests {
     }
 
     #[test]
-    fn buffers_are_aligned_and_keep_the_rest() {
+    fn buffers_are_aligned_and_hold_what_is_appended() {
         let mut b = AlignedBuf::new(8192, 4096);
         assert_eq!(b.as_ptr() as usize % 4096, 0);
         b.extend_from_slice(&pattern(5000));
         b.extend_zeros(3);
-        b.consume(4096);
-        assert_eq!(b.len(), 907);
-        assert_eq!(&b[..904], &pattern(5000)[4096..]);
-        assert_eq!(&b[904..], &[0, 0, 0]);
+        assert_eq!(b.len(), 5003);
+        assert_eq!(&b[..5000], &pattern(5000)[..]);
+        assert_eq!(&b[5000..], &[0, 0, 0]);
+        b.truncate(4096);
+        assert_eq!(&b[..], &pattern(5000)[..4096]);
     }
 }

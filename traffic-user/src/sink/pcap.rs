@@ -87,12 +87,6 @@ impl PcapWriter {
         Self::new(Output::create(path)?, snaplen)
     }
 
-    /// Whether the file is written around the page cache
-    /// ([`super::direct`]).
-    pub fn is_direct(&self) -> bool {
-        matches!(self.out.mode(), super::direct::WriteMode::Direct(_))
-    }
-
     /// Writes the pcap header to an opened output.
     ///
     /// # Errors
