@@ -401,6 +401,63 @@ fn the_built_in_lab_runs_and_removes_what_it_made() {
     assert!(!namespaces.contains(stale));
 }
 
+#[test]
+fn the_built_in_lab_serves_metrics_and_exports_where_it_was_started() {
+    // The lab attaches inside a namespace of its own; a user's scraper and
+    // collector are where traffic was started: here, a test namespace whose
+    // loopback is up.
+    let home = Lab::create("labhome", 1).expect("create the lab");
+    let ns = home.rx_ns.clone();
+    Lab::loopback_up(&ns).unwrap();
+    let collector = in_netns(&ns, || std::net::UdpSocket::bind("127.0.0.1:4739"))
+        .unwrap()
+        .unwrap();
+    collector
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let child = traffic_in(
+        &ns,
+        &[
+            "--lab",
+            "--duration",
+            "6",
+            "--interval",
+            "0.5",
+            "--json",
+            "--metrics",
+            "127.0.0.1:9464",
+            "--ipfix",
+            "127.0.0.1:4739",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut scraped = None;
+    assert!(
+        eventually(Duration::from_secs(4), || {
+            scraped = traffic_tests::http_get(&ns, "127.0.0.1:9464", "/metrics").filter(
+                |(status, body)| {
+                    *status == 200 && body.contains("traffic_packets_total{iface=\"trf-rx\"")
+                },
+            );
+            scraped.is_some()
+        }),
+        "nothing served the lab's metrics at 127.0.0.1:9464 in the namespace traffic started in"
+    );
+    let mut datagram = [0u8; 65_535];
+    let (len, _) = collector
+        .recv_from(&mut datagram)
+        .expect("an IPFIX message reaches the collector where traffic started");
+    assert!(len >= 16, "an IPFIX message header: {len} bytes");
+    assert_eq!(&datagram[..2], &[0, 10], "IPFIX version 10");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "traffic --lab failed: {stderr}");
+    assert!(summary_of(&out.stdout).counts.packets > 0, "{stderr}");
+}
+
 /// The pid in the lab's namespace names, from its first stderr line.
 fn out_pid_marker(stderr: &str) -> String {
     let at = stderr

@@ -1,7 +1,8 @@
 //! System calls on descriptors that the inputs (rules files) and the
-//! outputs (capture files) share.
+//! outputs (capture files) share, and the network namespaces the built-in
+//! lab moves between.
 
-use std::{fs::File, io, os::fd::AsRawFd as _};
+use std::{fs::File, io, os::fd::AsRawFd as _, sync::Arc};
 
 /// Clears `O_NONBLOCK` on `file`.
 pub fn set_blocking(file: &File) -> io::Result<()> {
@@ -16,4 +17,50 @@ pub fn set_blocking(file: &File) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The calling thread's network namespace, to open sockets in after the
+/// thread has entered another ([`enter_netns`]).
+///
+/// # Errors
+///
+/// When `/proc` cannot be read.
+pub fn current_netns() -> io::Result<Arc<File>> {
+    File::open("/proc/thread-self/ns/net").map(Arc::new)
+}
+
+/// Enters the network namespace `ns` refers to, for the calling thread (and
+/// the threads it starts afterwards).
+///
+/// # Errors
+///
+/// When the kernel refuses (`ns` is not a network namespace, or the caller
+/// lacks CAP_SYS_ADMIN).
+pub fn enter_netns(ns: &File) -> io::Result<()> {
+    // SAFETY: setns on a descriptor `ns` owns; it changes only this thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a new thread that has entered the network namespace `ns`
+/// refers to, and returns what it returns.
+///
+/// Sockets made inside `f` belong to `ns` and keep working from any thread;
+/// threads `f` starts stay in `ns`.
+///
+/// # Errors
+///
+/// When the namespace cannot be entered, or the thread panicked.
+pub fn in_netns<T: Send + 'static>(
+    ns: Arc<File>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    std::thread::spawn(move || {
+        enter_netns(&ns)?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| io::Error::other("a thread in another network namespace panicked"))?
 }

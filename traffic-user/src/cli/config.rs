@@ -389,6 +389,7 @@ impl RunConfig {
             top: args.top,
             metrics: args.metrics.map(|addr| (addr, args.metrics_rules)),
             ipfix,
+            sockets_netns: None,
             print: args.print,
             write: args.write,
             direct_io: !args.page_cache,

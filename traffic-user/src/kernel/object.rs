@@ -231,13 +231,20 @@ pub(crate) fn os_error(err: &ProgramError) -> Option<i32> {
     }
 }
 
-/// `err` and its sources, joined by ": ".
+/// `err` and its sources, joined by ": "; a source the text already
+/// quotes is left out.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
+        // A message that names its cause in its own words ("cannot listen
+        // there (Address already in use); give a free port") is not
+        // followed by that cause again.
+        let cause = e.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
         cur = e.source();
     }
     text
@@ -319,4 +326,32 @@ where
         name,
         source: Some(source),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen there ({source}); give a free port")]
+    struct Quoting {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the rules failed")]
+    struct Plain(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let busy = || std::io::Error::from_raw_os_error(libc::EADDRINUSE);
+        let quoted = error_chain(&Quoting { source: busy() });
+        assert_eq!(quoted.matches("in use").count(), 1, "{quoted}");
+        let plain = error_chain(&Plain(busy()));
+        assert!(
+            plain.starts_with("reading the rules failed: Address"),
+            "{plain}"
+        );
+    }
 }

@@ -53,6 +53,12 @@ pub enum LabError {
     /// The namespaces or the veth pair could not be made.
     #[error("creating the lab failed (it needs root, iproute2 and veth)")]
     Create(#[source] io::Error),
+    /// The namespace traffic started in, where --metrics and --ipfix stay,
+    /// could not be opened.
+    #[error(
+        "opening the network namespace traffic was started in (/proc/thread-self/ns/net) failed; --metrics and --ipfix are opened there"
+    )]
+    StartingNetns(#[source] io::Error),
     /// A namespace could not be entered.
     #[error("entering the lab's {which} namespace failed")]
     Enter {
@@ -95,6 +101,13 @@ pub fn run(mut cfg: RunConfig) -> Result<Outcome, LabError> {
             return Err(e.into());
         }
         cfg.rules = std::sync::Arc::new(rules);
+    }
+    // The run attaches inside the lab's namespace; the user's scraper and
+    // collector are where traffic was started, and so are --metrics and
+    // --ipfix (in the lab's namespace, whose loopback is down, neither
+    // could be reached).
+    if cfg.metrics.is_some() || cfg.ipfix.is_some() {
+        cfg.sockets_netns = Some(crate::os::current_netns().map_err(LabError::StartingNetns)?);
     }
     let lab = Lab::create("lab", 1).map_err(LabError::Create)?;
     eprintln!(

@@ -12,9 +12,11 @@
 use std::{
     fs::File,
     io,
-    os::fd::AsRawFd as _,
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 /// The prefix of every lab namespace's name.
@@ -201,16 +203,7 @@ pub fn in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> io::Result<T> {
-    let file = File::open(format!("/var/run/netns/{ns}"))?;
-    std::thread::spawn(move || {
-        // SAFETY: `file` is an open namespace file; setns changes only this thread.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| io::Error::other("the thread in the lab namespace panicked"))?
+    crate::os::in_netns(Arc::new(open_netns(ns)?), f)
 }
 
 /// Enters namespace `ns` for the calling thread (and the threads it starts
@@ -220,12 +213,12 @@ pub fn in_netns<T: Send + 'static>(
 ///
 /// When the namespace cannot be opened or entered.
 pub fn enter_netns(ns: &str) -> io::Result<()> {
-    let file = File::open(format!("/var/run/netns/{ns}"))?;
-    // SAFETY: `file` is an open namespace file.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::os::enter_netns(&open_netns(ns)?)
+}
+
+/// The namespace named `ns` (by `ip netns add`).
+fn open_netns(ns: &str) -> io::Result<File> {
+    File::open(format!("/var/run/netns/{ns}"))
 }
 
 /// Removes lab namespaces left by processes that no longer run (a run killed

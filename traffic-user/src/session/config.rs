@@ -68,6 +68,11 @@ pub struct RunConfig {
     pub metrics: Option<(std::net::SocketAddr, usize)>,
     /// `--ipfix`: where and how to export flow records.
     pub ipfix: Option<Ipfix>,
+    /// The network namespace `--metrics` listens in and `--ipfix` sends
+    /// from, when it is not the one the run attaches in: the built-in lab
+    /// attaches inside a namespace of its own, while its user's scraper and
+    /// collector are where traffic was started. `None`: where the run is.
+    pub sockets_netns: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// The IPFIX export of a run (`--ipfix`).

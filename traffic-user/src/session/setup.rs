@@ -17,6 +17,7 @@ use crate::{
     kernel::{
         AttachMode, Engine, EngineError,
         caps::CapsError,
+        engine::TopSettings,
         netlink::{self, LinkWatch},
     },
     sink::{
@@ -118,6 +119,10 @@ pub enum SetupError {
     /// `--ipfix`: the collector cannot be reached.
     #[error(transparent)]
     Ipfix(crate::sink::ipfix::IpfixError),
+    /// `--metrics` or `--ipfix` in the built-in lab: the namespace traffic
+    /// was started in could not be entered to open them there.
+    #[error("opening --metrics or --ipfix in the network namespace traffic was started in failed")]
+    SocketsNetns(#[source] io::Error),
     /// The event ring buffer was taken already (a bug).
     #[error("the event ring buffer was already taken")]
     RingTaken,
@@ -511,16 +516,11 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
         }
         None => None,
     };
-    let metrics = match cfg.metrics {
-        Some((addr, rules)) => Some(MetricsSink::serve(addr, rules).map_err(SetupError::Metrics)?),
-        None => None,
-    };
-    let ipfix = match &cfg.ipfix {
-        Some(x) => Some(
-            IpfixSink::open(x, Arc::clone(&cfg.rules), cfg.settings.top)
-                .map_err(SetupError::Ipfix)?,
-        ),
-        None => None,
+    let sockets = SocketsConfig::of(cfg);
+    let (metrics, ipfix) = match &cfg.sockets_netns {
+        None => open_network_outputs(&sockets)?,
+        Some(ns) => crate::os::in_netns(Arc::clone(ns), move || open_network_outputs(&sockets))
+            .map_err(SetupError::SocketsNetns)??,
     };
     Ok(Outputs {
         pcap,
@@ -528,6 +528,44 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
         metrics,
         ipfix,
     })
+}
+
+/// What [`open_network_outputs`] reads of a run's configuration: what a thread in
+/// another namespace can take.
+struct SocketsConfig {
+    metrics: Option<(std::net::SocketAddr, usize)>,
+    ipfix: Option<crate::session::config::Ipfix>,
+    rules: Arc<crate::rules::RuleSet>,
+    top: Option<TopSettings>,
+}
+
+impl SocketsConfig {
+    fn of(cfg: &RunConfig) -> Self {
+        Self {
+            metrics: cfg.metrics,
+            ipfix: cfg.ipfix.clone(),
+            rules: Arc::clone(&cfg.rules),
+            top: cfg.settings.top,
+        }
+    }
+}
+
+/// Binds `--metrics`' address and starts serving it, and opens `--ipfix`'s
+/// socket, in the calling thread's network namespace.
+fn open_network_outputs(
+    cfg: &SocketsConfig,
+) -> Result<(Option<MetricsSink>, Option<IpfixSink>), SetupError> {
+    let metrics = match cfg.metrics {
+        Some((addr, rules)) => Some(MetricsSink::serve(addr, rules).map_err(SetupError::Metrics)?),
+        None => None,
+    };
+    let ipfix = match &cfg.ipfix {
+        Some(x) => {
+            Some(IpfixSink::open(x, Arc::clone(&cfg.rules), cfg.top).map_err(SetupError::Ipfix)?)
+        }
+        None => None,
+    };
+    Ok((metrics, ipfix))
 }
 
 /// Says on stderr what a user should know about an output.
