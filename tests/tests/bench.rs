@@ -39,6 +39,7 @@ fn kernel_bench_writes_a_report_with_every_program() {
         serde_json::from_slice(&std::fs::read(out.join("raw.json")).unwrap()).unwrap();
     for (program, path, family) in [
         ("floor", "pass", "ipv4"),
+        ("floor+clock", "pass", "ipv6"),
         ("traffic", "drop", "ipv4"),
         ("traffic", "capture", "ipv6"),
         ("xdp-filter", "drop", "ipv6"),
@@ -56,6 +57,11 @@ fn kernel_bench_writes_a_report_with_every_program() {
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
         summary.contains("| xdp-filter | drop | ipv4 | 10 |"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("- ipv4 10 rules: capture ")
+            && summary.contains("of which the clock read"),
         "{summary}"
     );
     assert!(

@@ -14,6 +14,9 @@ pub mod names {
     /// In the tools object: a program that passes every packet and does
     /// nothing else, the cost floor that benchmarks compare against.
     pub const FLOOR_PROGRAM: &str = "traffic_floor";
+    /// In the tools object: the floor with one clock read
+    /// (`bpf_ktime_get_ns`), the timestamp every capture event takes.
+    pub const FLOOR_CLOCK_PROGRAM: &str = "traffic_floor_clock";
     /// In the tools object: a program that sends every frame back out
     /// (XDP_TX); with BPF_PROG_RUN's live frames, a traffic generator.
     pub const TX_PROGRAM: &str = "traffic_tx";

@@ -12,6 +12,18 @@ pub fn traffic_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The floor with one read of the clock every event needs
+/// (`bpf_ktime_get_ns`), then a pass: what a capture's timestamp costs
+/// before anything is written, the same way the capture path is measured.
+#[xdp]
+pub fn traffic_floor_clock(_ctx: XdpContext) -> u32 {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    // Kept: a value nothing reads would be dropped with its call.
+    core::hint::black_box(now);
+    xdp_action::XDP_PASS
+}
+
 /// The floor of the drop path: an XDP program that drops everything.
 #[xdp]
 pub fn traffic_floor_drop(_ctx: XdpContext) -> u32 {

@@ -214,6 +214,10 @@ fn mask(ip: IpAddr, len: u8) -> IpAddr {
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
+/// The row of the floor with one clock read: `bpf_ktime_get_ns`, which
+/// every capture event calls for its timestamp.
+pub const CLOCK_PROGRAM: &str = "floor+clock";
+
 /// Measures the floor and traffic's drop and capture paths for IPv4 and IPv6
 /// with each rule count in `rule_counts`. `progress` is told of each figure.
 ///
@@ -242,6 +246,21 @@ pub fn kernel_costs(
         push(
             Cost {
                 program: "floor".into(),
+                path: "pass".into(),
+                family: family.into(),
+                rules: 0,
+                repeat,
+                ns_per_packet: median,
+                rounds,
+            },
+            &mut costs,
+        );
+        // What the clock read every capture event takes costs by itself.
+        let clock = ToolProgram::load(Tool::FloorClock)?;
+        let (median, rounds) = measure(clock.program(), &frame, repeat, XDP_PASS)?;
+        push(
+            Cost {
+                program: CLOCK_PROGRAM.into(),
                 path: "pass".into(),
                 family: family.into(),
                 rules: 0,

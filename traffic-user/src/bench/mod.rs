@@ -636,6 +636,39 @@ fn kernel_table(rows: &[KernelRow]) -> String {
             c.program, c.path, c.family, c.rules, c.ns_per_packet, row.ratio_to_floor
         );
     }
+    // The capture path against the drop path, and how much of the
+    // difference one clock read is, per family and rule count.
+    let find = |program: &str, path: &str, family: &str, rules: usize| {
+        rows.iter().map(|r| &r.cost).find(|c| {
+            c.program == program && c.path == path && c.family == family && c.rules == rules
+        })
+    };
+    let mut said = false;
+    for capture in rows.iter().map(|r| &r.cost).filter(|c| c.path == "capture") {
+        let (Some(drop), Some(floor), Some(clock)) = (
+            find("traffic", "drop", &capture.family, capture.rules),
+            find("floor", "pass", &capture.family, 0),
+            find(kernel::CLOCK_PROGRAM, "pass", &capture.family, 0),
+        ) else {
+            continue;
+        };
+        if !said {
+            t.push_str("\nCapture path against drop path (same rules, same frame), and the part of the difference that is the event's clock read (`floor+clock` minus `floor`):\n\n");
+            said = true;
+        }
+        let _ = writeln!(
+            t,
+            "- {} {} rule{}: capture {:.1} ns = {:.2} × drop ({:.1} ns); +{:.1} ns, of which the clock read {:.1}",
+            capture.family,
+            capture.rules,
+            if capture.rules == 1 { "" } else { "s" },
+            capture.ns_per_packet,
+            capture.ns_per_packet / drop.ns_per_packet,
+            drop.ns_per_packet,
+            capture.ns_per_packet - drop.ns_per_packet,
+            clock.ns_per_packet - floor.ns_per_packet,
+        );
+    }
     t
 }
 

@@ -1,5 +1,6 @@
 //! The tools' XDP programs, for the benchmark and the generator: a floor
-//! that passes every packet, one that drops every packet, and an XDP_TX
+//! that passes every packet, the same with one clock read, one that drops
+//! every packet, and an XDP_TX
 //! program that BPF_PROG_RUN's live-frames mode turns into a sender.
 //!
 //! They come from their own object, which has no maps, so using them loads
@@ -21,6 +22,9 @@ use super::{
 pub enum Tool {
     /// Passes every packet: the cost floor.
     FloorPass,
+    /// Reads the clock once and passes: the floor plus a capture's
+    /// timestamp.
+    FloorClock,
     /// Drops every packet: the floor of the drop path.
     FloorDrop,
     /// Sends every frame back out (XDP_TX).
@@ -32,6 +36,7 @@ impl Tool {
     pub const fn name(self) -> &'static str {
         match self {
             Tool::FloorPass => names::FLOOR_PROGRAM,
+            Tool::FloorClock => names::FLOOR_CLOCK_PROGRAM,
             Tool::FloorDrop => names::FLOOR_DROP_PROGRAM,
             Tool::Transmit => names::TX_PROGRAM,
         }
