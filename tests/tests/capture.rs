@@ -582,6 +582,61 @@ fn packet_lines_name_addresses_ports_and_rules() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("events 5 delivered, 0 lost"));
 }
 
+#[test]
+fn packet_lines_mark_an_ip_header_the_snaplen_cut() {
+    // 30 bytes: the Ethernet header and the first 16 of the IP header. The
+    // program classified the whole frame; the line says IP or IP6 and
+    // marks the header cut short, as tcpdump does, rather than "non-IP".
+    let lab = Lab::create("cutprint", 1).expect("create the lab");
+    let out = traffic_tests::traffic_in(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--print",
+            "--snaplen",
+            "30",
+            "--capture",
+            "203.0.113.0/24",
+            "--capture",
+            "2001:db8:c::/48",
+            "--duration",
+            "3",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert!(
+        traffic_tests::eventually(Duration::from_secs(5), || traffic_tests::has_xdp(
+            &lab.rx_ns, &lab.rx_if
+        )),
+        "traffic did not attach"
+    );
+    send(&lab, &["--count", "3", "--src", "203.0.113.0/24"]);
+    send(&lab, &["--count", "3", "--src", "2001:db8:c::/64"]);
+    let out = out.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    for line in &lines[..3] {
+        assert!(
+            line.ends_with(" IP [|ip], length 42 [capture 203.0.113.0/24]"),
+            "{line:?}"
+        );
+    }
+    for line in &lines[3..] {
+        assert!(
+            line.ends_with(" IP6 [|ip6], length 62 [capture 2001:db8:c::/48]"),
+            "{line:?}"
+        );
+    }
+    assert!(stderr.contains("events 6 delivered, 0 lost"), "{stderr}");
+}
+
 /// One capture configuration of the exactness test.
 struct Exact {
     name: &'static str,

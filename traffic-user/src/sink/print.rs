@@ -126,6 +126,10 @@ pub fn line(p: &Captured<'_>, rules: &RuleSet) -> String {
                 let _ = write!(out, " [{}]", tcp_flags(flags));
             }
         }
+        // The program read an IP header the snaplen cut from the capture:
+        // tcpdump's mark for a header cut short.
+        _ if pkt.ip_version == 4 => out.push_str(" IP [|ip]"),
+        _ if pkt.ip_version == 6 => out.push_str(" IP6 [|ip6]"),
         _ => out.push_str(" non-IP"),
     }
     let _ = write!(out, ", length {}", p.wire_len);
@@ -377,6 +381,41 @@ mod tests {
         );
         assert_eq!(tcp_flags(0x11), "F.");
         assert_eq!(tcp_flags(0), "none");
+    }
+
+    #[test]
+    fn an_ip_header_cut_by_the_snaplen_is_marked_not_called_non_ip() {
+        let rules = RuleSet::new(Action::Capture);
+        for (src, flags, want) in [
+            (
+                "2001:db8:c::5",
+                event_flags::IPV6,
+                " IP6 [|ip6], length 86 [capture default]",
+            ),
+            (
+                "203.0.113.5",
+                event_flags::IPV4,
+                " IP [|ip], length 86 [capture default]",
+            ),
+        ] {
+            let h = EventHeader {
+                wire_len: 86,
+                rule_id: traffic_common::NO_RULE,
+                action: action::CAPTURE as u8,
+                flags,
+                ..EventHeader::default()
+            };
+            let dst = if src.contains(':') {
+                "2001:db8::1"
+            } else {
+                "198.51.100.1"
+            };
+            let mut frame = FrameSpec::udp(ip(src), ip(dst)).build();
+            // A snaplen of 30: the Ethernet header and 16 bytes of IP.
+            frame.truncate(30);
+            let text = line(&captured(h, frame, Duration::ZERO), &rules);
+            assert!(text.ends_with(want), "{text}");
+        }
     }
 
     #[test]
