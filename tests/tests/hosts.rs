@@ -178,6 +178,11 @@ fn a_busy_metrics_port_is_refused_before_anything_is_attached() {
         stderr.contains("--metrics 127.0.0.1:9464: cannot listen there"),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "the cause is said once: {stderr}"
+    );
     assert!(!traffic_tests::has_xdp(&lab.rx_ns, &lab.rx_if));
 }
 
@@ -461,6 +466,15 @@ fn an_unreachable_tcp_collector_is_refused_before_anything_is_attached() {
     );
     assert!(
         stderr.contains("give the collector as HOST:PORT"),
+        "{stderr}"
+    );
+    // A datagram to port 0 goes nowhere: refused, not sent into the void.
+    let stderr = traffic_tests::fails(
+        &lab.rx_ns,
+        &["--iface", &lab.rx_if, "--ipfix", "127.0.0.1:0"],
+    );
+    assert!(
+        stderr.contains("--ipfix 127.0.0.1:0: port 0 is no collector's port"),
         "{stderr}"
     );
     assert!(!traffic_tests::has_xdp(&lab.rx_ns, &lab.rx_if));

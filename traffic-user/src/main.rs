@@ -49,7 +49,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("traffic: error: {err:#}");
+            eprintln!(
+                "traffic: error: {}",
+                traffic::kernel::error_chain(err.as_ref())
+            );
             ExitCode::from(2)
         }
     }

@@ -94,6 +94,14 @@ pub enum IpfixError {
         #[source]
         source: io::Error,
     },
+    /// Port 0, where no collector listens (a datagram to it goes nowhere).
+    #[error(
+        "--ipfix {collector}: port 0 is no collector's port; give the one it listens on (IPFIX's is 4739, nfcapd's default 9995)"
+    )]
+    PortZero {
+        /// As given.
+        collector: String,
+    },
     /// No socket to it.
     #[error(
         "--ipfix {collector}: cannot reach the collector over {proto} ({source}); check that it listens there{hint}"
@@ -189,6 +197,11 @@ impl IpfixSink {
                 collector: cfg.collector.clone(),
                 source,
             })?;
+        if collector.port() == 0 {
+            return Err(IpfixError::PortZero {
+                collector: cfg.collector.clone(),
+            });
+        }
         let connect_error = |proto, hint, source| IpfixError::Connect {
             collector: cfg.collector.clone(),
             proto,
