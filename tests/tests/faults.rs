@@ -218,6 +218,35 @@ fn sighup_ends_the_run_with_a_summary() {
 }
 
 #[test]
+fn sigusr1_says_the_counts_so_far_and_sigquit_ends_with_the_summary() {
+    let lab = Lab::create("usr1", 1).expect("create the lab");
+    let (running, _) = Running::watch(&lab, &["--drop", "192.0.2.0/24"]);
+    send(&lab, &["--count", "50", "--src", "192.0.2.0/24"]);
+    let running = running.expect_packets(50);
+    // As tcpdump does: the counts so far on stderr, and the run goes on.
+    traffic_tests::signal(running.pid(), libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(300));
+    send(&lab, &["--count", "30", "--src", "192.0.2.0/24"]);
+    let running = running.expect_packets(30);
+    // A terminal's Ctrl-\ ends the run as Ctrl-C does, summary and all.
+    traffic_tests::signal(running.pid(), libc::SIGQUIT);
+    let (summary, status, stderr) = running.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary.expect("a summary").counts.drop, 80);
+    let (_, status_block) = stderr
+        .split_once("traffic: SIGUSR1: the counts so far; the run goes on\n")
+        .unwrap_or_else(|| panic!("no status on stderr: {stderr}"));
+    // The block the summary has, with the counts at the signal.
+    let lines: Vec<&str> = status_block.lines().take(4).collect();
+    assert!(lines[0].starts_with("--- "), "{status_block}");
+    assert!(lines[1].starts_with("50 packets, "), "{status_block}");
+    assert!(
+        lines[2].starts_with("pass 0 (0 bytes), drop 50 ("),
+        "{status_block}"
+    );
+}
+
+#[test]
 fn outputs_are_checked_before_anything_is_attached() {
     let lab = Lab::create("paths", 1).expect("create the lab");
     let dir = TempDir::new("paths");

@@ -245,7 +245,7 @@ impl From<SessionError> for io::Error {
 /// Why a run stopped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Stop {
-    /// A signal asked it to: `SIGINT`, `SIGTERM` or `SIGHUP`.
+    /// A signal asked it to: `SIGINT`, `SIGTERM`, `SIGHUP` or `SIGQUIT`.
     Signal(&'static str),
     /// `--duration` passed.
     #[default]
@@ -491,6 +491,8 @@ pub struct Session<'a> {
     source_iface: Vec<Option<usize>>,
     /// What time it is.
     clock: Clock,
+    /// Asks for the counts so far on stderr (SIGUSR1, as tcpdump has it).
+    status: Option<tokio::signal::unix::Signal>,
 }
 
 /// A run's time: the clock's for a live run, the frames' for a recorded
@@ -580,6 +582,7 @@ impl<'a> Session<'a> {
             clock: Clock::Live {
                 started: Instant::now(),
             },
+            status: None,
         }
     }
 
@@ -615,6 +618,51 @@ impl<'a> Session<'a> {
     pub fn with_reloader(mut self, reloader: Reloader<'a>) -> Self {
         self.reloader = Some(reloader);
         self
+    }
+
+    /// Says the counts so far on stderr each time `requests` fires
+    /// (SIGUSR1), and goes on.
+    #[must_use]
+    pub fn with_status(mut self, requests: tokio::signal::unix::Signal) -> Self {
+        self.status = Some(requests);
+        self
+    }
+
+    /// Ready when the counts so far are asked for.
+    async fn status_asked(status: &mut Option<tokio::signal::unix::Signal>) {
+        let Some(s) = status else {
+            return std::future::pending().await;
+        };
+        if s.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The counts from the start to now, on stderr as the summary has them:
+    /// a look at a run that goes on. The intervals do not change.
+    fn say_status(&mut self) -> Result<(), SessionError> {
+        let now = self.mark()?;
+        let start = self.first_mark();
+        let total = self.counts(&start, &now, 0);
+        let total_each = self.counts_each(&start, &now, &[]);
+        let queues: Vec<_> = self.sources.iter().flat_map(|s| s.queues()).collect();
+        let summary = Summary {
+            start: &self.start,
+            counts: &total,
+            latency: &self.latency,
+            duration: now.at.0,
+            queues: (!queues.is_empty()).then_some(queues.as_slice()),
+            failed: &[],
+            rules: &[],
+            top: None,
+            ifaces: &total_each,
+        };
+        eprintln!("traffic: SIGUSR1: the counts so far; the run goes on");
+        let mut stderr =
+            crate::sink::report::Reporter::new(io::stderr(), crate::sink::Format::Table, "stderr");
+        // A status that cannot be written to stderr is not worth a failed run.
+        let _ = stderr.finish(&summary);
+        Ok(())
     }
 
     /// Ready when a reload has read its rules.
@@ -805,6 +853,7 @@ impl<'a> Session<'a> {
                 }
                 () = Self::gather_due(&mut gather) => self.counters.gather_sources(),
                 read = Self::reload_read(&mut self.reloader) => self.reloaded(read),
+                () = Self::status_asked(&mut self.status) => self.say_status()?,
                 stopped = &mut stop => break self.finish(last, stopped).await,
             }
         }

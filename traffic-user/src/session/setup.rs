@@ -140,9 +140,13 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
     // cleanly instead of killing it midway. SIGHUP re-reads the rules when
     // they come from files; otherwise it ends the run like SIGTERM (a
     // terminal closing), with the summary.
-    let [mut sigint, mut sigterm, sighup] = signals()?;
+    let [mut sigint, mut sigterm, sighup, mut sigquit] = signals()?;
+    let status = signal(SignalKind::user_defined1()).map_err(|source| SetupError::Signal {
+        signal: "SIGUSR1",
+        source,
+    })?;
     print_notes(cfg);
-    let mut session = open(cfg, ifaces)?;
+    let mut session = open(cfg, ifaces)?.with_status(status);
     let mut hangup_stops = None;
     if cfg.rule_spec.files.is_empty() {
         hangup_stops = Some(sighup);
@@ -174,6 +178,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
         tokio::select! {
             _ = sigint.recv() => Stop::Signal("SIGINT"),
             _ = sigterm.recv() => Stop::Signal("SIGTERM"),
+            _ = sigquit.recv() => Stop::Signal("SIGQUIT"),
             Some(()) = recv(hangup_stops.as_mut()) => Stop::Signal("SIGHUP"),
             () = sleep_for(duration) => Stop::Duration,
             iface = any_link_gone(links) => Stop::InterfaceGone { iface },
@@ -190,7 +195,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
 /// [`SetupError`]: what could not be set up, or how the run failed. A bad
 /// record within the file is not one: see [`Replayed::error`].
 pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, SetupError> {
-    let [mut sigint, mut sigterm, mut sighup] = signals()?;
+    let [mut sigint, mut sigterm, mut sighup, mut sigquit] = signals()?;
     print_notes(cfg);
     // The file first: a file that is not a capture is refused before
     // anything is loaded or written.
@@ -219,13 +224,15 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
             _ = sigint.recv() => Stop::Signal("SIGINT"),
             _ = sigterm.recv() => Stop::Signal("SIGTERM"),
             _ = sighup.recv() => Stop::Signal("SIGHUP"),
+            _ = sigquit.recv() => Stop::Signal("SIGQUIT"),
         }
     };
     Ok(session.replay(&mut file, stop).await?)
 }
 
-/// Handlers of SIGINT, SIGTERM and SIGHUP, in that order.
-fn signals() -> Result<[tokio::signal::unix::Signal; 3], SetupError> {
+/// Handlers of SIGINT, SIGTERM, SIGHUP and SIGQUIT (a terminal's Ctrl-\\,
+/// which would otherwise end the run without its summary), in that order.
+fn signals() -> Result<[tokio::signal::unix::Signal; 4], SetupError> {
     let sig = |kind: SignalKind, name| {
         signal(kind).map_err(|source| SetupError::Signal {
             signal: name,
@@ -236,6 +243,7 @@ fn signals() -> Result<[tokio::signal::unix::Signal; 3], SetupError> {
         sig(SignalKind::interrupt(), "SIGINT")?,
         sig(SignalKind::terminate(), "SIGTERM")?,
         sig(SignalKind::hangup(), "SIGHUP")?,
+        sig(SignalKind::quit(), "SIGQUIT")?,
     ])
 }
 
