@@ -783,10 +783,29 @@ fn read_from_stdin_and_a_signal_ends_a_read_with_its_summary() {
             break;
         }
     }
+    // SIGUSR1 first: the counts so far on stderr, and the read goes on
+    // (ten more intervals, 10,000 frames, pass before SIGINT).
+    traffic_tests::signal(child.id(), libc::SIGUSR1);
+    let mut more = 0;
+    for line in lines.by_ref() {
+        if line.unwrap().contains("\"type\":\"interval\"") {
+            more += 1;
+            if more == 10 {
+                break;
+            }
+        }
+    }
+    assert_eq!(more, 10, "the read went on after SIGUSR1");
     traffic_tests::signal(child.id(), libc::SIGINT);
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    let status = child.wait().unwrap();
-    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let status = out.status;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("traffic: SIGUSR1: the counts so far; the run goes on\n--- "),
+        "{stderr}"
+    );
     let summary = summary_in(rest.iter()).expect("a summary however the run ends");
     assert!(
         summary.counts.packets > 0 && summary.counts.packets < u64::from(n),

@@ -77,6 +77,7 @@ impl Session<'_> {
                         stopped = s;
                         break;
                     }
+                    () = Self::status_asked(&mut self.status) => self.say_status()?,
                     () = std::future::ready(()) => {}
                 }
             }

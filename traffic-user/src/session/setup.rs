@@ -141,10 +141,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
     // they come from files; otherwise it ends the run like SIGTERM (a
     // terminal closing), with the summary.
     let [mut sigint, mut sigterm, sighup, mut sigquit] = signals()?;
-    let status = signal(SignalKind::user_defined1()).map_err(|source| SetupError::Signal {
-        signal: "SIGUSR1",
-        source,
-    })?;
+    let status = status_signal()?;
     print_notes(cfg);
     let mut session = open(cfg, ifaces)?.with_status(status);
     let mut hangup_stops = None;
@@ -196,6 +193,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
 /// record within the file is not one: see [`Replayed::error`].
 pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, SetupError> {
     let [mut sigint, mut sigterm, mut sighup, mut sigquit] = signals()?;
+    let status = status_signal()?;
     print_notes(cfg);
     // The file first: a file that is not a capture is refused before
     // anything is loaded or written.
@@ -218,7 +216,7 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
         afxdp: None,
         ifaces: Vec::new(),
     };
-    let session = session(cfg, start, Box::new(engine), sources, outputs);
+    let session = session(cfg, start, Box::new(engine), sources, outputs).with_status(status);
     let stop = async move {
         tokio::select! {
             _ = sigint.recv() => Stop::Signal("SIGINT"),
@@ -245,6 +243,14 @@ fn signals() -> Result<[tokio::signal::unix::Signal; 4], SetupError> {
         sig(SignalKind::hangup(), "SIGHUP")?,
         sig(SignalKind::quit(), "SIGQUIT")?,
     ])
+}
+
+/// The handler of SIGUSR1, which asks for the counts so far.
+fn status_signal() -> Result<tokio::signal::unix::Signal, SetupError> {
+    signal(SignalKind::user_defined1()).map_err(|source| SetupError::Signal {
+        signal: "SIGUSR1",
+        source,
+    })
 }
 
 /// The session of `engine` and `sources` into the outputs `cfg` asks for,
