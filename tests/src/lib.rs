@@ -36,6 +36,29 @@ pub fn traffic_in(ns: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// Starts `traffic --iface <the lab's receiving end> ARGS` in the lab's
+/// receiving namespace, its stdout and stderr piped, and waits until its
+/// program is attached.
+///
+/// # Panics
+///
+/// When it does not attach within 5 s.
+pub fn spawn_attached(lab: &Lab, args: &[&str]) -> std::process::Child {
+    let child = traffic_in(
+        &lab.rx_ns,
+        &[&["--iface", lab.rx_if.as_str()], args].concat(),
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("start traffic");
+    assert!(
+        eventually(Duration::from_secs(5), || has_xdp(&lab.rx_ns, &lab.rx_if)),
+        "traffic did not attach"
+    );
+    child
+}
+
 /// Runs `traffic ARGS` in namespace `ns`, expecting it to fail with exit
 /// status 2, and returns what it said on stderr.
 ///

@@ -1,7 +1,7 @@
 //! The capture path: events through test_run, a stalled reader on a tiny
 //! ring, and pcap files and packet lines from a veth lab.
 
-use std::{collections::HashMap, net::IpAddr, os::unix::fs::PermissionsExt as _, time::Duration};
+use std::{collections::HashMap, net::IpAddr, os::unix::fs::PermissionsExt as _};
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use traffic::{
@@ -544,27 +544,9 @@ fn packet_lines_name_addresses_ports_and_rules() {
     }
 
     // The text form: one tcpdump-like line per packet on stdout.
-    let out = traffic_tests::traffic_in(
-        &lab.rx_ns,
-        &[
-            "--iface",
-            &lab.rx_if,
-            "--print",
-            "--capture",
-            "203.0.113.0/24",
-            "--duration",
-            "3",
-        ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    assert!(
-        traffic_tests::eventually(Duration::from_secs(5), || traffic_tests::has_xdp(
-            &lab.rx_ns, &lab.rx_if
-        )),
-        "traffic did not attach"
+    let out = traffic_tests::spawn_attached(
+        &lab,
+        &["--print", "--capture", "203.0.113.0/24", "--duration", "3"],
     );
     send(&lab, &["--count", "5", "--src", "203.0.113.0/24"]);
     let out = out.wait_with_output().unwrap();
@@ -588,11 +570,9 @@ fn packet_lines_mark_an_ip_header_the_snaplen_cut() {
     // program classified the whole frame; the line says IP or IP6 and
     // marks the header cut short, as tcpdump does, rather than "non-IP".
     let lab = Lab::create("cutprint", 1).expect("create the lab");
-    let out = traffic_tests::traffic_in(
-        &lab.rx_ns,
+    let out = traffic_tests::spawn_attached(
+        &lab,
         &[
-            "--iface",
-            &lab.rx_if,
             "--print",
             "--snaplen",
             "30",
@@ -603,16 +583,6 @@ fn packet_lines_mark_an_ip_header_the_snaplen_cut() {
             "--duration",
             "3",
         ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    assert!(
-        traffic_tests::eventually(Duration::from_secs(5), || traffic_tests::has_xdp(
-            &lab.rx_ns, &lab.rx_if
-        )),
-        "traffic did not attach"
     );
     send(&lab, &["--count", "3", "--src", "203.0.113.0/24"]);
     send(&lab, &["--count", "3", "--src", "2001:db8:c::/64"]);

@@ -241,35 +241,27 @@ pub fn kernel_costs(
     ];
     for (family, src) in sources {
         let frame = frame(src);
-        let floor = ToolProgram::load(Tool::FloorPass)?;
-        let (median, rounds) = measure(floor.program(), &frame, repeat, XDP_PASS)?;
-        push(
-            Cost {
-                program: "floor".into(),
-                path: "pass".into(),
-                family: family.into(),
-                rules: 0,
-                repeat,
-                ns_per_packet: median,
-                rounds,
-            },
-            &mut costs,
-        );
-        // What the clock read every capture event takes costs by itself.
-        let clock = ToolProgram::load(Tool::FloorClock)?;
-        let (median, rounds) = measure(clock.program(), &frame, repeat, XDP_PASS)?;
-        push(
-            Cost {
-                program: CLOCK_PROGRAM.into(),
-                path: "pass".into(),
-                family: family.into(),
-                rules: 0,
-                repeat,
-                ns_per_packet: median,
-                rounds,
-            },
-            &mut costs,
-        );
+        // The floor, and what the clock read every capture event takes
+        // costs by itself.
+        for (tool, program) in [
+            (Tool::FloorPass, "floor"),
+            (Tool::FloorClock, CLOCK_PROGRAM),
+        ] {
+            let loaded = ToolProgram::load(tool)?;
+            let (median, rounds) = measure(loaded.program(), &frame, repeat, XDP_PASS)?;
+            push(
+                Cost {
+                    program: program.into(),
+                    path: "pass".into(),
+                    family: family.into(),
+                    rules: 0,
+                    repeat,
+                    ns_per_packet: median,
+                    rounds,
+                },
+                &mut costs,
+            );
+        }
         for &n in rule_counts {
             for (path, action, want) in [
                 ("drop", Action::Drop, XDP_DROP),
