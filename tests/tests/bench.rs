@@ -14,6 +14,28 @@ use traffic::{
 use traffic_tests::{Lab, Running, TempDir, send, traffic_bin};
 
 #[test]
+fn a_report_directory_that_is_a_file_is_refused_before_anything_is_measured() {
+    let dir = TempDir::new("bench-out");
+    let file = dir.0.join("not-a-dir");
+    std::fs::write(&file, "keep me").unwrap();
+    let started = std::time::Instant::now();
+    let run = Command::new(traffic_bin())
+        .args(["bench", "--kernel-only", "--rules", "1", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot hold the report (not a directory)"),
+        "{stderr}"
+    );
+    assert!(run.stdout.is_empty(), "nothing measured: {stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}
+
+#[test]
 fn kernel_bench_writes_a_report_with_every_program() {
     let dir = TempDir::new("bench-report");
     let out = dir.0.join("report");

@@ -514,7 +514,30 @@ fn live_frames_reach_the_receiver() {
     .output()
     .unwrap();
     assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--rate is not supported"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--rate is not supported"), "{stderr}");
+    // The generator attaches nothing: its refusals of flags say what it
+    // did not do.
+    let refused = traffic_in(
+        &lab.tx_ns,
+        &[
+            "gen",
+            "--iface",
+            &lab.tx_if,
+            "--count",
+            "1",
+            "--src",
+            "192.0.2.0/33",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("nothing was sent:\n  --src: bad prefix `192.0.2.0/33`"),
+        "{stderr}"
+    );
 }
 
 /// The generator's open-ended stream (the built-in lab's) ends when told,

@@ -55,6 +55,17 @@ pub enum BenchError {
     /// The classifier at scale could not be measured.
     #[error("the classifier at scale")]
     Scale(#[from] scale::ScaleError),
+    /// `--out` cannot hold the report; said before anything is measured.
+    #[error(
+        "--out {dir}: cannot hold the report ({source}); give a directory that exists or can be made"
+    )]
+    Out {
+        /// As given.
+        dir: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// Writing the tables or the report failed.
     #[error("writing {what} failed")]
     Write {
@@ -216,6 +227,18 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     };
     if args.repeat < 1 || rules.contains(&0) || args.soak_seconds == 0 || args.soak_rate == 0 {
         return Err(BenchError::Zero);
+    }
+    // The report's directory, made now: a run takes minutes, and a path
+    // that is a file (or not writable) should not cost them.
+    if let Some(dir) = &args.out {
+        let out = |source| BenchError::Out {
+            dir: dir.display().to_string(),
+            source,
+        };
+        if dir.exists() && !dir.is_dir() {
+            return Err(out(io::Error::from(io::ErrorKind::NotADirectory)));
+        }
+        std::fs::create_dir_all(dir).map_err(out)?;
     }
     if args.soak {
         return soak(args);

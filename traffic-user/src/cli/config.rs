@@ -82,14 +82,19 @@ pub enum ConfigError {
     Payload(usize),
 }
 
-/// Every problem with the flags; nothing was attached.
+/// Every problem with the flags, and what was therefore not done.
 #[derive(Debug)]
-pub struct Invalid(pub Vec<ConfigError>);
+pub struct Invalid {
+    /// What the command did not do: `attached` (a run), `sent` (`gen`).
+    pub nothing_was: &'static str,
+    /// Every problem found.
+    pub errors: Vec<ConfigError>,
+}
 
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("nothing was attached:")?;
-        for e in &self.0 {
+        write!(f, "nothing was {}:", self.nothing_was)?;
+        for e in &self.errors {
             write!(f, "\n  {e}")?;
         }
         Ok(())
@@ -357,7 +362,10 @@ impl RunConfig {
         let ipfix = ipfix(&args, &mut errors);
         exporters_problems(&args, &target, &mut errors);
         if !errors.is_empty() {
-            return Err(Invalid(errors));
+            return Err(Invalid {
+                nothing_was: "attached",
+                errors,
+            });
         }
         Ok(Self {
             user,
@@ -442,7 +450,10 @@ impl GenConfig {
             )));
         }
         if !errors.is_empty() {
-            return Err(Invalid(errors));
+            return Err(Invalid {
+                nothing_was: "sent",
+                errors,
+            });
         }
         Ok(Self {
             options: GenOptions {
