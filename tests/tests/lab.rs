@@ -458,6 +458,49 @@ fn the_built_in_lab_serves_metrics_and_exports_where_it_was_started() {
     assert!(summary_of(&out.stdout).counts.packets > 0, "{stderr}");
 }
 
+#[test]
+fn a_down_interface_and_queues_it_lacks_are_noted() {
+    let lab = Lab::create("notes", 1).expect("create the lab");
+    traffic::lab::ip(&["-n", &lab.rx_ns, "link", "set", "dev", &lab.rx_if, "down"]).unwrap();
+    let out = traffic_in(&lab.rx_ns, &["--iface", &lab.rx_if, "--duration", "0.5"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "note: {} is down: no packet reaches the program until it is up",
+            lab.rx_if
+        )),
+        "{stderr}"
+    );
+    traffic::lab::ip(&["-n", &lab.rx_ns, "link", "set", "dev", &lab.rx_if, "up"]).unwrap();
+    let out = traffic_in(
+        &lab.rx_ns,
+        &[
+            "--iface",
+            &lab.rx_if,
+            "--duration",
+            "0.5",
+            "--afxdp",
+            "--queues",
+            "4",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("is down"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "note: --queues 4: {} has 1 receive queue; opening a socket on each",
+            lab.rx_if
+        )),
+        "{stderr}"
+    );
+}
+
 /// The pid in the lab's namespace names, from its first stderr line.
 fn out_pid_marker(stderr: &str) -> String {
     let at = stderr

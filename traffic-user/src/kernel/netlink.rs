@@ -321,6 +321,25 @@ fn allocated_rx_queues(ifindex: u32) -> io::Result<u32> {
         .ok_or_else(|| io::Error::other("the kernel did not report the number of receive queues"))
 }
 
+/// Whether interface `ifindex` is administratively up (`IFF_UP`, from its
+/// `ifinfomsg`): an XDP program attaches to a down interface, and sees
+/// nothing until it is up.
+///
+/// # Errors
+///
+/// When the kernel does not answer.
+pub fn is_up(ifindex: u32) -> io::Result<bool> {
+    let sock = Socket::open()?;
+    let replies = sock.request(&link_message(RTM_GETLINK, NLM_F_ACK, ifindex, &[]))?;
+    replies
+        .iter()
+        .find(|(kind, payload)| *kind == RTM_NEWLINK && payload.len() >= 16)
+        // struct ifinfomsg: family, pad, type (2), index (4), flags (4).
+        .map(|(_, payload)| u32::from_ne_bytes([payload[8], payload[9], payload[10], payload[11]]))
+        .map(|flags| flags & libc::IFF_UP as u32 != 0)
+        .ok_or_else(|| io::Error::other("the kernel did not describe the interface"))
+}
+
 /// Removes the XDP program attached through netlink in `mode_flag`'s mode.
 ///
 /// # Errors

@@ -471,6 +471,11 @@ fn attach_one<'a>(
             source: Box::new(source),
         })?
         .clone();
+    if matches!(netlink::is_up(attached.ifindex), Ok(false)) {
+        eprintln!(
+            "traffic: note: {iface} is down: no packet reaches the program until it is up (ip link set {iface} up)"
+        );
+    }
     sources.push(Box::new(RingSource::new(ring, attached.ifindex, cfg.read)?));
     let start = IfaceStart {
         iface: attached.iface,
@@ -613,6 +618,12 @@ fn plan_sockets(afxdp: Afxdp, iface: &str) -> Result<SocketPlan, SetupError> {
         iface: iface.to_owned(),
         source,
     })?;
+    if let Some(asked) = afxdp.queues.filter(|&q| q > available) {
+        eprintln!(
+            "traffic: note: --queues {asked}: {iface} has {available} receive queue{}; opening a socket on each",
+            if available == 1 { "" } else { "s" }
+        );
+    }
     Ok(SocketPlan {
         afxdp,
         ifindex,
