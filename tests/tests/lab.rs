@@ -475,6 +475,24 @@ fn a_down_interface_and_queues_it_lacks_are_noted() {
         "{stderr}"
     );
     traffic::lab::ip(&["-n", &lab.rx_ns, "link", "set", "dev", &lab.rx_if, "up"]).unwrap();
+
+    // Down and up again while traffic runs: noted each time, the run goes on.
+    let run = traffic_tests::spawn_attached(&lab, &["--duration", "2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    traffic::lab::ip(&["-n", &lab.rx_ns, "link", "set", "dev", &lab.rx_if, "down"]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    traffic::lab::ip(&["-n", &lab.rx_ns, "link", "set", "dev", &lab.rx_if, "up"]).unwrap();
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let down = stderr
+        .find(&format!("note: {} went down", lab.rx_if))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let up = stderr
+        .find(&format!("note: {} is up", lab.rx_if))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(down < up, "{stderr}");
+
     let out = traffic_in(
         &lab.rx_ns,
         &[

@@ -460,6 +460,15 @@ impl LinkWatch {
             Err(e) => Err(e),
         }
     }
+
+    /// Whether the watched interface is up ([`is_up`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`is_up`].
+    pub fn is_up(&self) -> io::Result<bool> {
+        is_up(self.ifindex)
+    }
 }
 
 impl std::os::fd::AsRawFd for LinkWatch {

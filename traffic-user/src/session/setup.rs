@@ -317,7 +317,7 @@ async fn any_link_gone(links: Vec<(String, AsyncFd<LinkWatch>)>) -> String {
     let mut set = tokio::task::JoinSet::new();
     for (name, watch) in links {
         set.spawn(async move {
-            link_gone(watch).await;
+            link_gone(&name, watch).await;
             name
         });
     }
@@ -327,12 +327,15 @@ async fn any_link_gone(links: Vec<(String, AsyncFd<LinkWatch>)>) -> String {
     }
 }
 
-/// Completes when the watched interface goes away. A failing watch stops
-/// watching (the run goes on) and says so.
-async fn link_gone(watch: AsyncFd<LinkWatch>) {
+/// Completes when the watched interface `name` goes away, and notes on
+/// the way when it goes down or comes up (the run goes on: the program sees
+/// nothing while it is down). A failing watch stops watching (the run goes
+/// on) and says so.
+async fn link_gone(name: &str, watch: AsyncFd<LinkWatch>) {
     if !watch.get_ref().exists().unwrap_or(true) {
         return;
     }
+    let mut up = watch.get_ref().is_up().ok();
     loop {
         let Ok(mut guard) = watch.readable().await else {
             break;
@@ -340,7 +343,17 @@ async fn link_gone(watch: AsyncFd<LinkWatch>) {
         guard.clear_ready();
         match watch.get_ref().gone() {
             Ok(true) => return,
-            Ok(false) => {}
+            Ok(false) => {
+                let now = watch.get_ref().is_up().ok();
+                match (up, now) {
+                    (Some(true), Some(false)) => eprintln!(
+                        "traffic: note: {name} went down: no packet reaches the program until it is up"
+                    ),
+                    (Some(false), Some(true)) => eprintln!("traffic: note: {name} is up"),
+                    _ => {}
+                }
+                up = now.or(up);
+            }
             Err(e) => {
                 eprintln!("traffic: warning: no longer watching the interface's link events: {e}");
                 break;
