@@ -607,6 +607,57 @@ fn packet_lines_mark_an_ip_header_the_snaplen_cut() {
     assert!(stderr.contains("events 6 delivered, 0 lost"), "{stderr}");
 }
 
+#[test]
+fn c_count_keeps_exactly_the_first_packets_and_ends_the_run() {
+    // As tcpdump -c: the file holds the first COUNT captured packets, in
+    // the order sent, and traffic exits by itself with its summary.
+    let lab = Lab::create("count", 1).expect("create the lab");
+    let dir = TempDir::new("count");
+    let file = dir.0.join("first.pcap");
+    let file_arg = file.to_str().unwrap().to_owned();
+    let (running, _) = Running::watch(
+        &lab,
+        &["-c", "10", "-w", &file_arg, "--capture", "203.0.113.0/24"],
+    );
+    let opts = gen_options(&["203.0.113.0/24"], 100, 10);
+    send_opts(&lab, &opts);
+    let (summary, status, stderr) = running.wait_exit(std::time::Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+    let summary = summary.expect("a summary");
+    let (_, _, records) = read_pcap(&file);
+    let sent = expected_frames(&opts);
+    let kept: Vec<&[u8]> = records.iter().map(|r| r.data.as_slice()).collect();
+    let first: Vec<&[u8]> = sent.iter().take(10).map(Vec::as_slice).collect();
+    assert_eq!(kept, first, "the first ten captured, in order");
+    // What was read past the tenth is said, not lost in silence.
+    let past = summary.counts.events - 10;
+    if past > 0 {
+        assert!(
+            stderr.contains(&format!(
+                "-c: {past} more captured packets arrived before the program stopped, and were not kept"
+            )),
+            "{stderr}"
+        );
+    }
+    assert_eq!(summary.counts.events_lost, 0, "{summary:?}");
+
+    // And from a recorded capture: the first five of its frames.
+    let out = std::process::Command::new(traffic_tests::traffic_bin())
+        .args([
+            "--read",
+            &file_arg,
+            "-c",
+            "5",
+            "--print",
+            "--capture",
+            "203.0.113.0/24",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+}
+
 /// One capture configuration of the exactness test.
 struct Exact {
     name: &'static str,

@@ -228,6 +228,10 @@ pub struct RunArgs {
     /// Stop after SECS seconds (default: run until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
+    /// Stop once COUNT captured packets have been kept (written, printed),
+    /// as tcpdump's -c: exactly COUNT, in the order they arrived.
+    #[arg(short = 'c', long = "count", value_name = "COUNT")]
+    pub count: Option<u64>,
     /// Print one line per captured packet (tcpdump-like; a `packet` object
     /// with --json). The interval table then goes to stderr.
     #[arg(long)]

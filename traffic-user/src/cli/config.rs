@@ -47,6 +47,9 @@ pub enum ConfigError {
     /// `--queues 0`.
     #[error("--queues 0 would open no socket; give N >= 1 or leave it out")]
     QueuesZero,
+    /// `-c 0`.
+    #[error("-c 0 would keep no packet; give COUNT >= 1 or leave it out")]
+    CountZero,
     /// `-w -` and `--print` both want stdout.
     #[error(
         "-w - writes the pcap to stdout, where --print writes its lines too; drop one, or write the pcap to a file"
@@ -355,6 +358,9 @@ impl RunConfig {
         let rules_given = !rules.is_empty();
         let interval = seconds("--interval", args.interval, &mut errors);
         let duration = args.duration.map(|d| seconds("--duration", d, &mut errors));
+        if args.count == Some(0) {
+            errors.push(ConfigError::CountZero);
+        }
         let mut notes = Vec::new();
         let (settings, sizes) = capture_settings(&args, rules.len(), &mut notes, &mut errors);
         outputs_problems(&args, &mut errors);
@@ -384,6 +390,7 @@ impl RunConfig {
                 Format::Table
             },
             duration,
+            count: args.count,
             settings,
             read: if args.busy_poll {
                 Mode::Busy

@@ -41,6 +41,8 @@ pub struct RunConfig {
     pub interval: Duration,
     pub format: Format,
     pub duration: Option<Duration>,
+    /// `-c COUNT`: stop once that many captured packets were kept.
+    pub count: Option<u64>,
     pub settings: Settings,
     /// How the sources are read: `--busy-poll`, or paced by the rate below
     /// `--max-wait-us`.

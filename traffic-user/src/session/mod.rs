@@ -252,6 +252,8 @@ pub enum Stop {
     Duration,
     /// An output has done its job (`-G` with `-W`: that many files).
     OutputDone,
+    /// `-c COUNT` captured packets were kept.
+    Count,
     /// The interface went away (deleted, or moved to another namespace).
     InterfaceGone {
         /// Its name.
@@ -493,6 +495,18 @@ pub struct Session<'a> {
     clock: Clock,
     /// Asks for the counts so far on stderr (SIGUSR1, as tcpdump has it).
     status: Option<tokio::signal::unix::Signal>,
+    /// `-c COUNT`: the captured packets still to keep, and those read after
+    /// the last was kept.
+    keep: Option<Keep>,
+}
+
+/// What is left of `-c COUNT`.
+#[derive(Clone, Copy, Debug)]
+struct Keep {
+    /// Captured packets still to hand to the sinks.
+    left: u64,
+    /// Captured packets read once none was left, not handed over.
+    past: u64,
 }
 
 /// A run's time: the clock's for a live run, the frames' for a recorded
@@ -583,6 +597,7 @@ impl<'a> Session<'a> {
                 started: Instant::now(),
             },
             status: None,
+            keep: None,
         }
     }
 
@@ -618,6 +633,29 @@ impl<'a> Session<'a> {
     pub fn with_reloader(mut self, reloader: Reloader<'a>) -> Self {
         self.reloader = Some(reloader);
         self
+    }
+
+    /// Hands the sinks `count` captured packets, the first read, and then
+    /// stops the run (`-c COUNT`).
+    #[must_use]
+    pub fn with_count(mut self, count: u64) -> Self {
+        self.keep = Some(Keep {
+            left: count,
+            past: 0,
+        });
+        self
+    }
+
+    /// Why the run should stop now that it has read: an output is done, or
+    /// `-c COUNT` packets were kept.
+    fn done(&self) -> Option<Stop> {
+        if self.keep.is_some_and(|k| k.left == 0) {
+            Some(Stop::Count)
+        } else if self.output_done() {
+            Some(Stop::OutputDone)
+        } else {
+            None
+        }
     }
 
     /// Says the counts so far on stderr each time `requests` fires
@@ -724,6 +762,7 @@ impl<'a> Session<'a> {
             sinks,
             latency,
             clock,
+            keep,
             ..
         } = self;
         let replayed = match *clock {
@@ -731,6 +770,13 @@ impl<'a> Session<'a> {
             Clock::Live { .. } => None,
         };
         let mut deliver = |p: &Captured<'_>| {
+            if let Some(k) = keep {
+                if k.left == 0 {
+                    k.past += 1;
+                    return;
+                }
+                k.left -= 1;
+            }
             // A recorded frame's packet happened at the frame's time, and
             // has no delivery latency to speak of.
             let mut at_frame;
@@ -824,16 +870,16 @@ impl<'a> Session<'a> {
                 ready = Self::ready(&mut self.sources) => {
                     self.drain_one(ready?)?;
                     pace.set(self.next_read())?;
-                    if self.output_done() {
-                        break self.finish(last, Stop::OutputDone).await;
+                    if let Some(stop) = self.done() {
+                        break self.finish(last, stop).await;
                     }
                 }
                 due = pace.due() => {
                     due?;
                     self.drain_all()?;
                     pace.set(self.next_read())?;
-                    if self.output_done() {
-                        break self.finish(last, Stop::OutputDone).await;
+                    if let Some(stop) = self.done() {
+                        break self.finish(last, stop).await;
                     }
                 }
                 _ = ticker.tick() => {
@@ -1097,6 +1143,12 @@ impl<'a> Session<'a> {
         let flows = self.collect_last_top().await?;
         let (end_stats, end_each) = self.counters.read_each().map_err(SessionError::Counters)?;
         let (unread, unread_each) = self.drain_to_end(&end_stats, &end_each).await?;
+        if let Some(k) = self.keep.filter(|k| k.left == 0 && k.past > 0) {
+            eprintln!(
+                "traffic: -c: {} more captured packets arrived before the program stopped, and were not kept",
+                k.past
+            );
+        }
         let end = self.mark_of(end_stats, &end_each);
         let tail = self.counts(&last, &end, unread);
         let tail_each = self.counts_each(&last, &end, &unread_each);

@@ -129,6 +129,10 @@ impl Session<'_> {
                 refused += 1;
             }
             self.drain_all()?;
+            if let Some(stop) = self.done() {
+                stopped = stop;
+                break;
+            }
         }
         // No frame at all: the run is empty, but still reported.
         let last = last.unwrap_or_else(|| self.first_mark());

@@ -277,6 +277,9 @@ fn session<'a>(
     if flows {
         session = session.with_flows();
     }
+    if let Some(count) = cfg.count {
+        session = session.with_count(count);
+    }
     match (cfg.top, cfg.settings.top) {
         (Some(n), Some(t)) => session.with_top(TopTally::new(
             n,
