@@ -658,6 +658,40 @@ fn c_count_keeps_exactly_the_first_packets_and_ends_the_run() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
 }
 
+#[test]
+fn s_0_keeps_as_much_as_the_ring_keeps_as_tcpdump_s_0_does() {
+    let lab = Lab::create("snap0", 1).expect("create the lab");
+    let dir = TempDir::new("snap0");
+    let file = dir.0.join("whole.pcap");
+    let file_arg = file.to_str().unwrap().to_owned();
+    let (running, _) = Running::watch(
+        &lab,
+        &["-s", "0", "-w", &file_arg, "--capture", "203.0.113.0/24"],
+    );
+    let opts = gen_options(&["203.0.113.0/24"], 5, 1400);
+    send_opts(&lab, &opts);
+    let (summary, status, stderr) = running.expect_packets(5).stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary.counts.events, 5);
+    assert!(
+        stderr.contains("--snaplen 0: keeping up to 4096 bytes of each packet"),
+        "{stderr}"
+    );
+    let (snaplen, _, records) = read_pcap(&file);
+    assert_eq!(snaplen, 4096);
+    let sent = expected_frames(&opts);
+    let kept: Vec<&[u8]> = records.iter().map(|r| r.data.as_slice()).collect();
+    let whole: Vec<&[u8]> = sent.iter().map(Vec::as_slice).collect();
+    assert_eq!(kept, whole, "1,442-byte frames kept whole");
+
+    // Past what the ring keeps: refused, pointing at -s 0 and --afxdp.
+    let err = traffic_tests::fails(&lab.rx_ns, &["--iface", &lab.rx_if, "-s", "65535"]);
+    assert!(
+        err.contains("--snaplen 65535 is out of range: use 1 to 4096 bytes (0 keeps 4096; --afxdp captures whole frames)"),
+        "{err}"
+    );
+}
+
 /// One capture configuration of the exactness test.
 struct Exact {
     name: &'static str,

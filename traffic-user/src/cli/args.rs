@@ -287,8 +287,9 @@ pub struct RunArgs {
     /// per action, and the delivery-latency histogram.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
-    /// Bytes of each captured packet to keep (1 to 4096).
-    #[arg(long, value_name = "BYTES", default_value_t = traffic_common::DEFAULT_SNAPLEN)]
+    /// Bytes of each captured packet to keep (1 to 4096; 0 for 4096, the
+    /// most the ring buffer keeps, as tcpdump's -s 0 keeps all it can).
+    #[arg(short = 's', long, value_name = "BYTES", default_value_t = traffic_common::DEFAULT_SNAPLEN)]
     pub snaplen: u32,
     /// Also capture 1 in N of all packets, whatever their action.
     #[arg(long, value_name = "N")]

@@ -219,8 +219,18 @@ fn capture_settings(
     if args.sample == Some(0) {
         errors.push(ConfigError::SampleZero);
     }
+    // tcpdump's -s 0: as much as can be kept.
+    let snaplen = if args.snaplen == 0 {
+        notes.push(format!(
+            "--snaplen 0: keeping up to {} bytes of each packet, the most the ring buffer keeps (--afxdp captures whole frames)",
+            traffic_common::MAX_SNAPLEN
+        ));
+        traffic_common::MAX_SNAPLEN
+    } else {
+        args.snaplen
+    };
     let settings = Settings {
-        snaplen: args.snaplen,
+        snaplen,
         sample_every: args.sample.unwrap_or(0),
         ring_bytes: args.ring_size,
         explain: args.explain,

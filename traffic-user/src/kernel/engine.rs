@@ -163,7 +163,7 @@ impl Settings {
         let mut problems = Vec::new();
         if self.snaplen == 0 || self.snaplen > MAX_SNAPLEN {
             problems.push(format!(
-                "--snaplen {} is out of range: use 1 to {MAX_SNAPLEN} bytes",
+                "--snaplen {} is out of range: use 1 to {MAX_SNAPLEN} bytes (0 keeps {MAX_SNAPLEN}; --afxdp captures whole frames)",
                 self.snaplen
             ));
         }
