@@ -869,7 +869,7 @@ mod tests {
         assert_eq!(
             bad.problems(),
             [
-                "--snaplen 5000 is out of range: use 1 to 4096 bytes",
+                "--snaplen 5000 is out of range: use 1 to 4096 bytes (0 keeps 4096; --afxdp captures whole frames)",
                 "--rule-table-mib 0: the rule tables need at least 1 MiB",
                 "--ring-size 5000 must be a power of two of at least 4096 bytes (e.g. 8388608)",
             ]
