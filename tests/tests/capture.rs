@@ -625,10 +625,11 @@ fn c_count_keeps_exactly_the_first_packets_and_ends_the_run() {
     assert!(status.success(), "{stderr}");
     let summary = summary.expect("a summary");
     let (_, _, records) = read_pcap(&file);
-    let sent = expected_frames(&opts);
-    let kept: Vec<&[u8]> = records.iter().map(|r| r.data.as_slice()).collect();
-    let first: Vec<&[u8]> = sent.iter().take(10).map(Vec::as_slice).collect();
-    assert_eq!(kept, first, "the first ten captured, in order");
+    assert_records_are(
+        &records,
+        &expected_frames(&opts)[..10],
+        "the first ten, in order",
+    );
     // What was read past the tenth is said, not lost in silence.
     let past = summary.counts.events - 10;
     if past > 0 {
@@ -679,10 +680,11 @@ fn s_0_keeps_as_much_as_the_ring_keeps_as_tcpdump_s_0_does() {
     );
     let (snaplen, _, records) = read_pcap(&file);
     assert_eq!(snaplen, 4096);
-    let sent = expected_frames(&opts);
-    let kept: Vec<&[u8]> = records.iter().map(|r| r.data.as_slice()).collect();
-    let whole: Vec<&[u8]> = sent.iter().map(Vec::as_slice).collect();
-    assert_eq!(kept, whole, "1,442-byte frames kept whole");
+    assert_records_are(
+        &records,
+        &expected_frames(&opts),
+        "1,442-byte frames, whole",
+    );
 
     // Past what the ring keeps: refused, pointing at -s 0 and --afxdp.
     let err = traffic_tests::fails(&lab.rx_ns, &["--iface", &lab.rx_if, "-s", "65535"]);
@@ -690,6 +692,13 @@ fn s_0_keeps_as_much_as_the_ring_keeps_as_tcpdump_s_0_does() {
         err.contains("--snaplen 65535 is out of range: use 1 to 4096 bytes (0 keeps 4096; --afxdp captures whole frames)"),
         "{err}"
     );
+}
+
+/// The file's records are `frames`, whole and in order.
+fn assert_records_are(records: &[traffic_tests::PcapRecord], frames: &[Vec<u8>], what: &str) {
+    let kept: Vec<&[u8]> = records.iter().map(|r| r.data.as_slice()).collect();
+    let want: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    assert_eq!(kept, want, "{what}");
 }
 
 /// One capture configuration of the exactness test.

@@ -556,45 +556,27 @@ fn live_frames_reach_the_receiver() {
     assert_eq!([c.drop, c.capture], [5_000, 5_000], "{summary:?}");
     assert_eq!(c.events, 5_000);
 
-    let refused = traffic_in(
-        &lab.tx_ns,
-        &[
-            "gen",
-            "--iface",
-            &lab.tx_if,
-            "--count",
-            "1",
-            "--src",
-            "192.0.2.1",
-            "--mechanism",
-            "live-frames",
-            "--rate",
-            "10",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    // Refusals, each with exit status 2, before anything is sent.
+    let refused = |args: &[&str]| {
+        let base = ["gen", "--iface", lab.tx_if.as_str(), "--count", "1"];
+        let out = traffic_in(&lab.tx_ns, &[&base[..], args].concat())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused(&[
+        "--src",
+        "192.0.2.1",
+        "--mechanism",
+        "live-frames",
+        "--rate",
+        "10",
+    ]);
     assert!(stderr.contains("--rate is not supported"), "{stderr}");
     // The generator attaches nothing: its refusals of flags say what it
     // did not do.
-    let refused = traffic_in(
-        &lab.tx_ns,
-        &[
-            "gen",
-            "--iface",
-            &lab.tx_if,
-            "--count",
-            "1",
-            "--src",
-            "192.0.2.0/33",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stderr = refused(&["--src", "192.0.2.0/33"]);
     assert!(
         stderr.contains("nothing was sent:\n  --src: bad prefix `192.0.2.0/33`"),
         "{stderr}"
