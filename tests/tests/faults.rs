@@ -602,18 +602,7 @@ fn a_file_system_that_fills_up_under_direct_writes_is_reported() {
         .expect("mkfs.ext4 (e2fsprogs)");
     assert!(mkfs.success());
     // 20,000 frames of 542 bytes: 11 MB of pcap for a 6 MB file system.
-    let input = dir.0.join("in.pcap");
-    let mut w = traffic::sink::pcap::PcapWriter::create(&input, 4096).unwrap();
-    for i in 0..20_000u32 {
-        let src = std::net::Ipv4Addr::new(203, 0, 113, (i % 250) as u8 + 1);
-        let mut spec =
-            traffic::lab::frame::FrameSpec::udp(src.into(), "198.51.100.1".parse().unwrap());
-        spec.payload_len = 500;
-        w.write(Duration::from_millis(u64::from(i)), 542, &spec.build(), 0)
-            .unwrap();
-    }
-    w.flush().unwrap();
-    drop(w);
+    let input = frames_of_542_bytes(&dir.0);
     let out = mnt.join("out.pcap");
     let script = format!(
         "mount -o loop {} {} && exec {} --read {} --capture 203.0.113.0/24 --snaplen 1500 --json -w {}",
@@ -650,4 +639,71 @@ fn a_file_system_that_fills_up_under_direct_writes_is_reported() {
         summary.failed_outputs[0].packets_not_written > 0,
         "the file system filled partway: {summary:?}"
     );
+}
+
+/// A recorded capture of 20,000 frames of 542 bytes from 203.0.113.0/24
+/// (11 MB of pcap), in `dir`.
+fn frames_of_542_bytes(dir: &std::path::Path) -> std::path::PathBuf {
+    let input = dir.join("in.pcap");
+    let mut w = traffic::sink::pcap::PcapWriter::create(&input, 4096).unwrap();
+    for i in 0..20_000u32 {
+        let src = std::net::Ipv4Addr::new(203, 0, 113, (i % 250) as u8 + 1);
+        let mut spec =
+            traffic::lab::frame::FrameSpec::udp(src.into(), "198.51.100.1".parse().unwrap());
+        spec.payload_len = 500;
+        w.write(Duration::from_millis(u64::from(i)), 542, &spec.build(), 0)
+            .unwrap();
+    }
+    w.flush().unwrap();
+    input
+}
+
+#[test]
+fn a_file_size_limit_is_a_failed_output_not_a_killed_run() {
+    // `ulimit -f` sends SIGXFSZ to a process that writes past it, which
+    // would end the run on the spot, without its summary. Through the page
+    // cache and around it, the write fails instead and the run goes on.
+    let dir = TempDir::new("fsize");
+    let input = frames_of_542_bytes(&dir.0);
+    // Through the page cache, then around it (the default).
+    for (name, mode) in [("cached", "--page-cache"), ("direct", "")] {
+        let out = dir.0.join(format!("{name}.pcap"));
+        let script = format!(
+            "ulimit -f 2048 && exec {} --read {} --capture 203.0.113.0/24 --snaplen 1500 --json {mode} -w {}",
+            traffic_tests::traffic_bin().display(),
+            input.display(),
+            out.display()
+        );
+        let run = Command::new("sh").args(["-c", &script]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{mode}: {stderr}");
+        let summary: SummaryReport = stdout
+            .lines()
+            .rev()
+            .find_map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .filter(|v| v["type"] == "summary")
+            })
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_else(|| panic!("{mode}: a summary: {stdout}"));
+        assert_eq!(summary.counts.events, 20_000, "{mode}");
+        let [failed] = &summary.failed_outputs[..] else {
+            panic!("{mode}: {summary:?}")
+        };
+        assert!(
+            failed.error.contains("File too large"),
+            "{mode}: {failed:?}"
+        );
+        assert_eq!(
+            failed.packets_written + failed.packets_not_written,
+            20_000,
+            "{mode}"
+        );
+        assert!(
+            std::fs::metadata(&out).unwrap().len() <= 2048 * 1024,
+            "{mode}"
+        );
+    }
 }

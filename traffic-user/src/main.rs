@@ -18,6 +18,7 @@ use traffic::{
 };
 
 fn main() -> ExitCode {
+    traffic::os::ignore_file_size_signal();
     // aya logs every map and program it creates at info level; keep warnings.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = LowArgs::parse();

@@ -64,3 +64,16 @@ pub fn in_netns<T: Send + 'static>(
     .join()
     .map_err(|_| io::Error::other("a thread in another network namespace panicked"))?
 }
+
+/// Ignores SIGXFSZ, so that a write past the file-size limit (`ulimit -f`)
+/// fails with EFBIG, which an output reports as any failed write (the run
+/// goes on, counted, and ends with its summary), instead of the signal
+/// ending the process on the spot: no summary, and the lab's namespaces
+/// left behind.
+pub fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN, before any thread
+    // is started.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
