@@ -605,12 +605,12 @@ fn a_file_system_that_fills_up_under_direct_writes_is_reported() {
     let input = frames_of_542_bytes(&dir.0);
     let out = mnt.join("out.pcap");
     let script = format!(
-        "mount -o loop {} {} && exec {} --read {} --capture 203.0.113.0/24 --snaplen 1500 --json -w {}",
+        "mount -o loop {} {} && {} --read {} --capture 203.0.113.0/24 --snaplen 1500 --json -w {out}; rc=$?; echo \"file records written: $(tcpdump -r {out} 2>/dev/null | wc -l)\" >&2; exit $rc",
         image.display(),
         mnt.display(),
         traffic_tests::traffic_bin().display(),
         input.display(),
-        out.display()
+        out = out.display()
     );
     let run = Command::new("unshare")
         .args(["-m", "sh", "-c", &script])
@@ -639,6 +639,15 @@ fn a_file_system_that_fills_up_under_direct_writes_is_reported() {
         summary.failed_outputs[0].packets_not_written > 0,
         "the file system filled partway: {summary:?}"
     );
+    // The records the full file holds, counted by tcpdump in the run's
+    // mount namespace: what the summary says was written.
+    let counted: u64 = stderr
+        .split("file records written: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(counted, summary.failed_outputs[0].packets_written);
 }
 
 /// A recorded capture of 20,000 frames of 542 bytes from 203.0.113.0/24
@@ -705,5 +714,10 @@ fn a_file_size_limit_is_a_failed_output_not_a_killed_run() {
             std::fs::metadata(&out).unwrap().len() <= 2048 * 1024,
             "{mode}"
         );
+        // What the summary says was written is what the file holds, whole:
+        // it was cut after the last whole record, not in one.
+        let (_, _, records) = traffic_tests::read_pcap(&out);
+        assert!(!records.is_empty(), "{mode}");
+        assert_eq!(records.len() as u64, failed.packets_written, "{mode}");
     }
 }

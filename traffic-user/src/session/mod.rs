@@ -285,9 +285,11 @@ pub struct Outcome {
 pub struct Failed {
     /// Why, naming the output.
     pub error: SinkError,
-    /// Packets it had been given before it failed.
+    /// Packets it kept before it failed (those it was given, less any its
+    /// buffers held that never reached it).
     pub packets_before: u64,
-    /// Packets it was not given because it had failed.
+    /// Packets it was given and did not keep, and those it was not given
+    /// because it had failed.
     pub packets_missed: u64,
 }
 
@@ -443,10 +445,13 @@ impl Slot<'_> {
         if self.failed.is_none()
             && let Err(error) = f(self.sink.as_mut())
         {
+            // A file's buffers that never reached it hold packets it was
+            // given and did not keep: those are missed too.
+            let kept = self.sink.kept().unwrap_or(self.packets).min(self.packets);
             self.failed = Some(Failed {
                 error,
-                packets_before: self.packets,
-                packets_missed: 0,
+                packets_before: kept,
+                packets_missed: self.packets - kept,
             });
         }
     }

@@ -180,6 +180,11 @@ pub struct FileWriter {
     /// The buffer being filled.
     buf: AlignedBuf,
     to: Target,
+    /// Bytes handed on to be written, from the file's start.
+    handed: u64,
+    /// Bytes known written, from the file's start: up to the first write
+    /// that failed.
+    durable: u64,
 }
 
 /// Where full buffers go.
@@ -188,8 +193,9 @@ enum Target {
     Here(File),
     /// Written by the file's thread.
     Thread(Thread),
-    /// Finished with an error: nothing more is written.
-    Gone,
+    /// Finished with an error: nothing more is written. The file, when it
+    /// came back, to cut a record in half off its end ([`FileWriter::cut`]).
+    Gone(Option<File>),
 }
 
 /// The file's writing thread, and the buffers it has.
@@ -207,6 +213,8 @@ struct Thread {
     spare: Vec<AlignedBuf>,
     /// The first error the thread met, not yet reported.
     failed: Option<io::Error>,
+    /// Bytes of the buffers it wrote whole, before any failed.
+    durable: u64,
 }
 
 /// A buffer for the thread to write.
@@ -217,7 +225,8 @@ enum Job {
     Finish(AlignedBuf),
 }
 
-/// A buffer back from the thread, and how its write went.
+/// A buffer back from the thread, and how its write went: whole, or not
+/// (an error, or not tried after an earlier one).
 struct Done {
     buf: AlignedBuf,
     result: io::Result<()>,
@@ -263,14 +272,19 @@ impl FileWriter {
                 Target::Here(file),
             ),
         };
-        Self { buf, to }
+        Self {
+            buf,
+            to,
+            handed: 0,
+            durable: 0,
+        }
     }
 
     /// How the file is written now.
     pub fn mode(&self) -> WriteMode {
         match &self.to {
             Target::Thread(t) => WriteMode::Direct(t.block),
-            Target::Here(_) | Target::Gone => WriteMode::Buffered,
+            Target::Here(_) | Target::Gone(_) => WriteMode::Buffered,
         }
     }
 
@@ -282,6 +296,32 @@ impl FileWriter {
     /// Bytes not yet handed on to be written.
     pub fn pending(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes handed on to be written so far, from the file's start.
+    pub fn handed(&self) -> u64 {
+        self.handed
+    }
+
+    /// Bytes known to be in the file, from its start: every byte handed on
+    /// before the first write that failed (a write still with the thread
+    /// is not counted until it is done).
+    pub fn durable(&self) -> u64 {
+        match &self.to {
+            Target::Thread(t) => self.durable + t.durable,
+            _ => self.durable,
+        }
+    }
+
+    /// After a failure, cuts the file to `len` bytes, where its last whole
+    /// record ends, so that a reader finds no record cut in half. Only a
+    /// regular file can be cut; for anything else this does nothing.
+    pub fn cut(&mut self, len: u64) {
+        if let Target::Here(file) | Target::Gone(Some(file)) = &self.to
+            && file.metadata().is_ok_and(|m| m.is_file())
+        {
+            let _ = file.set_len(len);
+        }
     }
 
     /// Writes what can be written now: every byte through the page cache,
@@ -296,9 +336,23 @@ impl FileWriter {
     /// When a write failed.
     pub fn flush(&mut self) -> io::Result<()> {
         let result = match &mut self.to {
-            Target::Here(file) => write_all(file, &self.buf),
-            Target::Thread(t) => t.send_blocks(&mut self.buf),
-            Target::Gone => Ok(()),
+            Target::Here(file) => {
+                let len = self.buf.len() as u64;
+                self.handed += len;
+                let r = write_all(file, &self.buf);
+                if r.is_ok() {
+                    self.durable += len;
+                }
+                r
+            }
+            Target::Thread(t) => {
+                let before = self.buf.len();
+                let r = t.send_blocks(&mut self.buf);
+                // What the thread took: whole blocks; the rest stays here.
+                self.handed += (before - self.buf.len()) as u64;
+                r
+            }
+            Target::Gone(_) => Ok(()),
         };
         if result.is_err() {
             self.stop();
@@ -320,9 +374,14 @@ impl FileWriter {
     ///
     /// When a write failed.
     pub fn finish(&mut self) -> io::Result<()> {
-        let result = match std::mem::replace(&mut self.to, Target::Gone) {
+        let result = match std::mem::replace(&mut self.to, Target::Gone(None)) {
             Target::Here(file) => {
+                let len = self.buf.len() as u64;
+                self.handed += len;
                 let r = write_all(&file, &self.buf);
+                if r.is_ok() {
+                    self.durable += len;
+                }
                 self.to = Target::Here(file);
                 r
             }
@@ -331,13 +390,19 @@ impl FileWriter {
                 // no more than a modest buffer: writes after its end are
                 // rare (a file that was read back and then added to).
                 let tail = std::mem::replace(&mut self.buf, AlignedBuf::new(AFTER_END, PAGE));
-                let (file, r) = t.finish(tail);
-                if let Some(file) = file {
-                    self.to = Target::Here(file);
-                }
+                self.handed += tail.len() as u64;
+                let (file, durable, r) = t.finish(tail);
+                self.durable += durable;
+                self.to = match file {
+                    Some(file) if r.is_ok() => Target::Here(file),
+                    file => Target::Gone(file),
+                };
                 r
             }
-            Target::Gone => Ok(()),
+            Target::Gone(file) => {
+                self.to = Target::Gone(file);
+                Ok(())
+            }
         };
         self.buf.clear();
         if result.is_err() {
@@ -346,11 +411,17 @@ impl FileWriter {
         result
     }
 
-    /// Writes nothing more to this file.
+    /// Writes nothing more to this file; keeps it, to be cut.
     fn stop(&mut self) {
-        if let Target::Thread(t) = std::mem::replace(&mut self.to, Target::Gone) {
-            let _ = t.finish(AlignedBuf::new(PAGE, PAGE));
-        }
+        self.to = match std::mem::replace(&mut self.to, Target::Gone(None)) {
+            Target::Thread(t) => {
+                let (file, durable, _) = t.finish(AlignedBuf::new(PAGE, PAGE));
+                self.durable += durable;
+                Target::Gone(file)
+            }
+            Target::Here(file) => Target::Gone(Some(file)),
+            gone @ Target::Gone(_) => gone,
+        };
     }
 }
 
@@ -398,6 +469,7 @@ impl Thread {
                 in_flight: 0,
                 spare: Vec::new(),
                 failed: None,
+                durable: 0,
             },
             // No thread: the file was moved into the closure, which is gone;
             // report it at the first write.
@@ -410,6 +482,7 @@ impl Thread {
                 in_flight: 0,
                 spare: Vec::new(),
                 failed: Some(e),
+                durable: 0,
             },
         }
     }
@@ -429,8 +502,11 @@ impl Thread {
             };
             wait = false;
             self.in_flight -= 1;
-            if let Err(e) = result {
-                self.failed.get_or_insert(e);
+            match result {
+                Ok(()) => self.durable += buf.len() as u64,
+                Err(e) => {
+                    self.failed.get_or_insert(e);
+                }
             }
             buf.clear();
             self.spare.push(buf);
@@ -480,8 +556,9 @@ impl Thread {
     }
 
     /// Sends `tail` as the end of the file, waits for every write, and ends
-    /// the thread: the file back, and the first error.
-    fn finish(mut self, tail: AlignedBuf) -> (Option<File>, io::Result<()>) {
+    /// the thread: the file back, the bytes written whole before any
+    /// failure, and the first error.
+    fn finish(mut self, tail: AlignedBuf) -> (Option<File>, u64, io::Result<()>) {
         let sent = self.send(Job::Finish(tail));
         self.jobs = None;
         while self.in_flight > 0 {
@@ -496,7 +573,7 @@ impl Thread {
             (_, Some(e)) | (Err(e), None) => Err(e),
             (Ok(()), None) => Ok(()),
         };
-        (file, result)
+        (file, self.durable, result)
     }
 }
 
@@ -520,7 +597,7 @@ fn write_jobs(
             let _ = set_direct(&file, false);
         }
         let result = if failed {
-            Ok(())
+            Err(io::Error::other("not written: an earlier write failed"))
         } else {
             write_blocks(&file, &buf, &mut direct)
         };

@@ -206,6 +206,13 @@ pub trait Sink {
         Ok(())
     }
 
+    /// Packets it has kept for good, when it can tell: after a failed write,
+    /// a file holds fewer than it was given (those still in its buffers).
+    /// `None`: every packet it was given until it failed.
+    fn kept(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether this sink looks at packets one by one: a run hands packets
     /// only to the sinks that do (a call per packet and sink adds up at a
     /// million packets a second). Say `false` when [`Sink::packet`] is not

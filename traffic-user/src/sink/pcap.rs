@@ -73,7 +73,23 @@ pub struct PcapWriter {
     pub frames: u64,
     /// Bytes written, the header included.
     pub bytes: u64,
+    /// Where the last [`RECENT`] records end, and the frames up to each:
+    /// the records that may straddle what was handed on to be written.
+    recent: Box<[(u64, u64); RECENT]>,
+    /// Records put in `recent`, the header counted as one of none.
+    recent_at: usize,
+    /// Record boundaries (end, frames) at or before what was handed on, in
+    /// order: on a failure, the last one the file holds is where it is cut.
+    marks: std::collections::VecDeque<(u64, u64)>,
+    /// Frames in the file for good once a write failed (it was cut after
+    /// the last whole record it held).
+    kept: Option<u64>,
 }
+
+/// Records remembered for [`PcapWriter::recent`]: more than a direct-I/O
+/// block's remainder can hold (4,096 bytes of records of 17 bytes at
+/// least).
+const RECENT: usize = 256;
 
 impl PcapWriter {
     /// Opens `path` as [`Output::create`] does (a new file is private, an
@@ -121,12 +137,18 @@ impl PcapWriter {
         // Buffered like the records: a disk that is full is found by the
         // first flush, while the run goes on, as for any later write.
         out.buf().extend_from_slice(&header);
+        let mut recent = Box::new([(0, 0); RECENT]);
+        recent[0] = (header.len() as u64, 0);
         Ok(Self {
             out,
             path,
             ng: ifaces.is_ng().then(|| ifaces.clone()),
             frames: 0,
             bytes: header.len() as u64,
+            recent,
+            recent_at: 1,
+            marks: std::collections::VecDeque::from([(0, 0)]),
+            kept: None,
         })
     }
 
@@ -177,7 +199,35 @@ impl PcapWriter {
         }
         self.frames += 1;
         self.bytes += len as u64;
+        self.recent[self.recent_at % RECENT] = (self.bytes, self.frames);
+        self.recent_at += 1;
         Ok(())
+    }
+
+    /// Frames the file holds for good: all written, or, once a write
+    /// failed, those up to the last whole record the file held.
+    pub fn kept(&self) -> u64 {
+        self.kept.unwrap_or(self.frames)
+    }
+
+    /// Notes the last record boundary within what was handed on to be
+    /// written, and forgets those before the last one the file is known to
+    /// hold.
+    fn mark(&mut self) {
+        let handed = self.out.handed();
+        let known = self.recent_at.min(RECENT);
+        let boundary = (1..=known)
+            .map(|back| self.recent[(self.recent_at - back) % RECENT])
+            .find(|&(end, _)| end <= handed);
+        if let Some(b) = boundary
+            && self.marks.back().is_none_or(|&last| last.0 < b.0)
+        {
+            self.marks.push_back(b);
+        }
+        let durable = self.out.durable();
+        while self.marks.len() > 1 && self.marks[1].0 <= durable {
+            self.marks.pop_front();
+        }
     }
 
     /// Writes every record held: the file is complete up to here (with
@@ -190,6 +240,24 @@ impl PcapWriter {
     pub fn flush(&mut self) -> Result<(), PcapError> {
         let written = self.out.finish();
         self.io(written)
+    }
+
+    /// The frames kept when a write failed: the file is cut after the last
+    /// whole record it holds.
+    fn failed(&mut self) {
+        if self.kept.is_some() {
+            return;
+        }
+        let durable = self.out.durable();
+        let (end, frames) = self
+            .marks
+            .iter()
+            .rev()
+            .copied()
+            .find(|&(end, _)| end <= durable)
+            .unwrap_or((0, 0));
+        self.out.cut(end);
+        self.kept = Some(frames);
     }
 
     /// Writes what can be written now: every record through the page
@@ -205,12 +273,22 @@ impl PcapWriter {
     }
 
     /// What could not be written is not tried again: the error says so, and
-    /// the run reports this output as failed from here on.
-    fn io(&self, written: io::Result<()>) -> Result<(), PcapError> {
-        written.map_err(|source| PcapError::Io {
-            path: self.path.clone(),
-            source,
-        })
+    /// the run reports this output as failed from here on, with the frames
+    /// the file kept ([`PcapWriter::kept`]).
+    fn io(&mut self, written: io::Result<()>) -> Result<(), PcapError> {
+        match written {
+            Ok(()) => {
+                self.mark();
+                Ok(())
+            }
+            Err(source) => {
+                self.failed();
+                Err(PcapError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
     }
 }
 
@@ -366,6 +444,8 @@ pub struct PcapFiles {
     done: bool,
     /// Whether files are written around the page cache where they can be.
     direct: bool,
+    /// Frames in the files finished before the current one.
+    finished_frames: u64,
 }
 
 impl PcapFiles {
@@ -391,6 +471,7 @@ impl PcapFiles {
             started: now,
             done: false,
             direct,
+            finished_frames: 0,
         }
     }
 
@@ -399,6 +480,7 @@ impl PcapFiles {
     /// existing one truncated, a link refused.
     fn rotate(&mut self, now: Duration) -> Result<(), PcapError> {
         self.current.flush()?;
+        self.finished_frames += self.current.frames;
         let n = match self.rotation.count {
             Some(w) if self.rotation.size.is_some() => self.files % w,
             _ => self.files,
@@ -457,6 +539,10 @@ impl super::Sink for PcapFiles {
 
     fn wants_stop(&self) -> bool {
         self.done
+    }
+
+    fn kept(&self) -> Option<u64> {
+        Some(self.finished_frames + self.current.kept())
     }
 }
 
