@@ -612,23 +612,9 @@ fn a_file_system_that_fills_up_under_direct_writes_is_reported() {
         input.display(),
         out = out.display()
     );
-    let run = Command::new("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .output()
-        .expect("unshare (util-linux)");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1), "{stderr}");
-    let summary: SummaryReport = stdout
-        .lines()
-        .rev()
-        .find_map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .filter(|v| v["type"] == "summary")
-        })
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_else(|| panic!("a summary: {stdout}"));
+    let mut unshare = Command::new("unshare");
+    unshare.args(["-m", "sh", "-c", &script]);
+    let (summary, stderr) = failed_run(unshare, "ext4");
     assert_eq!(
         (summary.counts.packets, summary.counts.events),
         (20_000, 20_000),
@@ -683,20 +669,9 @@ fn a_file_size_limit_is_a_failed_output_not_a_killed_run() {
             input.display(),
             out.display()
         );
-        let run = Command::new("sh").args(["-c", &script]).output().unwrap();
-        let stdout = String::from_utf8_lossy(&run.stdout);
-        let stderr = String::from_utf8_lossy(&run.stderr);
-        assert_eq!(run.status.code(), Some(1), "{mode}: {stderr}");
-        let summary: SummaryReport = stdout
-            .lines()
-            .rev()
-            .find_map(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .filter(|v| v["type"] == "summary")
-            })
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_else(|| panic!("{mode}: a summary: {stdout}"));
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &script]);
+        let (summary, _) = failed_run(sh, name);
         assert_eq!(summary.counts.events, 20_000, "{mode}");
         let [failed] = &summary.failed_outputs[..] else {
             panic!("{mode}: {summary:?}")
@@ -720,4 +695,24 @@ fn a_file_size_limit_is_a_failed_output_not_a_killed_run() {
         assert!(!records.is_empty(), "{mode}");
         assert_eq!(records.len() as u64, failed.packets_written, "{mode}");
     }
+}
+
+/// Runs `cmd` (a `traffic --json` run whose output fails), expecting exit
+/// status 1; its JSON summary and stderr.
+fn failed_run(mut cmd: Command, what: &str) -> (SummaryReport, String) {
+    let run = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(1), "{what}: {stderr}");
+    let summary = stdout
+        .lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v["type"] == "summary")
+        })
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_else(|| panic!("{what}: a summary: {stdout}"));
+    (summary, stderr)
 }
