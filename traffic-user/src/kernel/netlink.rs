@@ -182,6 +182,23 @@ fn u32_of(value: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(value.get(..4)?.try_into().ok()?))
 }
 
+/// What the kernel says of interface `ifindex` (`RTM_GETLINK`): each
+/// `RTM_NEWLINK` payload, a 16-byte `ifinfomsg` and its attributes.
+///
+/// # Errors
+///
+/// When the netlink socket cannot be used or the interface does not exist
+/// (`ENODEV`).
+fn describe_link(ifindex: u32) -> io::Result<Vec<Vec<u8>>> {
+    let sock = Socket::open()?;
+    let replies = sock.request(&link_message(RTM_GETLINK, NLM_F_ACK, ifindex, &[]))?;
+    Ok(replies
+        .into_iter()
+        .filter(|(kind, payload)| *kind == RTM_NEWLINK && payload.len() >= 16)
+        .map(|(_, payload)| payload)
+        .collect())
+}
+
 /// The XDP programs attached to interface `ifindex`, one per mode.
 ///
 /// # Errors
@@ -189,13 +206,8 @@ fn u32_of(value: &[u8]) -> Option<u32> {
 /// When the netlink socket cannot be used or the interface does not exist
 /// (`ENODEV`).
 pub fn attached_programs(ifindex: u32) -> io::Result<Vec<AttachedProgram>> {
-    let sock = Socket::open()?;
-    let replies = sock.request(&link_message(RTM_GETLINK, NLM_F_ACK, ifindex, &[]))?;
     let mut found = Vec::new();
-    for (kind, payload) in replies {
-        if kind != RTM_NEWLINK || payload.len() < 16 {
-            continue;
-        }
+    for payload in describe_link(ifindex)? {
         for (kind, value) in attrs(&payload[16..]) {
             if kind != IFLA_XDP {
                 continue;
@@ -305,12 +317,9 @@ fn ethtool_rx_channels(name: &str) -> io::Result<u32> {
 
 /// The receive queues the kernel allocated (`IFLA_NUM_RX_QUEUES`).
 fn allocated_rx_queues(ifindex: u32) -> io::Result<u32> {
-    let sock = Socket::open()?;
-    let replies = sock.request(&link_message(RTM_GETLINK, NLM_F_ACK, ifindex, &[]))?;
-    replies
+    describe_link(ifindex)?
         .iter()
-        .filter(|(kind, payload)| *kind == RTM_NEWLINK && payload.len() >= 16)
-        .flat_map(|(_, payload)| {
+        .flat_map(|payload| {
             attrs(&payload[16..])
                 .filter(|(k, _)| *k == IFLA_NUM_RX_QUEUES)
                 .map(|(_, v)| u32_of(v))
@@ -329,13 +338,10 @@ fn allocated_rx_queues(ifindex: u32) -> io::Result<u32> {
 ///
 /// When the kernel does not answer.
 pub fn is_up(ifindex: u32) -> io::Result<bool> {
-    let sock = Socket::open()?;
-    let replies = sock.request(&link_message(RTM_GETLINK, NLM_F_ACK, ifindex, &[]))?;
-    replies
-        .iter()
-        .find(|(kind, payload)| *kind == RTM_NEWLINK && payload.len() >= 16)
+    describe_link(ifindex)?
+        .first()
         // struct ifinfomsg: family, pad, type (2), index (4), flags (4).
-        .map(|(_, payload)| u32::from_ne_bytes([payload[8], payload[9], payload[10], payload[11]]))
+        .map(|payload| u32::from_ne_bytes([payload[8], payload[9], payload[10], payload[11]]))
         .map(|flags| flags & libc::IFF_UP as u32 != 0)
         .ok_or_else(|| io::Error::other("the kernel did not describe the interface"))
 }

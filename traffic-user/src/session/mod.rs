@@ -514,6 +514,14 @@ struct Keep {
     past: u64,
 }
 
+/// The next signal of `signal`, or never.
+async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A run's time: the clock's for a live run, the frames' for a recorded
 /// capture.
 #[derive(Clone, Copy, Debug)]
@@ -669,16 +677,6 @@ impl<'a> Session<'a> {
     pub fn with_status(mut self, requests: tokio::signal::unix::Signal) -> Self {
         self.status = Some(requests);
         self
-    }
-
-    /// Ready when the counts so far are asked for.
-    async fn status_asked(status: &mut Option<tokio::signal::unix::Signal>) {
-        let Some(s) = status else {
-            return std::future::pending().await;
-        };
-        if s.recv().await.is_none() {
-            std::future::pending::<()>().await;
-        }
     }
 
     /// The counts from the start to now, on stderr as the summary has them:
@@ -904,7 +902,7 @@ impl<'a> Session<'a> {
                 }
                 () = Self::gather_due(&mut gather) => self.counters.gather_sources(),
                 read = Self::reload_read(&mut self.reloader) => self.reloaded(read),
-                () = Self::status_asked(&mut self.status) => self.say_status()?,
+                Some(()) = recv(self.status.as_mut()) => self.say_status()?,
                 stopped = &mut stop => break self.finish(last, stopped).await,
             }
         }

@@ -77,7 +77,7 @@ impl Session<'_> {
                         stopped = s;
                         break;
                     }
-                    () = Self::status_asked(&mut self.status) => self.say_status()?,
+                    Some(()) = super::recv(self.status.as_mut()) => self.say_status()?,
                     () = std::future::ready(()) => {}
                 }
             }

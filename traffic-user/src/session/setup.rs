@@ -176,7 +176,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
             _ = sigint.recv() => Stop::Signal("SIGINT"),
             _ = sigterm.recv() => Stop::Signal("SIGTERM"),
             _ = sigquit.recv() => Stop::Signal("SIGQUIT"),
-            Some(()) = recv(hangup_stops.as_mut()) => Stop::Signal("SIGHUP"),
+            Some(()) = super::recv(hangup_stops.as_mut()) => Stop::Signal("SIGHUP"),
             () = sleep_for(duration) => Stop::Duration,
             iface = any_link_gone(links) => Stop::InterfaceGone { iface },
         }
@@ -231,24 +231,26 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
 /// Handlers of SIGINT, SIGTERM, SIGHUP and SIGQUIT (a terminal's Ctrl-\\,
 /// which would otherwise end the run without its summary), in that order.
 fn signals() -> Result<[tokio::signal::unix::Signal; 4], SetupError> {
-    let sig = |kind: SignalKind, name| {
-        signal(kind).map_err(|source| SetupError::Signal {
-            signal: name,
-            source,
-        })
-    };
     Ok([
-        sig(SignalKind::interrupt(), "SIGINT")?,
-        sig(SignalKind::terminate(), "SIGTERM")?,
-        sig(SignalKind::hangup(), "SIGHUP")?,
-        sig(SignalKind::quit(), "SIGQUIT")?,
+        handler(SignalKind::interrupt(), "SIGINT")?,
+        handler(SignalKind::terminate(), "SIGTERM")?,
+        handler(SignalKind::hangup(), "SIGHUP")?,
+        handler(SignalKind::quit(), "SIGQUIT")?,
     ])
 }
 
 /// The handler of SIGUSR1, which asks for the counts so far.
 fn status_signal() -> Result<tokio::signal::unix::Signal, SetupError> {
-    signal(SignalKind::user_defined1()).map_err(|source| SetupError::Signal {
-        signal: "SIGUSR1",
+    handler(SignalKind::user_defined1(), "SIGUSR1")
+}
+
+/// A handler of signal `kind`, called `name` in errors.
+fn handler(
+    kind: SignalKind,
+    name: &'static str,
+) -> Result<tokio::signal::unix::Signal, SetupError> {
+    signal(kind).map_err(|source| SetupError::Signal {
+        signal: name,
         source,
     })
 }
@@ -288,14 +290,6 @@ fn session<'a>(
             t.prefix_v6,
         )),
         _ => session,
-    }
-}
-
-/// The next signal of `signal`, or never.
-async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
-    match signal {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
     }
 }
 

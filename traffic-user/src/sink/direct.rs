@@ -180,8 +180,6 @@ pub struct FileWriter {
     /// The buffer being filled.
     buf: AlignedBuf,
     to: Target,
-    /// Bytes handed on to be written, from the file's start.
-    handed: u64,
     /// Bytes known written, from the file's start: up to the first write
     /// that failed.
     durable: u64,
@@ -275,7 +273,6 @@ impl FileWriter {
         Self {
             buf,
             to,
-            handed: 0,
             durable: 0,
         }
     }
@@ -296,11 +293,6 @@ impl FileWriter {
     /// Bytes not yet handed on to be written.
     pub fn pending(&self) -> usize {
         self.buf.len()
-    }
-
-    /// Bytes handed on to be written so far, from the file's start.
-    pub fn handed(&self) -> u64 {
-        self.handed
     }
 
     /// Bytes known to be in the file, from its start: every byte handed on
@@ -336,22 +328,8 @@ impl FileWriter {
     /// When a write failed.
     pub fn flush(&mut self) -> io::Result<()> {
         let result = match &mut self.to {
-            Target::Here(file) => {
-                let len = self.buf.len() as u64;
-                self.handed += len;
-                let r = write_all(file, &self.buf);
-                if r.is_ok() {
-                    self.durable += len;
-                }
-                r
-            }
-            Target::Thread(t) => {
-                let before = self.buf.len();
-                let r = t.send_blocks(&mut self.buf);
-                // What the thread took: whole blocks; the rest stays here.
-                self.handed += (before - self.buf.len()) as u64;
-                r
-            }
+            Target::Here(file) => write_all(file, &self.buf, &mut self.durable),
+            Target::Thread(t) => t.send_blocks(&mut self.buf),
             Target::Gone(_) => Ok(()),
         };
         if result.is_err() {
@@ -376,12 +354,7 @@ impl FileWriter {
     pub fn finish(&mut self) -> io::Result<()> {
         let result = match std::mem::replace(&mut self.to, Target::Gone(None)) {
             Target::Here(file) => {
-                let len = self.buf.len() as u64;
-                self.handed += len;
-                let r = write_all(&file, &self.buf);
-                if r.is_ok() {
-                    self.durable += len;
-                }
+                let r = write_all(&file, &self.buf, &mut self.durable);
                 self.to = Target::Here(file);
                 r
             }
@@ -390,7 +363,6 @@ impl FileWriter {
                 // no more than a modest buffer: writes after its end are
                 // rare (a file that was read back and then added to).
                 let tail = std::mem::replace(&mut self.buf, AlignedBuf::new(AFTER_END, PAGE));
-                self.handed += tail.len() as u64;
                 let (file, durable, r) = t.finish(tail);
                 self.durable += durable;
                 self.to = match file {
@@ -641,9 +613,12 @@ fn write_blocks(mut file: &File, bytes: &[u8], direct: &mut Option<usize>) -> io
     Ok(())
 }
 
-/// Writes `bytes` whole through the page cache.
-fn write_all(mut file: &File, bytes: &[u8]) -> io::Result<()> {
-    file.write_all(bytes)
+/// Writes `bytes` whole through the page cache, and counts them in
+/// `durable` when they are.
+fn write_all(mut file: &File, bytes: &[u8], durable: &mut u64) -> io::Result<()> {
+    file.write_all(bytes)?;
+    *durable += bytes.len() as u64;
+    Ok(())
 }
 
 /// Turns direct I/O on for `file` when its file system supports it, and

@@ -214,7 +214,8 @@ impl PcapWriter {
     /// written, and forgets those before the last one the file is known to
     /// hold.
     fn mark(&mut self) {
-        let handed = self.out.handed();
+        // What was handed on: all appended, less what waits in the buffer.
+        let handed = self.bytes - self.out.pending() as u64;
         let known = self.recent_at.min(RECENT);
         let boundary = (1..=known)
             .map(|back| self.recent[(self.recent_at - back) % RECENT])
