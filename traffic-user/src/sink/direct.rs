@@ -183,6 +183,9 @@ pub struct FileWriter {
     /// Bytes known written, from the file's start: up to the first write
     /// that failed.
     durable: u64,
+    /// Whether `buf` holds the bytes of a write here that failed: the
+    /// kernel may have taken some of them ([`FileWriter::failed_write`]).
+    holds_failed: bool,
 }
 
 /// Where full buffers go.
@@ -274,7 +277,17 @@ impl FileWriter {
             buf,
             to,
             durable: 0,
+            holds_failed: false,
         }
+    }
+
+    /// The bytes of the write here that just failed, from where the
+    /// durable bytes stood before it: the first of them up to
+    /// [`FileWriter::durable`] were taken (a pipe's reader may have read
+    /// them). `None` once anything else was done, and for the file's
+    /// thread, whose writes count whole or not at all.
+    pub fn failed_write(&self) -> Option<&[u8]> {
+        self.holds_failed.then_some(&self.buf[..])
     }
 
     /// How the file is written now.
@@ -332,12 +345,14 @@ impl FileWriter {
             Target::Thread(t) => t.send_blocks(&mut self.buf),
             Target::Gone(_) => Ok(()),
         };
+        // Kept, for the caller to see what the failed write held.
+        self.holds_failed = result.is_err() && matches!(self.to, Target::Here(_));
         if result.is_err() {
             self.stop();
         }
         // The thread took the whole blocks and left the rest; anywhere else
         // the buffer is written, or given up.
-        if !matches!(self.to, Target::Thread(_)) {
+        if !matches!(self.to, Target::Thread(_)) && !self.holds_failed {
             self.buf.clear();
         }
         result
@@ -352,10 +367,12 @@ impl FileWriter {
     ///
     /// When a write failed.
     pub fn finish(&mut self) -> io::Result<()> {
+        self.holds_failed = false;
         let result = match std::mem::replace(&mut self.to, Target::Gone(None)) {
             Target::Here(file) => {
                 let r = write_all(&file, &self.buf, &mut self.durable);
                 self.to = Target::Here(file);
+                self.holds_failed = r.is_err();
                 r
             }
             Target::Thread(t) => {
@@ -376,7 +393,9 @@ impl FileWriter {
                 Ok(())
             }
         };
-        self.buf.clear();
+        if !self.holds_failed {
+            self.buf.clear();
+        }
         if result.is_err() {
             self.stop();
         }
@@ -613,11 +632,23 @@ fn write_blocks(mut file: &File, bytes: &[u8], direct: &mut Option<usize>) -> io
     Ok(())
 }
 
-/// Writes `bytes` whole through the page cache, and counts them in
-/// `durable` when they are.
+/// Writes `bytes` whole through the page cache (or into a pipe), counting
+/// in `durable` every byte the kernel took, also those taken before a
+/// write failed: a pipe cannot be cut back, and what its reader was given
+/// is part of what the output took.
 fn write_all(mut file: &File, bytes: &[u8], durable: &mut u64) -> io::Result<()> {
-    file.write_all(bytes)?;
-    *durable += bytes.len() as u64;
+    let mut done = 0;
+    while done < bytes.len() {
+        match file.write(&bytes[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => {
+                done += k;
+                *durable += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 

@@ -84,6 +84,9 @@ pub struct PcapWriter {
     /// Frames in the file for good once a write failed (it was cut after
     /// the last whole record it held).
     kept: Option<u64>,
+    /// The bytes of the file's header (pcap's, or pcapng's section and
+    /// interface blocks).
+    header_len: usize,
 }
 
 /// Records remembered for [`PcapWriter::recent`]: more than a direct-I/O
@@ -140,6 +143,7 @@ impl PcapWriter {
         let mut recent = Box::new([(0, 0); RECENT]);
         recent[0] = (header.len() as u64, 0);
         Ok(Self {
+            header_len: header.len(),
             out,
             path,
             ng: ifaces.is_ng().then(|| ifaces.clone()),
@@ -250,15 +254,67 @@ impl PcapWriter {
             return;
         }
         let durable = self.out.durable();
-        let (end, frames) = self
+        let (mut end, mut frames) = self
             .marks
             .iter()
             .rev()
             .copied()
             .find(|&(end, _)| end <= durable)
             .unwrap_or((0, 0));
+        // A write here that failed may have been taken in part (a pipe
+        // whose reader left took what its buffer held): the records it
+        // took whole count as written. They start at the last mark, where
+        // the write began.
+        if let Some(bytes) = self.out.failed_write()
+            && self.bytes - bytes.len() as u64 == end
+        {
+            let (len, taken) = self.whole_records(bytes, end, durable - end);
+            end += len;
+            frames += taken;
+        }
         self.out.cut(end);
         self.kept = Some(frames);
+    }
+
+    /// The bytes and the frames of the whole records and blocks at the
+    /// start of `bytes` (which begin at `offset` in the file) within its
+    /// first `taken` bytes; the file's header counts as a record of no
+    /// frame.
+    fn whole_records(&self, bytes: &[u8], offset: u64, taken: u64) -> (u64, u64) {
+        let taken = (taken as usize).min(bytes.len());
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 4)
+                .map(|w| u32::from_ne_bytes(w.try_into().expect("four bytes")) as usize)
+        };
+        let mut at = 0;
+        let mut frames = 0;
+        if offset == 0 {
+            // The header: pcap's fixed one, or pcapng's blocks up to the
+            // first record.
+            if self.header_len > taken {
+                return (0, 0);
+            }
+            at = self.header_len;
+        }
+        loop {
+            let (len, frame) = match &self.ng {
+                None => match word(at + 8) {
+                    Some(cap) => (16 + cap, true),
+                    None => break,
+                },
+                Some(_) => match (word(at), word(at + 4)) {
+                    (Some(kind), Some(len)) if len >= 12 => (len, kind == EPB as usize),
+                    _ => break,
+                },
+            };
+            if at + len > taken {
+                break;
+            }
+            at += len;
+            frames += u64::from(frame);
+        }
+        (at as u64, frames)
     }
 
     /// Writes what can be written now: every record through the page
@@ -638,5 +694,46 @@ mod tests {
             Path::new("/tmp/cap-2023.pcap"),
             "-G fills in strftime and adds no counter"
         );
+    }
+
+    #[test]
+    fn records_a_pipe_took_before_its_reader_left_count_as_written() {
+        use std::{fs::File, io::Read as _, os::fd::FromRawFd as _};
+        let mut fds = [0; 2];
+        // SAFETY: a valid array of two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both were just opened and are owned here alone.
+        let (mut rx, tx) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        // The smallest pipe: it takes at most a page beyond what was read.
+        // SAFETY: a valid descriptor.
+        let size = unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096) };
+        assert!(size >= 4096, "pipe size {size}");
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; 1000];
+            rx.read_exact(&mut got).unwrap();
+            got
+        });
+        let output = Output {
+            file: tx,
+            kind: crate::sink::file::Kind::Fifo,
+            path: PathBuf::from("pipe"),
+        };
+        let mut w = PcapWriter::new(output, 256).unwrap();
+        for i in 0..1000u32 {
+            w.write(Duration::new(1_700_000_000, i), 60, &[7; 60], 0)
+                .unwrap();
+        }
+        let err = w.flush().unwrap_err();
+        assert!(
+            matches!(&err, PcapError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe),
+            "{err:?}"
+        );
+        let read = reader.join().unwrap();
+        // 24 bytes of header, then records of 76 bytes: the reader got 12
+        // whole ones, the pipe took at most a page more.
+        assert_eq!(&read[..4], &MAGIC_NS.to_ne_bytes());
+        let kept = w.kept();
+        let most = ((1000 + size as u64) - 24) / 76;
+        assert!((12..=most).contains(&kept), "kept {kept}, at most {most}");
     }
 }
