@@ -565,6 +565,88 @@ fn read_from_a_fifo_and_frames_xdp_cannot_run() {
 }
 
 #[test]
+fn a_read_waiting_on_a_quiet_fifo_or_pipe_still_ends_on_a_signal() {
+    let dir = TempDir::new("quietread");
+    let fifo = dir.0.join("quiet.pcap");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let spawn = |input: &str, stdin: std::process::Stdio| {
+        Command::new(traffic_tests::traffic_bin())
+            .args(["--read", input, "--json", "--capture", "203.0.113.0/24"])
+            .stdin(stdin)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A FIFO nobody has opened to write: opening it would wait in the
+    // kernel, where Ctrl-C cannot reach.
+    let child = spawn(fifo.to_str().unwrap(), std::process::Stdio::null());
+    std::thread::sleep(Duration::from_millis(500));
+    traffic_tests::signal(child.id(), libc::SIGINT);
+    let out = wait_or_kill(child, Duration::from_secs(5)).expect("SIGINT ended the wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("SIGINT came while waiting for the first bytes of"),
+        "{stderr}"
+    );
+
+    // A pipe whose writer sent three records and then went quiet: SIGUSR1
+    // says the counts so far, SIGTERM ends the run with its summary.
+    let mut child = spawn("-", std::process::Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    let frame = udp_frame("203.0.113.5");
+    let mut bytes = pcap_header();
+    for i in 0..3 {
+        bytes.extend(pcap_record(&frame, 1_800_000_000 + i));
+    }
+    std::io::Write::write_all(&mut stdin, &bytes).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    traffic_tests::signal(child.id(), libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(300));
+    traffic_tests::signal(child.id(), libc::SIGTERM);
+    let out = wait_or_kill(child, Duration::from_secs(5)).expect("SIGTERM ended the read");
+    drop(stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("SIGUSR1: the counts so far"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let s = summary_in(stdout.lines()).expect("a summary");
+    assert_eq!((s.counts.packets, s.counts.capture), (3, 3));
+
+    // A writer that comes later is waited for, and read to its end.
+    let child = spawn(fifo.to_str().unwrap(), std::process::Stdio::null());
+    std::thread::sleep(Duration::from_millis(500));
+    let mut bytes = pcap_header();
+    for i in 0..4 {
+        bytes.extend(pcap_record(&frame, 1_800_000_000 + i));
+    }
+    std::fs::write(&fifo, bytes).unwrap();
+    let out = wait_or_kill(child, Duration::from_secs(10)).expect("the read ended with its input");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let s = summary_in(String::from_utf8_lossy(&out.stdout).lines()).expect("a summary");
+    assert_eq!((s.counts.packets, s.counts.capture), (4, 4));
+}
+
+/// The output of `child` once it exits within `limit`; `None`, having
+/// killed it, when it does not.
+fn wait_or_kill(mut child: std::process::Child, limit: Duration) -> Option<std::process::Output> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
 fn intervals_of_a_read_follow_the_files_time_and_the_plot_has_every_line() {
     let dir = TempDir::new("readplot");
     let mut file = pcap_header();

@@ -4,6 +4,27 @@
 
 use std::{fs::File, io, os::fd::AsRawFd as _, sync::Arc};
 
+/// Waits until `fd` has bytes to read (or its writer left), without
+/// blocking the runtime: the caller can wait for a signal beside it. A
+/// descriptor the kernel cannot poll (a device that never blocks) is ready
+/// at once.
+///
+/// # Errors
+///
+/// When polling fails.
+pub async fn readable(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: a borrowed descriptor stays open, the same file, for as long
+    // as the borrow, which outlives the registration made here.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    let Ok(fd) = registered else {
+        return Ok(());
+    };
+    fd.readable().await?.retain_ready();
+    Ok(())
+}
+
 /// Clears `O_NONBLOCK` on `file`.
 pub fn set_blocking(file: &File) -> io::Result<()> {
     let fd = file.as_raw_fd();

@@ -81,6 +81,28 @@ impl Session<'_> {
                     () = std::future::ready(()) => {}
                 }
             }
+            // A pipe or a FIFO whose writer is quiet: wait for its bytes
+            // beside the signals, which a read blocked in the kernel would
+            // not see.
+            if let Some(fd) = file.wait_fd() {
+                tokio::select! {
+                    biased;
+                    s = &mut stop => {
+                        stopped = s;
+                        break;
+                    }
+                    Some(()) = super::recv(self.status.as_mut()) => {
+                        self.say_status()?;
+                        continue;
+                    }
+                    r = crate::os::readable(fd) => r.map_err(|source| {
+                        SessionError::Source(crate::source::SourceError::Poll {
+                            what: "the recorded capture's input",
+                            source,
+                        })
+                    })?,
+                }
+            }
             let frame = match file.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,

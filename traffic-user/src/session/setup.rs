@@ -36,7 +36,7 @@ use crate::{
         afxdp::{self, XskError, XskSource},
         explain::{ExplainLog, ExplainSource},
         pace::Mode,
-        recorded::Recorded,
+        recorded::{Input, RecordError, Recorded},
         ringbuf::RingSource,
     },
 };
@@ -44,6 +44,16 @@ use crate::{
 /// Why a run could not start, or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// A signal came while `--read` waited for its input's first bytes.
+    #[error(
+        "{signal} came while waiting for the first bytes of {path}, whose writer has written nothing yet; nothing was read"
+    )]
+    Waiting {
+        /// The signal.
+        signal: &'static str,
+        /// The input.
+        path: std::path::PathBuf,
+    },
     /// Installing a signal handler failed.
     #[error("installing the {signal} handler failed")]
     Signal {
@@ -196,8 +206,32 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
     let status = status_signal()?;
     print_notes(cfg);
     // The file first: a file that is not a capture is refused before
-    // anything is loaded or written.
-    let mut file = Recorded::open(path)?;
+    // anything is loaded or written. A FIFO or a pipe may have nothing to
+    // read yet: the wait for its first bytes ends with a signal too.
+    let input = Input::open(path)?;
+    if let Some(fd) = input.wait_fd() {
+        let signal = tokio::select! {
+            biased;
+            _ = sigint.recv() => "SIGINT",
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sighup.recv() => "SIGHUP",
+            _ = sigquit.recv() => "SIGQUIT",
+            r = crate::os::readable(fd) => match r {
+                Ok(()) => "",
+                Err(source) => return Err(SetupError::Record(RecordError::Open {
+                    path: path.to_owned(),
+                    source,
+                })),
+            },
+        };
+        if !signal.is_empty() {
+            return Err(SetupError::Waiting {
+                signal,
+                path: path.to_owned(),
+            });
+        }
+    }
+    let mut file = Recorded::from_input(path, input)?;
     let outputs = open_outputs(cfg, &Interfaces(vec![(path.display().to_string(), 0)]))?;
     let mut engine =
         Engine::load_with(&cfg.rules, &cfg.settings).map_err(|e| SetupError::Load(Box::new(e)))?;

@@ -15,6 +15,7 @@
 use std::{
     fs::File,
     io::{self, BufReader, Read},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, RawFd},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -141,10 +142,77 @@ struct Iface {
     offset_s: i64,
 }
 
+/// A capture's input, opened: a file, a FIFO or standard input.
+pub struct Input {
+    reader: Box<dyn Read>,
+    /// The descriptor of `reader` when the input is not a regular file (a
+    /// pipe, a FIFO, a terminal): its reads may block for as long as the
+    /// writer is quiet.
+    wait_fd: Option<RawFd>,
+}
+
+impl Input {
+    /// Opens `path` (`-` for standard input) for reading, without waiting
+    /// for a FIFO's writer: [`Input::wait_fd`] is there to wait on, so that
+    /// a signal can end the wait. Directories are refused.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::Open`] when it cannot be opened, or is a directory.
+    pub fn open(path: &Path) -> Result<Self, RecordError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let open_error = |source| RecordError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = if path.as_os_str() == "-" {
+            // A descriptor of its own, read without the standard library's
+            // buffer, whose bytes a wait on the descriptor would not see.
+            File::from(
+                io::stdin()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(open_error)?,
+            )
+        } else {
+            // Without O_NONBLOCK, opening a FIFO waits for a writer in the
+            // kernel, where no signal handler can end the wait.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+                .map_err(open_error)?;
+            crate::os::set_blocking(&file).map_err(open_error)?;
+            file
+        };
+        let meta = file.metadata().map_err(open_error)?;
+        if meta.is_dir() {
+            return Err(open_error(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "it is a directory; give a capture file",
+            )));
+        }
+        Ok(Self {
+            wait_fd: (!meta.is_file()).then(|| file.as_raw_fd()),
+            reader: Box::new(file),
+        })
+    }
+
+    /// The descriptor to wait on for the input's bytes, when it is not a
+    /// regular file.
+    pub fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        // SAFETY: the descriptor of the file `reader` owns, open as long
+        // as `self`.
+        self.wait_fd.map(|fd| unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+}
+
 /// A pcap or pcapng file being read.
 pub struct Recorded {
     path: PathBuf,
-    input: Box<dyn Read>,
+    input: BufReader<Box<dyn Read>>,
+    /// [`Input::wait_fd`].
+    wait_fd: Option<RawFd>,
     format: Format,
     big_endian: bool,
     /// Bytes consumed so far.
@@ -164,29 +232,29 @@ impl Recorded {
     /// When it cannot be opened or read, is not a capture file, or its
     /// link type is not Ethernet.
     pub fn open(path: &Path) -> Result<Self, RecordError> {
-        let input: Box<dyn Read> = if path.as_os_str() == "-" {
-            Box::new(io::stdin().lock())
-        } else {
-            let file = File::open(path).map_err(|source| RecordError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-            let meta = file.metadata().map_err(|source| RecordError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-            if meta.is_dir() {
-                return Err(RecordError::Open {
-                    path: path.to_owned(),
-                    source: io::Error::new(
-                        io::ErrorKind::IsADirectory,
-                        "it is a directory; give a capture file",
-                    ),
-                });
-            }
-            Box::new(file)
-        };
-        Self::from_reader(path, input)
+        Self::from_input(path, Input::open(path)?)
+    }
+
+    /// Reads a capture from an opened [`Input`], named `path` in errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`Recorded::open`].
+    pub fn from_input(path: &Path, input: Input) -> Result<Self, RecordError> {
+        let mut r = Self::from_reader(path, input.reader)?;
+        r.wait_fd = input.wait_fd;
+        Ok(r)
+    }
+
+    /// The descriptor to wait on before the next frame is read, so that
+    /// the wait can end another way: an input that is not a regular file,
+    /// with none of its bytes at hand.
+    pub fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.wait_fd
+            .filter(|_| self.input.buffer().is_empty())
+            // SAFETY: the descriptor of the file `input` owns, open as
+            // long as `self`.
+            .map(|fd| unsafe { BorrowedFd::borrow_raw(fd) })
     }
 
     /// Reads a capture from `input`, named `path` in errors.
@@ -197,7 +265,8 @@ impl Recorded {
     pub fn from_reader(path: &Path, input: Box<dyn Read>) -> Result<Self, RecordError> {
         let mut r = Self {
             path: path.to_owned(),
-            input: Box::new(BufReader::with_capacity(1 << 20, input)),
+            input: BufReader::with_capacity(1 << 20, input),
+            wait_fd: None,
             format: Format::PcapNg,
             big_endian: false,
             offset: 0,
