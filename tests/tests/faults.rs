@@ -12,7 +12,8 @@ use std::{
 
 use traffic::sink::{Counts, json::SummaryReport};
 use traffic_tests::{
-    Lab, Running, TempDir, fails, has_xdp, read_pcap, send, send_on_cpu, tcpdump_read, traffic_in,
+    Lab, Running, TempDir, eventually, fails, has_xdp, read_pcap, send, send_on_cpu, signal,
+    spawn_attached, tcpdump_read, traffic_in,
 };
 
 fn mode(path: &Path) -> u32 {
@@ -340,6 +341,66 @@ fn a_full_stdout_is_named_as_stdout() {
         stderr.contains("writing stdout failed: No space left on device"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_reader_that_leaves_stdout_ends_the_run_unless_another_output_works() {
+    let lab = Lab::create("leaves", 1).expect("create the lab");
+    let dir = TempDir::new("leaves");
+    let pcap = dir.0.join("kept.pcap");
+    // `traffic --json | head -1`: once the reader is gone, nothing is
+    // left to write to, and the run ends as any command in a pipeline
+    // does, quietly, the program detached.
+    let mut child = spawn_attached(&lab, &["--json", "--interval", "0.2", "--duration", "30"]);
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains("\"type\":\"start\""), "{first}");
+    // The reader dropped its end: the next interval line finds it gone.
+    assert!(
+        eventually(Duration::from_secs(5), || child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the run went on with no reader"
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!has_xdp(&lab.rx_ns, &lab.rx_if), "detached");
+
+    // With a file to write as well, the run goes on for the file.
+    let mut child = spawn_attached(
+        &lab,
+        &[
+            "--json",
+            "--interval",
+            "0.2",
+            "--capture",
+            "203.0.113.0/24",
+            "-w",
+            pcap.to_str().unwrap(),
+        ],
+    );
+    drop(child.stdout.take());
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "stopped with a file still written"
+    );
+    send(&lab, &["--count", "100", "--src", "203.0.113.0/24"]);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(child.id(), libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "a closed stdout is not a failure: {stderr}"
+    );
+    assert_eq!(read_pcap(&pcap).2.len(), 100);
 }
 
 /// The pcap files in `dir`, by name, with their record counts (read back

@@ -254,6 +254,9 @@ pub enum Stop {
     OutputDone,
     /// `-c COUNT` captured packets were kept.
     Count,
+    /// Standard output's reader left (`traffic --json | head -1`) and no
+    /// other output was still working: the pipeline is over.
+    ReaderGone,
     /// The interface went away (deleted, or moved to another namespace).
     InterfaceGone {
         /// Its name.
@@ -666,9 +669,27 @@ impl<'a> Session<'a> {
             Some(Stop::Count)
         } else if self.output_done() {
             Some(Stop::OutputDone)
+        } else if self.reader_gone() {
+            Some(Stop::ReaderGone)
         } else {
             None
         }
+    }
+
+    /// Whether standard output's reader left and no other output is still
+    /// working. A full disk alone does not stop a run (it goes on counting
+    /// and filtering); a reader that left ends the pipeline traffic wrote
+    /// into, as it ends any command's.
+    fn reader_gone(&self) -> bool {
+        let mut closed = false;
+        for slot in &self.sinks {
+            match &slot.failed {
+                Some(failed) => closed |= failed.error.is_closed_stdout(),
+                None if slot.sink.is_output() => return false,
+                None => {}
+            }
+        }
+        closed
     }
 
     /// Says the counts so far on stderr each time `requests` fires
@@ -899,6 +920,9 @@ impl<'a> Session<'a> {
                     let top = self.collect_top();
                     self.report_interval(&last, &now, 0, top)?;
                     last = now;
+                    if let Some(stop) = self.done() {
+                        break self.finish(last, stop).await;
+                    }
                 }
                 () = Self::gather_due(&mut gather) => self.counters.gather_sources(),
                 read = Self::reload_read(&mut self.reloader) => self.reloaded(read),

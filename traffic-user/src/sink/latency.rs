@@ -166,6 +166,10 @@ impl super::Sink for Latency {
         self.record_packet(packet);
         Ok(())
     }
+
+    fn is_output(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -267,4 +267,12 @@ pub trait Sink {
     fn wants_stop(&self) -> bool {
         false
     }
+
+    /// Whether it writes where someone reads (a file, a terminal, a pipe,
+    /// a collector): `false` for a measure the run keeps for the others.
+    /// A run whose standard output's reader left, with no such sink still
+    /// working, stops.
+    fn is_output(&self) -> bool {
+        true
+    }
 }
