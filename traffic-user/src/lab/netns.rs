@@ -221,6 +221,20 @@ fn open_netns(ns: &str) -> io::Result<File> {
     File::open(format!("/var/run/netns/{ns}"))
 }
 
+/// Whether process `pid` runs: it exists and is not a zombie (killed, and
+/// not yet reaped by its parent), which cleans up nothing any more.
+fn runs(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may
+    // hold any byte, so it is found after the last `)`.
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X"))
+}
+
 /// Removes lab namespaces left by processes that no longer run (a run killed
 /// with SIGKILL cannot clean up after itself). Returns the names removed.
 pub fn remove_stale() -> Vec<String> {
@@ -237,7 +251,7 @@ pub fn remove_stale() -> Vec<String> {
         else {
             continue;
         };
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if runs(pid) {
             continue;
         }
         if ip(&["netns", "delete", &name]).is_ok() {
@@ -245,4 +259,23 @@ pub fn remove_stale() -> Vec<String> {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn a_zombie_or_a_missing_process_does_not_run() {
+        assert!(runs(std::process::id()));
+        assert!(!runs(999_999_999));
+        // Exited and not yet waited for: a zombie.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let zombie = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            !runs(child.id())
+        });
+        child.wait().unwrap();
+        assert!(zombie, "an exited child not yet reaped counts as gone");
+    }
 }
