@@ -291,7 +291,15 @@ fn odd_numbers_get_traffics_own_messages() {
     );
     assert!(
         err.contains("--interval must be a positive number of seconds, not -1")
-            && err.contains("--duration must be a positive number of seconds, not -1"),
+            && err.contains("--duration must be a positive number of seconds, not -1")
+            && !err.contains("is below"),
+        "{err}"
+    );
+    // An interval of a nanosecond wrote a report line per turn of the
+    // loop: twenty thousand in 0.3 s.
+    let err = fails(&lab.rx_ns, &["--iface", &lab.rx_if, "--interval", "1e-9"]);
+    assert!(
+        err.contains("--interval 0.000000001 is below 0.001 s"),
         "{err}"
     );
     let err = fails(

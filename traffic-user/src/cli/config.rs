@@ -36,6 +36,14 @@ pub enum ConfigError {
         /// What was given.
         value: f64,
     },
+    /// An `--interval` shorter than a report can be.
+    #[error(
+        "--interval {value} is below {MIN_INTERVAL_S} s: each interval reads the counters and writes a report, and shorter ones would be thousands of lines a second; give {MIN_INTERVAL_S} or more"
+    )]
+    IntervalTooShort {
+        /// What was given.
+        value: f64,
+    },
     /// `--sample 0`.
     #[error(
         "--sample 0 would sample nothing; give N >= 1 (1 captures every packet) or leave it out"
@@ -157,6 +165,9 @@ pub struct GenConfig {
     pub mechanism: Mechanism,
     pub json: bool,
 }
+
+/// The shortest `--interval`, in seconds: a thousand reports a second.
+pub const MIN_INTERVAL_S: f64 = 0.001;
 
 fn seconds(flag: &'static str, value: f64, errors: &mut Vec<ConfigError>) -> Duration {
     if value.is_finite() && value > 0.0 && value < 1e9 {
@@ -366,7 +377,13 @@ impl RunConfig {
         };
         let (rule_spec, rules) = rule_set(&args, &mut errors);
         let rules_given = !rules.is_empty();
-        let interval = seconds("--interval", args.interval, &mut errors);
+        let mut interval = seconds("--interval", args.interval, &mut errors);
+        if args.interval > 0.0 && args.interval < MIN_INTERVAL_S {
+            errors.push(ConfigError::IntervalTooShort {
+                value: args.interval,
+            });
+            interval = Duration::from_secs(1);
+        }
         let duration = args.duration.map(|d| seconds("--duration", d, &mut errors));
         if args.count == Some(0) {
             errors.push(ConfigError::CountZero);
