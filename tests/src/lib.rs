@@ -666,3 +666,14 @@ pub fn is_ext4(dir: &std::path::Path) -> bool {
     const EXT4_SUPER_MAGIC: i64 = 0xEF53;
     rc == 0 && st.f_type as i64 == EXT4_SUPER_MAGIC
 }
+
+/// Makes a FIFO at `path`, mode 0600.
+///
+/// # Panics
+///
+/// When it cannot.
+pub fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}

@@ -539,9 +539,7 @@ fn a_cut_or_corrupt_file_says_where_and_reports_what_came_before() {
 fn read_from_a_fifo_and_frames_xdp_cannot_run() {
     let dir = TempDir::new("fiforead");
     let fifo = dir.0.join("in.pcap");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    traffic_tests::mkfifo(&fifo);
     let frame = udp_frame("203.0.113.1");
     let mut bytes = pcap_header();
     for i in 0..5 {
@@ -568,9 +566,7 @@ fn read_from_a_fifo_and_frames_xdp_cannot_run() {
 fn a_read_waiting_on_a_quiet_fifo_or_pipe_still_ends_on_a_signal() {
     let dir = TempDir::new("quietread");
     let fifo = dir.0.join("quiet.pcap");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    traffic_tests::mkfifo(&fifo);
     let spawn = |input: &str, stdin: std::process::Stdio| {
         Command::new(traffic_tests::traffic_bin())
             .args(["--read", input, "--json", "--capture", "203.0.113.0/24"])

@@ -12,18 +12,12 @@ use std::{
 
 use traffic::sink::{Counts, json::SummaryReport};
 use traffic_tests::{
-    Lab, Running, TempDir, eventually, fails, has_xdp, read_pcap, send, send_on_cpu, signal,
-    spawn_attached, tcpdump_read, traffic_in,
+    Lab, Running, TempDir, eventually, fails, has_xdp, mkfifo, read_pcap, send, send_on_cpu,
+    signal, spawn_attached, tcpdump_read, traffic_in,
 };
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
-}
-
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
 
 #[test]

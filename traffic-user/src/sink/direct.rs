@@ -590,7 +590,9 @@ fn write_jobs(
         let result = if failed {
             Err(io::Error::other("not written: an earlier write failed"))
         } else {
-            write_blocks(&file, &buf, &mut direct)
+            // A buffer counts whole or not at all: the file is cut after
+            // the last record of the buffers written whole.
+            write_blocks(&file, &buf, &mut direct, &mut 0)
         };
         failed |= result.is_err();
         if done.send(Done { buf, result }).is_err() || last {
@@ -606,14 +608,21 @@ fn write_jobs(
 /// Writes `bytes` whole, directly while `direct` holds the block size: a
 /// short write leaves the offset out of alignment, and a file system that
 /// refuses the alignment statx gave says EINVAL; either way the rest goes
-/// through the page cache.
-fn write_blocks(mut file: &File, bytes: &[u8], direct: &mut Option<usize>) -> io::Result<()> {
+/// through the page cache. Every byte the kernel took is counted in
+/// `taken`, also those taken before a write failed.
+fn write_blocks(
+    mut file: &File,
+    bytes: &[u8],
+    direct: &mut Option<usize>,
+    taken: &mut u64,
+) -> io::Result<()> {
     let mut done = 0;
     while done < bytes.len() {
         match file.write(&bytes[done..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(k) => {
                 done += k;
+                *taken += k as u64;
                 if let Some(block) = *direct
                     && done % block != 0
                 {
@@ -633,23 +642,11 @@ fn write_blocks(mut file: &File, bytes: &[u8], direct: &mut Option<usize>) -> io
 }
 
 /// Writes `bytes` whole through the page cache (or into a pipe), counting
-/// in `durable` every byte the kernel took, also those taken before a
-/// write failed: a pipe cannot be cut back, and what its reader was given
-/// is part of what the output took.
-fn write_all(mut file: &File, bytes: &[u8], durable: &mut u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < bytes.len() {
-        match file.write(&bytes[done..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(k) => {
-                done += k;
-                *durable += k as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// in `durable` every byte the kernel took ([`write_blocks`]): a pipe
+/// cannot be cut back, and what its reader was given is part of what the
+/// output took.
+fn write_all(file: &File, bytes: &[u8], durable: &mut u64) -> io::Result<()> {
+    write_blocks(file, bytes, &mut None, durable)
 }
 
 /// Turns direct I/O on for `file` when its file system supports it, and
