@@ -209,17 +209,32 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// `text` as an error shows it: control characters escaped (`\u{0}`,
+/// `\u{1b}`), so that what a file or flag held cannot hide in, or act on,
+/// the terminal.
+fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Why a prefix did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CidrError {
     /// The address part is neither an IPv4 nor an IPv6 address.
-    #[error("`{text}` is not an IPv4 or IPv6 address")]
+    #[error("`{}` is not an IPv4 or IPv6 address", shown(.text))]
     BadAddress {
         /// The address text.
         text: String,
     },
     /// The length after `/` is not a number.
-    #[error("prefix length `{text}` is not a number")]
+    #[error("prefix length `{}` is not a number", shown(.text))]
     BadLength {
         /// The length text.
         text: String,
@@ -315,7 +330,7 @@ pub struct Rule {
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
     /// The prefix did not parse.
-    #[error("{origin}: bad prefix `{text}`: {source}")]
+    #[error("{origin}: bad prefix `{}`: {source}", shown(.text))]
     Cidr {
         /// Where it was given.
         origin: Origin,
@@ -326,7 +341,7 @@ pub enum RuleError {
         source: CidrError,
     },
     /// A rules-file line whose first word is not an action.
-    #[error("{origin}: unknown action `{word}`; expected pass, drop or capture")]
+    #[error("{origin}: unknown action `{}`; expected pass, drop or capture", shown(.word))]
     BadAction {
         /// Where it was given.
         origin: Origin,
@@ -334,7 +349,10 @@ pub enum RuleError {
         word: String,
     },
     /// A rules-file line that is not `ACTION CIDR`.
-    #[error("{origin}: expected `ACTION CIDR` (e.g. `drop 192.0.2.0/24`), found `{line}`")]
+    #[error(
+        "{origin}: expected `ACTION CIDR` (e.g. `drop 192.0.2.0/24`), found `{}`",
+        shown(.line)
+    )]
     BadLine {
         /// Where it was given.
         origin: Origin,
@@ -1233,6 +1251,26 @@ mod tests {
             errors[0].to_string(),
             "--pass: 192.0.2.0/24 is already a `drop` rule (from --drop); a prefix can have only one action"
         );
+    }
+
+    #[test]
+    fn control_characters_of_a_bad_line_are_shown_escaped() {
+        // NUL bytes, and an escape sequence that would clear the screen.
+        let text = "\0\0drop 192.0.2.0/24\ndrop 192.0.2.\u{1b}[2J/24\n";
+        let mut rules = RuleSet::new(Action::Pass);
+        let messages: Vec<String> = rules
+            .add_file_text(Path::new("r.txt"), text)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "r.txt:1: unknown action `\\u{0}\\u{0}drop`; expected pass, drop or capture",
+                "r.txt:2: bad prefix `192.0.2.\\u{1b}[2J/24`: `192.0.2.\\u{1b}[2J` is not an IPv4 or IPv6 address",
+            ]
+        );
+        assert!(messages.iter().all(|m| !m.chars().any(char::is_control)));
     }
 
     #[test]
