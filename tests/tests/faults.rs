@@ -405,6 +405,44 @@ fn a_reader_that_leaves_stdout_ends_the_run_unless_another_output_works() {
     assert_eq!(read_pcap(&pcap).2.len(), 100);
 }
 
+#[test]
+fn a_full_stderr_leaves_the_report_and_its_exit_status_alone() {
+    let lab = Lab::create("stderr", 1).expect("create the lab");
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    // Before, writing a note there panicked (exit 101) or took the table
+    // on stdout down with it (exit 1, nothing on stdout).
+    for format in [&[][..], &["--json"][..]] {
+        let out = traffic_in(
+            &lab.rx_ns,
+            &[
+                &["--iface", lab.rx_if.as_str(), "--duration", "0.5"],
+                format,
+            ]
+            .concat(),
+        )
+        .stderr(full())
+        .output()
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{format:?}: {stdout}");
+        assert!(
+            stdout.contains("0 packets, 0 bytes") || stdout.contains("\"type\":\"summary\""),
+            "{format:?}: {stdout}"
+        );
+    }
+    // A failure still exits with its status, its message lost.
+    let out = traffic_in(&lab.rx_ns, &["--iface", "no-such-iface0"])
+        .stderr(full())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
 /// The pcap files in `dir`, by name, with their record counts (read back
 /// with the independent reader, and each one by tcpdump too).
 fn pcap_files(dir: &Path) -> Vec<(String, usize)> {

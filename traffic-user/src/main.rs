@@ -31,7 +31,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                eprintln!("traffic: error: {}", traffic::kernel::error_chain(&err));
+                traffic::say!("traffic: error: {}", traffic::kernel::error_chain(&err));
                 ExitCode::from(2)
             }
         };
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!(
+            traffic::say!(
                 "traffic: error: {}",
                 traffic::kernel::error_chain(err.as_ref())
             );
@@ -100,7 +100,7 @@ fn run(cfg: RunConfig) -> Result<u8> {
         Target::File(path) => return read(&cfg, &path),
     };
     if let Stop::InterfaceGone { iface } = &outcome.stopped {
-        eprintln!(
+        traffic::say!(
             "traffic: error: {iface} went away while traffic ran (deleted, or moved to another network namespace); the summary covers the run until then"
         );
     }
@@ -120,7 +120,7 @@ fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<u8> {
         .context("starting the tokio runtime")?
         .block_on(session::setup::read(cfg, path))?;
     let secs = replayed.took.as_secs_f64();
-    eprintln!(
+    traffic::say!(
         "traffic: ran {} frames of {} through the XDP program in {secs:.3} s ({} frames/s)",
         replayed.frames,
         path.display(),
@@ -128,7 +128,7 @@ fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<u8> {
     );
     let mut code = replayed.outcome.exit_code();
     if replayed.refused > 0 {
-        eprintln!(
+        traffic::say!(
             "traffic: error: {} frames were not run: the kernel runs no XDP frame shorter than an Ethernet header (14 bytes) or larger than a page holds (about 3,500 bytes); they are in no count",
             replayed.refused
         );
@@ -137,7 +137,7 @@ fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<u8> {
     report_loss(&replayed.outcome);
     report_failed(&replayed.outcome);
     if let Some(e) = &replayed.error {
-        eprintln!(
+        traffic::say!(
             "traffic: error: {}; the summary covers the frames before it",
             traffic::kernel::error_chain(e)
         );
@@ -154,7 +154,7 @@ fn report_failed(outcome: &Outcome) {
         .iter()
         .filter(|f| !f.error.is_closed_stdout())
     {
-        eprintln!(
+        traffic::say!(
             "traffic: {}; the run went on without it: {} packets were written there before, {} after were not",
             traffic::kernel::error_chain(&f.error),
             f.packets_before,
@@ -166,6 +166,6 @@ fn report_failed(outcome: &Outcome) {
 /// Lost packets are not fatal, but they must not pass unnoticed.
 fn report_loss(outcome: &Outcome) {
     if let Some(message) = outcome.loss_message() {
-        eprintln!("traffic: of the packets to capture, {message}");
+        traffic::say!("traffic: of the packets to capture, {message}");
     }
 }

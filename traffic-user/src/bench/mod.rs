@@ -342,7 +342,7 @@ fn kernel_rows(
     // xdp-tools' objects pin their maps by name; give them a bpffs of their
     // own in a private mount namespace (nothing is mounted on the host).
     let pins = kernel::private_bpffs()
-        .inspect_err(|e| eprintln!("traffic: not measuring xdp-filter: no private bpffs ({e})"))
+        .inspect_err(|e| crate::say!("traffic: not measuring xdp-filter: no private bpffs ({e})"))
         .ok();
     let mut floor = std::collections::HashMap::new();
     let mut progress_err = None;
@@ -398,14 +398,15 @@ fn live_rows(live: Vec<LiveResult>) -> Vec<LiveRow> {
 /// `--soak`: the long run, its report written to `--out`.
 fn soak(args: &BenchArgs) -> Result<(), BenchError> {
     for name in live::cleanup() {
-        eprintln!("traffic: removed namespace {name} left by a killed run");
+        crate::say!("traffic: removed namespace {name} left by a killed run");
     }
     let bin = std::env::current_exe().map_err(write_err("the path of the traffic binary"))?;
     let workdir = live::workdir();
     std::fs::create_dir_all(&workdir).map_err(write_err(workdir.display().to_string()))?;
-    eprintln!(
+    crate::say!(
         "traffic bench: soak of {} s at {} frames/s",
-        args.soak_seconds, args.soak_rate
+        args.soak_seconds,
+        args.soak_rate
     );
     let result =
         soak::run(&bin, &workdir, args.soak_seconds, args.soak_rate, 30).map_err(|source| {
@@ -436,7 +437,7 @@ fn soak(args: &BenchArgs) -> Result<(), BenchError> {
 /// The live scenarios, and the AF_XDP runs of the loss loop.
 fn live(quick: bool) -> Result<(Vec<LiveResult>, Vec<LiveResult>), BenchError> {
     for name in live::cleanup() {
-        eprintln!("traffic: removed namespace {name} left by a killed run");
+        crate::say!("traffic: removed namespace {name} left by a killed run");
     }
     let bin = std::env::current_exe().map_err(write_err("the path of the traffic binary"))?;
     let workdir = live::workdir();
@@ -456,7 +457,7 @@ fn live(quick: bool) -> Result<(Vec<LiveResult>, Vec<LiveResult>), BenchError> {
     // runs at all says it is installed.
     let has_xdpdump = Command::new("xdpdump").arg("--version").output().is_ok();
     if !has_xdpdump {
-        eprintln!("traffic bench: xdpdump is not installed; skipping it");
+        crate::say!("traffic bench: xdpdump is not installed; skipping it");
     }
     let mut results = Vec::new();
     let run_with = |receiver: Receiver,
@@ -465,7 +466,7 @@ fn live(quick: bool) -> Result<(Vec<LiveResult>, Vec<LiveResult>), BenchError> {
                     mechanism: Mechanism|
      -> Result<LiveResult, BenchError> {
         let n = rate.map_or(count, |r| (r * seconds_at_rate).min(count));
-        eprintln!(
+        crate::say!(
             "traffic bench: {} at {}",
             receiver.name(),
             rate.map_or("full speed".to_owned(), |r| format!("{r} frames/s"))
@@ -486,7 +487,7 @@ fn live(quick: bool) -> Result<(Vec<LiveResult>, Vec<LiveResult>), BenchError> {
                 .join("xdpfilt_alw_ip.o")
                 .exists();
             if !there {
-                eprintln!("traffic bench: xdp-filter is not installed; skipping it");
+                crate::say!("traffic bench: xdp-filter is not installed; skipping it");
             }
             there
         }

@@ -90,7 +90,7 @@ pub enum LabError {
 /// [`LabError`].
 pub fn run(mut cfg: RunConfig) -> Result<Outcome, LabError> {
     for name in remove_stale() {
-        eprintln!("traffic: removed namespace {name} left by a lab that was killed");
+        crate::say!("traffic: removed namespace {name} left by a lab that was killed");
     }
     if !cfg.rules_given {
         let mut rules = RuleSet::new(cfg.rules.default_action());
@@ -110,7 +110,7 @@ pub fn run(mut cfg: RunConfig) -> Result<Outcome, LabError> {
         cfg.sockets_netns = Some(crate::os::current_netns().map_err(LabError::StartingNetns)?);
     }
     let lab = Lab::create("lab", 1).map_err(LabError::Create)?;
-    eprintln!(
+    crate::say!(
         "traffic: lab: {} (namespace {}) sends {RATE} frames/s to {} (namespace {}) from {ZIPF_SOURCES} sources in {}, Zipf-distributed (s = {ZIPF_S})",
         lab.tx_if,
         lab.tx_ns,

@@ -719,7 +719,7 @@ impl<'a> Session<'a> {
             top: None,
             ifaces: &total_each,
         };
-        eprintln!("traffic: SIGUSR1: the counts so far; the run goes on");
+        crate::say!("traffic: SIGUSR1: the counts so far; the run goes on");
         let mut stderr =
             crate::sink::report::Reporter::new(io::stderr(), crate::sink::Format::Table, "stderr");
         // A status that cannot be written to stderr is not worth a failed run.
@@ -1171,7 +1171,7 @@ impl<'a> Session<'a> {
         let (end_stats, end_each) = self.counters.read_each().map_err(SessionError::Counters)?;
         let (unread, unread_each) = self.drain_to_end(&end_stats, &end_each).await?;
         if let Some(k) = self.keep.filter(|k| k.left == 0 && k.past > 0) {
-            eprintln!(
+            crate::say!(
                 "traffic: -c: {} more captured packets arrived before the program stopped, and were not kept",
                 k.past
             );

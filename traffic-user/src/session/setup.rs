@@ -175,9 +175,11 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
     // Everything is open: give up root now, before the first packet.
     if let Some(user) = &cfg.user {
         user.switch()?;
-        eprintln!(
+        crate::say!(
             "traffic: running as {} (uid {}, gid {}) with no capabilities",
-            user.name, user.uid, user.gid
+            user.name,
+            user.uid,
+            user.gid
         );
     }
     let duration = cfg.duration;
@@ -377,16 +379,18 @@ async fn link_gone(name: &str, watch: AsyncFd<LinkWatch>) {
             Ok(false) => {
                 let now = watch.get_ref().is_up().ok();
                 match (up, now) {
-                    (Some(true), Some(false)) => eprintln!(
+                    (Some(true), Some(false)) => crate::say!(
                         "traffic: note: {name} went down: no packet reaches the program until it is up"
                     ),
-                    (Some(false), Some(true)) => eprintln!("traffic: note: {name} is up"),
+                    (Some(false), Some(true)) => crate::say!("traffic: note: {name} is up"),
                     _ => {}
                 }
                 up = now.or(up);
             }
             Err(e) => {
-                eprintln!("traffic: warning: no longer watching the interface's link events: {e}");
+                crate::say!(
+                    "traffic: warning: no longer watching the interface's link events: {e}"
+                );
                 break;
             }
         }
@@ -516,7 +520,7 @@ fn attach_one<'a>(
         })?
         .clone();
     if matches!(netlink::is_up(attached.ifindex), Ok(false)) {
-        eprintln!(
+        crate::say!(
             "traffic: note: {iface} is down: no packet reaches the program until it is up (ip link set {iface} up)"
         );
     }
@@ -635,13 +639,13 @@ fn open_network_outputs(
 /// The configuration's notes ([`RunConfig::notes`]), on standard error.
 fn print_notes(cfg: &RunConfig) {
     for note in &cfg.notes {
-        eprintln!("traffic: note: {note}");
+        crate::say!("traffic: note: {note}");
     }
 }
 
 fn note(out: &Output) {
     if let Some(note) = out.note() {
-        eprintln!("traffic: note: {note}");
+        crate::say!("traffic: note: {note}");
     }
 }
 
@@ -663,7 +667,7 @@ fn plan_sockets(afxdp: Afxdp, iface: &str) -> Result<SocketPlan, SetupError> {
         source,
     })?;
     if let Some(asked) = afxdp.queues.filter(|&q| q > available) {
-        eprintln!(
+        crate::say!(
             "traffic: note: --queues {asked}: {iface} has {available} receive queue{}; opening a socket on each",
             if available == 1 { "" } else { "s" }
         );

@@ -725,7 +725,7 @@ impl Sink for IpfixSink {
                 (Some(e), _) => e.clone(),
                 (None, _) => "the collector took them too slowly".to_owned(),
             };
-            eprintln!(
+            crate::say!(
                 "traffic: --ipfix: {lost} of {} flow records could not be sent to {} ({why}); the collector's totals are short by them",
                 lost + tally.sent,
                 self.collector,

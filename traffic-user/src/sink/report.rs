@@ -17,6 +17,23 @@ use super::{
 };
 use crate::{rules::RuleSet, source::QueueReport};
 
+/// Notes for people (stderr), written as well as they can be: a standard
+/// error that is full or closed loses them, and must not take the report
+/// on standard output down with it.
+struct Notes<W>(W);
+
+impl<W: Write> Write for Notes<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let _ = self.0.write_all(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
+}
+
 /// Writes reports to `out`, and notes for people to `note` (stderr).
 pub struct Reporter<W> {
     out: W,
@@ -89,7 +106,7 @@ impl<W: Write> Reporter<W> {
     pub fn new(out: W, format: Format, what: &'static str) -> Self {
         Self {
             out,
-            note: Box::new(io::stderr()),
+            note: Box::new(Notes(io::stderr())),
             format,
             rows: 0,
             what,
