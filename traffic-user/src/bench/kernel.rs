@@ -393,7 +393,7 @@ pub fn xdp_filter_cost(
         .program_mut("xdpfilt_alw_ip")
         .ok_or("xdpfilt_alw_ip.o has no program xdpfilt_alw_ip")?
         .try_into()?;
-    program.load()?;
+    crate::kernel::object::load_xdp(program)?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
     let flags = || PerCpuValues::try_from(vec![XDPFILT_MAP_FLAG_SRC; cpus]);
     match src {

@@ -301,7 +301,7 @@ pub(crate) fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), En
     if program.fd().is_ok() {
         return Ok(());
     }
-    program.load().map_err(|source| {
+    load_xdp(program).map_err(|source| {
         if os_error(&source) == Some(libc::EPERM) {
             EngineError::PermissionDenied {
                 action: "loading the XDP program",
@@ -313,6 +313,37 @@ pub(crate) fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), En
             }
         }
     })
+}
+
+/// Attempts at loading a program that the verifier gave up on because a
+/// signal came (as libbpf makes).
+const LOAD_ATTEMPTS: usize = 5;
+
+/// Loads `program`, again when the verifier stopped because a signal
+/// came while it worked (EAGAIN: it checks for one as it goes, and a
+/// large program takes it a tenth of a second): a SIGUSR1, a SIGHUP or a
+/// child's SIGCHLD at that moment must not fail the run.
+///
+/// # Errors
+///
+/// The last attempt's.
+pub(crate) fn load_xdp(program: &mut Xdp) -> Result<(), ProgramError> {
+    again_after_a_signal(|| program.load(), |e| os_error(e) == Some(libc::EAGAIN))
+}
+
+/// Runs `load` up to [`LOAD_ATTEMPTS`] times while it fails as `eagain`
+/// says a signal made it fail.
+fn again_after_a_signal<E>(
+    mut load: impl FnMut() -> Result<(), E>,
+    eagain: impl Fn(&E) -> bool,
+) -> Result<(), E> {
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(e) if eagain(&e) && attempt < LOAD_ATTEMPTS => attempt += 1,
+            result => return result,
+        }
+    }
 }
 
 pub(crate) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EngineError>
@@ -353,5 +384,39 @@ mod tests {
             plain.starts_with("reading the rules failed: Address"),
             "{plain}"
         );
+    }
+
+    #[test]
+    fn a_load_a_signal_stopped_is_tried_again_a_few_times_and_no_other() {
+        // Two signals, then the verifier finishes.
+        let mut calls = 0;
+        let r = super::again_after_a_signal(
+            || {
+                calls += 1;
+                if calls < 3 { Err("EAGAIN") } else { Ok(()) }
+            },
+            |e| *e == "EAGAIN",
+        );
+        assert_eq!((r, calls), (Ok(()), 3));
+        // Signals all along: the last attempt's error.
+        let mut calls = 0;
+        let r = super::again_after_a_signal(
+            || {
+                calls += 1;
+                Err("EAGAIN")
+            },
+            |e| *e == "EAGAIN",
+        );
+        assert_eq!((r, calls), (Err("EAGAIN"), super::LOAD_ATTEMPTS));
+        // The verifier's refusal is not tried again.
+        let mut calls = 0;
+        let r = super::again_after_a_signal(
+            || {
+                calls += 1;
+                Err("EACCES")
+            },
+            |e| *e == "EAGAIN",
+        );
+        assert_eq!((r, calls), (Err("EACCES"), 1));
     }
 }
