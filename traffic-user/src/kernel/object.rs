@@ -386,37 +386,32 @@ mod tests {
         );
     }
 
+    /// What loading comes to when its attempts fail as `fails` says (by
+    /// attempt, from 1), and the attempts made.
+    fn attempts(
+        fails: impl Fn(usize) -> Option<&'static str>,
+    ) -> (Result<(), &'static str>, usize) {
+        let mut calls = 0;
+        let r = super::again_after_a_signal(
+            || {
+                calls += 1;
+                fails(calls).map_or(Ok(()), Err)
+            },
+            |e| *e == "EAGAIN",
+        );
+        (r, calls)
+    }
+
     #[test]
     fn a_load_a_signal_stopped_is_tried_again_a_few_times_and_no_other() {
         // Two signals, then the verifier finishes.
-        let mut calls = 0;
-        let r = super::again_after_a_signal(
-            || {
-                calls += 1;
-                if calls < 3 { Err("EAGAIN") } else { Ok(()) }
-            },
-            |e| *e == "EAGAIN",
-        );
-        assert_eq!((r, calls), (Ok(()), 3));
+        assert_eq!(attempts(|n| (n < 3).then_some("EAGAIN")), (Ok(()), 3));
         // Signals all along: the last attempt's error.
-        let mut calls = 0;
-        let r = super::again_after_a_signal(
-            || {
-                calls += 1;
-                Err("EAGAIN")
-            },
-            |e| *e == "EAGAIN",
+        assert_eq!(
+            attempts(|_| Some("EAGAIN")),
+            (Err("EAGAIN"), super::LOAD_ATTEMPTS)
         );
-        assert_eq!((r, calls), (Err("EAGAIN"), super::LOAD_ATTEMPTS));
         // The verifier's refusal is not tried again.
-        let mut calls = 0;
-        let r = super::again_after_a_signal(
-            || {
-                calls += 1;
-                Err("EACCES")
-            },
-            |e| *e == "EAGAIN",
-        );
-        assert_eq!((r, calls), (Err("EACCES"), 1));
+        assert_eq!(attempts(|_| Some("EACCES")), (Err("EACCES"), 1));
     }
 }
