@@ -25,6 +25,43 @@ pub async fn readable(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens `path` for reading without waiting for a FIFO's writer: opening
+/// a FIFO blocks in the kernel until one comes, where no signal handler
+/// can end the wait, so it is opened with `O_NONBLOCK` and read blocking
+/// afterwards; the caller waits for its bytes as it sees fit. A directory
+/// is refused, as [`input_type`] says.
+///
+/// # Errors
+///
+/// When it cannot be opened, or is a directory.
+pub fn open_input(path: &std::path::Path, what: &str) -> io::Result<(File, std::fs::FileType)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    set_blocking(&file)?;
+    let ty = input_type(&file, what)?;
+    Ok((file, ty))
+}
+
+/// The type of the input `file`, refusing a directory ("it is a
+/// directory; give `what`").
+///
+/// # Errors
+///
+/// When it is a directory, or its type cannot be read.
+pub fn input_type(file: &File, what: &str) -> io::Result<std::fs::FileType> {
+    let ty = file.metadata()?.file_type();
+    if ty.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            format!("it is a directory; give {what}"),
+        ));
+    }
+    Ok(ty)
+}
+
 /// Clears `O_NONBLOCK` on `file`.
 pub fn set_blocking(file: &File) -> io::Result<()> {
     let fd = file.as_raw_fd();

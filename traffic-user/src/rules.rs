@@ -459,17 +459,8 @@ fn read_line(reader: &mut impl std::io::BufRead, line: &mut Vec<u8>) -> std::io:
 /// Opens a rules file for reading without blocking on a FIFO that has no
 /// writer: such a FIFO is waited on for [`FIFO_WAIT`], then refused.
 fn open_rules(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    let ty = file.metadata()?.file_type();
-    if ty.is_dir() {
-        return Err(std::io::Error::other(
-            "it is a directory; give a rules file",
-        ));
-    }
+    use std::os::unix::fs::FileTypeExt as _;
+    let (file, ty) = crate::os::open_input(path, "a rules file")?;
     if ty.is_fifo() {
         let mut pfd = libc::pollfd {
             fd: std::os::fd::AsRawFd::as_raw_fd(&file),
@@ -486,7 +477,6 @@ fn open_rules(path: &Path) -> std::io::Result<std::fs::File> {
             )));
         }
     }
-    crate::os::set_blocking(&file)?;
     Ok(file)
 }
 

@@ -204,7 +204,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
 /// [`SetupError`]: what could not be set up, or how the run failed. A bad
 /// record within the file is not one: see [`Replayed::error`].
 pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, SetupError> {
-    let [mut sigint, mut sigterm, mut sighup, mut sigquit] = signals()?;
+    let mut stops = signals()?;
     let status = status_signal()?;
     print_notes(cfg);
     // The file first: a file that is not a capture is refused before
@@ -212,25 +212,18 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
     // read yet: the wait for its first bytes ends with a signal too.
     let input = Input::open(path)?;
     if let Some(fd) = input.wait_fd() {
-        let signal = tokio::select! {
+        tokio::select! {
             biased;
-            _ = sigint.recv() => "SIGINT",
-            _ = sigterm.recv() => "SIGTERM",
-            _ = sighup.recv() => "SIGHUP",
-            _ = sigquit.recv() => "SIGQUIT",
-            r = crate::os::readable(fd) => match r {
-                Ok(()) => "",
-                Err(source) => return Err(SetupError::Record(RecordError::Open {
+            signal = first_signal(&mut stops) => {
+                return Err(SetupError::Waiting {
+                    signal,
                     path: path.to_owned(),
-                    source,
-                })),
-            },
-        };
-        if !signal.is_empty() {
-            return Err(SetupError::Waiting {
-                signal,
+                });
+            }
+            r = crate::os::readable(fd) => r.map_err(|source| RecordError::Open {
                 path: path.to_owned(),
-            });
+                source,
+            })?,
         }
     }
     let mut file = Recorded::from_input(path, input)?;
@@ -253,15 +246,19 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
         ifaces: Vec::new(),
     };
     let session = session(cfg, start, Box::new(engine), sources, outputs).with_status(status);
-    let stop = async move {
-        tokio::select! {
-            _ = sigint.recv() => Stop::Signal("SIGINT"),
-            _ = sigterm.recv() => Stop::Signal("SIGTERM"),
-            _ = sighup.recv() => Stop::Signal("SIGHUP"),
-            _ = sigquit.recv() => Stop::Signal("SIGQUIT"),
-        }
-    };
+    let stop = async move { Stop::Signal(first_signal(&mut stops).await) };
     Ok(session.replay(&mut file, stop).await?)
+}
+
+/// The name of the first of [`signals`] to come.
+async fn first_signal(signals: &mut [tokio::signal::unix::Signal; 4]) -> &'static str {
+    let [sigint, sigterm, sighup, sigquit] = signals;
+    tokio::select! {
+        _ = sigint.recv() => "SIGINT",
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sighup.recv() => "SIGHUP",
+        _ = sigquit.recv() => "SIGQUIT",
+    }
 }
 
 /// Handlers of SIGINT, SIGTERM, SIGHUP and SIGQUIT (a terminal's Ctrl-\\,

@@ -160,40 +160,27 @@ impl Input {
     ///
     /// [`RecordError::Open`] when it cannot be opened, or is a directory.
     pub fn open(path: &Path) -> Result<Self, RecordError> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         let open_error = |source| RecordError::Open {
             path: path.to_owned(),
             source,
         };
-        let file = if path.as_os_str() == "-" {
+        const WHAT: &str = "a capture file";
+        let (file, ty) = if path.as_os_str() == "-" {
             // A descriptor of its own, read without the standard library's
             // buffer, whose bytes a wait on the descriptor would not see.
-            File::from(
+            let file = File::from(
                 io::stdin()
                     .as_fd()
                     .try_clone_to_owned()
                     .map_err(open_error)?,
-            )
+            );
+            let ty = crate::os::input_type(&file, WHAT).map_err(open_error)?;
+            (file, ty)
         } else {
-            // Without O_NONBLOCK, opening a FIFO waits for a writer in the
-            // kernel, where no signal handler can end the wait.
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open(path)
-                .map_err(open_error)?;
-            crate::os::set_blocking(&file).map_err(open_error)?;
-            file
+            crate::os::open_input(path, WHAT).map_err(open_error)?
         };
-        let meta = file.metadata().map_err(open_error)?;
-        if meta.is_dir() {
-            return Err(open_error(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                "it is a directory; give a capture file",
-            )));
-        }
         Ok(Self {
-            wait_fd: (!meta.is_file()).then(|| file.as_raw_fd()),
+            wait_fd: (!ty.is_file()).then(|| file.as_raw_fd()),
             reader: Box::new(file),
         })
     }
