@@ -224,6 +224,10 @@ enum Job {
     Blocks(AlignedBuf),
     /// The end of the file: direct I/O off, every byte written.
     Finish(AlignedBuf),
+    /// The tail, less than a block, through the page cache at its place
+    /// without moving the file's offset: the next blocks written rewrite
+    /// it, directly ([`FileWriter::write_out`]).
+    Tail(AlignedBuf),
 }
 
 /// A buffer back from the thread, and how its write went: whole, or not
@@ -231,6 +235,9 @@ enum Job {
 struct Done {
     buf: AlignedBuf,
     result: io::Result<()>,
+    /// Whether the buffer was a [`Job::Tail`]: its bytes count when their
+    /// block is written, and it is not filled again.
+    tail: bool,
 }
 
 /// Buffers a file may have with its thread at once: at full rate on the
@@ -354,6 +361,29 @@ impl FileWriter {
         // the buffer is written, or given up.
         if !matches!(self.to, Target::Thread(_)) && !self.holds_failed {
             self.buf.clear();
+        }
+        result
+    }
+
+    /// Writes every byte held and waits until every write is done, as
+    /// [`FileWriter::finish`] does, and goes on as before: with direct I/O
+    /// the tail, less than a block, goes through the page cache at its
+    /// place, and stays in the buffer to be written again, directly, as
+    /// the start of its block. For a reader who asks for a complete file
+    /// while the run goes on (SIGUSR2, as tcpdump has it).
+    ///
+    /// # Errors
+    ///
+    /// When a write failed.
+    pub fn write_out(&mut self) -> io::Result<()> {
+        let Target::Thread(t) = &mut self.to else {
+            return self.flush();
+        };
+        let result = t
+            .send_blocks(&mut self.buf)
+            .and_then(|()| t.write_tail(&self.buf));
+        if result.is_err() {
+            self.stop();
         }
         result
     }
@@ -488,19 +518,27 @@ impl Thread {
             } else {
                 self.done.try_recv().ok()
             };
-            let Some(Done { mut buf, result }) = next else {
+            let Some(Done {
+                mut buf,
+                result,
+                tail,
+            }) = next
+            else {
                 break;
             };
             wait = false;
             self.in_flight -= 1;
             match result {
+                Ok(()) if tail => {}
                 Ok(()) => self.durable += buf.len() as u64,
                 Err(e) => {
                     self.failed.get_or_insert(e);
                 }
             }
-            buf.clear();
-            self.spare.push(buf);
+            if !tail {
+                buf.clear();
+                self.spare.push(buf);
+            }
         }
     }
 
@@ -546,6 +584,25 @@ impl Thread {
         }
     }
 
+    /// Has `tail` (less than a block) written after the blocks sent, at its
+    /// place and through the page cache, and waits for every write: the
+    /// file is complete up to here. The thread goes on.
+    fn write_tail(&mut self, tail: &[u8]) -> io::Result<()> {
+        if !tail.is_empty() {
+            let mut buf = AlignedBuf::new(tail.len().next_multiple_of(PAGE), PAGE);
+            buf.extend_from_slice(tail);
+            self.send(Job::Tail(buf))?;
+        }
+        while self.in_flight > 0 {
+            let before = self.in_flight;
+            self.collect(true);
+            if self.in_flight == before {
+                break; // the thread is gone
+            }
+        }
+        self.failed.take().map_or(Ok(()), Err)
+    }
+
     /// Sends `tail` as the end of the file, waits for every write, and ends
     /// the thread: the file back, the bytes written whole before any
     /// failure, and the first error.
@@ -580,22 +637,25 @@ fn write_jobs(
     let mut direct = Some(block);
     let mut failed = false;
     for job in jobs {
-        let (buf, last) = match job {
-            Job::Blocks(buf) => (buf, false),
-            Job::Finish(buf) => (buf, true),
+        let (buf, last, tail) = match job {
+            Job::Blocks(buf) => (buf, false, false),
+            Job::Finish(buf) => (buf, true, false),
+            Job::Tail(buf) => (buf, false, true),
         };
         if last && direct.take().is_some() {
             let _ = set_direct(&file, false);
         }
         let result = if failed {
             Err(io::Error::other("not written: an earlier write failed"))
+        } else if tail {
+            write_tail(&file, &buf, direct.is_some())
         } else {
             // A buffer counts whole or not at all: the file is cut after
             // the last record of the buffers written whole.
             write_blocks(&file, &buf, &mut direct, &mut 0)
         };
         failed |= result.is_err();
-        if done.send(Done { buf, result }).is_err() || last {
+        if done.send(Done { buf, result, tail }).is_err() || last {
             break;
         }
     }
@@ -639,6 +699,26 @@ fn write_blocks(
         }
     }
     Ok(())
+}
+
+/// Writes `bytes` at the file's offset through the page cache, leaving the
+/// offset where it is (`pwrite`), and turns direct I/O back on after when
+/// `direct`: the blocks written next start at the same offset and write
+/// these bytes again, directly, over the cached ones.
+fn write_tail(file: &File, bytes: &[u8], direct: bool) -> io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let at = {
+        let mut f = file;
+        io::Seek::stream_position(&mut f)?
+    };
+    if direct {
+        set_direct(file, false)?;
+    }
+    let written = file.write_all_at(bytes, at);
+    if direct {
+        set_direct(file, true)?;
+    }
+    written
 }
 
 /// Writes `bytes` whole through the page cache (or into a pipe), counting
@@ -785,6 +865,45 @@ mod tests {
             assert!(matches!(mode, WriteMode::Direct(_)), "{mode:?} on ext4");
         }
         assert_eq!(round_trip("plain", &chunks, false), WriteMode::Buffered);
+    }
+
+    #[test]
+    fn a_write_out_completes_the_file_and_the_writer_goes_on() {
+        let path = temp("writeout");
+        let file = File::create(&path).unwrap();
+        let mut w = FileWriter::new(file, Kind::Created, 64 * 1024, true);
+        let mode = w.mode();
+        if fs_type(&std::env::temp_dir()) == EXT4_SUPER_MAGIC {
+            assert!(matches!(mode, WriteMode::Direct(_)), "{mode:?} on ext4");
+        }
+        let read = || {
+            let mut back = Vec::new();
+            File::open(&path).unwrap().read_to_end(&mut back).unwrap();
+            back
+        };
+        let mut all = Vec::new();
+        // Tails of every length against the block, a write-out after each:
+        // the file holds every byte so far, and the blocks written after
+        // rewrite each tail in place.
+        for n in [100, 5000, 4096, 1, 9000, 30_000, 77] {
+            let bytes = pattern(n + all.len())[all.len()..].to_vec();
+            w.buf().extend_from_slice(&bytes);
+            all.extend_from_slice(&bytes);
+            w.flush().unwrap();
+            w.write_out().unwrap();
+            assert_eq!(w.mode(), mode, "the writer goes on as it was");
+            let back = read();
+            assert_eq!(back.len(), all.len());
+            assert!(back == all, "complete after a write-out of {n}");
+        }
+        w.buf()
+            .extend_from_slice(&pattern(all.len() + 3)[all.len()..]);
+        all.extend_from_slice(&pattern(all.len() + 3)[all.len()..]);
+        w.finish().unwrap();
+        drop(w);
+        let back = read();
+        let _ = std::fs::remove_file(&path);
+        assert!(back == all, "the file holds what was written, in order");
     }
 
     #[test]

@@ -231,6 +231,16 @@ pub trait Sink {
         Ok(())
     }
 
+    /// Write out everything held, so that the output is complete up to
+    /// here; the run goes on (SIGUSR2, as tcpdump has it).
+    ///
+    /// # Errors
+    ///
+    /// When the sink cannot write.
+    fn write_out(&mut self) -> Result<(), SinkError> {
+        self.flush()
+    }
+
     /// One report interval has ended.
     ///
     /// # Errors

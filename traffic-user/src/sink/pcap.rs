@@ -247,6 +247,17 @@ impl PcapWriter {
         self.io(written)
     }
 
+    /// Writes every record held, so that the file is complete up to here,
+    /// and goes on writing as before ([`FileWriter::write_out`]).
+    ///
+    /// # Errors
+    ///
+    /// When writing fails.
+    pub fn write_out(&mut self) -> Result<(), PcapError> {
+        let written = self.out.write_out();
+        self.io(written)
+    }
+
     /// The frames kept when a write failed: the file is cut after the last
     /// whole record it holds.
     fn failed(&mut self) {
@@ -588,6 +599,10 @@ impl super::Sink for PcapFiles {
 
     fn interval(&mut self, _: &super::Interval<'_>) -> Result<(), super::SinkError> {
         Ok(self.current.flush_blocks()?)
+    }
+
+    fn write_out(&mut self) -> Result<(), super::SinkError> {
+        Ok(self.current.write_out()?)
     }
 
     fn finish(&mut self, _: &super::Summary<'_>) -> Result<(), super::SinkError> {
