@@ -501,8 +501,8 @@ pub struct Session<'a> {
     source_iface: Vec<Option<usize>>,
     /// What time it is.
     clock: Clock,
-    /// Asks for the counts so far on stderr (SIGUSR1, as tcpdump has it).
-    status: Option<tokio::signal::unix::Signal>,
+    /// Asks for the counts so far, or the outputs written out.
+    requests: Option<Requests>,
     /// `-c COUNT`: the captured packets still to keep, and those read after
     /// the last was kept.
     keep: Option<Keep>,
@@ -515,6 +515,48 @@ struct Keep {
     left: u64,
     /// Captured packets read once none was left, not handed over.
     past: u64,
+}
+
+/// What a user may ask of a run that goes on, by signal, as of tcpdump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    /// The counts so far, on stderr (SIGUSR1).
+    Status,
+    /// Every output written out up to here (SIGUSR2).
+    WriteOut,
+}
+
+/// The signals that ask for [`Request`]s: SIGUSR1 and SIGUSR2.
+pub struct Requests {
+    status: tokio::signal::unix::Signal,
+    write_out: tokio::signal::unix::Signal,
+}
+
+impl Requests {
+    /// `status` asks for the counts so far, `write_out` for the outputs
+    /// written out.
+    pub fn new(
+        status: tokio::signal::unix::Signal,
+        write_out: tokio::signal::unix::Signal,
+    ) -> Self {
+        Self { status, write_out }
+    }
+
+    async fn next(&mut self) -> Option<Request> {
+        tokio::select! {
+            Some(()) = self.status.recv() => Some(Request::Status),
+            Some(()) = self.write_out.recv() => Some(Request::WriteOut),
+            else => None,
+        }
+    }
+}
+
+/// The next of `requests`, or never.
+async fn next_request(requests: Option<&mut Requests>) -> Option<Request> {
+    match requests {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next signal of `signal`, or never.
@@ -612,7 +654,7 @@ impl<'a> Session<'a> {
             clock: Clock::Live {
                 started: Instant::now(),
             },
-            status: None,
+            requests: None,
             keep: None,
         }
     }
@@ -692,12 +734,44 @@ impl<'a> Session<'a> {
         closed
     }
 
-    /// Says the counts so far on stderr each time `requests` fires
-    /// (SIGUSR1), and goes on.
+    /// Answers `requests` as they come, and goes on.
     #[must_use]
-    pub fn with_status(mut self, requests: tokio::signal::unix::Signal) -> Self {
-        self.status = Some(requests);
+    pub fn with_requests(mut self, requests: Requests) -> Self {
+        self.requests = Some(requests);
         self
+    }
+
+    /// Answers a user's request.
+    fn answer(&mut self, request: Request) -> Result<(), SessionError> {
+        match request {
+            Request::Status => self.say_status(),
+            Request::WriteOut => {
+                self.write_out();
+                Ok(())
+            }
+        }
+    }
+
+    /// Has every output write out what it holds, so that its file is
+    /// complete up to the last packet read; the run goes on. An output that
+    /// fails is named now, and in the summary, as any failed output is.
+    fn write_out(&mut self) {
+        let mut failed = Vec::new();
+        for slot in &mut self.sinks {
+            let before = slot.failed.is_some();
+            slot.call(|sink| sink.write_out());
+            if let (false, Some(f)) = (before, &slot.failed) {
+                failed.push(f.error.to_string());
+            }
+        }
+        if failed.is_empty() {
+            crate::say!(
+                "traffic: SIGUSR2: the outputs hold every packet read so far; the run goes on"
+            );
+        }
+        for error in failed {
+            crate::say!("traffic: SIGUSR2: {error}; the run goes on without that output");
+        }
     }
 
     /// The counts from the start to now, on stderr as the summary has them:
@@ -926,7 +1000,7 @@ impl<'a> Session<'a> {
                 }
                 () = Self::gather_due(&mut gather) => self.counters.gather_sources(),
                 read = Self::reload_read(&mut self.reloader) => self.reloaded(read),
-                Some(()) = recv(self.status.as_mut()) => self.say_status()?,
+                Some(r) = next_request(self.requests.as_mut()) => self.answer(r)?,
                 stopped = &mut stop => break self.finish(last, stopped).await,
             }
         }

@@ -77,7 +77,7 @@ impl Session<'_> {
                         stopped = s;
                         break;
                     }
-                    Some(()) = super::recv(self.status.as_mut()) => self.say_status()?,
+                    Some(r) = super::next_request(self.requests.as_mut()) => self.answer(r)?,
                     () = std::future::ready(()) => {}
                 }
             }
@@ -91,8 +91,8 @@ impl Session<'_> {
                         stopped = s;
                         break;
                     }
-                    Some(()) = super::recv(self.status.as_mut()) => {
-                        self.say_status()?;
+                    Some(r) = super::next_request(self.requests.as_mut()) => {
+                        self.answer(r)?;
                         continue;
                     }
                     r = crate::os::readable(fd) => r.map_err(|source| {

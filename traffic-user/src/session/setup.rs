@@ -9,7 +9,8 @@ use tokio::{
 };
 
 use super::{
-    Afxdp, Counters, Ifaces, Outcome, RunConfig, Session, SessionError, Stop, Timing, TopTally,
+    Afxdp, Counters, Ifaces, Outcome, Requests, RunConfig, Session, SessionError, Stop, Timing,
+    TopTally,
     reload::{Reloader, SignalOrChange},
     replay::Replayed,
 };
@@ -151,9 +152,9 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
     // they come from files; otherwise it ends the run like SIGTERM (a
     // terminal closing), with the summary.
     let [mut sigint, mut sigterm, sighup, mut sigquit] = signals()?;
-    let status = status_signal()?;
+    let requests = requests()?;
     print_notes(cfg);
-    let mut session = open(cfg, ifaces)?.with_status(status);
+    let mut session = open(cfg, ifaces)?.with_requests(requests);
     let mut hangup_stops = None;
     if cfg.rule_spec.files.is_empty() {
         hangup_stops = Some(sighup);
@@ -205,7 +206,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
 /// record within the file is not one: see [`Replayed::error`].
 pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, SetupError> {
     let mut stops = signals()?;
-    let status = status_signal()?;
+    let requests = requests()?;
     print_notes(cfg);
     // The file first: a file that is not a capture is refused before
     // anything is loaded or written. A FIFO or a pipe may have nothing to
@@ -245,7 +246,7 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
         afxdp: None,
         ifaces: Vec::new(),
     };
-    let session = session(cfg, start, Box::new(engine), sources, outputs).with_status(status);
+    let session = session(cfg, start, Box::new(engine), sources, outputs).with_requests(requests);
     let stop = async move { Stop::Signal(first_signal(&mut stops).await) };
     Ok(session.replay(&mut file, stop).await?)
 }
@@ -272,9 +273,14 @@ fn signals() -> Result<[tokio::signal::unix::Signal; 4], SetupError> {
     ])
 }
 
-/// The handler of SIGUSR1, which asks for the counts so far.
-fn status_signal() -> Result<tokio::signal::unix::Signal, SetupError> {
-    handler(SignalKind::user_defined1(), "SIGUSR1")
+/// The handlers of SIGUSR1, which asks for the counts so far, and SIGUSR2,
+/// which asks for the outputs written out (tcpdump's two); without a
+/// handler, either would end the run with no summary.
+fn requests() -> Result<Requests, SetupError> {
+    Ok(Requests::new(
+        handler(SignalKind::user_defined1(), "SIGUSR1")?,
+        handler(SignalKind::user_defined2(), "SIGUSR2")?,
+    ))
 }
 
 /// A handler of signal `kind`, called `name` in errors.
