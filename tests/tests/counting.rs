@@ -563,6 +563,56 @@ fn read_from_a_fifo_and_frames_xdp_cannot_run() {
 }
 
 #[test]
+fn the_cpu_time_limit_ends_a_read_with_its_summary() {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(traffic_tests::traffic_bin());
+    cmd.args(["--read", "-", "--json", "--drop", "203.0.113.0/24"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // `ulimit -t 1`: SIGXCPU after a second of CPU, SIGKILL at the hard
+    // limit. Before, SIGXCPU's default action ended the run, no summary.
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between
+    // fork and exec here.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1,
+                rlim_max: 60,
+            };
+            if libc::setrlimit(libc::RLIMIT_CPU, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // An endless capture, every frame at one time (no interval lines).
+    let writer = std::thread::spawn(move || {
+        let frame = udp_frame("203.0.113.5");
+        let mut chunk = Vec::new();
+        for _ in 0..1000 {
+            chunk.extend(pcap_record(&frame, 1_800_000_000));
+        }
+        let mut sent = 0u64;
+        let mut ok = std::io::Write::write_all(&mut stdin, &pcap_header()).is_ok();
+        while ok && sent < 100_000_000 {
+            ok = std::io::Write::write_all(&mut stdin, &chunk).is_ok();
+            sent += 1000;
+        }
+    });
+    let out = wait_or_kill(child, Duration::from_secs(60)).expect("SIGXCPU ended the read");
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let s = summary_in(stdout.lines()).expect("a summary");
+    assert!(s.counts.drop > 0, "{stderr}");
+    assert_eq!(s.counts.drop, s.counts.packets);
+}
+
+#[test]
 fn a_read_waiting_on_a_quiet_fifo_or_pipe_still_ends_on_a_signal() {
     let dir = TempDir::new("quietread");
     let fifo = dir.0.join("quiet.pcap");

@@ -218,6 +218,20 @@ fn sighup_ends_the_run_with_a_summary() {
 }
 
 #[test]
+fn sigxcpu_ends_the_run_with_a_summary() {
+    // The soft CPU-time limit's signal (`ulimit -t`, systemd's LimitCPU=):
+    // before, its default action ended the run with no summary.
+    let lab = Lab::create("xcpu", 1).expect("create the lab");
+    let (running, _) = Running::watch(&lab, &["--drop", "192.0.2.0/24"]);
+    send(&lab, &["--count", "40", "--src", "192.0.2.0/24"]);
+    let running = running.expect_packets(40);
+    traffic_tests::signal(running.pid(), libc::SIGXCPU);
+    let (summary, status, stderr) = running.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary.expect("a summary").counts.drop, 40);
+}
+
+#[test]
 fn sigusr1_says_the_counts_so_far_and_sigquit_ends_with_the_summary() {
     let lab = Lab::create("usr1", 1).expect("create the lab");
     let (running, _) = Running::watch(&lab, &["--drop", "192.0.2.0/24"]);

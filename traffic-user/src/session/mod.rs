@@ -245,7 +245,8 @@ impl From<SessionError> for io::Error {
 /// Why a run stopped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Stop {
-    /// A signal asked it to: `SIGINT`, `SIGTERM`, `SIGHUP` or `SIGQUIT`.
+    /// A signal asked it to: `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT` or
+    /// `SIGXCPU`.
     Signal(&'static str),
     /// `--duration` passed.
     #[default]

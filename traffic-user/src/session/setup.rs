@@ -151,7 +151,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
     // cleanly instead of killing it midway. SIGHUP re-reads the rules when
     // they come from files; otherwise it ends the run like SIGTERM (a
     // terminal closing), with the summary.
-    let [mut sigint, mut sigterm, sighup, mut sigquit] = signals()?;
+    let [mut sigint, mut sigterm, sighup, mut sigquit, mut sigxcpu] = signals()?;
     let requests = requests()?;
     print_notes(cfg);
     let mut session = open(cfg, ifaces)?.with_requests(requests);
@@ -189,6 +189,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
             _ = sigint.recv() => Stop::Signal("SIGINT"),
             _ = sigterm.recv() => Stop::Signal("SIGTERM"),
             _ = sigquit.recv() => Stop::Signal("SIGQUIT"),
+            _ = sigxcpu.recv() => Stop::Signal("SIGXCPU"),
             Some(()) = super::recv(hangup_stops.as_mut()) => Stop::Signal("SIGHUP"),
             () = sleep_for(duration) => Stop::Duration,
             iface = any_link_gone(links) => Stop::InterfaceGone { iface },
@@ -252,24 +253,28 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
 }
 
 /// The name of the first of [`signals`] to come.
-async fn first_signal(signals: &mut [tokio::signal::unix::Signal; 4]) -> &'static str {
-    let [sigint, sigterm, sighup, sigquit] = signals;
+async fn first_signal(signals: &mut [tokio::signal::unix::Signal; 5]) -> &'static str {
+    let [sigint, sigterm, sighup, sigquit, sigxcpu] = signals;
     tokio::select! {
         _ = sigint.recv() => "SIGINT",
         _ = sigterm.recv() => "SIGTERM",
         _ = sighup.recv() => "SIGHUP",
         _ = sigquit.recv() => "SIGQUIT",
+        _ = sigxcpu.recv() => "SIGXCPU",
     }
 }
 
-/// Handlers of SIGINT, SIGTERM, SIGHUP and SIGQUIT (a terminal's Ctrl-\\,
-/// which would otherwise end the run without its summary), in that order.
-fn signals() -> Result<[tokio::signal::unix::Signal; 4], SetupError> {
+/// Handlers of SIGINT, SIGTERM, SIGHUP, SIGQUIT (a terminal's Ctrl-\\)
+/// and SIGXCPU (the soft CPU-time limit of `ulimit -t` or systemd's
+/// `LimitCPU=`, before the hard limit's SIGKILL), in that order: without
+/// one, each would end the run without its summary.
+fn signals() -> Result<[tokio::signal::unix::Signal; 5], SetupError> {
     Ok([
         handler(SignalKind::interrupt(), "SIGINT")?,
         handler(SignalKind::terminate(), "SIGTERM")?,
         handler(SignalKind::hangup(), "SIGHUP")?,
         handler(SignalKind::quit(), "SIGQUIT")?,
+        handler(SignalKind::from_raw(libc::SIGXCPU), "SIGXCPU")?,
     ])
 }
 
