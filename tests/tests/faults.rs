@@ -206,29 +206,20 @@ fn a_vanished_interface_ends_the_run_with_a_summary_and_status_2() {
 }
 
 #[test]
-fn sighup_ends_the_run_with_a_summary() {
-    let lab = Lab::create("hup", 1).expect("create the lab");
-    let (running, _) = Running::watch(&lab, &["--drop", "192.0.2.0/24"]);
-    send(&lab, &["--count", "50", "--src", "192.0.2.0/24"]);
-    let running = running.expect_packets(50);
-    traffic_tests::signal(running.pid(), libc::SIGHUP);
-    let (summary, status, stderr) = running.wait_exit(Duration::from_secs(10));
-    assert!(status.success(), "{stderr}");
-    assert_eq!(summary.expect("a summary").counts.drop, 50);
-}
-
-#[test]
-fn sigxcpu_ends_the_run_with_a_summary() {
-    // The soft CPU-time limit's signal (`ulimit -t`, systemd's LimitCPU=):
-    // before, its default action ended the run with no summary.
-    let lab = Lab::create("xcpu", 1).expect("create the lab");
-    let (running, _) = Running::watch(&lab, &["--drop", "192.0.2.0/24"]);
-    send(&lab, &["--count", "40", "--src", "192.0.2.0/24"]);
-    let running = running.expect_packets(40);
-    traffic_tests::signal(running.pid(), libc::SIGXCPU);
-    let (summary, status, stderr) = running.wait_exit(Duration::from_secs(10));
-    assert!(status.success(), "{stderr}");
-    assert_eq!(summary.expect("a summary").counts.drop, 40);
+fn sighup_and_sigxcpu_end_the_run_with_a_summary() {
+    // SIGHUP without --rules: a terminal closing. SIGXCPU: the soft
+    // CPU-time limit (`ulimit -t`, systemd's LimitCPU=), whose default
+    // action ended the run with no summary before it was handled.
+    for (tag, sig) in [("hup", libc::SIGHUP), ("xcpu", libc::SIGXCPU)] {
+        let lab = Lab::create(tag, 1).expect("create the lab");
+        let (running, _) = Running::watch(&lab, &["--drop", "192.0.2.0/24"]);
+        send(&lab, &["--count", "50", "--src", "192.0.2.0/24"]);
+        let running = running.expect_packets(50);
+        traffic_tests::signal(running.pid(), sig);
+        let (summary, status, stderr) = running.wait_exit(Duration::from_secs(10));
+        assert!(status.success(), "{tag}: {stderr}");
+        assert_eq!(summary.expect("a summary").counts.drop, 50, "{tag}");
+    }
 }
 
 #[test]
