@@ -288,6 +288,12 @@ fn the_man_page_and_completions_come_from_the_flags() {
     for flag in ["--metrics", "--ipfix", "--iface", "--top-prefix"] {
         assert!(rendered.contains(flag), "{flag} missing from the man page");
     }
+    for signal in ["SIGHUP", "SIGUSR1", "SIGUSR2", "SIGXCPU"] {
+        assert!(
+            rendered.contains(signal),
+            "{signal} missing from the man page"
+        );
+    }
     // bash loads the completion and completes a flag from a prefix.
     let (bash, _) = generate("bash");
     let script = format!(

@@ -21,13 +21,29 @@ use crate::{
 /// The program is attached through a bpf_link: it goes away with the process,
 /// however the process ends.
 #[derive(Debug, Parser)]
-#[command(name = "traffic", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "traffic",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_long_help = SIGNALS
+)]
 pub struct LowArgs {
     #[command(subcommand)]
     pub command: Option<Sub>,
     #[command(flatten)]
     pub run: RunArgs,
 }
+
+/// What a run does on each signal, for `--help` and the man page.
+const SIGNALS: &str = "\
+Signals:
+  SIGINT SIGTERM SIGQUIT  end the run; the summary is printed
+  SIGXCPU                 as SIGTERM (the soft limit of ulimit -t)
+  SIGHUP                  read the --rules files again and put them in
+                          force; without --rules files, as SIGTERM
+  SIGUSR1                 print the counts so far on stderr; go on
+  SIGUSR2                 write out what the outputs hold, so that a
+                          --write file is complete; go on";
 
 #[derive(Debug, Subcommand)]
 pub enum Sub {
