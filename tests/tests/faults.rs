@@ -141,42 +141,69 @@ fn fifos_need_a_reader_and_a_reader_that_leaves_is_reported() {
 }
 
 #[test]
-fn pcap_on_stdout_with_dash() {
+fn pcap_on_stdout_by_dash_or_by_any_path_to_it() {
+    // `-w -`, `-w /dev/stdout` and `-w FILE > FILE` each put the capture on
+    // stdout alone, the report on stderr. Before, the last two wrote the
+    // report's lines into the capture, and tcpdump read none of it.
     let lab = Lab::create("dash", 1).expect("create the lab");
     let dir = TempDir::new("dash");
     let file = dir.0.join("stdout.pcap");
-    let child = traffic_in(
-        &lab.rx_ns,
-        &[
-            "--iface",
-            &lab.rx_if,
-            "-w",
-            "-",
-            "--capture",
-            "203.0.113.0/24",
-            "--duration",
-            "3",
-        ],
-    )
-    .stdout(std::fs::File::create(&file).unwrap())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    assert!(
-        traffic_tests::eventually(Duration::from_secs(5), || has_xdp(&lab.rx_ns, &lab.rx_if)),
-        "traffic did not attach"
-    );
-    send(&lab, &["--count", "50", "--src", "203.0.113.0/24"]);
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("events 50 delivered"),
-        "the report went to stderr: {stderr}"
-    );
-    let (_, _, records) = read_pcap(&file);
-    assert_eq!(records.len(), 50);
-    assert_eq!(tcpdump_read(&file).len(), 50);
+    let file_arg = file.to_str().unwrap().to_owned();
+    let run = |target: &str, stdout: Stdio| {
+        traffic_in(
+            &lab.rx_ns,
+            &[
+                "--iface",
+                &lab.rx_if,
+                "-w",
+                target,
+                "--capture",
+                "203.0.113.0/24",
+                "--duration",
+                "2",
+            ],
+        )
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let check = |target: &str, child: std::process::Child| {
+        assert!(
+            traffic_tests::eventually(Duration::from_secs(5), || has_xdp(&lab.rx_ns, &lab.rx_if)),
+            "traffic did not attach ({target})"
+        );
+        send(&lab, &["--count", "50", "--src", "203.0.113.0/24"]);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{target}: {stderr}");
+        assert!(
+            stderr.contains("events 50 delivered"),
+            "the report went to stderr ({target}): {stderr}"
+        );
+        out.stdout
+    };
+    for target in ["-", "/dev/stdout", file_arg.as_str()] {
+        let child = run(target, std::fs::File::create(&file).unwrap().into());
+        check(target, child);
+        let (_, _, records) = read_pcap(&file);
+        assert_eq!(records.len(), 50, "{target}");
+        assert_eq!(tcpdump_read(&file).len(), 50, "{target}");
+    }
+    // A pipe, as in `traffic -w /dev/stdout | tcpdump -r -`.
+    let piped = check("a pipe", run("/dev/stdout", Stdio::piped()));
+    std::fs::write(&file, piped).unwrap();
+    assert_eq!(tcpdump_read(&file).len(), 50, "through a pipe");
+    // Packet lines or a plot there as well would garble it: refused.
+    for extra in [
+        &["-w", "/dev/stdout", "--print"][..],
+        &["--plot", "/dev/stdout"],
+    ] {
+        let mut all = vec!["--iface", lab.rx_if.as_str()];
+        all.extend_from_slice(extra);
+        let err = fails(&lab.rx_ns, &all);
+        assert!(err.contains("/dev/stdout is standard output"), "{err}");
+    }
 }
 
 #[test]

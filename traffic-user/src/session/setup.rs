@@ -23,7 +23,7 @@ use crate::{
     },
     sink::{
         Format, Sink,
-        file::{Output, OutputError},
+        file::{Kind, Output, OutputError},
         ipfix::IpfixSink,
         json::{AfxdpStart, IfaceStart, Refused, Start},
         metrics::MetricsSink,
@@ -70,6 +70,22 @@ pub enum SetupError {
     /// The plot's file cannot be written.
     #[error("--plot: {0}")]
     Plot(#[source] OutputError),
+    /// `--plot` names standard output.
+    #[error(
+        "--plot {path} is standard output, where the report goes: an SVG there would mix with it; give a file name"
+    )]
+    PlotOnStdout {
+        /// The path given.
+        path: std::path::PathBuf,
+    },
+    /// `-w` names standard output, and `--print` writes there too.
+    #[error(
+        "-w {path} is standard output, where --print writes its lines too; drop one, or write the pcap to another file"
+    )]
+    StdoutTwice {
+        /// The path given.
+        path: std::path::PathBuf,
+    },
     /// The interface's receive queues could not be counted.
     #[error("asking how many receive queues {iface} has failed")]
     Queues {
@@ -551,6 +567,8 @@ fn attach_one<'a>(
 /// The outputs a run opens before it attaches.
 struct Outputs {
     pcap: Option<PcapFiles>,
+    /// Whether the pcap goes to standard output (`-w -`, or a path to it).
+    pcap_on_stdout: bool,
     plot: Option<Output>,
     metrics: Option<MetricsSink>,
     ipfix: Option<IpfixSink>,
@@ -561,6 +579,7 @@ struct Outputs {
 fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupError> {
     // AF_XDP delivers whole frames: the pcap's snaplen is then the frame size.
     let snaplen = cfg.afxdp.map_or(cfg.settings.snaplen, |x| x.sizes.frame);
+    let mut pcap_on_stdout = false;
     let pcap = match cfg.write.as_deref() {
         Some(base) => {
             let now = std::time::SystemTime::now()
@@ -568,6 +587,10 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
                 .unwrap_or_default();
             let first = cfg.rotation.file_name(base, 0, now);
             let out = Output::create(&first).map_err(PcapError::from)?;
+            pcap_on_stdout = out.kind == Kind::Stdout;
+            if pcap_on_stdout && cfg.print {
+                return Err(SetupError::StdoutTwice { path: first });
+            }
             note(&out);
             let writer = PcapWriter::for_interfaces(out, snaplen, ifaces, cfg.direct_io)?;
             let files = PcapFiles::new(
@@ -586,6 +609,11 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
     let plot = match cfg.plot.as_deref() {
         Some(path) => {
             let out = Output::create(path).map_err(SetupError::Plot)?;
+            if out.kind == Kind::Stdout {
+                return Err(SetupError::PlotOnStdout {
+                    path: path.to_owned(),
+                });
+            }
             note(&out);
             Some(out)
         }
@@ -599,6 +627,7 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
     };
     Ok(Outputs {
         pcap,
+        pcap_on_stdout,
         plot,
         metrics,
         ipfix,
@@ -724,14 +753,14 @@ fn open_sockets(
 fn sinks<'a>(cfg: &'a RunConfig, outputs: Outputs) -> Vec<Box<dyn Sink + 'a>> {
     let Outputs {
         pcap,
+        pcap_on_stdout,
         plot,
         metrics,
         ipfix,
     } = outputs;
     let mut sinks: Vec<Box<dyn Sink + 'a>> = Vec::new();
     // Packet lines own stdout in text mode, and so does a pcap written to
-    // `-w -`; the report moves to stderr.
-    let pcap_on_stdout = cfg.write.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    // `-w -` (or to a path that is stdout); the report moves to stderr.
     if (cfg.print && cfg.format == Format::Table) || pcap_on_stdout {
         sinks.push(Box::new(
             Reporter::new(io::stderr(), cfg.format, "stderr").by_rule(cfg.by_rule),

@@ -12,7 +12,10 @@
 //! - a symbolic link: followed only to a character device or a FIFO (as
 //!   `/dev/stdout` is); to anything else it is refused;
 //! - a directory, a block device or a socket: refused;
-//! - `-`: standard output.
+//! - `-`: standard output; and so is any path to the pipe, socket or file
+//!   standard output already is (`/dev/stdout`, or `-w out.pcap >
+//!   out.pcap`), so that the report moves to stderr instead of mixing
+//!   with the capture.
 
 use std::{
     fs::{File, OpenOptions},
@@ -99,7 +102,7 @@ impl Output {
             path: path.to_owned(),
             source,
         };
-        if path.as_os_str() == "-" {
+        if path.as_os_str() == "-" || names_stdout(path) {
             let file = dup_stdout().map_err(io_err)?;
             return Ok(Self::new(file, Kind::Stdout, path));
         }
@@ -241,6 +244,25 @@ fn open_error(path: &Path, e: io::Error) -> OutputError {
 }
 
 /// A `File` on a duplicate of descriptor 1.
+/// Whether `path` (its links followed) is the pipe, socket or file that
+/// standard output is. A terminal or `/dev/null` does not count: writing
+/// both there garbles nothing that anyone reads back.
+fn names_stdout(path: &Path) -> bool {
+    let Ok(named) = std::fs::metadata(path) else {
+        return false;
+    };
+    // SAFETY: a plain C struct, for which all zeroes is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat fills the struct for a descriptor number; a closed
+    // one fails, and that is the answer.
+    if unsafe { libc::fstat(libc::STDOUT_FILENO, &raw mut st) } != 0 {
+        return false;
+    }
+    !named.file_type().is_char_device()
+        && named.dev() == st.st_dev as u64
+        && named.ino() == st.st_ino as u64
+}
+
 fn dup_stdout() -> io::Result<File> {
     use std::os::fd::{AsFd as _, OwnedFd};
     let fd: OwnedFd = io::stdout().as_fd().try_clone_to_owned()?;
@@ -295,11 +317,12 @@ mod tests {
         let out = Output::create(Path::new("/dev/null")).unwrap();
         assert_eq!(out.kind, Kind::Device);
         assert_eq!(mode(Path::new("/dev/null")), before);
-        // /dev/stdout is a link to a descriptor: followed.
+        // /dev/stdout is a link to a descriptor: standard output itself, or
+        // (a terminal's) a device.
         let out = Output::create(Path::new("/dev/stdout"));
         assert!(
             out.as_ref()
-                .is_ok_and(|o| matches!(o.kind, Kind::Device | Kind::Fifo))
+                .is_ok_and(|o| matches!(o.kind, Kind::Stdout | Kind::Device))
                 || out.is_err(),
             "{out:?}"
         );
