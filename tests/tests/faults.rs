@@ -207,6 +207,47 @@ fn pcap_on_stdout_by_dash_or_by_any_path_to_it() {
 }
 
 #[test]
+fn an_output_that_is_an_input_is_refused_and_left_alone() {
+    // `traffic -r cap.pcap -w cap.pcap` truncated the capture it was about
+    // to read (a 16 MB file kept 1,000 frames), and `--rules r -w r` the
+    // rules a reload reads again.
+    let lab = Lab::create("same", 1).expect("create the lab");
+    let dir = TempDir::new("same");
+    let capture = dir.0.join("cap.pcap");
+    let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+    header.extend([0; 8]);
+    header.extend(65_535u32.to_le_bytes());
+    header.extend(1u32.to_le_bytes());
+    std::fs::write(&capture, &header).unwrap();
+    let link = dir.0.join("link.pcap");
+    std::os::unix::fs::symlink(&capture, &link).unwrap();
+    let rules = dir.0.join("rules.txt");
+    std::fs::write(&rules, "drop 192.0.2.0/24\n").unwrap();
+    let (cap, lnk, rul) = (
+        capture.to_str().unwrap(),
+        link.to_str().unwrap(),
+        rules.to_str().unwrap(),
+    );
+    let iface = lab.rx_if.as_str();
+    for args in [
+        vec!["--read", cap, "-w", cap],
+        vec!["--read", lnk, "-w", cap],
+        vec!["--read", cap, "--plot", cap],
+        vec!["--iface", iface, "--rules", rul, "-w", rul],
+        vec!["--iface", iface, "--rules", rul, "--plot", rul],
+    ] {
+        let err = fails(&lab.rx_ns, &args);
+        assert!(err.contains("which this run reads"), "{args:?}: {err}");
+        assert_eq!(std::fs::read(&capture).unwrap(), header, "{args:?}");
+        assert_eq!(
+            std::fs::read_to_string(&rules).unwrap(),
+            "drop 192.0.2.0/24\n",
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
 fn a_rules_file_of_zeros_is_refused_quickly() {
     let lab = Lab::create("zero", 1).expect("create the lab");
     let started = Instant::now();

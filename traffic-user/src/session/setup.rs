@@ -78,6 +78,18 @@ pub enum SetupError {
         /// The path given.
         path: std::path::PathBuf,
     },
+    /// An output is one of the run's inputs.
+    #[error(
+        "refusing to write {flag} {path}: it is {input}, which this run reads; writing would truncate it first; choose another file"
+    )]
+    OutputIsInput {
+        /// The output's flag.
+        flag: &'static str,
+        /// The output path given.
+        path: std::path::PathBuf,
+        /// The input it is, as given.
+        input: std::path::PathBuf,
+    },
     /// `-w` names standard output, and `--print` writes there too.
     #[error(
         "-w {path} is standard output, where --print writes its lines too; drop one, or write the pcap to another file"
@@ -586,6 +598,7 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
             let first = cfg.rotation.file_name(base, 0, now);
+            not_an_input(cfg, "-w", &first)?;
             let out = Output::create(&first).map_err(PcapError::from)?;
             pcap_on_stdout = out.kind == Kind::Stdout;
             if pcap_on_stdout && cfg.print {
@@ -608,6 +621,7 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
     };
     let plot = match cfg.plot.as_deref() {
         Some(path) => {
+            not_an_input(cfg, "--plot", path)?;
             let out = Output::create(path).map_err(SetupError::Plot)?;
             if out.kind == Kind::Stdout {
                 return Err(SetupError::PlotOnStdout {
@@ -632,6 +646,39 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
         metrics,
         ipfix,
     })
+}
+
+/// Refuses an output `path` (of `flag`) that is one of the run's inputs:
+/// `--read`'s file or a `--rules` file. Opening it to write would truncate
+/// the capture still to be read, or the rules a reload reads again.
+fn not_an_input(
+    cfg: &RunConfig,
+    flag: &'static str,
+    path: &std::path::Path,
+) -> Result<(), SetupError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(out) = std::fs::metadata(path) else {
+        return Ok(()); // not there yet: nobody reads it
+    };
+    if !out.is_file() {
+        return Ok(()); // a device or a FIFO is never truncated
+    }
+    let read = match &cfg.target {
+        super::config::Target::File(p) if p.as_os_str() != "-" => Some(p),
+        _ => None,
+    };
+    for input in read.into_iter().chain(&cfg.rule_spec.files) {
+        if let Ok(m) = std::fs::metadata(input)
+            && (m.dev(), m.ino()) == (out.dev(), out.ino())
+        {
+            return Err(SetupError::OutputIsInput {
+                flag,
+                path: path.to_owned(),
+                input: input.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What [`open_network_outputs`] reads of a run's configuration: what a thread in
