@@ -245,6 +245,38 @@ fn an_output_that_is_an_input_is_refused_and_left_alone() {
             "{args:?}"
         );
     }
+    // --plot over -w's file, by its name, another, or a link: the SVG
+    // replaced the capture at the end of the run. Refused before either
+    // file is made. /dev/null takes both.
+    let out = dir.0.join("out.pcap");
+    let out_link = dir.0.join("out-link.pcap");
+    let (o, same_dir) = (
+        out.to_str().unwrap(),
+        format!("{}/./out.pcap", dir.0.display()),
+    );
+    for plot in [o, same_dir.as_str()] {
+        let err = fails(&lab.rx_ns, &["--read", cap, "-w", o, "--plot", plot]);
+        assert!(err.contains("is the file -w writes"), "{plot}: {err}");
+        assert!(!out.exists(), "nothing was made for {plot}");
+    }
+    std::fs::write(&out, b"").unwrap();
+    std::os::unix::fs::symlink(&out, &out_link).unwrap();
+    let err = fails(
+        &lab.rx_ns,
+        &["--read", cap, "-w", o, "--plot", out_link.to_str().unwrap()],
+    );
+    assert!(err.contains("is the file -w writes"), "{err}");
+    let ok = traffic_in(
+        &lab.rx_ns,
+        &["--read", cap, "-w", "/dev/null", "--plot", "/dev/null"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }
 
 #[test]

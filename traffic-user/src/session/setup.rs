@@ -90,6 +90,14 @@ pub enum SetupError {
         /// The input it is, as given.
         input: std::path::PathBuf,
     },
+    /// `--plot` names the file `-w` writes.
+    #[error(
+        "--plot {path} is the file -w writes: the plot would replace the capture; give each its own file"
+    )]
+    PlotOverPcap {
+        /// The path given.
+        path: std::path::PathBuf,
+    },
     /// `-w` names standard output, and `--print` writes there too.
     #[error(
         "-w {path} is standard output, where --print writes its lines too; drop one, or write the pcap to another file"
@@ -591,14 +599,26 @@ struct Outputs {
 fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupError> {
     // AF_XDP delivers whole frames: the pcap's snaplen is then the frame size.
     let snaplen = cfg.afxdp.map_or(cfg.settings.snaplen, |x| x.sizes.frame);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let first = cfg
+        .write
+        .as_deref()
+        .map(|w| cfg.rotation.file_name(w, 0, now));
+    // Before anything is created or truncated.
+    if let Some(first) = &first {
+        not_an_input(cfg, "-w", first)?;
+    }
+    if let Some(plot) = &cfg.plot {
+        not_an_input(cfg, "--plot", plot)?;
+        if first.as_deref().is_some_and(|f| same_target(plot, f)) {
+            return Err(SetupError::PlotOverPcap { path: plot.clone() });
+        }
+    }
     let mut pcap_on_stdout = false;
-    let pcap = match cfg.write.as_deref() {
-        Some(base) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let first = cfg.rotation.file_name(base, 0, now);
-            not_an_input(cfg, "-w", &first)?;
+    let pcap = match (cfg.write.as_deref(), first) {
+        (Some(base), Some(first)) => {
             let out = Output::create(&first).map_err(PcapError::from)?;
             pcap_on_stdout = out.kind == Kind::Stdout;
             if pcap_on_stdout && cfg.print {
@@ -617,11 +637,10 @@ fn open_outputs(cfg: &RunConfig, ifaces: &Interfaces) -> Result<Outputs, SetupEr
             );
             Some(files)
         }
-        None => None,
+        _ => None,
     };
     let plot = match cfg.plot.as_deref() {
         Some(path) => {
-            not_an_input(cfg, "--plot", path)?;
             let out = Output::create(path).map_err(SetupError::Plot)?;
             if out.kind == Kind::Stdout {
                 return Err(SetupError::PlotOnStdout {
@@ -656,21 +675,12 @@ fn not_an_input(
     flag: &'static str,
     path: &std::path::Path,
 ) -> Result<(), SetupError> {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(out) = std::fs::metadata(path) else {
-        return Ok(()); // not there yet: nobody reads it
-    };
-    if !out.is_file() {
-        return Ok(()); // a device or a FIFO is never truncated
-    }
     let read = match &cfg.target {
         super::config::Target::File(p) if p.as_os_str() != "-" => Some(p),
         _ => None,
     };
     for input in read.into_iter().chain(&cfg.rule_spec.files) {
-        if let Ok(m) = std::fs::metadata(input)
-            && (m.dev(), m.ino()) == (out.dev(), out.ino())
-        {
+        if same_file(path, input) {
             return Err(SetupError::OutputIsInput {
                 flag,
                 path: path.to_owned(),
@@ -679,6 +689,35 @@ fn not_an_input(
         }
     }
     Ok(())
+}
+
+/// Whether the outputs `a` and `b` would be one regular file: the same
+/// file by any name or link, or, neither there yet, the same name in the
+/// same directory. A device or a FIFO may take both.
+fn same_target(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let place = |p: &std::path::Path| {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir
+            .unwrap_or(std::path::Path::new("."))
+            .canonicalize()
+            .ok()?;
+        Some((dir, p.file_name()?.to_owned()))
+    };
+    match (a.try_exists(), b.try_exists()) {
+        (Ok(true), Ok(true)) => same_file(a, b),
+        (Ok(false), Ok(false)) => matches!((place(a), place(b)), (Some(x), Some(y)) if x == y),
+        _ => false,
+    }
+}
+
+/// Whether `a` and `b` name the same regular file (by any name or link).
+/// A device or a FIFO is never truncated, and may be shared.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.is_file() && (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// What [`open_network_outputs`] reads of a run's configuration: what a thread in
