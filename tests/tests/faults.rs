@@ -438,12 +438,12 @@ fn odd_numbers_get_traffics_own_messages() {
             "--interval",
             "-1",
             "--duration",
-            "-1",
+            "1e30",
         ],
     );
     assert!(
-        err.contains("--interval must be a positive number of seconds, not -1")
-            && err.contains("--duration must be a positive number of seconds, not -1")
+        err.contains("--interval must be a positive number of seconds below 1000000000 (about 31 years), not -1")
+            && err.contains("--duration must be a positive number of seconds below 1000000000 (about 31 years), not 1000000000000000000000000000000")
             && !err.contains("is below"),
         "{err}"
     );

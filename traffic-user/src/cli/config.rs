@@ -29,7 +29,9 @@ pub enum ConfigError {
     #[error(transparent)]
     Rule(#[from] RuleError),
     /// A duration that is not a positive number of seconds.
-    #[error("{flag} must be a positive number of seconds, not {value}")]
+    #[error(
+        "{flag} must be a positive number of seconds below 1000000000 (about 31 years), not {value}"
+    )]
     Seconds {
         /// The flag.
         flag: &'static str,
