@@ -677,3 +677,16 @@ pub fn mkfifo(path: &std::path::Path) {
     // SAFETY: a valid C string.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
+
+/// A pcap file header (microseconds, little-endian, Ethernet), as tcpdump
+/// writes one: the start of a capture to give `--read`.
+pub fn pcap_header() -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend(0xa1b2_c3d4u32.to_le_bytes());
+    h.extend(2u16.to_le_bytes());
+    h.extend(4u16.to_le_bytes());
+    h.extend([0; 8]);
+    h.extend(65_535u32.to_le_bytes());
+    h.extend(1u32.to_le_bytes());
+    h
+}

@@ -7,7 +7,7 @@ use traffic::{
     lab::{generator, zipf::Zipf},
     sink::json::{Line, RuleRow, SummaryReport},
 };
-use traffic_tests::{Lab, Running, TempDir, send, send_on_cpu, signal};
+use traffic_tests::{Lab, Running, TempDir, pcap_header, send, send_on_cpu, signal};
 
 /// Rules of the lab tests: one of each action, and the default.
 const RULES: [&str; 6] = [
@@ -427,18 +427,6 @@ fn check_mix_of_read(summary: &SummaryReport, extra: u64) {
     let top = summary.top.as_ref().unwrap();
     assert_eq!(top.sources[0].source, "192.0.2.1");
     assert_eq!(top.sources[0].packets, 700);
-}
-
-/// A pcap file header (microseconds, little-endian, Ethernet).
-fn pcap_header() -> Vec<u8> {
-    let mut h = Vec::new();
-    h.extend(0xa1b2_c3d4u32.to_le_bytes());
-    h.extend(2u16.to_le_bytes());
-    h.extend(4u16.to_le_bytes());
-    h.extend([0; 8]);
-    h.extend(65_535u32.to_le_bytes());
-    h.extend(1u32.to_le_bytes());
-    h
 }
 
 /// A pcap record of `frame` at second `secs`.

@@ -214,10 +214,7 @@ fn an_output_that_is_an_input_is_refused_and_left_alone() {
     let lab = Lab::create("same", 1).expect("create the lab");
     let dir = TempDir::new("same");
     let capture = dir.0.join("cap.pcap");
-    let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
-    header.extend([0; 8]);
-    header.extend(65_535u32.to_le_bytes());
-    header.extend(1u32.to_le_bytes());
+    let header = traffic_tests::pcap_header();
     std::fs::write(&capture, &header).unwrap();
     let link = dir.0.join("link.pcap");
     std::os::unix::fs::symlink(&capture, &link).unwrap();

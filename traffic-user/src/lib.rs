@@ -21,7 +21,7 @@
 //! in network namespaces, frames, a generator, the built-in lab) and
 //! [`bench`](mod@bench) measures what traffic costs beside its peers.
 
-/// Writes a line to standard error as `crate::say!` does, except that a
+/// Writes a line to standard error as `eprintln!` does, except that a
 /// standard error that cannot be written (closed, `2>/dev/full`) does not
 /// stop traffic: the line is lost, and the run goes on to its summary.
 #[macro_export]

@@ -187,7 +187,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
     // cleanly instead of killing it midway. SIGHUP re-reads the rules when
     // they come from files; otherwise it ends the run like SIGTERM (a
     // terminal closing), with the summary.
-    let [mut sigint, mut sigterm, sighup, mut sigquit, mut sigxcpu] = signals()?;
+    let (mut ends, sighup) = signals()?;
     let requests = requests()?;
     print_notes(cfg);
     let mut session = open(cfg, ifaces)?.with_requests(requests);
@@ -222,11 +222,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
     let duration = cfg.duration;
     let stop = async move {
         tokio::select! {
-            _ = sigint.recv() => Stop::Signal("SIGINT"),
-            _ = sigterm.recv() => Stop::Signal("SIGTERM"),
-            _ = sigquit.recv() => Stop::Signal("SIGQUIT"),
-            _ = sigxcpu.recv() => Stop::Signal("SIGXCPU"),
-            Some(()) = super::recv(hangup_stops.as_mut()) => Stop::Signal("SIGHUP"),
+            signal = first_signal(&mut ends, hangup_stops.as_mut()) => Stop::Signal(signal),
             () = sleep_for(duration) => Stop::Duration,
             iface = any_link_gone(links) => Stop::InterfaceGone { iface },
         }
@@ -242,7 +238,7 @@ pub async fn watch(cfg: &RunConfig, ifaces: &[String]) -> Result<Outcome, SetupE
 /// [`SetupError`]: what could not be set up, or how the run failed. A bad
 /// record within the file is not one: see [`Replayed::error`].
 pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, SetupError> {
-    let mut stops = signals()?;
+    let (mut ends, mut sighup) = signals()?;
     let requests = requests()?;
     print_notes(cfg);
     // The file first: a file that is not a capture is refused before
@@ -252,7 +248,7 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
     if let Some(fd) = input.wait_fd() {
         tokio::select! {
             biased;
-            signal = first_signal(&mut stops) => {
+            signal = first_signal(&mut ends, Some(&mut sighup)) => {
                 return Err(SetupError::Waiting {
                     signal,
                     path: path.to_owned(),
@@ -284,34 +280,48 @@ pub async fn read(cfg: &RunConfig, path: &std::path::Path) -> Result<Replayed, S
         ifaces: Vec::new(),
     };
     let session = session(cfg, start, Box::new(engine), sources, outputs).with_requests(requests);
-    let stop = async move { Stop::Signal(first_signal(&mut stops).await) };
+    let stop = async move { Stop::Signal(first_signal(&mut ends, Some(&mut sighup)).await) };
     Ok(session.replay(&mut file, stop).await?)
 }
 
-/// The name of the first of [`signals`] to come.
-async fn first_signal(signals: &mut [tokio::signal::unix::Signal; 5]) -> &'static str {
-    let [sigint, sigterm, sighup, sigquit, sigxcpu] = signals;
+/// The name of the first signal to end the run: one of `ends` (as
+/// [`signals`] makes them), or SIGHUP when `hangup` is given (a run that
+/// reads its rules files again on SIGHUP gives none).
+async fn first_signal(
+    ends: &mut [tokio::signal::unix::Signal; 4],
+    hangup: Option<&mut tokio::signal::unix::Signal>,
+) -> &'static str {
+    let [sigint, sigterm, sigquit, sigxcpu] = ends;
     tokio::select! {
         _ = sigint.recv() => "SIGINT",
         _ = sigterm.recv() => "SIGTERM",
-        _ = sighup.recv() => "SIGHUP",
         _ = sigquit.recv() => "SIGQUIT",
         _ = sigxcpu.recv() => "SIGXCPU",
+        Some(()) = super::recv(hangup) => "SIGHUP",
     }
 }
 
-/// Handlers of SIGINT, SIGTERM, SIGHUP, SIGQUIT (a terminal's Ctrl-\\)
-/// and SIGXCPU (the soft CPU-time limit of `ulimit -t` or systemd's
-/// `LimitCPU=`, before the hard limit's SIGKILL), in that order: without
-/// one, each would end the run without its summary.
-fn signals() -> Result<[tokio::signal::unix::Signal; 5], SetupError> {
-    Ok([
-        handler(SignalKind::interrupt(), "SIGINT")?,
-        handler(SignalKind::terminate(), "SIGTERM")?,
+/// Handlers of the signals that end a run, SIGINT, SIGTERM, SIGQUIT (a
+/// terminal's Ctrl-\\) and SIGXCPU (the soft CPU-time limit of `ulimit -t`
+/// or systemd's `LimitCPU=`, before the hard limit's SIGKILL), in that
+/// order, and of SIGHUP, which ends it too unless the run reads its rules
+/// files again: without one, each would end the run without its summary.
+fn signals() -> Result<
+    (
+        [tokio::signal::unix::Signal; 4],
+        tokio::signal::unix::Signal,
+    ),
+    SetupError,
+> {
+    Ok((
+        [
+            handler(SignalKind::interrupt(), "SIGINT")?,
+            handler(SignalKind::terminate(), "SIGTERM")?,
+            handler(SignalKind::quit(), "SIGQUIT")?,
+            handler(SignalKind::from_raw(libc::SIGXCPU), "SIGXCPU")?,
+        ],
         handler(SignalKind::hangup(), "SIGHUP")?,
-        handler(SignalKind::quit(), "SIGQUIT")?,
-        handler(SignalKind::from_raw(libc::SIGXCPU), "SIGXCPU")?,
-    ])
+    ))
 }
 
 /// The handlers of SIGUSR1, which asks for the counts so far, and SIGUSR2,

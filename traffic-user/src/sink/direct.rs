@@ -584,6 +584,17 @@ impl Thread {
         }
     }
 
+    /// Waits until every buffer sent is back, or the thread is gone.
+    fn wait_all(&mut self) {
+        while self.in_flight > 0 {
+            let before = self.in_flight;
+            self.collect(true);
+            if self.in_flight == before {
+                break; // the thread is gone
+            }
+        }
+    }
+
     /// Has `tail` (less than a block) written after the blocks sent, at its
     /// place and through the page cache, and waits for every write: the
     /// file is complete up to here. The thread goes on.
@@ -593,13 +604,7 @@ impl Thread {
             buf.extend_from_slice(tail);
             self.send(Job::Tail(buf))?;
         }
-        while self.in_flight > 0 {
-            let before = self.in_flight;
-            self.collect(true);
-            if self.in_flight == before {
-                break; // the thread is gone
-            }
-        }
+        self.wait_all();
         self.failed.take().map_or(Ok(()), Err)
     }
 
@@ -609,13 +614,7 @@ impl Thread {
     fn finish(mut self, tail: AlignedBuf) -> (Option<File>, u64, io::Result<()>) {
         let sent = self.send(Job::Finish(tail));
         self.jobs = None;
-        while self.in_flight > 0 {
-            let before = self.in_flight;
-            self.collect(true);
-            if self.in_flight == before {
-                break; // the thread is gone
-            }
-        }
+        self.wait_all();
         let file = self.handle.take().and_then(|h| h.join().ok());
         let result = match (sent, self.failed.take()) {
             (_, Some(e)) | (Err(e), None) => Err(e),

@@ -243,7 +243,6 @@ fn open_error(path: &Path, e: io::Error) -> OutputError {
     }
 }
 
-/// A `File` on a duplicate of descriptor 1.
 /// Whether `path` (its links followed) is the pipe, socket or file that
 /// standard output is. A terminal or `/dev/null` does not count: writing
 /// both there garbles nothing that anyone reads back.
@@ -263,6 +262,7 @@ fn names_stdout(path: &Path) -> bool {
         && named.ino() == st.st_ino as u64
 }
 
+/// A `File` on a duplicate of descriptor 1.
 fn dup_stdout() -> io::Result<File> {
     use std::os::fd::{AsFd as _, OwnedFd};
     let fd: OwnedFd = io::stdout().as_fd().try_clone_to_owned()?;
